@@ -1,0 +1,84 @@
+"""Function: one differentiable op, with its forward and backward side by side.
+
+A Function subclass writes
+
+    forward(self, *arrays, **params) -> array      # computes on raw xp arrays
+    backward(self, grad) -> grad or tuple of grads  # one per input, None where not needed
+
+and saves on `self`, by name, only what backward needs. `Function.apply(*tensors,
+**params)` runs forward and, when gradients are being recorded, links the output
+tensor to the Function so `Tensor.backward` can call `backward` later.
+
+Contract for backward (users writing their own ops follow it too):
+- return one gradient per tensor input, shaped like that input (use `unbroadcast`
+  after a broadcasting forward), or None for inputs that need none;
+- `self.needs_input_grad[i]` says whether input i wants a gradient: skip the work
+  when it does not;
+- never modify `grad` in place: the engine may hand the same array to several ops.
+
+Left out: multiple outputs per Function (split is several slices), double backward
+(backward runs on raw arrays, so gradients of gradients are not recorded).
+"""
+from __future__ import annotations
+
+from . import backend
+from .tensor import Tensor, grad_enabled
+
+
+class Function:
+    """Base class of every differentiable op; see the module docstring for the contract."""
+
+    needs_input_grad: tuple = ()
+    inputs: tuple = ()
+
+    def forward(self, *arrays, **params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @classmethod
+    def apply(cls, *inputs: Tensor, **params) -> Tensor:
+        fn = cls()
+        if backend.cupy_loaded() and len(inputs) > 1:
+            _check_same_device(cls.__name__, inputs)
+        track = grad_enabled() and any(t.requires_grad for t in inputs)
+        fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if track else (False,) * len(inputs)
+        out = fn.forward(*[t.data for t in inputs], **params)
+        xp = backend.get_array_module(out)
+        if not isinstance(out, xp.ndarray):  # NumPy reductions can return scalars
+            out = xp.asarray(out)
+        result = Tensor._wrap(out, track)
+        if track:
+            fn.inputs = inputs
+            result._ctx = fn
+        return result
+
+
+def unbroadcast(grad, shape):
+    """Sum `grad` down to `shape`, undoing NumPy broadcasting (the adjoint of broadcast_to).
+
+    Example: shape (3, 1) broadcast to (2, 3, 4): sum over axis 0, then over axis 2 keeping it.
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    kept = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if kept:
+        grad = grad.sum(axis=kept, keepdims=True)
+    return grad
+
+
+def _check_same_device(op: str, inputs) -> None:
+    devices = {backend.device_of(t.data) for t in inputs}
+    if len(devices) > 1:
+        described = ", ".join(f"{backend.device_of(t.data)} {tuple(t.shape)}" for t in inputs)
+        raise RuntimeError(
+            f"{op}: inputs live on different devices ({described}); "
+            "move them to one device first with tensor.to('cpu') or tensor.to('cuda')")

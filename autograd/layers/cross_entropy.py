@@ -1,0 +1,73 @@
+"""Cross-entropy of logits against integer targets, softmax and negative log-likelihood fused.
+
+    loss_n = logsumexp(x_n) - x_n[t_n]           for rows whose target is not ignore_index
+    dx_n   = (softmax(x_n) - onehot(t_n)) * g_n   (docs/derivations/cross_entropy.md)
+
+With reduction "mean" the loss is averaged over the rows that are not ignored, and
+g_n = g / n_valid. A batch in which every row is ignored has loss 0 and zero gradient
+(a deliberate choice: no signal rather than NaN). The fused form never builds the
+one-hot matrix and never takes log of a probability, so it is exact at extreme logits.
+
+Left out: label smoothing, class weights, probabilistic (soft) targets.
+"""
+from __future__ import annotations
+
+
+from ..backend import get_array_module
+from ..function import Function
+from .softmax import stable_softmax
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class CrossEntropy(Function):
+    def forward(self, logits, targets, ignore_index=-100, reduction="mean"):
+        xp = get_array_module(logits)
+        V = logits.shape[-1]
+        x = logits.reshape(-1, V)                                   # (N, V)
+        t = targets.reshape(-1)                                     # (N,)
+        valid = t != ignore_index
+        safe_t = xp.where(valid, t, 0)
+        if t.size and (int(safe_t.min()) < 0 or int(safe_t.max()) >= V):
+            bad = int(safe_t.min()) if int(safe_t.min()) < 0 else int(safe_t.max())
+            raise ValueError(f"cross_entropy: target {bad} is outside the {V} classes [0, {V}); "
+                             f"use ignore_index={ignore_index} for positions without a target")
+        rows = xp.arange(x.shape[0])
+        probs = stable_softmax(x, axis=-1)                          # (N, V)
+        m = x.max(axis=-1)
+        # logsumexp(x) - x[t], computed from the shifted logits so it stays exact.
+        lse = m + xp.log(xp.exp(x - m[:, None]).sum(axis=-1))
+        losses = (lse - x[rows, safe_t]) * valid                    # (N,)
+        self.probs, self.safe_t, self.valid, self.rows = probs, safe_t, valid, rows
+        self.in_shape, self.reduction, self.out_shape = logits.shape, reduction, targets.shape
+        if reduction == "none":
+            return losses.reshape(targets.shape)
+        if reduction == "sum":
+            return losses.sum()
+        self.n_valid = int(valid.sum())
+        return losses.sum() / max(self.n_valid, 1)
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        if self.reduction == "none":
+            row_grad = grad.reshape(-1) * self.valid                # (N,)
+        elif self.reduction == "sum":
+            row_grad = xp.broadcast_to(grad, self.valid.shape) * self.valid
+        else:
+            row_grad = xp.broadcast_to(grad / max(self.n_valid, 1), self.valid.shape) * self.valid
+        dx = self.probs * row_grad[:, None]                         # term 1: softmax * g_n
+        dx[self.rows, self.safe_t] -= row_grad                      # term 2: - onehot * g_n
+        return dx.reshape(self.in_shape), None
+
+
+def check_targets(logits_shape, targets_shape):
+    if tuple(targets_shape) != tuple(logits_shape[:-1]):
+        raise ValueError(f"cross_entropy: logits {tuple(logits_shape)} need targets of shape "
+                         f"{tuple(logits_shape[:-1])}, got {tuple(targets_shape)}")
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction {reduction!r} is not one of {REDUCTIONS}")
+
+

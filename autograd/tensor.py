@@ -1,0 +1,291 @@
+"""Tensor: an xp array with a gradient, and reverse-mode backpropagation over the graph.
+
+A Tensor wraps `data` (a NumPy or CuPy array). When it `requires_grad`, ops record
+the Function that produced each result (`_ctx`), and `backward()` walks that graph
+from the output to the leaves in a reverse topological order:
+
+- the order is computed iteratively (an explicit stack, no recursion), so a graph
+  tens of thousands of ops deep backpropagates without hitting Python's recursion
+  limit; children are visited in input order, so the order, and every floating-point
+  sum, is the same on every run;
+- each Function's `backward` gets the summed gradient of its output and returns one
+  gradient per input; gradients meeting at a tensor are added;
+- leaves (tensors made by the user, such as parameters) accumulate into `.grad` with
+  `+=`, so gradients of several backward calls add up until zeroed;
+- the graph is freed as it is consumed unless `retain_graph=True`: a second backward
+  through a freed graph is an error, not silent zeros.
+
+`no_grad()` switches recording off (evaluation, sampling, optimizer steps).
+
+Left out: gradients of non-leaf tensors (`retain_grad`), hooks, double backward, in-place
+ops on tensors that require grad, sparse and complex tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from . import backend
+
+_state = threading.local()
+
+
+def grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: ops inside record no graph."""
+
+    def __enter__(self):
+        self._previous = grad_enabled()
+        _state.enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled = self._previous
+        return False
+
+
+class enable_grad(no_grad):
+    """The opposite of no_grad, for a region inside one."""
+
+    def __enter__(self):
+        self._previous = grad_enabled()
+        _state.enabled = True
+        return self
+
+
+def _is_float(dtype) -> bool:
+    return np.issubdtype(np.dtype(dtype), np.floating)
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it, for backpropagation."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_freed", "name", "__weakref__")
+    __array_priority__ = 1000  # make `ndarray * Tensor` call Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is not None:
+            data = backend.to_device(data, device) if hasattr(data, "shape") else backend.module_for(device).asarray(data)
+        xp = backend.get_array_module(data)
+        if isinstance(data, xp.ndarray):
+            if dtype is not None and data.dtype != np.dtype(dtype):
+                data = data.astype(dtype)
+        else:  # Python scalars and lists, or NumPy scalars
+            was_array_scalar = isinstance(data, np.generic)
+            data = xp.asarray(data, dtype=dtype)
+            if dtype is None and not was_array_scalar and data.dtype == np.float64:
+                data = data.astype(backend.DEFAULT_DTYPE)
+        if requires_grad and not _is_float(data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {data.dtype}; "
+                "convert first, e.g. Tensor(x.astype('float32'), requires_grad=True)")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._freed = False
+        self.name = name
+
+    @classmethod
+    def _wrap(cls, data, requires_grad: bool) -> "Tensor":
+        """Fast constructor for op outputs: `data` is already an xp array."""
+        t = object.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._ctx = None
+        t._freed = False
+        t.name = None
+        return t
+
+    # ---- array facts ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def xp(self):
+        return backend.get_array_module(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        fn = f", grad_fn={self._ctx.name}" if self._ctx is not None else ""
+        return f"Tensor({backend.to_numpy(self.data)!r}{grad}{fn})"
+
+    # ---- conversions ---------------------------------------------------------------
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data, False)
+
+    def to(self, device: str) -> "Tensor":
+        """A copy on `device` ('cpu' or 'cuda'), cut from the graph; self if already there."""
+        if device == self.device:
+            return self
+        out = Tensor._wrap(backend.to_device(self.data, device), self.requires_grad and self.is_leaf)
+        return out
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ---- backpropagation -----------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into every leaf's `.grad`.
+
+        `grad` defaults to 1 for a one-element tensor; any other tensor needs it given.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the computation "
+                "had requires_grad=True, or it was computed under no_grad()")
+        if self._freed:
+            raise RuntimeError(
+                "backward() through a graph that was already freed by an earlier backward(); "
+                "pass retain_graph=True to the first backward() to backpropagate twice")
+        xp = self.xp
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {self.shape} needs a gradient of that shape: "
+                    "call .sum() or .mean() first, or pass grad=")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
+
+        grads = {id(self): grad}  # id(tensor) -> gradient flowing into it
+        for node in self._reverse_topological_order():
+            g = grads.pop(id(node), None)
+            fn = node._ctx
+            if fn is None:
+                if g is not None:
+                    node._accumulate(g)
+                continue
+            if g is None:
+                continue
+            input_grads = fn.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(fn.inputs):
+                raise RuntimeError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} inputs")
+            for inp, ig in zip(fn.inputs, input_grads):
+                if ig is None or not inp.requires_grad:
+                    continue
+                key = id(inp)
+                previous = grads.get(key)
+                grads[key] = ig if previous is None else previous + ig
+            if not retain_graph:
+                node._ctx = None
+                node._freed = True
+                fn.inputs = ()
+
+    def _accumulate(self, g) -> None:
+        if g.shape != self.data.shape:
+            raise RuntimeError(f"gradient of shape {g.shape} for a leaf of shape {self.shape}")
+        if self.grad is None:
+            self.grad = g.astype(self.data.dtype, copy=True)
+        else:
+            self.grad += g
+
+    def _reverse_topological_order(self) -> list:
+        """Nodes that require grad, each after every node that consumes it (outputs first)."""
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            if node._ctx is not None:
+                for inp in reversed(node._ctx.inputs):
+                    if inp.requires_grad and id(inp) not in visited:
+                        stack.append((inp, False))
+        order.reverse()
+        return order
+
+    def to_dot(self) -> str:
+        """The graph that produced this tensor, as Graphviz DOT text (`dot -Tsvg`)."""
+        lines = ["digraph autograd {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];']
+        seen, stack = set(), [self]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
+            style = "filled" if t is self else ("bold" if t.is_leaf and t.requires_grad else "solid")
+            lines.append(f'  t{id(t)} [shape=box, style={style}, label="{label}"];')
+            if t._ctx is not None:
+                fn = t._ctx
+                lines.append(f'  f{id(fn)} [shape=ellipse, label="{fn.name}"];')
+                lines.append(f"  f{id(fn)} -> t{id(t)};")
+                for inp in fn.inputs:
+                    lines.append(f"  t{id(inp)} -> f{id(fn)};")
+                    stack.append(inp)
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    # ---- operators (defined in autograd.ops, attached in autograd/__init__) --------------
+    def __hash__(self):
+        return id(self)
+
+
+def as_tensor(value, like: Tensor | None = None) -> Tensor:
+    """`value` as a Tensor; Python scalars take `like`'s dtype and device (no silent upcast)."""
+    if isinstance(value, Tensor):
+        return value
+    if like is not None:
+        xp = like.xp
+        if isinstance(value, (int, float, bool)) or isinstance(value, np.generic):
+            return Tensor._wrap(xp.asarray(value, dtype=like.dtype), False)
+        if isinstance(value, np.ndarray) and xp is not np:
+            raise RuntimeError(
+                f"cannot mix a NumPy array {value.shape} with a tensor on {like.device}; "
+                "move it first: Tensor(array).to('cuda')")
+    return Tensor(value)
