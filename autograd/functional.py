@@ -147,3 +147,220 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, fused: bool = 
     return y if bias is None else y + bias
 
 
+# =======================================================================================
+# ---- transformer layers: normalisation, attention, rotary embedding, SwiGLU ------------
+# Hand-derived Functions live in autograd/layers/{norm,attention,rope,swiglu}.py, each with
+# a page in docs/derivations/. `fused=False` composes the same math from primitives: the
+# reference the hand-derived backward is tested against.
+# =======================================================================================
+
+def _check_last_axis_param(op: str, name: str, param, x: Tensor) -> None:
+    if param is not None and tuple(param.shape) != (x.shape[-1],):
+        raise ValueError(f"{op}: {name} has shape {tuple(param.shape)} but the input's last axis is "
+                         f"{x.shape[-1]} (input shape {tuple(x.shape)}); pass a {name} of shape ({x.shape[-1]},)")
+
+
+def _check_eps(op: str, eps: float) -> None:
+    if not eps >= 0:
+        raise ValueError(f"{op}: eps={eps} must be >= 0 (a small positive number such as 1e-5 keeps it finite)")
+
+
+def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5,
+               fused: bool = True) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (population variance).
+
+    x: (..., C); weight, bias: (C,) or None.
+    """
+    _check_eps("layer_norm", eps)
+    _check_last_axis_param("layer_norm", "weight", weight, x)
+    _check_last_axis_param("layer_norm", "bias", bias, x)
+    if fused and _FUSED_LAYERS:
+        return _fused_layer_norm(x, weight, bias, eps)
+    centered = x - ops.mean(x, axis=-1, keepdims=True)
+    variance = ops.mean(centered * centered, axis=-1, keepdims=True)
+    y = centered / ops.sqrt(variance + eps)
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6, fused: bool = True) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis.  x: (..., C); weight: (C,) or None."""
+    _check_eps("rms_norm", eps)
+    _check_last_axis_param("rms_norm", "weight", weight, x)
+    if fused and _FUSED_LAYERS:
+        return _fused_rms_norm(x, weight, eps)
+    y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + eps)
+    return y if weight is None else y * weight
+
+
+def swiglu(gate: Tensor, up: Tensor, fused: bool = True) -> Tensor:
+    """silu(gate) * up, elementwise (the MLP does the projections)."""
+    if tuple(gate.shape) != tuple(up.shape):
+        raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have the same shape")
+    if fused and _FUSED_LAYERS:
+        return _fused_swiglu(gate, up)
+    return silu(gate, fused=False) * up
+
+
+def rope(x: Tensor, theta: float = 10000.0, offset: int = 0, fused: bool = True) -> Tensor:
+    """Rotary position embedding, "rotate_half" layout (GPT-NeoX / Hugging Face Llama).
+
+    x: (B, nh, T, hs), hs even. Position t (counted from `offset`) rotates the pair
+    (x_i, x_{i+hs/2}) by the angle (offset + t) * theta^(-2i/hs).
+    """
+    _check_rope_input(x, theta, offset)
+    if fused and _FUSED_LAYERS:
+        return _fused_rope(x, theta, offset)
+    cos, sin = _rope_tables_full(x, theta, offset)                       # (T, hs) each
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]                                # (B, nh, T, hs/2)
+    rotated_half = ops.concatenate([-x2, x1], axis=-1)                   # (B, nh, T, hs)
+    return x * cos + rotated_half * sin
+
+
+def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scale: float | None = None) -> Tensor:
+    """The attention probabilities softmax(q k^T * scale) (B, nh, T, S), masked as in
+    scaled_dot_product_attention; a row with no allowed key is all zeros. No gradient."""
+    _check_attention_shapes(q, k, k)
+    allowed = _attention_allowed(q, k, causal, mask)
+    with _no_grad():
+        return _composed_attention_probs(q, k, allowed, _attention_scale(q, scale)).detach()
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, mask=None,
+                                 dropout_p: float = 0.0, generator=None, fused: bool = True,
+                                 scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale + masks) v, with grouped-query heads, padding mask and dropout.
+
+    q: (B, nh, T, hs); k, v: (B, nkv, S, hs) with nh % nkv == 0: kv head j serves the
+    nh/nkv consecutive query heads j*nh/nkv ... (Hugging Face Llama's repeat_kv).
+    scale defaults to 1/sqrt(hs). causal: the T queries are the last T of the S positions,
+    so query i may attend key j only if j <= S - T + i (KV-cache decoding has T < S).
+    mask: boolean, broadcastable to (B, nh, T, S), True = may attend (padding masks).
+    A query row with no key it may attend gives output 0 and zero gradient (never NaN).
+    dropout_p: dropout on the attention weights, drawn from `generator` (seeded).
+    Returns (B, nh, T, hs).
+    """
+    _check_attention_shapes(q, k, v)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p={dropout_p} must be in [0, 1)")
+    allowed = _attention_allowed(q, k, causal, mask)
+    scale = _attention_scale(q, scale)
+    keep_scaled = None
+    if dropout_p > 0.0:
+        B, nh, T, _ = q.shape
+        gen = generator if generator is not None else default_generator(q.device)
+        keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen)
+    if fused and _FUSED_LAYERS:
+        return _fused_attention(q, k, v, allowed, scale, keep_scaled)
+    probs = _composed_attention_probs(q, k, allowed, scale)            # (B, nh, T, S)
+    if keep_scaled is not None:
+        probs = probs * Tensor._wrap(keep_scaled, False)
+    return probs @ _repeat_kv(v, q.shape[1])                            # (B, nh, T, S) @ (B, nh, S, hs)
+
+
+def dropout_scaled_mask(shape, dtype, p: float, generator):
+    """keep / (1 - p) with keep ~ Bernoulli(1 - p): the array inverted dropout multiplies by."""
+    keep = generator.random(shape) >= p
+    return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
+
+
+# ---- helpers of the transformer layers --------------------------------------------------
+
+_FUSED_LAYERS = False  # set once the hand-derived Functions below are wired in
+
+
+def _no_grad():
+    from .tensor import no_grad
+    return no_grad()
+
+
+def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
+    op = "scaled_dot_product_attention"
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"{op}: q, k, v must be 4-D (B, nh, T, hs), got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    B, nh, T, hs = q.shape
+    if tuple(k.shape) != tuple(v.shape):
+        raise ValueError(f"{op}: k {tuple(k.shape)} and v {tuple(v.shape)} must have the same shape")
+    if k.shape[0] != B or k.shape[3] != hs:
+        raise ValueError(f"{op}: k/v of shape {tuple(k.shape)} do not match q {tuple(q.shape)}: "
+                         f"need (B={B}, nkv, S, hs={hs})")
+    nkv = k.shape[1]
+    if nkv == 0 or nh % nkv:
+        raise ValueError(f"{op}: {nh} query heads are not a multiple of {nkv} kv heads; "
+                         "n_head must be divisible by n_kv_head")
+
+
+def _attention_scale(q: Tensor, scale: float | None) -> float:
+    return 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
+
+
+def _attention_allowed(q: Tensor, k: Tensor, causal: bool, mask):
+    """Boolean array broadcastable to (B, nh, T, S): True where query i may attend key j; None = all."""
+    xp = q.xp
+    B, nh, T, _ = q.shape
+    S = k.shape[2]
+    allowed = None
+    if causal:
+        if T > S:
+            raise ValueError(f"scaled_dot_product_attention: causal attention with {T} queries but only "
+                             f"{S} keys; the queries are the last T of the S positions, so T <= S")
+        # query i sits at absolute position S - T + i and sees keys j <= S - T + i
+        allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)          # (T, S)
+    if mask is not None:
+        m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = may attend), "
+                            f"got dtype {m.dtype}")
+        try:
+            np.broadcast_shapes(m.shape, (B, nh, T, S))
+        except ValueError:
+            raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not broadcast to "
+                             f"(B, nh, T, S) = {(B, nh, T, S)}") from None
+        allowed = m if allowed is None else (allowed & m)
+    return allowed
+
+
+def _repeat_kv(kv: Tensor, nh: int) -> Tensor:
+    """(B, nkv, S, hs) -> (B, nh, S, hs), each kv head repeated for its nh/nkv query heads."""
+    B, nkv, S, hs = kv.shape
+    if nkv == nh:
+        return kv
+    group = nh // nkv
+    return kv.reshape(B, nkv, 1, S, hs).expand(B, nkv, group, S, hs).reshape(B, nh, S, hs)
+
+
+def _composed_attention_probs(q: Tensor, k: Tensor, allowed, scale: float) -> Tensor:
+    """softmax(q k^T * scale) over allowed keys, from primitives; dead rows are zero."""
+    B, nh, T, _ = q.shape
+    S = k.shape[2]
+    scores = (q @ ops.transpose(_repeat_kv(k, nh))) * scale              # (B, nh, T, hs) @ (B, nh, hs, S)
+    if allowed is None:
+        return softmax(scores, axis=-1, fused=False)
+    xp = q.xp
+    allowed = xp.broadcast_to(allowed, (B, nh, T, S))
+    live = allowed.any(axis=-1, keepdims=True)                           # (B, nh, T, 1): rows with a key
+    # A dead row attends everything (finite softmax) and is then multiplied by 0.
+    scores = ops.masked_fill(scores, ~(allowed | ~live), -np.inf)
+    probs = softmax(scores, axis=-1, fused=False)
+    return probs * Tensor._wrap(live.astype(q.dtype), False)
+
+
+def _check_rope_input(x: Tensor, theta: float, offset: int) -> None:
+    if x.ndim != 4 or x.shape[-1] % 2:
+        raise ValueError(f"rope: x must be (B, nh, T, hs) with hs even, got shape {tuple(x.shape)}")
+    if not theta > 0:
+        raise ValueError(f"rope: theta={theta} must be positive (10000.0 in GPT-NeoX/Llama)")
+    if int(offset) != offset or offset < 0:
+        raise ValueError(f"rope: offset={offset} must be a non-negative integer (the first position)")
+
+
+def _rope_tables_full(x: Tensor, theta: float, offset: int):
+    """cos and sin of shape (T, hs) as constant Tensors (each half-table repeated twice)."""
+    from .layers.rope import rope_tables
+    cos, sin = rope_tables(x.shape[2], x.shape[3], theta, offset, x.dtype, x.xp)   # (T, hs/2)
+    xp = x.xp
+    return (Tensor._wrap(xp.concatenate([cos, cos], axis=-1), False),
+            Tensor._wrap(xp.concatenate([sin, sin], axis=-1), False))
