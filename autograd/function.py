@@ -48,7 +48,14 @@ class Function:
             _check_same_device(cls.__name__, inputs)
         track = grad_enabled() and any(t.requires_grad for t in inputs)
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if track else (False,) * len(inputs)
-        out = fn.forward(*[t.data for t in inputs], **params)
+        try:
+            out = fn.forward(*[t.data for t in inputs], **params)
+        except ValueError as exc:
+            if "could not be broadcast" not in str(exc):
+                raise
+            shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
+            raise ValueError(f"{cls.__name__}: shapes {shapes} do not broadcast together "
+                             "(trailing dimensions must match or be 1)") from None
         xp = backend.get_array_module(out)
         if not isinstance(out, xp.ndarray):  # NumPy reductions can return scalars
             out = xp.asarray(out)

@@ -1,0 +1,113 @@
+"""Scaled dot-product attention with grouped-query heads, masks and dropout; hand-derived backward.
+
+Forward, per batch and head (docs/derivations/attention.md):
+
+    S = Q K^T * scale              scores,  (T, hs) @ (hs, S_k) -> (T, S_k)
+    P = softmax(S + masks)         masked entries are -inf, so their weight is exactly 0
+    O = (P * M) V                  M: dropout's keep mask / (1 - p) (all ones without dropout)
+
+Backward, with G = dO:
+
+    dV = (P * M)^T G                                          term 1
+    dP = (G V^T) * M                                          term 2
+    dS = P * (dP - rowsum(dP * P)),  rowsum(dP * P) = rowsum(G * O)   term 3 (softmax backward)
+    dQ = dS K * scale,   dK = dS^T Q * scale                  term 4
+
+rowsum(dP * P) = rowsum(G * O) (as in FlashAttention) turns a (T, S_k) reduction into a
+(T, hs) one and needs no second (T, S_k) temporary. Saved: P (the one (B, nh, T, S_k)
+buffer), the dropout mask when there is one, Q * scale, K, V and O (references or (T, hs)
+sized). Backward works in place in the single (B, nh, T, S_k) buffer dP it owns.
+
+Grouped-query attention: query heads nkv*g .. are reshaped to (B, nkv, g*T, hs), so the g
+query heads sharing kv head j are one (g*T, hs) block against that head's keys; the kv heads
+are never copied, and dK, dV sum over the group automatically inside the matmul.
+
+A query row with no allowed key (a fully masked padding row) has P = 0: output 0 and zero
+gradient, never NaN.
+
+Left out: blockwise (flash) tiling, attention biases (ALiBi), cross-attention-specific masks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..function import Function
+
+
+def masked_softmax_(scores, allowed):
+    """softmax over the last axis of `scores`, in place, with -inf where `allowed` is False.
+
+    scores: (B, nh, T, S) float; allowed: bool broadcastable to it, or None (all allowed).
+    Rows with no allowed entry become all zeros.
+    """
+    xp = get_array_module(scores)
+    if allowed is not None:
+        xp.copyto(scores, -np.inf, where=~allowed)
+    row_max = scores.max(axis=-1, keepdims=True)                   # (B, nh, T, 1)
+    if allowed is not None:
+        row_max[~xp.isfinite(row_max)] = 0                         # dead rows: exp(-inf - 0) = 0
+    scores -= row_max
+    xp.exp(scores, out=scores)
+    row_sum = scores.sum(axis=-1, keepdims=True)                   # (B, nh, T, 1)
+    if allowed is not None:
+        row_sum[row_sum == 0] = 1                                  # dead rows stay 0, not 0/0
+    scores /= row_sum
+    return scores
+
+
+def attention_probs(q_scaled, k, allowed):
+    """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, S, hs) -> (B, nh, T, S)."""
+    B, nh, T, hs = q_scaled.shape
+    nkv, S = k.shape[1], k.shape[2]
+    q_groups = q_scaled.reshape(B, nkv, (nh // nkv) * T, hs)      # (B, nkv, g*T, hs)
+    scores = q_groups @ k.swapaxes(-1, -2)                         # (B, nkv, g*T, hs) @ (B, nkv, hs, S)
+    return masked_softmax_(scores.reshape(B, nh, T, S), allowed)
+
+
+class ScaledDotProductAttention(Function):
+    def forward(self, q, k, v, allowed=None, scale=1.0, keep_scaled=None):
+        xp = get_array_module(q)
+        B, nh, T, hs = q.shape
+        nkv, S = k.shape[1], k.shape[2]
+        g = nh // nkv
+        q_scaled = q * q.dtype.type(scale)                         # (B, nh, T, hs), owned: contiguous
+        probs = attention_probs(q_scaled, k, allowed)              # (B, nh, T, S)
+        weights = probs if keep_scaled is None else probs * keep_scaled
+        out = weights.reshape(B, nkv, g * T, S) @ v                # (B, nkv, g*T, S) @ (B, nkv, S, hs)
+        out = out.reshape(B, nh, T, hs)
+        self.q_scaled, self.k, self.v, self.probs, self.keep_scaled, self.out = q_scaled, k, v, probs, keep_scaled, out
+        self.scale = scale
+        del xp
+        return out
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        probs, keep = self.probs, self.keep_scaled
+        B, nh, T, S = probs.shape
+        nkv, hs = self.k.shape[1], self.k.shape[3]
+        gT = (nh // nkv) * T
+        grad_groups = xp.ascontiguousarray(grad).reshape(B, nkv, gT, hs)   # (B, nkv, g*T, hs)
+        dq = dk = dv = None
+        if self.needs_input_grad[2]:
+            weights = probs if keep is None else probs * keep
+            # term 1: dV = (P * M)^T dO, summed over the g query heads of each kv head
+            dv = weights.reshape(B, nkv, gT, S).swapaxes(-1, -2) @ grad_groups   # (B, nkv, S, g*T) @ (B, nkv, g*T, hs)
+            del weights
+        if self.needs_input_grad[0] or self.needs_input_grad[1]:
+            dp = grad_groups @ self.v.swapaxes(-1, -2)             # term 2: dP = dO V^T, (B, nkv, g*T, S)
+            dp = dp.reshape(B, nh, T, S)
+            if keep is not None:
+                dp *= keep
+            # term 3: dS = P * (dP - rowsum(dP * P)), rowsum(dP * P) = rowsum(dO * O)
+            dp -= xp.einsum("bhtd,bhtd->bht", grad, self.out)[..., None]
+            dp *= probs
+            ds = dp.reshape(B, nkv, gT, S)
+            scale = grad.dtype.type(self.scale)
+            if self.needs_input_grad[0]:
+                dq = ds @ self.k                                   # term 4: dQ = dS K * scale
+                dq *= scale
+                dq = dq.reshape(B, nh, T, hs)
+            if self.needs_input_grad[1]:
+                dk = ds.swapaxes(-1, -2) @ self.q_scaled.reshape(B, nkv, gT, hs)   # dK = dS^T (Q * scale)
+        return dq, dk, dv

@@ -1,0 +1,128 @@
+"""LayerNorm and RMSNorm over the last axis, with hand-derived backward.
+
+LayerNorm, per row x of C features (docs/derivations/layer_norm.md):
+
+    mu = mean(x),  rstd = 1 / sqrt(mean((x - mu)^2) + eps),  xhat = (x - mu) rstd
+    y  = xhat * w + b
+    dxhat = g * w
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))      terms 1, 2, 3
+    dw = sum over rows of g * xhat,   db = sum over rows of g
+
+RMSNorm (docs/derivations/rms_norm.md):
+
+    rstd = 1 / sqrt(mean(x^2) + eps),  xhat = x rstd,  y = xhat * w
+    dx = rstd * (dxhat - xhat * mean(dxhat * xhat))                    terms 1, 2
+    dw = sum over rows of g * xhat
+
+Only the input (a reference, no copy) and the per-row statistics (mu, rstd: one number a
+row) are saved; xhat is recomputed in backward, which then works in two row-sized buffers
+it owns, in place. Weight and bias are optional (elementwise_affine=False style).
+
+Left out: normalising over more than the last axis, running statistics (that is batch norm).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..function import Function
+
+
+def _sum_over_rows(a):
+    """Sum over every axis but the last: (..., C) -> (C,)."""
+    return a.sum(axis=tuple(range(a.ndim - 1)))
+
+
+def _row_dot_mean(a, b):
+    """mean over the last axis of a * b, keepdims: (..., C), (..., C) -> (..., 1), without an (..., C) temporary."""
+    xp = get_array_module(a)
+    C = a.shape[-1]
+    dots = xp.einsum("...c,...c->...", a, b)
+    return (dots / C)[..., None]
+
+
+class LayerNorm(Function):
+    def forward(self, x, *params, eps=1e-5, has_weight=False, has_bias=False):
+        xp = get_array_module(x)
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        mu = x.mean(axis=-1, keepdims=True)                          # (..., 1)
+        y = x - mu                                                   # (..., C), the output buffer
+        variance = _row_dot_mean(y, y)
+        rstd = 1.0 / xp.sqrt(variance + eps)                         # (..., 1)
+        y *= rstd                                                    # xhat
+        self.x, self.mu, self.rstd, self.weight = x, mu, rstd, weight
+        self.has_weight, self.has_bias = has_weight, has_bias
+        if weight is not None:
+            y *= weight
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        need_x = self.needs_input_grad[0]
+        need_w = self.has_weight and self.needs_input_grad[1]
+        need_b = self.has_bias and self.needs_input_grad[-1]
+        xhat = self.x - self.mu                                      # (..., C), owned
+        xhat *= self.rstd
+        dw = db = None
+        if need_b:
+            db = _sum_over_rows(grad)                                # db = sum_rows g
+        work = xp.empty_like(xhat)                                   # (..., C), owned
+        if need_w:
+            xp.multiply(grad, xhat, out=work)
+            dw = _sum_over_rows(work)                                # dw = sum_rows g * xhat
+        dx = None
+        if need_x:
+            dxhat = work
+            if self.weight is not None:
+                xp.multiply(grad, self.weight, out=dxhat)            # dxhat = g * w
+            else:
+                dxhat[...] = grad
+            term2 = dxhat.mean(axis=-1, keepdims=True)               # term 2: mean(dxhat)
+            term3 = _row_dot_mean(dxhat, xhat)                       # term 3: mean(dxhat * xhat), times xhat
+            dxhat -= term2
+            xhat *= term3
+            dxhat -= xhat                                            # term 1 - term 2 - term 3
+            dxhat *= self.rstd
+            dx = dxhat
+        grads = (dx,)
+        if self.has_weight:
+            grads += (dw,)
+        if self.has_bias:
+            grads += (db,)
+        return grads
+
+
+class RMSNorm(Function):
+    def forward(self, x, *params, eps=1e-6, has_weight=False):
+        xp = get_array_module(x)
+        weight = params[0] if has_weight else None
+        rstd = 1.0 / xp.sqrt(_row_dot_mean(x, x) + eps)              # (..., 1)
+        y = x * rstd                                                 # (..., C): xhat, the output buffer
+        self.x, self.rstd, self.weight, self.has_weight = x, rstd, weight, has_weight
+        if weight is not None:
+            y *= weight
+        return y
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        need_x = self.needs_input_grad[0]
+        need_w = self.has_weight and self.needs_input_grad[1]
+        xhat = self.x * self.rstd                                    # (..., C), owned
+        work = xp.empty_like(xhat)
+        dw = dx = None
+        if need_w:
+            xp.multiply(grad, xhat, out=work)
+            dw = _sum_over_rows(work)                                # dw = sum_rows g * xhat
+        if need_x:
+            dxhat = work
+            if self.weight is not None:
+                xp.multiply(grad, self.weight, out=dxhat)            # dxhat = g * w
+            else:
+                dxhat[...] = grad
+            term2 = _row_dot_mean(dxhat, xhat)                       # term 2: mean(dxhat * xhat), times xhat
+            xhat *= term2
+            dxhat -= xhat                                            # term 1 - term 2
+            dxhat *= self.rstd
+            dx = dxhat
+        return (dx, dw) if self.has_weight else dx

@@ -1,0 +1,41 @@
+"""SwiGLU's gating product silu(gate) * up, with hand-derived backward.
+
+    y = silu(a) * u = a s u,   s = sigmoid(a)
+    du = g * a s                                   term 1: silu(a)
+    da = g * u * s (1 + a (1 - s))                 term 2: u * silu'(a)
+(docs/derivations/swiglu.md). The three projections of a SwiGLU MLP are ordinary linear
+layers around this; fusing just the product saves the intermediate silu(a) tensor and one
+pass over memory. Saved: the inputs (references) and s.
+
+Left out: the projections themselves, other GLU variants (GEGLU, ReGLU).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..function import Function
+from .activation import stable_sigmoid
+
+
+class SwiGLU(Function):
+    def forward(self, gate, up):
+        s = stable_sigmoid(gate)
+        y = gate * s                                               # silu(gate)
+        y *= up
+        self.gate, self.up, self.s = gate, up, s
+        return y
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        gate, up, s = self.gate, self.up, self.s
+        d_up = d_gate = None
+        if self.needs_input_grad[1]:
+            d_up = grad * gate                                     # term 1: g * silu(a)
+            d_up *= s
+        if self.needs_input_grad[0]:
+            d_gate = xp.subtract(1, s, dtype=s.dtype)              # term 2: g * u * s (1 + a (1 - s))
+            d_gate *= gate
+            d_gate += 1
+            d_gate *= s
+            d_gate *= up
+            d_gate *= grad
+        return d_gate, d_up
