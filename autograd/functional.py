@@ -10,6 +10,10 @@ hand-derived backward is tested against, and a readable statement of the math.
     F.gelu(x, approximate="tanh")    F.silu(x)    F.relu(x)
     F.dropout(x, p, training=True, generator=None)
     F.embedding(idx, weight)         F.linear(x, weight, bias=None)
+    F.layer_norm(x, weight=None, bias=None, eps=1e-5)    F.rms_norm(x, weight=None, eps=1e-6)
+    F.scaled_dot_product_attention(q, k, v, causal=True, mask=None, dropout_p=0.0, generator=None, scale=None)
+    F.attention_weights(q, k, causal=True, mask=None)    F.rope(x, theta=10000.0, offset=0)
+    F.swiglu(gate, up)
 
 Left out: convolutions, pooling, losses other than cross-entropy.
 """
@@ -20,11 +24,15 @@ import numpy as np
 
 from . import backend, ops
 from .layers.activation import GELU_A, GELU_K, GeluErf, GeluTanh, Silu
+from .layers.attention import ScaledDotProductAttention, attention_probs
 from .layers.cross_entropy import CrossEntropy, check_reduction, check_targets
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.linear import Linear
+from .layers.norm import LayerNorm, RMSNorm
+from .layers.rope import Rope, rope_tables
 from .layers.softmax import LogSoftmax, Softmax
+from .layers.swiglu import SwiGLU
 from .tensor import Tensor
 
 relu = ops.relu
@@ -174,7 +182,7 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     _check_eps("layer_norm", eps)
     _check_last_axis_param("layer_norm", "weight", weight, x)
     _check_last_axis_param("layer_norm", "bias", bias, x)
-    if fused and _FUSED_LAYERS:
+    if fused:
         return _fused_layer_norm(x, weight, bias, eps)
     centered = x - ops.mean(x, axis=-1, keepdims=True)
     variance = ops.mean(centered * centered, axis=-1, keepdims=True)
@@ -188,7 +196,7 @@ def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6, fused: 
     """x / sqrt(mean(x^2) + eps) * weight over the last axis.  x: (..., C); weight: (C,) or None."""
     _check_eps("rms_norm", eps)
     _check_last_axis_param("rms_norm", "weight", weight, x)
-    if fused and _FUSED_LAYERS:
+    if fused:
         return _fused_rms_norm(x, weight, eps)
     y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + eps)
     return y if weight is None else y * weight
@@ -198,7 +206,7 @@ def swiglu(gate: Tensor, up: Tensor, fused: bool = True) -> Tensor:
     """silu(gate) * up, elementwise (the MLP does the projections)."""
     if tuple(gate.shape) != tuple(up.shape):
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have the same shape")
-    if fused and _FUSED_LAYERS:
+    if fused:
         return _fused_swiglu(gate, up)
     return silu(gate, fused=False) * up
 
@@ -210,7 +218,7 @@ def rope(x: Tensor, theta: float = 10000.0, offset: int = 0, fused: bool = True)
     (x_i, x_{i+hs/2}) by the angle (offset + t) * theta^(-2i/hs).
     """
     _check_rope_input(x, theta, offset)
-    if fused and _FUSED_LAYERS:
+    if fused:
         return _fused_rope(x, theta, offset)
     cos, sin = _rope_tables_full(x, theta, offset)                       # (T, hs) each
     half = x.shape[-1] // 2
@@ -224,8 +232,8 @@ def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scal
     scaled_dot_product_attention; a row with no allowed key is all zeros. No gradient."""
     _check_attention_shapes(q, k, k)
     allowed = _attention_allowed(q, k, causal, mask)
-    with _no_grad():
-        return _composed_attention_probs(q, k, allowed, _attention_scale(q, scale)).detach()
+    q_scaled = q.data * q.dtype.type(_attention_scale(q, scale))
+    return Tensor._wrap(attention_probs(q_scaled, k.data, allowed), False)
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, mask=None,
@@ -252,7 +260,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         B, nh, T, _ = q.shape
         gen = generator if generator is not None else default_generator(q.device)
         keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen)
-    if fused and _FUSED_LAYERS:
+    if fused:
         return _fused_attention(q, k, v, allowed, scale, keep_scaled)
     probs = _composed_attention_probs(q, k, allowed, scale)            # (B, nh, T, S)
     if keep_scaled is not None:
@@ -268,12 +276,26 @@ def dropout_scaled_mask(shape, dtype, p: float, generator):
 
 # ---- helpers of the transformer layers --------------------------------------------------
 
-_FUSED_LAYERS = False  # set once the hand-derived Functions below are wired in
+def _fused_layer_norm(x, weight, bias, eps):
+    params = [p for p in (weight, bias) if p is not None]
+    return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
 
 
-def _no_grad():
-    from .tensor import no_grad
-    return no_grad()
+def _fused_rms_norm(x, weight, eps):
+    params = [] if weight is None else [weight]
+    return RMSNorm.apply(x, *params, eps=eps, has_weight=weight is not None)
+
+
+def _fused_swiglu(gate, up):
+    return SwiGLU.apply(gate, up)
+
+
+def _fused_rope(x, theta, offset):
+    return Rope.apply(x, theta=theta, offset=int(offset))
+
+
+def _fused_attention(q, k, v, allowed, scale, keep_scaled):
+    return ScaledDotProductAttention.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
 
 
 def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -359,7 +381,6 @@ def _check_rope_input(x: Tensor, theta: float, offset: int) -> None:
 
 def _rope_tables_full(x: Tensor, theta: float, offset: int):
     """cos and sin of shape (T, hs) as constant Tensors (each half-table repeated twice)."""
-    from .layers.rope import rope_tables
     cos, sin = rope_tables(x.shape[2], x.shape[3], theta, offset, x.dtype, x.xp)   # (T, hs/2)
     xp = x.xp
     return (Tensor._wrap(xp.concatenate([cos, cos], axis=-1), False),

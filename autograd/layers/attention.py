@@ -67,7 +67,6 @@ def attention_probs(q_scaled, k, allowed):
 
 class ScaledDotProductAttention(Function):
     def forward(self, q, k, v, allowed=None, scale=1.0, keep_scaled=None):
-        xp = get_array_module(q)
         B, nh, T, hs = q.shape
         nkv, S = k.shape[1], k.shape[2]
         g = nh // nkv
@@ -78,7 +77,6 @@ class ScaledDotProductAttention(Function):
         out = out.reshape(B, nh, T, hs)
         self.q_scaled, self.k, self.v, self.probs, self.keep_scaled, self.out = q_scaled, k, v, probs, keep_scaled, out
         self.scale = scale
-        del xp
         return out
 
     def backward(self, grad):
