@@ -1,0 +1,202 @@
+"""Pipeline schedules as pure functions: `(n_stages, n_microbatches, stage) -> list[Action]`.
+
+A schedule says, for one stage, the order in which it runs forward and backward passes of
+microbatches and moves activations and gradients to its neighbours. It knows nothing about
+MPI or arrays: `parallel.simulate` runs all stages' lists together (to find deadlocks, count
+in-flight activations and draw unit-cost timelines) and `parallel.runner` executes the same
+lists on real ranks, so every schedule is checked without MPI before it ever runs.
+
+Conventions shared by every schedule (the runner and the simulator rely on them):
+- sends are non-blocking (they never wait for the receiver), receives block until the
+  matching message (same kind, microbatch, chunk and peer) has arrived;
+- stage 0 reads its microbatch from the data, the last stage computes the loss;
+- each list ends with one `allreduce` (data-parallel and tied-embedding gradient sums)
+  and one `step` (the optimizer update).
+
+Schedules here:
+- `gpipe`:   fill-drain. All m forwards, then all m backwards. Holds m activations.
+- `one_f_one_b`: PipeDream-flush. p - s - 1 warm-up forwards, then alternate one forward
+  and one backward, then drain. Same bubble as GPipe, holds only min(m, p - s) activations.
+- `zero_bubble_h1`: 1F1B with the backward split into B (input gradient, on the critical
+  path) and W (weight gradient, deferred to fill the bubble), after Qi et al. 2023 ("ZB-H1"):
+  same activation memory as 1F1B, smaller bubble when B and W cost about the same.
+
+Left out: interleaved 1F1B (virtual stages) is not written yet; the `chunk` field of Action
+is there so it can be added as a schedule alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+FORWARD = "forward"
+BACKWARD = "backward"                # input and weight gradients together
+BACKWARD_INPUT = "backward_input"    # zero-bubble "B": gradient w.r.t. the stage input only
+BACKWARD_WEIGHT = "backward_weight"  # zero-bubble "W": gradient w.r.t. the stage's weights
+SEND_ACT = "send_act"
+RECV_ACT = "recv_act"
+SEND_GRAD = "send_grad"
+RECV_GRAD = "recv_grad"
+ALLREDUCE = "allreduce"
+STEP = "step"
+
+COMPUTE_KINDS = (FORWARD, BACKWARD, BACKWARD_INPUT, BACKWARD_WEIGHT)
+SEND_KINDS = (SEND_ACT, SEND_GRAD)
+RECV_KINDS = (RECV_ACT, RECV_GRAD)
+ACTION_KINDS = COMPUTE_KINDS + SEND_KINDS + RECV_KINDS + (ALLREDUCE, STEP)
+MICROBATCH_KINDS = COMPUTE_KINDS + SEND_KINDS + RECV_KINDS
+# What a receive of each kind is waiting for.
+MATCHING_SEND = {RECV_ACT: SEND_ACT, RECV_GRAD: SEND_GRAD}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of one stage's schedule.
+
+    kind:       one of ACTION_KINDS
+    microbatch: the microbatch it concerns (None for allreduce and step)
+    peer:       the other stage of a send or receive (None otherwise)
+    chunk:      the model chunk (virtual stage) on this rank; always 0 without interleaving
+    """
+
+    kind: str
+    microbatch: int | None = None
+    peer: int | None = None
+    chunk: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"unknown action kind {self.kind!r}: use one of {', '.join(ACTION_KINDS)}")
+        if (self.kind in MICROBATCH_KINDS) != (self.microbatch is not None):
+            raise ValueError(f"action {self.kind!r} {'needs' if self.kind in MICROBATCH_KINDS else 'takes no'} microbatch")
+        if (self.kind in SEND_KINDS + RECV_KINDS) != (self.peer is not None):
+            raise ValueError(f"action {self.kind!r} {'needs' if self.peer is None else 'takes no'} peer")
+
+    def __str__(self) -> str:
+        short = {FORWARD: "F", BACKWARD: "B", BACKWARD_INPUT: "Bi", BACKWARD_WEIGHT: "W", SEND_ACT: "sa",
+                 RECV_ACT: "ra", SEND_GRAD: "sg", RECV_GRAD: "rg", ALLREDUCE: "AR", STEP: "S"}[self.kind]
+        if self.microbatch is None:
+            return short
+        return f"{short}{self.microbatch}" + (f">{self.peer}" if self.kind in SEND_KINDS else
+                                              f"<{self.peer}" if self.kind in RECV_KINDS else "")
+
+
+Schedule = Callable[[int, int, int], "list[Action]"]
+
+
+def check_arguments(n_stages: int, n_microbatches: int, stage: int) -> None:
+    """Raise ValueError naming the bad value; shared by every schedule."""
+    if not isinstance(n_stages, int) or n_stages < 1:
+        raise ValueError(f"n_stages must be a positive integer, got {n_stages!r}")
+    if not isinstance(n_microbatches, int) or n_microbatches < 1:
+        raise ValueError(f"n_microbatches must be a positive integer, got {n_microbatches!r}")
+    if not isinstance(stage, int) or not 0 <= stage < n_stages:
+        raise ValueError(f"stage must be in 0..{n_stages - 1}, got {stage!r}")
+
+
+# ---- building blocks: one microbatch's forward or backward with its communication --------
+def forward_actions(n_stages: int, stage: int, mb: int) -> list[Action]:
+    """Receive the input activation (not on stage 0), forward, send the output (not on the last)."""
+    actions = []
+    if stage > 0:
+        actions.append(Action(RECV_ACT, mb, peer=stage - 1))
+    actions.append(Action(FORWARD, mb))
+    if stage < n_stages - 1:
+        actions.append(Action(SEND_ACT, mb, peer=stage + 1))
+    return actions
+
+
+def backward_actions(n_stages: int, stage: int, mb: int, kind: str = BACKWARD) -> list[Action]:
+    """Receive the output gradient (not on the last stage), backward, send the input gradient (not on stage 0)."""
+    actions = []
+    if stage < n_stages - 1:
+        actions.append(Action(RECV_GRAD, mb, peer=stage + 1))
+    actions.append(Action(kind, mb))
+    if stage > 0:
+        actions.append(Action(SEND_GRAD, mb, peer=stage - 1))
+    return actions
+
+
+def _finish() -> list[Action]:
+    return [Action(ALLREDUCE), Action(STEP)]
+
+
+# ---- the schedules ---------------------------------------------------------------------
+def gpipe(n_stages: int, n_microbatches: int, stage: int) -> list[Action]:
+    """Fill-drain: every forward, then every backward (in the same microbatch order)."""
+    check_arguments(n_stages, n_microbatches, stage)
+    actions = []
+    for mb in range(n_microbatches):
+        actions += forward_actions(n_stages, stage, mb)
+    for mb in range(n_microbatches):
+        actions += backward_actions(n_stages, stage, mb)
+    return actions + _finish()
+
+
+def one_f_one_b(n_stages: int, n_microbatches: int, stage: int) -> list[Action]:
+    """PipeDream-flush: warm up with p - s - 1 forwards, alternate 1F1B, drain the backwards.
+
+    Stage s starts its first backward as soon as microbatch 0's gradient can come back, so
+    at most min(m, p - s) microbatches' activations are alive on it at once.
+    """
+    check_arguments(n_stages, n_microbatches, stage)
+    warmup = min(n_stages - stage - 1, n_microbatches)
+    actions = []
+    for mb in range(warmup):
+        actions += forward_actions(n_stages, stage, mb)
+    for i in range(n_microbatches - warmup):
+        actions += forward_actions(n_stages, stage, warmup + i)
+        actions += backward_actions(n_stages, stage, i)
+    for mb in range(n_microbatches - warmup, n_microbatches):
+        actions += backward_actions(n_stages, stage, mb)
+    return actions + _finish()
+
+
+def zero_bubble_h1(n_stages: int, n_microbatches: int, stage: int) -> list[Action]:
+    """1F1B with split backward: B (input gradient) on time, W (weight gradient) deferred.
+
+    Stage s follows 1F1B with B in place of the full backward, but holds back s weight-gradient
+    passes (the bubble it would otherwise sit in at the end) and runs W for microbatch i right
+    after B of microbatch i + s in the steady state; the held-back W passes fill the drain.
+    Activation memory is that of 1F1B: an activation is alive from F until its B.
+    """
+    check_arguments(n_stages, n_microbatches, stage)
+    warmup = min(n_stages - stage - 1, n_microbatches)
+    deferred = min(stage, n_microbatches)  # W passes kept back to fill stage s's drain bubble
+    actions = []
+    next_w = 0
+
+    def backward_and_maybe_w(mb: int) -> None:
+        nonlocal next_w
+        actions.extend(backward_actions(n_stages, stage, mb, kind=BACKWARD_INPUT))
+        if mb - next_w >= deferred:
+            actions.append(Action(BACKWARD_WEIGHT, next_w))
+            next_w += 1
+
+    for mb in range(warmup):
+        actions += forward_actions(n_stages, stage, mb)
+    for i in range(n_microbatches - warmup):
+        actions += forward_actions(n_stages, stage, warmup + i)
+        backward_and_maybe_w(i)
+    for mb in range(n_microbatches - warmup, n_microbatches):
+        backward_and_maybe_w(mb)
+    while next_w < n_microbatches:
+        actions.append(Action(BACKWARD_WEIGHT, next_w))
+        next_w += 1
+    return actions + _finish()
+
+
+SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zero_bubble_h1}
+
+
+def get_schedule(name: str) -> Schedule:
+    """The schedule function for a `--schedule` name."""
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}") from None
+
+
+def theoretical_bubble(n_stages: int, n_microbatches: int) -> float:
+    """Idle fraction of GPipe and 1F1B when every stage costs the same: (p - 1) / (m + p - 1)."""
+    return (n_stages - 1) / (n_microbatches + n_stages - 1)
