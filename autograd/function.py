@@ -21,8 +21,12 @@ Left out: multiple outputs per Function (split is several slices), double backwa
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import backend
-from .tensor import Tensor, grad_enabled
+from .tensor import Tensor, _GradMode
+
+_NOTHING_NEEDED = tuple((False,) * n for n in range(16))  # needs_input_grad when nothing is recorded
 
 
 class Function:
@@ -46,8 +50,9 @@ class Function:
         fn = cls()
         if backend.cupy_loaded() and len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
-        track = grad_enabled() and any(t.requires_grad for t in inputs)
-        fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if track else (False,) * len(inputs)
+        needs = tuple([t.requires_grad for t in inputs])
+        track = _GradMode.enabled and True in needs
+        fn.needs_input_grad = needs if track else (_NOTHING_NEEDED[len(needs)] if len(needs) < 16 else (False,) * len(needs))
         try:
             out = fn.forward(*[t.data for t in inputs], **params)
         except ValueError as exc:
@@ -56,9 +61,8 @@ class Function:
             shapes = " and ".join(str(tuple(t.shape)) for t in inputs)
             raise ValueError(f"{cls.__name__}: shapes {shapes} do not broadcast together "
                              "(trailing dimensions must match or be 1)") from None
-        xp = backend.get_array_module(out)
-        if not isinstance(out, xp.ndarray):  # NumPy reductions can return scalars
-            out = xp.asarray(out)
+        if type(out) is not np.ndarray and not backend.is_cupy_array(out):
+            out = np.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
         result = Tensor._wrap(out, track)
         if track:
             fn.inputs = inputs

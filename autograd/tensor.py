@@ -23,39 +23,39 @@ ops on tensors that require grad, sparse and complex tensors.
 from __future__ import annotations
 
 import contextlib
-import threading
 
 import numpy as np
 
 from . import backend
 
-_state = threading.local()
+
+class _GradMode:
+    """Whether ops record the graph. One process-wide switch (read on every op, so kept cheap);
+    the engine is not meant to record graphs from several threads at once."""
+    enabled = True
 
 
 def grad_enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _GradMode.enabled
 
 
 class no_grad(contextlib.ContextDecorator):
     """Context manager and decorator: ops inside record no graph."""
+    _mode = False
 
     def __enter__(self):
-        self._previous = grad_enabled()
-        _state.enabled = False
+        self._previous = _GradMode.enabled
+        _GradMode.enabled = self._mode
         return self
 
     def __exit__(self, *exc):
-        _state.enabled = self._previous
+        _GradMode.enabled = self._previous
         return False
 
 
 class enable_grad(no_grad):
     """The opposite of no_grad, for a region inside one."""
-
-    def __enter__(self):
-        self._previous = grad_enabled()
-        _state.enabled = True
-        return self
+    _mode = True
 
 
 def _is_float(dtype) -> bool:
