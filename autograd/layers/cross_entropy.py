@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..function import Function
-from .softmax import stable_softmax
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -33,10 +32,14 @@ class CrossEntropy(Function):
             raise ValueError(f"cross_entropy: target {bad} is outside the {V} classes [0, {V}); "
                              f"use ignore_index={ignore_index} for positions without a target")
         rows = xp.arange(x.shape[0])
-        probs = stable_softmax(x, axis=-1)                          # (N, V)
-        m = x.max(axis=-1)
-        # logsumexp(x) - x[t], computed from the shifted logits so it stays exact.
-        lse = m + xp.log(xp.exp(x - m[:, None]).sum(axis=-1))
+        # One pass of exp serves both the loss and the saved softmax:
+        # e = exp(x - m), loss = m + log(sum e) - x[t], probs = e / sum e.
+        m = x.max(axis=-1, keepdims=True)                           # (N, 1)
+        probs = x - m                                               # (N, V), owned buffer
+        xp.exp(probs, out=probs)
+        total = probs.sum(axis=-1, keepdims=True)                   # (N, 1)
+        lse = (m + xp.log(total))[:, 0]                             # (N,) logsumexp, exact at extreme logits
+        probs /= total                                              # softmax
         losses = (lse - x[rows, safe_t]) * valid                    # (N,)
         self.probs, self.safe_t, self.valid, self.rows = probs, safe_t, valid, rows
         self.in_shape, self.reduction, self.out_shape = logits.shape, reduction, targets.shape
