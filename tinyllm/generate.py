@@ -1,0 +1,284 @@
+"""Sampling from a GPT, and the KV cache that makes it fast.
+
+    out = generate(model, idx, max_new_tokens=100, temperature=0.8, top_k=50, top_p=None, seed=0)
+    out = model.generate(...)        # the same
+
+Sampling: greedy (temperature 0), temperature, top-k, top-p (nucleus), from a NumPy
+Generator seeded by `seed`, so the same call gives the same tokens. The next-token
+distribution is computed in float64 on the host (B x V numbers per step), so the draw is
+the same on CPU and GPU for the same logits.
+
+KV cache: every attention layer keeps the keys and values of the positions it has seen in
+preallocated buffers (B, nkv, block_size, hs); a decoding step feeds only the newest
+token and attends to the cached keys, so a step costs one position instead of a whole
+window. The logits are those of a full recompute of the same context (tested at every
+step, in float64, to ~1e-10).
+
+The context window past block_size (one rule for both paths, so `use_cache` changes the
+speed, never the result). A model sees at most block_size = W positions. Simply keeping
+"the last W tokens" (nanoGPT) would need a full recompute at every step once the text is
+longer than W: dropping the oldest token changes the hidden states, hence the cached keys
+and values, of every later position in every layer above the first (they attended to the
+dropped token), for learned and rotary positions alike -- re-encoding RoPE angles cannot
+fix that. So when the cache is full we re-encode: the cache is emptied and refilled with
+the last `window_keep` tokens (default W // 2) in one forward pass, positions counted from
+0 again, and decoding goes on from there. The model therefore conditions on the last
+L(n) tokens of a text of n tokens:
+
+    L(n) = n                                           for n <= W
+    L(n) = keep + ((n - W - 1) mod (W - keep + 1))     for n > W   (keep, keep+1, ..., W, keep, ...)
+
+`context_length(n, W, keep)` computes it; without the cache each step recomputes exactly
+that window. window_keep = W reproduces nanoGPT's "last W tokens" (every step then refills).
+
+Left out: beam search, repetition penalties, per-row prompts of different lengths (the
+rows of idx share one length), speculative decoding.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from autograd import backend, no_grad
+from autograd.tensor import Tensor
+from autograd import ops
+
+
+class KVCacheLayer:
+    """The cached keys and values of one attention layer: (B, nkv, block_size, hs) each."""
+
+    def __init__(self, batch_size: int, n_kv_head: int, max_length: int, head_size: int, dtype, xp):
+        self.k = xp.zeros((batch_size, n_kv_head, max_length, head_size), dtype=dtype)
+        self.v = xp.zeros_like(self.k)
+        self.max_length = max_length
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor, start_pos: int):
+        """Store k, v (B, nkv, T, hs) at positions [length, length + T); return the keys and
+        values of all positions so far, (B, nkv, length + T, hs) each.
+
+        When k and v carry gradients (a cached forward under autograd), the new positions are
+        concatenated as Tensors so their gradients flow; earlier positions are constants.
+        """
+        L, T = self.length, k.shape[2]
+        if start_pos != L:
+            raise ValueError(f"KV cache holds {L} positions but the input starts at position {start_pos}; "
+                             "feed tokens in order, or reset() the cache")
+        if L + T > self.max_length:
+            raise ValueError(f"KV cache overflow: {L} cached + {T} new positions > block_size={self.max_length}; "
+                             "reset() the cache and refill it with a cropped context")
+        self.k[:, :, L:L + T] = k.data
+        self.v[:, :, L:L + T] = v.data
+        self.length = L + T
+        if k.requires_grad or v.requires_grad:
+            past_k = Tensor._wrap(self.k[:, :, :L], False)
+            past_v = Tensor._wrap(self.v[:, :, :L], False)
+            return ops.concatenate([past_k, k], axis=2), ops.concatenate([past_v, v], axis=2)
+        return Tensor._wrap(self.k[:, :, :L + T], False), Tensor._wrap(self.v[:, :, :L + T], False)
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding with one model.
+
+        cache = KVCache.for_model(model, batch_size=B)
+        logits, _ = model(prompt, kv_cache=cache)         # prefill: cache.length == T
+        logits, _ = model(next_ids[:, None], kv_cache=cache)  # one step: cache.length == T + 1
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_length: int, head_size: int,
+                 dtype="float32", device: str = "cpu"):
+        xp = backend.module_for(device)
+        self.batch_size = batch_size
+        self.dtype = np.dtype(dtype)
+        self.device = device
+        self.layers = [KVCacheLayer(batch_size, n_kv_head, max_length, head_size, self.dtype, xp)
+                       for _ in range(n_layer)]
+
+    @classmethod
+    def for_model(cls, model, batch_size: int) -> "KVCache":
+        c = model.config
+        return cls(c.n_layer, batch_size, c.num_kv_heads, c.block_size, c.head_size,
+                   dtype=model.wte.weight.dtype, device=model.wte.weight.device)
+
+    @property
+    def length(self) -> int:
+        """Positions cached (the same in every layer between forward passes)."""
+        return self.layers[0].length if self.layers else 0
+
+    @property
+    def max_length(self) -> int:
+        return self.layers[0].max_length
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+
+    def check_compatible(self, model, idx) -> None:
+        c = model.config
+        shape = tuple(getattr(idx, "shape", np.shape(idx)))
+        problems = []
+        if len(self.layers) != c.n_layer:
+            problems.append(f"{len(self.layers)} layers, the model has {c.n_layer}")
+        if len(shape) == 2 and shape[0] != self.batch_size:
+            problems.append(f"batch size {self.batch_size}, the input has {shape[0]} rows")
+        if self.dtype != model.wte.weight.dtype:
+            problems.append(f"dtype {self.dtype}, the model is {model.wte.weight.dtype}")
+        if self.layers and self.layers[0].k.shape[1:] != (c.num_kv_heads, c.block_size, c.head_size):
+            problems.append(f"buffers {self.layers[0].k.shape[1:]}, the model needs "
+                            f"{(c.num_kv_heads, c.block_size, c.head_size)}")
+        if problems:
+            raise ValueError("KV cache does not fit this model: " + "; ".join(problems)
+                             + "; make one with KVCache.for_model(model, batch_size)")
+
+
+# ---- the context window ------------------------------------------------------------------------
+
+def default_window_keep(block_size: int) -> int:
+    return max(1, block_size // 2)
+
+
+def context_length(n: int, block_size: int, keep: int) -> int:
+    """How many of the last tokens of an n-token text the model conditions on (module docstring)."""
+    if n <= block_size:
+        return n
+    return keep + (n - block_size - 1) % (block_size - keep + 1)
+
+
+# ---- sampling ------------------------------------------------------------------------------------
+
+def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0 and np.isfinite(temperature)):
+        raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be a positive integer or None (no top-k filter)")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1] or None (no nucleus filter)")
+
+
+def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """Set to -inf every logit outside the top k and outside the nucleus of mass top_p.
+
+    logits: (B, V) float64. Top-k keeps every token tied with the k-th largest. Top-p keeps
+    the most likely tokens, in order, until their probability reaches top_p (at least one).
+    """
+    z = np.array(logits, dtype=np.float64)
+    V = z.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k:V - top_k + 1]    # (B, 1)
+        z[z < kth] = -np.inf
+    if top_p is not None and top_p < 1.0:
+        probs = _softmax(z)
+        order = np.argsort(-probs, axis=-1, kind="stable")                       # (B, V) most likely first
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs            # mass of strictly likelier tokens
+        keep_sorted = mass_before < top_p
+        keep_sorted[:, 0] = True
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        z[~keep] = -np.inf
+    return z
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """One token id per row of logits (B, V): argmax when temperature is 0, else a draw."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    probs = _softmax(filter_logits(logits / temperature, top_k, top_p))         # (B, V)
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]                        # (B, 1) in [0, total)
+    return (cdf > u).argmax(axis=-1)                                             # first token whose cdf passes u
+
+
+# ---- decoding --------------------------------------------------------------------------------------
+
+def next_token_logits(model, ids, kv_cache: KVCache | None = None) -> np.ndarray:
+    """Logits for the token after ids (B, T), as float64 NumPy (B, V).
+
+    The pieces of GPT.forward, with the head applied to the last position only.
+    With kv_cache, ids continue the cached positions and are added to the cache.
+    """
+    start_pos = 0
+    if kv_cache is not None:
+        kv_cache.check_compatible(model, ids)
+        start_pos = kv_cache.length
+    x = model.embed(ids, start_pos)                                              # (B, T, C)
+    for i, block in enumerate(model.blocks):
+        x = block(x, None if kv_cache is None else kv_cache.layers[i], start_pos)
+    logits = model.head(x[:, -1:, :])                                            # (B, 1, V)
+    return backend.to_numpy(logits.data[:, 0]).astype(np.float64)
+
+
+def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
+             top_p: float | None = None, seed: int = 0, eos_id: int | None = None, use_cache: bool = True,
+             stream=None, window_keep: int | None = None) -> np.ndarray:
+    """Continue the token ids idx by up to max_new_tokens sampled tokens.
+
+    idx: ids (T,) or (B, T), T >= 1, as a list, NumPy/CuPy array or Tensor.
+    temperature: 0 = greedy (argmax); top_k / top_p: filters (None = off); seed: the draws.
+    eos_id: stop once every row has produced it (rows already done are padded with eos_id).
+    use_cache: decode with a KV cache (same result, faster). stream: called after each step
+    with the new token (an int for 1-D idx, a list of B ints for 2-D idx).
+    window_keep: tokens kept when the context passes block_size (module docstring; default W // 2).
+    Returns a NumPy int64 array shaped like idx, with the new tokens appended.
+    The model runs in eval mode (no dropout) under no_grad, and its mode is restored after.
+    """
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    ids = backend.to_numpy(idx.data if isinstance(idx, Tensor) else np.asarray(idx) if not hasattr(idx, "shape")
+                           else idx)
+    one_row = ids.ndim == 1
+    seq = ids[None, :] if one_row else ids
+    if seq.ndim != 2 or seq.shape[1] == 0 or not np.issubdtype(seq.dtype, np.integer):
+        raise ValueError(f"generate: idx must hold at least one integer token id, shaped (T,) or (B, T); got "
+                         f"shape {tuple(ids.shape)} dtype {ids.dtype} (start from an end-of-text id if you have no prompt)")
+    W = model.config.block_size
+    keep = default_window_keep(W) if window_keep is None else window_keep
+    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= W:
+        raise ValueError(f"generate: window_keep={window_keep!r} must be an integer in [1, block_size={W}]")
+    if eos_id is not None and not 0 <= eos_id < model.config.vocab_size:
+        raise ValueError(f"generate: eos_id={eos_id} is outside the vocabulary [0, {model.config.vocab_size})")
+
+    rng = np.random.default_rng(seed)
+    B = seq.shape[0]
+    out = np.empty((B, seq.shape[1] + max_new_tokens), dtype=np.int64)
+    out[:, :seq.shape[1]] = seq
+    n = seq.shape[1]
+    done = np.zeros(B, dtype=bool)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            cache = KVCache.for_model(model, B) if use_cache else None
+            for _ in range(max_new_tokens):
+                L = context_length(n, W, keep)
+                if cache is None:
+                    logits = next_token_logits(model, out[:, n - L:n])
+                elif cache.length > 0 and cache.length == L - 1:
+                    logits = next_token_logits(model, out[:, n - 1:n], cache)        # one new position
+                else:
+                    cache.reset()                                                    # prompt, or window refill
+                    logits = next_token_logits(model, out[:, n - L:n], cache)
+                token = sample_next(logits, temperature, top_k, top_p, rng)
+                if eos_id is not None:
+                    token = np.where(done, eos_id, token)
+                    done |= token == eos_id
+                out[:, n] = token
+                n += 1
+                if stream is not None:
+                    stream(int(token[0]) if one_row else [int(t) for t in token])
+                if eos_id is not None and done.all():
+                    break
+    finally:
+        model.train(was_training)
+    result = out[:, :n]
+    return result[0] if one_row else result
