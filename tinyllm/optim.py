@@ -1,0 +1,294 @@
+"""Optimizers, learning-rate schedules and gradient clipping for training a GPT.
+
+    opt = AdamW(model.named_parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    schedule = CosineSchedule(lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000)
+    norm = clip_grad_norm(params, max_norm=1.0)       # global L2 norm, before clipping
+    opt.step(lr=schedule(it)); opt.zero_grad()
+
+Everything is keyed by parameter NAME: the optimizer state (`m`, `v` per parameter, one
+step counter) is a dict of arrays named `<param>.exp_avg` / `<param>.exp_avg_sq`, so a
+pipeline stage that holds a subset of the model's parameters uses the same optimizer
+and the same checkpoint code, and a checkpoint's state lines up with the model by name.
+
+Weight decay is decoupled (AdamW, Loshchilov & Hutter) and applied only to parameters
+with two or more dimensions (matrices and embeddings), never to norm gains or biases,
+as nanoGPT groups them. All updates run in place on state allocated once, through
+`xp` (NumPy or CuPy), in a fixed parameter order, so a float64 run is bitwise
+repeatable.
+
+Left out: per-group hyperparameters beyond the decay / no-decay split, fused
+multi-tensor kernels, AMSGrad, Adafactor, Lion, and learning-rate finders.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from autograd.backend import get_array_module
+
+# ---- which parameters decay ----------------------------------------------------------
+
+
+def decays(param) -> bool:
+    """nanoGPT's grouping: matrices and embeddings decay; biases and norm gains do not."""
+    return param.data.ndim >= 2
+
+
+def _named(named_parameters) -> list:
+    named = list(named_parameters.items() if isinstance(named_parameters, dict) else named_parameters)
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError("parameter names must be unique; got duplicates in " + ", ".join(sorted(names)))
+    if not named:
+        raise ValueError("the optimizer got no parameters")
+    return named
+
+
+class Optimizer:
+    """Base: holds (name, parameter) pairs in a fixed order and a step counter."""
+
+    kind = "optimizer"
+
+    def __init__(self, named_parameters, lr: float):
+        self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order
+        self.lr = float(lr)
+        self.step_count = 0
+
+    def zero_grad(self) -> None:
+        for _, p in self.params:
+            p.grad = None
+
+    def step(self, lr: float | None = None) -> None:
+        """One update with learning rate `lr` (default: self.lr); skips params without grads."""
+        if lr is not None:
+            self.lr = float(lr)
+        self.step_count += 1
+        for name, p in self.params:
+            if p.grad is not None:
+                self._update(name, p)
+
+    def _update(self, name: str, p) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- state, keyed by parameter name ----------------------------------------------
+    def state_arrays(self) -> dict:
+        """name -> array for every buffer (what goes into optimizer.safetensors)."""
+        return {}
+
+    def state_meta(self) -> dict:
+        """JSON-able scalars: the kind, the step counter, the hyperparameters."""
+        return {"kind": self.kind, "step": self.step_count, "lr": self.lr}
+
+    def load_state(self, arrays: dict, meta: dict) -> None:
+        """Restore from `state_arrays()` / `state_meta()`; errors name what does not match."""
+        if meta.get("kind") != self.kind:
+            raise ValueError(f"optimizer state is for {meta.get('kind')!r}, this run uses {self.kind!r}")
+        expected = self.state_arrays()
+        missing = sorted(set(expected) - set(arrays))
+        unexpected = sorted(set(arrays) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"optimizer state does not match the parameters: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        for key, buf in expected.items():
+            src = arrays[key]
+            if tuple(src.shape) != tuple(buf.shape):
+                raise ValueError(f"optimizer state {key!r} has shape {tuple(src.shape)}, "
+                                 f"the parameter needs {tuple(buf.shape)}")
+            xp = get_array_module(buf)
+            buf[...] = xp.asarray(src, dtype=buf.dtype)
+        self.step_count = int(meta["step"])
+        self.lr = float(meta.get("lr", self.lr))
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (the update torch.optim.AdamW makes).
+
+        p <- p * (1 - lr * wd)                       (only if p.ndim >= 2)
+        m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+        p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    kind = "adamw"
+
+    def __init__(self, named_parameters, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(named_parameters, lr)
+        beta1, beta2 = betas
+        for label, value in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"AdamW {label}={value} must be in [0, 1)")
+        if eps <= 0:
+            raise ValueError(f"AdamW eps={eps} must be positive")
+        if weight_decay < 0:
+            raise ValueError(f"AdamW weight_decay={weight_decay} must be >= 0")
+        self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
+        self.exp_avg, self.exp_avg_sq, self._scratch = {}, {}, {}
+        for name, p in self.params:
+            xp = get_array_module(p.data)
+            self.exp_avg[name] = xp.zeros_like(p.data)
+            self.exp_avg_sq[name] = xp.zeros_like(p.data)
+            self._scratch[name] = xp.empty_like(p.data)
+
+    def _update(self, name: str, p) -> None:
+        xp = get_array_module(p.data)
+        g, m, v, buf = p.grad, self.exp_avg[name], self.exp_avg_sq[name], self._scratch[name]
+        t = self.step_count
+        if self.weight_decay and decays(p):
+            p.data *= 1.0 - self.lr * self.weight_decay
+        m *= self.beta1                                  # m <- b1 m + (1 - b1) g
+        xp.multiply(g, 1.0 - self.beta1, out=buf)
+        m += buf
+        v *= self.beta2                                  # v <- b2 v + (1 - b2) g^2
+        xp.multiply(g, g, out=buf)
+        buf *= 1.0 - self.beta2
+        v += buf
+        bias_correction1 = 1.0 - self.beta1 ** t
+        bias_correction2 = 1.0 - self.beta2 ** t
+        xp.sqrt(v, out=buf)                              # denominator: sqrt(v_hat) + eps
+        buf /= math.sqrt(bias_correction2)
+        buf += self.eps
+        xp.divide(m, buf, out=buf)                       # step direction: m / denominator
+        buf *= self.lr / bias_correction1
+        p.data -= buf
+
+    def state_arrays(self) -> dict:
+        out = {}
+        for name, _ in self.params:
+            out[f"{name}.exp_avg"] = self.exp_avg[name]
+            out[f"{name}.exp_avg_sq"] = self.exp_avg_sq[name]
+        return out
+
+    def state_meta(self) -> dict:
+        return {**super().state_meta(), "betas": [self.beta1, self.beta2], "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class SGD(Optimizer):
+    """SGD with (heavy-ball) momentum and decoupled weight decay on matrices.
+
+        p <- p * (1 - lr * wd)   (only if p.ndim >= 2);   b <- mu b + g;   p <- p - lr b
+    """
+
+    kind = "sgd"
+
+    def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0):
+        super().__init__(named_parameters, lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGD momentum={momentum} must be in [0, 1)")
+        if weight_decay < 0:
+            raise ValueError(f"SGD weight_decay={weight_decay} must be >= 0")
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.velocity, self._scratch = {}, {}
+        for name, p in self.params:
+            xp = get_array_module(p.data)
+            self.velocity[name] = xp.zeros_like(p.data)
+            self._scratch[name] = xp.empty_like(p.data)
+
+    def _update(self, name: str, p) -> None:
+        xp = get_array_module(p.data)
+        b, buf = self.velocity[name], self._scratch[name]
+        if self.weight_decay and decays(p):
+            p.data *= 1.0 - self.lr * self.weight_decay
+        b *= self.momentum
+        b += p.grad
+        xp.multiply(b, self.lr, out=buf)
+        p.data -= buf
+
+    def state_arrays(self) -> dict:
+        return {f"{name}.momentum": self.velocity[name] for name, _ in self.params}
+
+    def state_meta(self) -> dict:
+        return {**super().state_meta(), "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+
+OPTIMIZERS = ("adamw", "sgd")
+
+# ---- learning-rate schedules ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `max_iters` (nanoGPT's).
+
+    Warmup: lr * (it + 1) / (warmup_iters + 1) for it < warmup_iters, so step 0 already
+    moves. After `max_iters` the rate stays at `min_lr`.
+    """
+
+    lr: float
+    min_lr: float
+    warmup_iters: int
+    max_iters: int
+
+    def __call__(self, it: int) -> float:
+        if it < self.warmup_iters:
+            return self.lr * (it + 1) / (self.warmup_iters + 1)
+        if it >= self.max_iters:
+            return self.min_lr
+        progress = (it - self.warmup_iters) / max(1, self.max_iters - self.warmup_iters)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
+
+@dataclass(frozen=True)
+class ConstantSchedule:
+    """Linear warmup (as CosineSchedule), then a constant `lr`."""
+
+    lr: float
+    warmup_iters: int = 0
+
+    def __call__(self, it: int) -> float:
+        if it < self.warmup_iters:
+            return self.lr * (it + 1) / (self.warmup_iters + 1)
+        return self.lr
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def make_schedule(kind: str, lr: float, min_lr: float, warmup_iters: int, max_iters: int):
+    if kind == "cosine":
+        return CosineSchedule(lr, min_lr, warmup_iters, max_iters)
+    if kind == "constant":
+        return ConstantSchedule(lr, warmup_iters)
+    raise ValueError(f"unknown lr schedule {kind!r}: use one of {', '.join(SCHEDULES)}")
+
+
+# ---- gradient norm and clipping ------------------------------------------------------
+
+
+def grad_square_sum(params) -> float:
+    """Sum of squares of every gradient, in parameter order (a pipeline sums these across stages)."""
+    total = 0.0
+    for p in params:
+        if p.grad is not None:
+            flat = p.grad.reshape(-1)
+            xp = get_array_module(flat)
+            total += float(xp.dot(flat, flat))
+    return total
+
+
+def global_grad_norm(params) -> float:
+    """The L2 norm of all gradients taken together, as one vector."""
+    return math.sqrt(grad_square_sum(params))
+
+
+def scale_grads(params, factor: float) -> None:
+    for p in params:
+        if p.grad is not None:
+            p.grad *= factor
+
+
+def clip_grad_norm(params, max_norm: float, norm: float | None = None) -> float:
+    """Scale gradients so their global norm is at most `max_norm`; returns the norm before.
+
+    Pass `norm` when it was computed elsewhere (a pipeline all-reduces it across stages).
+    As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
+    A `max_norm` of 0 (or less) only measures.
+    """
+    params = list(params)
+    if norm is None:
+        norm = global_grad_norm(params)
+    if max_norm > 0 and math.isfinite(norm):
+        coef = max_norm / (norm + 1e-6)
+        if coef < 1.0:
+            scale_grads(params, coef)
+    return norm
