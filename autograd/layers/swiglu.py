@@ -18,11 +18,15 @@ from ..function import Function
 class SwiGLU(Function):
     def forward(self, gate, up):
         xp = get_array_module(gate)
-        s = gate * gate.dtype.type(0.5)                            # sigmoid(a) = (1 + tanh(a/2)) / 2:
-        xp.tanh(s, out=s)                                          # one transcendental, in place, and
-        s += 1                                                     # no overflow at either tail
-        s *= gate.dtype.type(0.5)
-        y = gate * s                                               # silu(gate)
+        half = gate.dtype.type(0.5)
+        # sigmoid(a) = (1 + tanh(a/2)) / 2: one transcendental, in place, no overflow at either tail.
+        s = xp.empty_like(gate)                                    # owned buffers (out= keeps 0-d arrays arrays)
+        xp.multiply(gate, half, out=s)
+        xp.tanh(s, out=s)
+        s += 1
+        s *= half
+        y = xp.empty_like(gate)
+        xp.multiply(gate, s, out=y)                                # silu(gate)
         y *= up
         self.gate, self.up, self.s = gate, up, s
         return y
@@ -32,10 +36,12 @@ class SwiGLU(Function):
         gate, up, s = self.gate, self.up, self.s
         d_up = d_gate = None
         if self.needs_input_grad[1]:
-            d_up = grad * gate                                     # term 1: g * silu(a)
+            d_up = xp.empty_like(grad)
+            xp.multiply(grad, gate, out=d_up)                      # term 1: g * silu(a)
             d_up *= s
         if self.needs_input_grad[0]:
-            d_gate = xp.subtract(1, s, dtype=s.dtype)              # term 2: g * u * s (1 + a (1 - s))
+            d_gate = xp.empty_like(grad)
+            xp.subtract(1, s, out=d_gate)                          # term 2: g * u * s (1 + a (1 - s))
             d_gate *= gate
             d_gate += 1
             d_gate *= s
