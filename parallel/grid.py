@@ -1,0 +1,86 @@
+"""The process grid: world = data-parallel replicas x pipeline stages, built with Comm.Split.
+
+World rank r sits at stage `r % P` of replica `r // P`, so the stages of one pipeline are
+neighbouring ranks (on one node when ranks are packed by node, which keeps activation
+traffic local) and the replicas of one stage are P ranks apart:
+
+    P = 2, D = 2:   rank 0: (replica 0, stage 0)   rank 1: (replica 0, stage 1)
+                    rank 2: (replica 1, stage 0)   rank 3: (replica 1, stage 1)
+
+Communicators each rank holds:
+- `pipe`: the P stages of its replica (rank in it = stage), for activations and gradients;
+- `data`: the D replicas of its stage (rank in it = replica), for gradient all-reduce;
+- `tied`: stage 0 and the last stage of its replica when P > 1 (None elsewhere), for the
+  tied embedding's gradient sum.
+
+Left out: tensor (intra-layer) parallelism, topology discovery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GridShape:
+    """Pipeline stages x data-parallel replicas; `position(rank)` -> (replica, stage)."""
+
+    pipeline_stages: int
+    data_parallel: int
+
+    def __post_init__(self):
+        for name in ("pipeline_stages", "data_parallel"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+    @property
+    def world_size(self) -> int:
+        return self.pipeline_stages * self.data_parallel
+
+    def position(self, rank: int) -> tuple[int, int]:
+        return divmod(rank, self.pipeline_stages)
+
+    def rank_of(self, replica: int, stage: int) -> int:
+        return replica * self.pipeline_stages + stage
+
+    def check_world(self, world_size: int) -> None:
+        if world_size != self.world_size:
+            raise ValueError(
+                f"--pipeline-stages {self.pipeline_stages} x --data-parallel {self.data_parallel} needs "
+                f"{self.world_size} MPI ranks, but mpiexec started {world_size}: run "
+                f"`mpiexec -n {self.world_size} ...` or change the flags")
+
+
+class Grid:
+    """One rank's place in the grid and its communicators (see the module docstring)."""
+
+    def __init__(self, shape: GridShape, world=None):
+        from mpi4py import MPI  # noqa: PLC0415 - mpi4py is an optional extra
+        self.world = MPI.COMM_WORLD if world is None else world
+        shape.check_world(self.world.Get_size())
+        self.shape = shape
+        self.rank = self.world.Get_rank()
+        self.replica, self.stage = shape.position(self.rank)
+        self.pipe = self.world.Split(color=self.replica, key=self.stage)
+        self.data = self.world.Split(color=self.stage, key=self.replica)
+        last = shape.pipeline_stages - 1
+        holds_tie = last > 0 and self.stage in (0, last)
+        tied = self.world.Split(color=self.replica if holds_tie else MPI.UNDEFINED, key=self.stage)
+        self.tied = tied if holds_tie else None
+
+    @property
+    def n_stages(self) -> int:
+        return self.shape.pipeline_stages
+
+    @property
+    def is_first(self) -> bool:
+        return self.stage == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.stage == self.shape.pipeline_stages - 1
+
+    def free(self) -> None:
+        for comm in (self.pipe, self.data, self.tied):
+            if comm is not None:
+                comm.Free()
