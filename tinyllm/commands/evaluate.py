@@ -1,0 +1,90 @@
+"""`tinyllm eval`: a checkpoint's loss and perplexity on text.
+
+Without --data, on the run's own validation split (the corpus the run was trained on,
+encoded with the checkpoint's tokenizer, last val_fraction of the tokens: the same
+tokens the run validated on). With --data, on all of that text. The text is cut into
+consecutive windows of block_size + 1 tokens (overlapping by one, so every token but
+the first is predicted exactly once), evaluated in batches; --max-tokens caps the work.
+
+Left out: sliding-window (strided) perplexity, per-document reports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+from autograd import no_grad
+from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
+from tinyllm.data import DEFAULT_EXTENSIONS, resolve_corpus, split_point
+
+EXAMPLES = """\
+tinyllm eval --ckpt runs/demo
+tinyllm eval --ckpt runs/demo/best --data held_out.txt --json
+tinyllm eval --ckpt runs/demo --max-tokens 20000"""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "eval", "loss and perplexity of a checkpoint",
+                         "Evaluate a checkpoint: mean cross-entropy loss (nats per token) and perplexity.",
+                         EXAMPLES)
+    parser.add_argument("--ckpt", required=True, metavar="DIR", help="run directory (uses DIR/last) or checkpoint")
+    parser.add_argument("--data", default=None,
+                        help="text file, directory, glob or 'stdlib' (default: the run's validation split)")
+    parser.add_argument("--data-ext", default=",".join(DEFAULT_EXTENSIONS), help="extensions read from a directory")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass")
+    parser.add_argument("--max-tokens", type=positive_int, default=None, help="evaluate at most this many tokens")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+@no_grad()
+def evaluate_tokens(model, tokens: np.ndarray, batch_size: int) -> tuple:
+    """(mean loss, number of predicted tokens) over consecutive windows of the model's block size."""
+    T = model.config.block_size
+    n_windows = (len(tokens) - 1) // T
+    if n_windows == 0:
+        T = len(tokens) - 1
+        n_windows = 1
+    starts = np.arange(n_windows) * T
+    offsets = np.arange(T + 1)
+    total, count = 0.0, 0
+    for i in range(0, n_windows, batch_size):
+        windows = np.asarray(tokens[starts[i:i + batch_size, None] + offsets], dtype=np.int64)  # (B, T + 1)
+        _, loss = model(windows[:, :-1], windows[:, 1:])
+        total += float(loss.item()) * windows[:, 1:].size
+        count += windows[:, 1:].size
+    return total / count, count
+
+
+def run(args, out=None) -> int:
+    out = out or sys.stdout
+    model, tokenizer, checkpoint = load_model(args.ckpt, device=args.device)
+    train_config = checkpoint.state.get("train_config", {})
+    corpus = resolve_corpus(args.data if args.data is not None else train_config.get("data"),
+                            args.data_ext if args.data is not None else train_config.get("data_ext",
+                                                                                          DEFAULT_EXTENSIONS))
+    try:
+        tokens = np.asarray(tokenizer.encode_ordinary(corpus.text()), dtype=np.int64)
+    except ValueError as error:
+        raise UsageError(f"--data {corpus.name}: cannot be encoded with the checkpoint's tokenizer ({error})") from None
+    split = "all"
+    if args.data is None:
+        tokens = tokens[split_point(len(tokens), float(train_config.get("val_fraction", 0.1))):]
+        split = "val"
+    if args.max_tokens is not None:
+        tokens = tokens[:args.max_tokens + 1]
+    if len(tokens) < 2:
+        raise UsageError(f"--data {corpus.name}: fewer than 2 tokens to evaluate")
+    loss, count = evaluate_tokens(model, tokens, args.batch_size)
+    result = {"checkpoint": str(checkpoint.path), "step": checkpoint.step, "data": corpus.name, "split": split,
+              "tokens": count, "loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2)}
+    if args.json:
+        out.write(json.dumps(result) + "\n")
+    else:
+        out.write(f"{corpus.name} ({split}, {count:,} tokens) at step {checkpoint.step}: loss {loss:.4f}, "
+                  f"perplexity {math.exp(loss):.3f}, {loss / math.log(2):.3f} bits/token\n")
+    return 0
