@@ -303,13 +303,14 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="JSON file: {\"out\": \"runs/x\", \"pipeline_stages\": 2, ...}")
     parser.add_argument("--trace", help="write a Chrome/Perfetto trace of every rank to this JSON file")
     parser.add_argument("--result", help="rank 0 writes the run's losses here (JSON)")
+    parser.add_argument("--stop-at", type=int, help="stop (and checkpoint) after this step, as an interruption would")
     args = parser.parse_args(argv)
     from tinyllm.train import TrainConfig  # noqa: PLC0415
     with open(args.config) as f:
         config = TrainConfig.from_dict(json.load(f))
 
     def body():
-        result = run_pipeline(config, trace=args.trace)
+        result = run_pipeline(config, trace=args.trace, stop_at=args.stop_at)
         MPI = require_mpi()
         if MPI.COMM_WORLD.Get_rank() == 0 and args.result:
             from tinyllm.checkpoint import write_json_atomic  # noqa: PLC0415

@@ -1,0 +1,161 @@
+"""The pipelined run reproduces the single-process run (float64, ~1e-12), under real mpiexec.
+
+Every case launches `mpiexec -n N python -m parallel.runner CONFIG.json` as a subprocess
+with a timeout, then compares its per-step losses, evaluation losses and final weights
+(merged from the stage shards) with `tinyllm.train.train` run in this process on the same
+config. One run checks several things at once to keep the whole file near half a minute.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyllm import checkpoint as ckpt
+from tinyllm.train import TrainConfig, train
+
+MPIEXEC = shutil.which("mpiexec")
+HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
+pytestmark = [pytest.mark.mpi, pytest.mark.skipif(
+    MPIEXEC is None or not HAVE_MPI4PY,
+    reason="needs mpiexec and mpi4py (pip install 'tinyllm[mpi]')")]
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120
+BASE = dict(n_layer=4, n_head=2, n_embd=16, block_size=8, dropout=0.0, batch_size=12, max_iters=4,
+            eval_interval=4, eval_iters=2, lr=1e-2, warmup_iters=1, dtype="float64", progress="none", seed=3)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnop \n"))
+    path.write_text("".join(rng.choice(letters, size=3000)))
+    return str(path)
+
+
+def single_process(corpus, out, **overrides):
+    config = TrainConfig.from_dict({**BASE, "data": corpus, "out": str(out), **overrides})
+    result = train(config)
+    return result, ckpt.load_checkpoint(out)
+
+
+@pytest.fixture(scope="module")
+def references(corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    return {tied: single_process(corpus, root / f"tied-{tied}", tie_embeddings=tied) for tied in (True, False)}
+
+
+def mpirun(n, config: dict, workdir: Path, *args, env=None):
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"config-{len(list(workdir.glob('config-*')))}.json"
+    config_path.write_text(json.dumps(config))
+    result_path = workdir / "result.json"
+    command = [MPIEXEC, "-n", str(n), sys.executable, "-m", "parallel.runner", str(config_path),
+               "--result", str(result_path), *args]
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})})
+    proc.elapsed = time.monotonic() - started
+    proc.result = json.loads(result_path.read_text()) if proc.returncode == 0 else None
+    return proc
+
+
+def assert_same_run(pipelined, reference_result, reference_ckpt, out):
+    assert pipelined.returncode == 0, pipelined.stderr
+    np.testing.assert_allclose(pipelined.result["train_losses"], reference_result.train_losses, rtol=1e-12, atol=0)
+    for split in ("train", "val"):
+        assert pipelined.result["last_eval"][split] == pytest.approx(reference_result.last_eval[split], rel=1e-12)
+    merged = ckpt.load_checkpoint(out)  # shards merged into one name -> array dict
+    assert sorted(merged.model_state) == sorted(reference_ckpt.model_state)
+    for name, expected in reference_ckpt.model_state.items():
+        np.testing.assert_allclose(merged.model_state[name], expected, rtol=0, atol=1e-11, err_msg=name)
+    for name, expected in reference_ckpt.optimizer_state.items():
+        np.testing.assert_allclose(merged.optimizer_state[name], expected, rtol=1e-9, atol=1e-15, err_msg=name)
+
+
+CASES = [  # (ranks, overrides): stage counts 1..n_layer, both schedules, data parallel 2, partitions
+    (2, dict(pipeline_stages=2, microbatches=4, schedule="1f1b")),
+    (2, dict(pipeline_stages=2, microbatches=3, schedule="gpipe", partition="params")),
+    (3, dict(pipeline_stages=3, microbatches=6, schedule="1f1b", partition="time", tie_embeddings=False)),
+    (4, dict(pipeline_stages=4, microbatches=2, schedule="gpipe")),
+    (4, dict(pipeline_stages=2, data_parallel=2, microbatches=3, schedule="1f1b")),
+    (2, dict(pipeline_stages=1, data_parallel=2, microbatches=2, schedule="gpipe")),
+]
+
+
+@pytest.mark.parametrize("ranks,overrides", CASES, ids=lambda v: v if isinstance(v, int) else
+                         f"p{v['pipeline_stages']}d{v.get('data_parallel', 1)}m{v['microbatches']}-{v['schedule']}")
+def test_pipelined_run_equals_single_process(ranks, overrides, corpus, references, tmp_path):
+    out = tmp_path / "run"
+    config = {**BASE, "data": corpus, "out": str(out), **overrides}
+    proc = mpirun(ranks, config, tmp_path)
+    reference_result, reference_ckpt = references[overrides.get("tie_embeddings", True)]
+    assert_same_run(proc, reference_result, reference_ckpt, out)
+    manifest = ckpt.read_state(out)["pipeline"]
+    assert manifest["n_stages"] == overrides["pipeline_stages"]
+    stored = [name for shard in manifest["shards"] for name in shard["parameters"]]
+    assert len(stored) == len(set(stored))  # a tied embedding is stored once
+
+
+def test_trace_and_measured_bubble(corpus, tmp_path):
+    config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 2, "microbatches": 4,
+              "schedule": "gpipe", "max_iters": 3}
+    proc = mpirun(2, config, tmp_path, "--trace", str(tmp_path / "trace.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "theoretical (p-1)/(m+p-1) = 0.200" in proc.stderr
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    complete = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    for rank in (0, 1):
+        names = {e["name"].split()[0] for e in complete if e["pid"] == rank}
+        assert {"forward", "backward", "allreduce"} <= names
+        assert ("send_act" if rank == 0 else "recv_act") in names
+        assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in complete if e["pid"] == rank)
+    assert 0.0 <= trace["metadata"]["measured_bubble"] < 1.0
+
+
+def test_failure_on_one_stage_ends_every_rank(corpus, tmp_path):
+    config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 3, "microbatches": 3}
+    proc = mpirun(3, config, tmp_path, env={"TINYLLM_PIPELINE_FAIL": "1:2"})
+    assert proc.returncode != 0
+    assert "[rank 1 of 3] failed: injected failure on stage 1 at step 2" in proc.stderr
+    assert proc.elapsed < 60
+
+
+def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path):
+    """Single 4 steps == pipeline 2 steps -> {same layout, single process, other layout} 2 more steps."""
+    reference, reference_ckpt = single_process(corpus, tmp_path / "straight")
+    first = tmp_path / "p2"
+    proc = mpirun(2, {**BASE, "data": corpus, "out": str(first), "pipeline_stages": 2, "microbatches": 2},
+                  tmp_path / "w1", "--stop-at", "2")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(proc.result["train_losses"], reference.train_losses[:2], rtol=1e-12)
+
+    # pipelined -> same layout
+    same = tmp_path / "same"
+    shutil.copytree(first, same, symlinks=True)
+    proc = mpirun(2, {**BASE, "data": corpus, "out": str(same), "pipeline_stages": 2, "microbatches": 4,
+                      "resume": True}, tmp_path / "w2")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(proc.result["train_losses"], reference.train_losses[2:], rtol=1e-12)
+
+    # pipelined -> one process
+    single = tmp_path / "single"
+    shutil.copytree(first, single, symlinks=True)
+    resumed = train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(single), "resume": True}))
+    np.testing.assert_allclose(resumed.train_losses, reference.train_losses[2:], rtol=1e-12)
+
+    # one process -> 4 stages (from the single-process checkpoint written at step 2 by --stop-at)
+    source = tmp_path / "single-first"
+    train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(source)}), stop_at=2)
+    proc = mpirun(4, {**BASE, "data": corpus, "out": str(source), "pipeline_stages": 4, "microbatches": 3,
+                      "resume": True}, tmp_path / "w3")
+    assert_same_run(proc, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
+                                          last_eval=reference.last_eval), reference_ckpt, source)
