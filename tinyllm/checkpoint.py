@@ -298,6 +298,9 @@ def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
     """Read and verify a checkpoint (sizes, hashes, formats); errors name the file and the problem."""
     directory = resolve_checkpoint_dir(path)
     state = read_state(directory)
+    if "pipeline" in state:  # sharded by pipeline stage: parallel/ merges the shards
+        from parallel.checkpoint import load_any  # noqa: PLC0415
+        return load_any(directory, with_optimizer)
     files = state["files"]
     if MODEL_FILE not in files:
         raise CheckpointError(f"{directory / STATE_FILE}: lists no {MODEL_FILE}")
