@@ -1,0 +1,478 @@
+"""Byte-level BPE with tiktoken's encoding rule, files and training.
+
+A vocabulary is `mergeable_ranks`, bytes -> rank, exactly tiktoken's layout: token id
+= rank, every single byte has a rank (so any text, any bytes, can be encoded), and
+special tokens take ids after the ranks. Encoding a text:
+
+1. cut it into chunks with the split pattern (patterns.py);
+2. a chunk whose bytes are a token is that token;
+3. otherwise start from its single bytes and repeatedly merge the adjacent pair whose
+   concatenation has the lowest rank (the leftmost one on a tie) until no adjacent
+   pair is a token.
+
+    >>> tok = BPETokenizer.train("aaabdaaabac", vocab_size=259, pattern="none")
+    >>> tok.encode("aaabdaaabac")
+    [258, 100, 258, 97, 99]
+    >>> [tok.decode_bytes([i]) for i in (256, 257, 258)]
+    [b'aa', b'ab', b'aaab']
+
+Step 3 goes through merges by rank, not by replaying the training merges; it is what
+tiktoken does, so with the same ranks and pattern the ids are identical to tiktoken's.
+Encodings of chunks are cached (text repeats its words).
+
+Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
+(textstream.py), shard files (shards.py). Encoding does not use threads.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import json
+import os
+from collections import Counter
+from itertools import chain, compress
+from operator import not_
+from typing import Iterable, Iterator, Mapping, Sequence
+
+from .base import FileLines, Tokenizer, TokenizerFileError, _json_string, _parse_json_string
+from .bpe_train import _tqdm_disable, train_bpe_merges
+from .patterns import compile_pattern, pattern_name, resolve_pattern
+from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
+from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
+
+LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
+BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
+CHUNK_CACHE_ENTRIES = 1 << 18  # the chunk cache is emptied when it grows past this
+
+
+class BPETokenizer(Tokenizer):
+    kind = "bpe"
+
+    def __init__(self, mergeable_ranks: Mapping[bytes, int], pattern: str = "gpt4",
+                 special_tokens: Mapping[str, int] | None = None):
+        """mergeable_ranks: bytes -> rank (= id), with all 256 single bytes, in any order.
+        pattern: "gpt2" | "gpt4" | "none" | a regex. special_tokens: str -> id, ids
+        distinct from the ranks."""
+        super().__init__(dict(special_tokens or {}))
+        self.mergeable_ranks: dict[bytes, int] = dict(mergeable_ranks)  # bytes -> rank
+        self.pattern: str = resolve_pattern(pattern)  # the split regex ("" = no split)
+        self._compiled = compile_pattern(self.pattern)
+        missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
+        if missing:
+            raise ValueError(f"mergeable_ranks lacks the single bytes {missing[:8]}"
+                             f"{'...' if len(missing) > 8 else ''}; a byte-level BPE needs "
+                             "all 256 to encode any text")
+        self._id_to_bytes: dict[int, bytes] = {}  # id -> bytes, specials included
+        for token, rank in self.mergeable_ranks.items():
+            if rank in self._id_to_bytes:
+                raise ValueError(f"rank {rank} is given to both {self._id_to_bytes[rank]!r} "
+                                 f"and {token!r}")
+            self._id_to_bytes[rank] = token
+        for text, token_id in self.special_tokens.items():
+            if token_id in self._id_to_bytes:
+                raise ValueError(f"special token {text!r} has id {token_id}, which is already "
+                                 f"the token {self._id_to_bytes[token_id]!r}")
+            self._id_to_bytes[token_id] = text.encode("utf-8")
+        self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
+        self._pair_table: PairTable | None = None  # built on the first batch of misses
+
+    # -- training ---------------------------------------------------------------
+
+    @classmethod
+    def train(cls, text_or_iterable: str | os.PathLike | Iterable[str | os.PathLike],
+              vocab_size: int, pattern: str = "gpt4",
+              special_tokens: Iterable[str] | None = None,
+              progress: bool | None = None,
+              block_bytes: int = DEFAULT_BLOCK_BYTES) -> "BPETokenizer":
+        """Learn a vocabulary of `vocab_size` ids (special tokens included).
+
+        text_or_iterable: a text, a file path (pathlib.Path or other os.PathLike), or an
+        iterable of texts and paths; files are streamed in blocks, so a corpus larger
+        than memory only needs its distinct chunks to fit. Strings are always text:
+        wrap file names in pathlib.Path (or use `train_from_files`).
+
+        Special-token strings in the corpus are cut out before counting, so no merge
+        is learned inside or across them. Ties between equally frequent pairs go to
+        the smallest (left id, right id); see bpe_train.py. Ranks 0..255 are the
+        single bytes in byte order. If the corpus runs out of pairs first, the
+        vocabulary is smaller than asked.
+
+            >>> tok = BPETokenizer.train("the cat the hat the", vocab_size=258, pattern="gpt2")
+            >>> [tok.decode_bytes([i]) for i in (256, 257)]
+            [b'he', b'the']
+        """
+        specials = list(special_tokens or [])
+        if len(set(specials)) != len(specials):
+            raise ValueError(f"special_tokens has duplicates: {specials}")
+        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+            raise ValueError(
+                f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for "
+                f"the bytes plus {len(specials)} for special tokens; ask for at least "
+                f"{256 + len(specials)}"
+            )
+        regex_text = resolve_pattern(pattern)
+        compiled = compile_pattern(regex_text)
+        splitter = Tokenizer({s: i for i, s in enumerate(specials)})
+        chunk_counts: Counter = Counter()  # str -> occurrences
+        for item in _as_sources(text_or_iterable):
+            if isinstance(item, os.PathLike):
+                _count_file_chunks(item, compiled, splitter, chunk_counts, progress, block_bytes)
+            else:
+                for piece in splitter.split_on_special_tokens(item):
+                    chunk_counts.update(compiled.findall(piece) if compiled else [piece])
+        byte_counts: Counter = Counter()  # bytes -> occurrences
+        for chunk, count in chunk_counts.items():
+            byte_counts[chunk.encode("utf-8", errors="surrogatepass")] += count
+        del chunk_counts
+        num_merges = vocab_size - len(specials) - 256
+        merges, vocab = train_bpe_merges(byte_counts, num_merges, progress)
+        ranks = {token: rank for rank, token in enumerate(vocab)}
+        return cls(ranks, regex_text, {s: len(vocab) + i for i, s in enumerate(specials)})
+
+    @classmethod
+    def train_from_files(cls, paths: Iterable[str | os.PathLike], vocab_size: int,
+                         **options) -> "BPETokenizer":
+        """`train` on files given by name (str or path-like)."""
+        return cls.train([_PathName(os.fspath(path)) for path in paths], vocab_size, **options)
+
+    # -- encoding ---------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return max(self._id_to_bytes) + 1
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text with no special tokens (their strings are ordinary text), like
+        tiktoken's `encode_ordinary`.
+
+            >>> tok = BPETokenizer({bytes([b]): b for b in range(256)}, "gpt2")
+            >>> tok.encode_ordinary("hi!")
+            [104, 105, 33]
+        """
+        if self._compiled is None:
+            return self.encode_chunks([text] if text else [])
+        return self.encode_chunks(self._compiled.findall(text))
+
+    def encode_chunks(self, chunks: Sequence[str]) -> list[int]:
+        """Encode already-split chunks (each one merged on its own), with the cache.
+
+        Chunks missing from the cache are encoded first, all together when there are
+        many (`merge_many_chunks`), then every chunk is looked up.
+        """
+        cache = self._chunk_cache
+        cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
+        if None in cached:
+            misses = list(dict.fromkeys(compress(chunks, map(not_, cached))))
+            if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
+                cache.clear()
+            cache.update(zip(misses, self._encode_uncached(misses)))
+            cached = list(map(cache.__getitem__, chunks))
+        return list(chain.from_iterable(cached))
+
+    def _encode_uncached(self, chunks: list[str]) -> list[tuple[int, ...]]:
+        if len(chunks) < BATCH_MIN_CHUNKS:
+            return [self._encode_chunk_uncached(chunk) for chunk in chunks]
+        ranks = self.mergeable_ranks
+        pieces = [chunk.encode("utf-8", errors="surrogatepass") for chunk in chunks]
+        results: list[tuple[int, ...] | None] = [None] * len(pieces)
+        batch = []  # indices of the pieces to merge together
+        for index, piece in enumerate(pieces):
+            rank = ranks.get(piece)
+            if rank is not None:
+                results[index] = (rank,)
+            elif len(piece) >= LONG_CHUNK_BYTES:
+                results[index] = merge_long_chunk(piece, ranks)
+            else:
+                batch.append(index)
+        if self._pair_table is None:
+            self._pair_table = PairTable(ranks)
+        merged = merge_many_chunks([pieces[i] for i in batch], self._pair_table)
+        for index, ids in zip(batch, merged):
+            results[index] = ids
+        return results  # type: ignore[return-value]
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Encode raw bytes as one chunk, no split (bytes that are not UTF-8 too).
+
+            >>> tok = BPETokenizer({bytes([b]): b for b in range(256)}, "gpt2")
+            >>> tok.encode_bytes(b"\\xff\\x00")
+            [255, 0]
+        """
+        return list(self._merge_by_rank(bytes(data)))
+
+    def _encode_chunk_uncached(self, chunk: str) -> tuple[int, ...]:
+        piece = chunk.encode("utf-8", errors="surrogatepass")
+        rank = self.mergeable_ranks.get(piece)
+        if rank is not None:
+            return (rank,)
+        return self._merge_by_rank(piece)
+
+    def _merge_by_rank(self, piece: bytes) -> tuple[int, ...]:
+        if len(piece) >= LONG_CHUNK_BYTES:
+            return merge_long_chunk(piece, self.mergeable_ranks)
+        return merge_chunk(piece, self.mergeable_ranks)
+
+    def iter_encode_file(self, path: str | os.PathLike, block_bytes: int | None = None
+                         ) -> Iterator[tuple[list[int], int]]:
+        """Encode a UTF-8 file block by block as ordinary text, with the chunks cut as
+        if the file were read whole: yields (ids, bytes_read)."""
+        blocks = iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES)
+        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled):
+            yield self.encode_chunks(chunks), bytes_read
+
+    # -- decoding ---------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The exact bytes of the tokens (special tokens as their UTF-8 text).
+
+            >>> tok = BPETokenizer({bytes([b]): b for b in range(256)}, "gpt2")
+            >>> tok.decode_bytes([226, 130])
+            b'\\xe2\\x82'
+        """
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()  # numpy arrays: plain ints look up faster
+        try:
+            return b"".join(map(self._id_to_bytes.__getitem__, ids))
+        except (KeyError, TypeError):
+            bad = next(i for i in ids if not isinstance(i, int) or i not in self._id_to_bytes)
+            raise ValueError(f"token id {bad!r} is not in this tokenizer (ids run "
+                             f"0..{self.vocab_size - 1})") from None
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text of the tokens; bytes that are not valid UTF-8 (a token sequence cut in
+        the middle of a character) become U+FFFD unless `errors` says otherwise."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.decode_bytes([token_id])
+
+    # -- standard files ---------------------------------------------------------
+
+    @classmethod
+    def from_tiktoken(cls, path: str | os.PathLike, pattern: str,
+                      special_tokens: Mapping[str, int] | None = None) -> "BPETokenizer":
+        """Read a `.tiktoken` file: one `base64(token) rank` per line, single bytes in
+        any order. The file holds no pattern or special tokens, so pass them (for
+        cl100k_base: pattern="gpt4", special_tokens={"<|endoftext|>": 100257, ...})."""
+        reader = FileLines(path)
+        ranks: dict[bytes, int] = {}
+        seen_ranks: dict[int, int] = {}  # rank -> line number
+        for line_number, line in enumerate(reader.lines, start=1):
+            if not line:
+                continue
+            fields = line.split()
+            if len(fields) != 2:
+                raise reader.error(line_number, f"expected 'BASE64TOKEN RANK', got {line[:60]!r}")
+            try:
+                token = base64.b64decode(fields[0], validate=True)
+            except (binascii.Error, ValueError):
+                raise reader.error(line_number, f"{fields[0][:40]!r} is not base64") from None
+            if not fields[1].isdigit():
+                raise reader.error(line_number, f"rank {fields[1]!r} is not a non-negative integer")
+            rank = int(fields[1])
+            if token in ranks:
+                raise reader.error(line_number, f"token {token!r} appears twice")
+            if rank in seen_ranks:
+                raise reader.error(line_number, f"rank {rank} was already given on line "
+                                                f"{seen_ranks[rank]}")
+            ranks[token] = rank
+            seen_ranks[rank] = line_number
+        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+
+    def save_tiktoken(self, path: str | os.PathLike) -> None:
+        """Write the ranks as a `.tiktoken` file (pattern and special tokens are not in
+        that format; keep them yourself or use `save`)."""
+        from .base import atomic_write_bytes
+        lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
+                 for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
+        atomic_write_bytes(path, "".join(lines).encode("ascii"))
+
+    @classmethod
+    def from_gpt2_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike,
+                        pattern: str = "gpt2") -> "BPETokenizer":
+        """Read OpenAI's GPT-2 `encoder.json` (token string -> id) and `vocab.bpe`
+        (merges, one `left right` per line). Tokens are written with GPT-2's
+        byte-to-unicode table (see `gpt2_bytes_to_unicode`); "<|endoftext|>" is a special
+        token. Every merge must produce a token of encoder.json with a higher id than
+        the merges before it, since ids are the ranks."""
+        byte_of = {char: byte for byte, char in gpt2_bytes_to_unicode().items()}  # str -> int
+        encoder_path = os.fspath(encoder_json)
+        if not os.path.isfile(encoder_path):
+            raise FileNotFoundError(f"GPT-2 encoder file not found: {encoder_path!r}")
+        try:
+            with open(encoder_path, encoding="utf-8") as file:
+                encoder = json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            where = f", line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+            raise TokenizerFileError(f"{encoder_path}{where}: not a JSON file ({error})") from None
+        if not isinstance(encoder, dict):
+            raise TokenizerFileError(f"{encoder_path}: expected a JSON object of token -> id")
+        ranks: dict[bytes, int] = {}
+        special_tokens: dict[str, int] = {}
+        for token_text, token_id in encoder.items():
+            if not isinstance(token_id, int) or token_id < 0:
+                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has id "
+                                         f"{token_id!r}, not a non-negative integer")
+            if token_text.startswith("<|") and token_text.endswith("|>"):
+                special_tokens[token_text] = token_id
+                continue
+            try:
+                ranks[bytes(byte_of[char] for char in token_text)] = token_id
+            except KeyError:
+                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has a character "
+                                         "outside GPT-2's byte-to-unicode table") from None
+        merges = FileLines(vocab_bpe)
+        last_rank = -1
+        for line_number, line in enumerate(merges.lines, start=1):
+            if line_number == 1 and line.startswith("#version"):
+                continue
+            if not line.strip():
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2:
+                raise merges.error(line_number, f"expected 'LEFT RIGHT', got {line[:60]!r}")
+            merged = parts[0] + parts[1]
+            if merged not in encoder:
+                raise merges.error(line_number, f"the merge {line!r} makes {merged!r}, which is "
+                                                f"not in {encoder_path}")
+            if encoder[merged] <= last_rank:
+                raise merges.error(line_number, f"the merge {line!r} has id {encoder[merged]}, "
+                                                f"not above the previous merge's {last_rank}")
+            last_rank = encoder[merged]
+        return _build_from_file(cls, merges, ranks, pattern, special_tokens)
+
+    # -- our own file format ----------------------------------------------------
+
+    def _vocab_lines(self) -> list[str]:
+        return [f"pattern {json.dumps(self.pattern)}"]
+
+    def _token_lines(self) -> list[str]:
+        return [f"{rank} {token!r}"
+                for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
+
+    @classmethod
+    def _from_lines(cls, reader: FileLines, header_fields, special_tokens, token_lines):
+        if "pattern" not in header_fields:
+            raise reader.error(2, "a bpe tokenizer file needs a 'pattern \"REGEX\"' line")
+        unexpected = sorted(set(header_fields) - {"pattern"})
+        if unexpected:
+            raise reader.error(header_fields[unexpected[0]][0],
+                               f"unknown field {unexpected[0]!r} in a bpe tokenizer file")
+        pattern_line, pattern_text = header_fields["pattern"]
+        pattern = _parse_json_string(reader, pattern_line, pattern_text)
+        try:
+            resolve_pattern(pattern)
+        except ValueError as error:
+            raise reader.error(pattern_line, str(error)) from None
+        ranks: dict[bytes, int] = {}
+        for line_number, line in token_lines:
+            rank_text, _, literal = line.partition(" ")
+            if not rank_text.isdigit():
+                raise reader.error(line_number, f"expected 'RANK b\"BYTES\"', got {line[:60]!r}")
+            token = _parse_bytes_literal(literal)
+            if token is None:
+                raise reader.error(line_number, f"{literal[:60]!r} is not a Python bytes literal")
+            if token in ranks:
+                raise reader.error(line_number, f"token {token!r} appears twice")
+            ranks[token] = int(rank_text)
+        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+
+    @property
+    def pattern_name(self) -> str | None:
+        """"gpt2", "gpt4", "none" for the standard patterns, else None."""
+        return pattern_name(self.pattern)
+
+
+def gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from bytes to printable characters, used to write tokens in
+    encoder.json and vocab.bpe: printable Latin-1 bytes stand for themselves, the
+    others (control characters, space, ...) take the characters from U+0100 upwards
+    in byte order. So the space byte 32 is 'Ġ' (U+0120) and the newline 10 is 'Ċ'.
+
+        >>> table = gpt2_bytes_to_unicode()
+        >>> table[ord("A")], table[32], table[10]
+        ('A', 'Ġ', 'Ċ')
+    """
+    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) \
+        | set(range(ord("®"), ord("ÿ") + 1))
+    table = {}
+    next_stand_in = 256
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(next_stand_in)
+            next_stand_in += 1
+    return table
+
+
+class _PathName(str):
+    """A file name passed through `train_from_files` (plain strings mean text)."""
+
+    def __fspath__(self) -> str:
+        return str(self)
+
+
+def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
+    """A text, a path, or an iterable of them -> texts and paths one at a time."""
+    if isinstance(text_or_iterable, (str, os.PathLike)):
+        yield text_or_iterable
+        return
+    for item in text_or_iterable:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"training items must be texts (str) or paths (os.PathLike), "
+                            f"got {type(item).__name__}")
+        yield item
+
+
+def _count_file_chunks(path, compiled, splitter: Tokenizer, chunk_counts: Counter,
+                       progress: bool | None, block_bytes: int) -> None:
+    """Add the chunks of a file to `chunk_counts`, one block at a time, with a bar.
+    Special tokens are cut out per block (see textstream.py)."""
+    from tqdm.auto import tqdm
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"training file not found: {path!r}")
+    bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, unit_divisor=1024,
+               desc=f"counting {os.path.basename(path)}", disable=_tqdm_disable(progress))
+    blocks = iter_text_blocks(path, block_bytes)
+    if splitter.special_tokens:
+        blocks = _cut_at_special_tokens(blocks, splitter)
+    for chunks, bytes_read in iter_chunk_lists(blocks, compiled):
+        chunk_counts.update(chunks)
+        bar.update(bytes_read)
+    bar.close()
+
+
+def _cut_at_special_tokens(blocks, splitter: Tokenizer):
+    """Drop special-token strings from a block stream, leaving a hard boundary (None)
+    in their place so that no chunk spans them."""
+    for text, bytes_read in blocks:
+        pieces = splitter.split_on_special_tokens(text)
+        yield pieces[0], bytes_read
+        for piece in pieces[1:]:
+            yield None, 0
+            yield piece, 0
+
+
+def _parse_bytes_literal(literal: str) -> bytes | None:
+    if not (literal.startswith(("b'", 'b"')) and literal.endswith(literal[1]) and len(literal) >= 3):
+        return None
+    body = literal[2:-1]
+    if "\\" not in body and literal[1] not in body:
+        return body.encode("latin-1") if body.isascii() else None
+    try:
+        value = ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, bytes) else None
+
+
+def _build_from_file(cls, reader: FileLines, ranks, pattern, special_tokens) -> "BPETokenizer":
+    """Construct, turning a constructor complaint into an error naming the file."""
+    try:
+        return cls(ranks, pattern, special_tokens)
+    except ValueError as error:
+        raise TokenizerFileError(f"{reader.path}: {error}") from None
