@@ -97,9 +97,11 @@ class KVCache:
                        for _ in range(n_layer)]
 
     @classmethod
-    def for_model(cls, model, batch_size: int) -> "KVCache":
+    def for_model(cls, model, batch_size: int, max_length: int | None = None) -> "KVCache":
+        """A cache for `model`, holding up to max_length positions (default and at most block_size)."""
         c = model.config
-        return cls(c.n_layer, batch_size, c.num_kv_heads, c.block_size, c.head_size,
+        max_length = c.block_size if max_length is None else min(max_length, c.block_size)
+        return cls(c.n_layer, batch_size, c.num_kv_heads, max_length, c.head_size,
                    dtype=model.wte.weight.dtype, device=model.wte.weight.device)
 
     @property
@@ -125,9 +127,9 @@ class KVCache:
             problems.append(f"batch size {self.batch_size}, the input has {shape[0]} rows")
         if self.dtype != model.wte.weight.dtype:
             problems.append(f"dtype {self.dtype}, the model is {model.wte.weight.dtype}")
-        if self.layers and self.layers[0].k.shape[1:] != (c.num_kv_heads, c.block_size, c.head_size):
-            problems.append(f"buffers {self.layers[0].k.shape[1:]}, the model needs "
-                            f"{(c.num_kv_heads, c.block_size, c.head_size)}")
+        if self.layers and (self.layers[0].k.shape[1], self.layers[0].k.shape[3]) != (c.num_kv_heads, c.head_size):
+            problems.append(f"{self.layers[0].k.shape[1]} kv heads of size {self.layers[0].k.shape[3]}, "
+                            f"the model has {c.num_kv_heads} of size {c.head_size}")
         if problems:
             raise ValueError("KV cache does not fit this model: " + "; ".join(problems)
                              + "; make one with KVCache.for_model(model, batch_size)")
@@ -219,6 +221,45 @@ def next_token_logits(model, ids, kv_cache: KVCache | None = None) -> np.ndarray
     return backend.to_numpy(logits.data[:, 0]).astype(np.float64)
 
 
+class Decoder:
+    """Next-token logits for a growing sequence, with or without a KV cache (the same numbers).
+
+        decoder = Decoder(model, batch_size=B)
+        logits = decoder.logits(seq, n)     # (B, V) float64: the distribution of token n given seq[:, :n]
+
+    Calls with n growing by one reuse the cache (one new position per call); any other call,
+    and a full cache, refills it from the context window (module docstring). Without the
+    cache every call recomputes the window. `refills` and `steps` count the two kinds of
+    cached calls (for tests and measurements).
+    """
+
+    def __init__(self, model, batch_size: int, use_cache: bool = True, window_keep: int | None = None,
+                 max_length: int | None = None):
+        W = model.config.block_size
+        keep = default_window_keep(W) if window_keep is None else window_keep
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= W:
+            raise ValueError(f"window_keep={window_keep!r} must be an integer in [1, block_size={W}]")
+        self.model, self.block_size, self.keep = model, W, int(keep)
+        self.cache = KVCache.for_model(model, batch_size, max_length) if use_cache else None
+        self.cached_until = 0          # the cache holds the window that ends before token cached_until
+        self.refills = self.steps = 0
+
+    def logits(self, seq, n: int) -> np.ndarray:
+        L = context_length(n, self.block_size, self.keep)
+        window = seq[:, n - L:n]
+        if self.cache is None:
+            return next_token_logits(self.model, window)
+        if n == self.cached_until + 1 and self.cache.length == L - 1 and self.cache.length > 0:
+            self.steps += 1
+            result = next_token_logits(self.model, window[:, -1:], self.cache)   # one new position
+        else:
+            self.refills += 1
+            self.cache.reset()                                                  # prompt, or window refill
+            result = next_token_logits(self.model, window, self.cache)
+        self.cached_until = n
+        return result
+
+
 def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
              top_p: float | None = None, seed: int = 0, eos_id: int | None = None, use_cache: bool = True,
              stream=None, window_keep: int | None = None) -> np.ndarray:
@@ -234,17 +275,13 @@ def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, to
     The model runs in eval mode (no dropout) under no_grad, and its mode is restored after.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
-    ids = backend.to_numpy(idx.data if isinstance(idx, Tensor) else np.asarray(idx) if not hasattr(idx, "shape")
-                           else idx)
+    idx = idx.data if isinstance(idx, Tensor) else idx
+    ids = backend.to_numpy(idx) if hasattr(idx, "shape") else np.asarray(idx)
     one_row = ids.ndim == 1
     seq = ids[None, :] if one_row else ids
     if seq.ndim != 2 or seq.shape[1] == 0 or not np.issubdtype(seq.dtype, np.integer):
         raise ValueError(f"generate: idx must hold at least one integer token id, shaped (T,) or (B, T); got "
                          f"shape {tuple(ids.shape)} dtype {ids.dtype} (start from an end-of-text id if you have no prompt)")
-    W = model.config.block_size
-    keep = default_window_keep(W) if window_keep is None else window_keep
-    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= W:
-        raise ValueError(f"generate: window_keep={window_keep!r} must be an integer in [1, block_size={W}]")
     if eos_id is not None and not 0 <= eos_id < model.config.vocab_size:
         raise ValueError(f"generate: eos_id={eos_id} is outside the vocabulary [0, {model.config.vocab_size})")
 
@@ -258,17 +295,9 @@ def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, to
     model.eval()
     try:
         with no_grad():
-            cache = KVCache.for_model(model, B) if use_cache else None
+            decoder = Decoder(model, B, use_cache, window_keep, max_length=out.shape[1])
             for _ in range(max_new_tokens):
-                L = context_length(n, W, keep)
-                if cache is None:
-                    logits = next_token_logits(model, out[:, n - L:n])
-                elif cache.length > 0 and cache.length == L - 1:
-                    logits = next_token_logits(model, out[:, n - 1:n], cache)        # one new position
-                else:
-                    cache.reset()                                                    # prompt, or window refill
-                    logits = next_token_logits(model, out[:, n - L:n], cache)
-                token = sample_next(logits, temperature, top_k, top_p, rng)
+                token = sample_next(decoder.logits(out, n), temperature, top_k, top_p, rng)
                 if eos_id is not None:
                     token = np.where(done, eos_id, token)
                     done |= token == eos_id
