@@ -52,7 +52,7 @@ class GeluErf(Function):
         xp = get_array_module(grad)
         x = self.x
         pdf = INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-        return grad * (self.cdf + x * pdf)                             # Phi(x) + x phi(x)
+        return grad * (self.cdf + x * pdf)                             # term 1: Phi(x), term 2: x phi(x)
 
 
 class Silu(Function):
@@ -63,4 +63,4 @@ class Silu(Function):
 
     def backward(self, grad):
         s = self.s
-        return grad * (s * (1 + self.x * (1 - s)))
+        return grad * (s * (1 + self.x * (1 - s)))                     # term 1: s, term 2: x s (1 - s)

@@ -37,7 +37,7 @@ class Softmax(Function):
 
     def backward(self, grad):
         y = self.y
-        # dx_i = y_i (g_i - sum_j g_j y_j)
+        # dx_i = y_i (g_i - sum_j g_j y_j): term 1 the direct path, term 2 through the normaliser
         return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
 
 
@@ -49,5 +49,5 @@ class LogSoftmax(Function):
 
     def backward(self, grad):
         xp = get_array_module(grad)
-        # dx_i = g_i - softmax_i * sum_j g_j,  softmax = exp(z)
+        # dx_i = g_i (term 1) - softmax_i * sum_j g_j (term 2),  softmax = exp(z)
         return grad - xp.exp(self.z) * grad.sum(axis=self.axis, keepdims=True)
