@@ -3,7 +3,7 @@
     mpiexec -n 4 tinyllm train --pipeline-stages 2 --data-parallel 2 --microbatches 8 --schedule 1f1b
     mpiexec -n 4 python -m parallel.runner CONFIG.json [--trace trace.json]   # CONFIG: TrainConfig fields
 
-`run_pipeline(config)` runs on every rank. Each rank builds the whole GPT from the seed
+`run_pipeline(config)` (what `tinyllm train` calls) runs on every rank. Each rank builds the whole GPT from the seed
 (the weights of a single-process run), prunes it to its stage (`parallel.stage`), and
 hands `tinyllm.train.Trainer` two replacements for one step's pieces:
 
@@ -284,14 +284,35 @@ def _parse_fail(spec: str | None):
     return int(stage), int(step)
 
 
-def run_pipeline(config, progress_stream=None, stop_at: int | None = None, trace: str | None = None):
+def train_pipelined(config, progress_stream=None, stop_at: int | None = None, trace: str | None = None):
     """Train `config` (a tinyllm.train.TrainConfig) on this rank of a pipeline x data-parallel grid.
 
     Every rank of `mpiexec -n (pipeline_stages * data_parallel)` calls it; returns the
-    Trainer's RunResult (the same on every rank). Wraps nothing: call it inside `run_rank`
-    (as `main` and `tinyllm train` do) so a failure ends every rank.
+    Trainer's RunResult (the same losses on every rank). Call it inside `run_rank` so a
+    failure ends every rank (`run_pipeline` does).
     """
     return PipelineTrainer(config, progress_stream=progress_stream, trace_path=trace).run(stop_at=stop_at)
+
+
+def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, result_path: str | None = None) -> int:
+    """`tinyllm train`'s hand-off under mpiexec: train on every rank, abort all on any failure.
+
+    Returns the exit status (0 finished, 130 interrupted). Rank 0 prints the summary line
+    and, with `result_path`, writes the run's losses there as JSON.
+    """
+    def body() -> int:
+        result = train_pipelined(config, trace=trace, stop_at=stop_at)
+        if require_mpi().COMM_WORLD.Get_rank() == 0:
+            if result_path:
+                from tinyllm.checkpoint import write_json_atomic  # noqa: PLC0415
+                write_json_atomic(result_path, {"status": result.status, "step": result.step,
+                                                "train_losses": result.train_losses, "last_eval": result.last_eval})
+            last = result.last_eval or {}
+            print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
+                  f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last (sharded by stage; "
+                  f"loads into any stage count or one process)", file=sys.stderr, flush=True)
+        return 130 if result.status == "interrupted" else 0
+    return run_rank(body)
 
 
 def main(argv=None) -> int:
@@ -308,16 +329,7 @@ def main(argv=None) -> int:
     from tinyllm.train import TrainConfig  # noqa: PLC0415
     with open(args.config) as f:
         config = TrainConfig.from_dict(json.load(f))
-
-    def body():
-        result = run_pipeline(config, trace=args.trace, stop_at=args.stop_at)
-        MPI = require_mpi()
-        if MPI.COMM_WORLD.Get_rank() == 0 and args.result:
-            from tinyllm.checkpoint import write_json_atomic  # noqa: PLC0415
-            write_json_atomic(args.result, {"status": result.status, "step": result.step,
-                                            "train_losses": result.train_losses, "last_eval": result.last_eval})
-        return 0
-    return run_rank(body)
+    return run_pipeline(config, trace=args.trace, stop_at=args.stop_at, result_path=args.result)
 
 
 if __name__ == "__main__":
