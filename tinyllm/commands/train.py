@@ -98,6 +98,8 @@ def register(subparsers) -> None:
                         help="settings file (keys as the flags, with - or _); flags override it")
     parser.add_argument("--resume", action="store_true", default=False,
                         help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--trace", metavar="FILE.json", default=None,
+                        help="pipeline runs: write a Chrome/Perfetto trace of every rank (open in ui.perfetto.dev)")
     for flag, (kind, help_text) in _FLAGS.items():
         field_name = flag.replace("-", "_")
         default = getattr(_DEFAULTS, field_name)
@@ -154,7 +156,7 @@ def resolve_config(args) -> TrainConfig:
 def run(args) -> int:
     config = resolve_config(args)
     if config.pipeline_stages > 1 or config.data_parallel > 1:
-        return hand_off_to_parallel_runner(config)
+        return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
     trainer = build_trainer(config)
     try:
         result = trainer.run()
@@ -170,7 +172,7 @@ def run(args) -> int:
     return 0
 
 
-def hand_off_to_parallel_runner(config: TrainConfig) -> int:
+def hand_off_to_parallel_runner(config: TrainConfig, trace: str | None = None) -> int:
     """Pipelined / data-parallel training lives in parallel/ (MPI); this only starts it."""
     try:
         import mpi4py  # noqa: F401, PLC0415
@@ -181,4 +183,4 @@ def hand_off_to_parallel_runner(config: TrainConfig) -> int:
         from parallel.runner import run_pipeline  # noqa: PLC0415
     except ImportError as error:
         raise UsageError(f"pipeline training is not available in this installation ({error})") from None
-    return int(run_pipeline(config) or 0)
+    return int(run_pipeline(config, trace=trace) or 0)
