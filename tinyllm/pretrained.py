@@ -38,16 +38,15 @@ not approximated), attention/MLP biases in Llama files, quantised weights, downl
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from .model import GPTConfig
+from .tokenizer.base import atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -122,53 +121,13 @@ def _read_bf16(path: Path, data_start: int, info: dict) -> np.ndarray:
 
 def write_safetensors(tensors: dict, path) -> None:
     """Write name -> array as a safetensors file atomically (temporary file, fsync, rename)."""
-    path = Path(path)
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata={"format": "pt"})  # "pt": the format tag Hugging Face expects
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_bytes(path, save(arrays, metadata={"format": "pt"}))   # "pt": the tag Hugging Face expects
 
 
 def write_json(obj, path) -> None:
     """Write JSON atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_checkpoint_tensors(directory) -> dict:
