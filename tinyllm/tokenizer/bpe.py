@@ -151,6 +151,11 @@ class BPETokenizer(Tokenizer):
             >>> tok.encode_ordinary("hi!")
             [104, 105, 33]
         """
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates are not text; tiktoken replaces them with U+FFFD
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if self._compiled is None:
             return self.encode_chunks([text] if text else [])
         return self.encode_chunks(self._compiled.findall(text))
