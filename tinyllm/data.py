@@ -100,10 +100,13 @@ def builtin_text() -> str:
 
 def stdlib_sources() -> list:
     """The standard library's own .py files (tests, idlelib and site-packages excluded), sorted."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = sysconfig.get_paths()["stdlib"]
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "idlelib", "__pycache__"}
-    files = [p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)]
-    return sorted(str(p) for p in files)
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [s for s in subfolders if s not in skip]  # prune: never walk into them
+        files += [os.path.join(folder, n) for n in names if n.endswith(".py")]
+    return sorted(files)
 
 
 def _normalise_extensions(extensions) -> tuple:

@@ -299,6 +299,7 @@ class RunResult:
     last_eval: dict | None = None   # {"train": ..., "val": ...} of the last evaluation
     best_val_loss: float | None = None
     run_dir: str | None = None
+    stop_signal: int | None = None  # the signal number that interrupted the run
 
 
 class Trainer:
@@ -436,9 +437,9 @@ class Trainer:
                         metrics.write(record)
                     window_start, window_tokens = time.perf_counter(), 0
                 if self._stop_signal is not None:
-                    result.status = "interrupted"
+                    result.status, result.stop_signal = "interrupted", int(self._stop_signal)
                     saved = self.save(train_loss=loss)
-                    progress.message(f"interrupted by {self._stop_signal} at step {self.step}: saved {saved}; "
+                    progress.message(f"interrupted by {self._stop_signal.name} at step {self.step}: saved {saved}; "
                                      f"continue with: tinyllm train --out {cfg.out} --resume")
                     break
             if result.status == "finished" and self.step == end and end < cfg.max_iters:
@@ -474,7 +475,7 @@ class Trainer:
         def handler(signum, frame):
             if self._stop_signal is not None:
                 raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum).name
+            self._stop_signal = signal.Signals(signum)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)

@@ -164,7 +164,7 @@ def run(args) -> int:
         print(f"tinyllm train: error: {error}", file=sys.stderr)
         return 1
     if result.status == "interrupted":
-        return 130
+        return 128 + result.stop_signal  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     last = result.last_eval or {}
     print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
           f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last; "

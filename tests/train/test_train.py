@@ -1,0 +1,113 @@
+"""The training loop: learning happens, accumulation is exact, resume is bitwise, NaN stops safely."""
+import json
+
+import numpy as np
+import pytest
+
+from tinyllm import checkpoint as ckpt
+from tinyllm.model import GPT, GPTConfig
+from tinyllm.optim import AdamW
+from tinyllm.train import (NonFiniteLossError, TrainConfig, build_trainer, compute_gradients,
+                           estimate_loss)
+
+
+def test_loss_falls_on_a_tiny_corpus(tmp_path, corpus_file, tiny):
+    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", max_iters=60, eval_interval=60), log=lambda m: None)
+    before = trainer.evaluate()
+    result = trainer.run()
+    assert result.status == "finished" and result.step == 60
+    assert result.last_eval["val"] < before["val"] - 0.8
+    assert result.last_eval["train"] < before["train"] - 0.8
+
+
+def test_overfitting_one_batch_reaches_near_zero_loss():
+    rng = np.random.default_rng(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32), seed=0)
+    opt = AdamW(list(model.named_parameters()), lr=1e-2, betas=(0.9, 0.99))
+    tokens = rng.integers(0, 16, size=(2, 17))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    for _ in range(150):
+        loss = compute_gradients(model, [(x, y)])
+        opt.step()
+        opt.zero_grad()
+    assert loss < 0.05
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    rng = np.random.default_rng(1)
+    config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    tokens = rng.integers(0, 13, size=(6, 9))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    big, accum = GPT(config, seed=3, dtype="float64"), GPT(config, seed=3, dtype="float64")
+    big_loss = compute_gradients(big, [(x, y)])
+    micro_loss = compute_gradients(accum, [(x[i:i + 2], y[i:i + 2]) for i in range(0, 6, 2)])
+    assert micro_loss == pytest.approx(big_loss, abs=1e-12)
+    for (name, p), (_, q) in zip(big.named_parameters(), accum.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=0, atol=1e-12, err_msg=name)
+
+
+def _weights(trainer):
+    return {name: p.data.copy() for name, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_file, tiny, dtype):
+    settings = dict(dtype=dtype, dropout=0.1, grad_accum=2, max_iters=20, eval_interval=6)
+    straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
+    full = straight.run()
+
+    first = build_trainer(tiny(corpus_file, tmp_path / "b", **settings), log=lambda m: None)
+    head = first.run(stop_at=10)
+    assert head.step == 10 and ckpt.load_checkpoint(tmp_path / "b").step == 10
+    resumed = build_trainer(tiny(corpus_file, tmp_path / "b", resume=True, **settings), log=lambda m: None)
+    assert resumed.step == 10
+    tail = resumed.run()
+
+    assert head.train_losses + tail.train_losses == full.train_losses       # exact float equality
+    a, b = _weights(straight), _weights(resumed)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    for key, value in straight.optimizer.state_arrays().items():
+        assert np.array_equal(value, resumed.optimizer.state_arrays()[key]), key
+    assert full.last_eval == tail.last_eval and straight.tokens_seen == resumed.tokens_seen
+    def records(run):  # timings differ between runs; everything else must not
+        return [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_s", "elapsed_s")}
+                for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert records("b") == records("a")
+
+
+def test_non_finite_loss_stops_before_touching_weights_and_keeps_the_checkpoint(tmp_path, corpus_file, tiny,
+                                                                                 monkeypatch):
+    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", eval_interval=5), log=lambda m: None)
+    real = trainer.compute_gradients
+
+    def poisoned(model, batches):
+        loss = real(model, batches)
+        return float("nan") if trainer.step == 7 else loss
+    trainer.compute_gradients = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"step 8: the loss is nan.*step-0000005"):
+        trainer.run()
+    assert trainer.step == 7
+    saved = ckpt.load_checkpoint(tmp_path / "run")
+    assert saved.step == 5
+    assert all(np.isfinite(a).all() for a in saved.model_state.values())
+    weights = _weights(trainer)
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_eval_uses_the_same_batches_every_time():
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    tokens = np.arange(200) % 7
+    assert estimate_loss(model, tokens, 4, 3, 2, seed=5) == estimate_loss(model, tokens, 4, 3, 2, seed=5)
+
+
+def test_config_errors_name_the_flag():
+    from tinyllm.train import ConfigError
+    with pytest.raises(ConfigError, match=r"--lr -0\.1: must be positive"):
+        TrainConfig(lr=-0.1)
+    with pytest.raises(ConfigError, match=r"--block-size 0: must be a positive integer"):
+        TrainConfig(block_size=0)
+    with pytest.raises(ConfigError, match=r"--min-lr 0\.5: must be between 0 and --lr"):
+        TrainConfig(min_lr=0.5)
+    with pytest.raises(ConfigError, match="--preset"):
+        TrainConfig(preset="huge")
