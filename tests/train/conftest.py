@@ -29,6 +29,11 @@ def tiny_config(data, out, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
+@pytest.fixture(scope="session")
+def text_maker():
+    return make_text
+
+
 @pytest.fixture
 def tiny():
     return tiny_config
