@@ -2,7 +2,7 @@
 grouped-query heads and dropout; causality, probability rows, dead rows, KV-cache offsets, errors."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from autograd import Tensor
 from autograd import functional as F
@@ -43,7 +43,10 @@ def _sdpa(fused, causal, mask, dropout_p=0.0, seed=0, scale=None):
 @given(case=attention_case())
 def test_attention_three_way(case):
     q, k, v, causal, mask, dropout_p = case
-    assert_three_way(_sdpa(True, causal, mask, dropout_p), _sdpa(False, causal, mask, dropout_p), [q, k, v])
+    # full element-by-element differences up to 128 inputs, random directions beyond (fused = composed
+    # is compared element by element anyway)
+    assert_three_way(_sdpa(True, causal, mask, dropout_p), _sdpa(False, causal, mask, dropout_p), [q, k, v],
+                     full_limit=128)
 
 
 @pytest.mark.parametrize("scale", [None, 0.05, 1.0])
@@ -57,6 +60,7 @@ def test_attention_explicit_scale(scale):
     np.testing.assert_allclose(probs, expected / expected.sum(-1, keepdims=True), atol=1e-14)
 
 
+@settings(max_examples=min(50, settings.default.max_examples))
 @given(case=attention_case(allow_dropout=False), t=st.integers(0, 5), data=st.data())
 def test_causality_later_positions_never_change_earlier_outputs(case, t, data):
     q, k, v, _, _, _ = case
