@@ -174,7 +174,9 @@ class PipelineTrainer:
         targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
         if self.tracer is not None:
             self.tracer.step = step
-        return self.engine.compute_gradients(idx, targets)
+        loss = self.engine.compute_gradients(idx, targets)
+        self._gradients_done = time.perf_counter()
+        return loss
 
     def grad_norm(self, params) -> float:
         return self.engine.global_grad_norm()
@@ -194,6 +196,8 @@ class PipelineTrainer:
 
         def train_step():
             result = plain_step()
+            if self.tracer is not None:  # the global norm, clipping and the optimizer step
+                self.tracer.record("optimizer", self._gradients_done, time.perf_counter())
             self._agree_on_stop()
             return result
         trainer.train_step = train_step

@@ -9,7 +9,7 @@ plus explicit "idle" events for the gaps, so the bubble is visible.
 The measured bubble fraction counts receives as idle: time a stage spends blocked
 waiting for a neighbour is exactly the pipeline bubble (plus transfer time).
 
-    python -m parallel.trace trace.json --svg docs/pipeline_timeline.svg
+    python -m parallel.trace trace.json --svg docs/pipeline_timeline.svg [--step 3]
 
 renders a trace to an SVG (no plotting library needed).
 
@@ -21,10 +21,11 @@ import json
 import sys
 from dataclasses import dataclass
 
+MIN_IDLE_S = 1e-5  # shorter gaps between events are bookkeeping, not waiting
 COMPUTE = ("forward", "backward", "backward_input", "backward_weight")
 COLOURS = {"forward": "#4e79a7", "backward": "#f28e2b", "backward_input": "#f28e2b", "backward_weight": "#59a14f",
            "send_act": "#bab0ac", "send_grad": "#bab0ac", "recv_act": "#e15759", "recv_grad": "#e15759",
-           "allreduce": "#76b7b2", "idle": "#ffffff"}
+           "allreduce": "#76b7b2", "optimizer": "#b07aa1", "idle": "#ffffff"}
 
 
 @dataclass
@@ -50,7 +51,7 @@ def chrome_events(per_rank: list, stage_of_rank=None) -> list:
         events.append({"ph": "M", "name": "process_name", "pid": rank, "args": {"name": f"rank {rank} (stage {stage})"}})
         previous_end = None
         for what, start, end, mb, step in sorted(recorded, key=lambda e: e[1]):
-            if previous_end is not None and start > previous_end:
+            if previous_end is not None and start - previous_end > MIN_IDLE_S:
                 events.append(_event("idle", previous_end, start, rank, None, step))
             is_wait = what.startswith("recv")
             events.append(_event(what, start, end, rank, mb, step))
@@ -67,11 +68,16 @@ def _event(what, start, end, rank, mb, step) -> dict:
 
 
 def measured_bubble(per_rank: list, steps=None) -> float:
-    """1 - compute time / (ranks x span), over the chosen steps (all if None), per step window."""
+    """1 - compute time / (ranks x span), summed over the chosen steps (all if None).
+
+    A step's span runs from its first action on any rank to the end of its gradient
+    all-reduce on the last rank; the optimizer step is not part of it.
+    """
     busy, total = 0.0, 0.0
     step_ids = sorted({e[4] for recorded in per_rank for e in recorded}) if steps is None else steps
     for step in step_ids:
-        events = [[e for e in recorded if e[4] == step] for recorded in per_rank]
+        # the schedule's window: the optimizer step after it is outside the pipeline's bubble
+        events = [[e for e in recorded if e[4] == step and e[0] != "optimizer"] for recorded in per_rank]
         starts = [e[1] for rec in events for e in rec]
         ends = [e[2] for rec in events for e in rec]
         if not starts:
@@ -89,9 +95,11 @@ def write_trace(path, per_rank: list, stage_of_rank=None, metadata: dict | None 
                              "metadata": metadata or {}})
 
 
-def render_svg(trace: dict, width: int = 900, row: int = 28) -> str:
-    """A timeline picture of a Chrome trace: one row per rank, one box per event."""
-    events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+def render_svg(trace: dict, width: int = 900, row: int = 28, step: int | None = None) -> str:
+    """A timeline picture of a Chrome trace: one row per rank, one box per event (one step, or all)."""
+    events = [e for e in trace["traceEvents"] if e.get("ph") == "X" and (step is None or e["args"]["step"] == step)]
+    if not events:
+        raise ValueError(f"the trace has no events{'' if step is None else f' for step {step}'}")
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e.get("ph") == "M"}
     t0 = min(e["ts"] for e in events)
     t1 = max(e["ts"] + e["dur"] for e in events)
@@ -118,7 +126,7 @@ def render_svg(trace: dict, width: int = 900, row: int = 28) -> str:
                 parts.append(f'<text x="{x + 2:.1f}" y="{y + row * 0.55:.1f}" fill="white">{mb}</text>')
     y = 10 + len(ranks) * row + 12
     legend = [("forward", "forward"), ("backward", "backward"), ("recv_act", "waiting (receive)"),
-              ("send_act", "send"), ("allreduce", "all-reduce")]
+              ("send_act", "send"), ("allreduce", "all-reduce"), ("optimizer", "clip + AdamW")]
     x = label
     for kind, text in legend:
         parts.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{COLOURS[kind]}" stroke="black" '
@@ -134,11 +142,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel.trace", description="Render a pipeline trace to SVG.")
     parser.add_argument("trace", help="a trace JSON written by --trace")
     parser.add_argument("--svg", required=True, help="output SVG file")
+    parser.add_argument("--step", type=int, help="draw only this training step (default: all)")
     args = parser.parse_args(argv)
     with open(args.trace) as f:
         trace = json.load(f)
     from tinyllm.checkpoint import write_bytes_atomic  # noqa: PLC0415
-    write_bytes_atomic(args.svg, render_svg(trace).encode())
+    write_bytes_atomic(args.svg, render_svg(trace, step=args.step).encode())
     print(f"wrote {args.svg}")
     return 0
 
