@@ -2,19 +2,16 @@
 
 import argparse
 
-import numpy as np
 import pytest
 
 from tinyllm.tokenizer import load_tokenizer, read_shard
 from tinyllm.tokenizer import cli
-
 
 def run(argv):
     parser = argparse.ArgumentParser(prog="tinyllm")
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.handler(args)
-
 
 def test_train_then_encode(tmp_path, corpus_text, capsys):
     (tmp_path / "data.txt").write_text(corpus_text[:20_000])
@@ -29,13 +26,11 @@ def test_train_then_encode(tmp_path, corpus_text, capsys):
     ids = read_shard(shard_path, tokenizer_hash=tokenizer.hash())
     assert tokenizer.decode(ids) == corpus_text[:20_000] + "<|endoftext|>"
 
-
 def test_train_without_special_tokens(tmp_path):
     (tmp_path / "d.txt").write_text("abc abc")
     run(["tokenizer", "train", "--data", str(tmp_path), "--vocab-size", "258",
          "--out", str(tmp_path / "t.tok"), "--special-tokens"])
     assert load_tokenizer(tmp_path / "t.tok").special_tokens == {}
-
 
 @pytest.mark.parametrize("argv, error, message", [
     (["train", "--data", "{d}/d.txt", "--vocab-size", "100", "--out", "{d}/t"], ValueError,
@@ -49,7 +44,6 @@ def test_bad_input_gives_one_line_errors(tmp_path, argv, error, message):
     (tmp_path / "d.txt").write_text("some text")
     with pytest.raises(error, match=message):
         run(["tokenizer", *[a.format(d=tmp_path) for a in argv]])
-
 
 def test_main_exits_with_status_2_and_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,7 +1,6 @@
 """Token shards: round trips, dtype choice, streaming encoding, corruption errors."""
 
 import os
-import struct
 
 import numpy as np
 import pytest

@@ -36,7 +36,7 @@ from itertools import chain, compress
 from operator import not_
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from .base import FileLines, Tokenizer, TokenizerFileError, _json_string, _parse_json_string
+from .base import FileLines, Tokenizer, TokenizerFileError, _parse_json_string
 from .bpe_train import _tqdm_disable, train_bpe_merges
 from .patterns import compile_pattern, pattern_name, resolve_pattern
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks

@@ -1,0 +1,92 @@
+"""Tokenizer speed: BPE training time, and encoding throughput against tiktoken.
+
+    python3 bench/tokenizer_speed.py [TEXT_FILE] [--vocab-size 4096] [--pattern gpt4]
+                                     [--repeats 5]
+
+Trains a vocabulary on the file (default ../shared/data/tinyshakespeare.txt, relative
+to the repository root), then encodes the whole file with our tokenizer and with
+tiktoken built from our `mergeable_ranks` and `pattern`, side by side in this process
+on one thread, asserts identical ids and prints MB/s and the ratio. Two numbers for
+us: "cold" is a fresh tokenizer with an empty chunk cache (every distinct chunk is
+merged), "warm" repeats the encoding with the cache filled. Each is the best of
+`--repeats` runs. tiktoken is imported here only; the package never needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from tinyllm.tokenizer import BPETokenizer  # noqa: E402
+
+DEFAULT_TEXT = os.path.join(REPO_ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+
+
+def best_seconds(run, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("text_file", nargs="?", default=DEFAULT_TEXT)
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--pattern", default="gpt4")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not os.path.isfile(args.text_file):
+        sys.exit(f"text file not found: {args.text_file!r}")
+    with open(args.text_file, encoding="utf-8", newline="") as file:
+        text = file.read()
+    megabytes = len(text.encode("utf-8")) / 1e6
+    print(f"text: {args.text_file} ({megabytes:.2f} MB), pattern {args.pattern}, "
+          f"vocab {args.vocab_size}, python {sys.version.split()[0]}")
+
+    started = time.perf_counter()
+    tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern,
+                                   special_tokens=["<|endoftext|>"], progress=False)
+    train_seconds = time.perf_counter() - started
+    print(f"train: {train_seconds:.2f} s for {tokenizer.vocab_size} ids (goal: < 10 s)")
+
+    try:
+        import tiktoken
+    except ImportError:
+        print("tiktoken is not installed: no comparison (pip install tiktoken in the "
+              "benchmark's environment)")
+        return
+    reference = tiktoken.Encoding(name="tinyllm-bench", pat_str=tokenizer.pattern,
+                                  mergeable_ranks=tokenizer.mergeable_ranks,
+                                  special_tokens=tokenizer.special_tokens)
+    reference_ids = reference.encode_ordinary(text)
+
+    def encode_cold():
+        fresh = BPETokenizer(tokenizer.mergeable_ranks, tokenizer.pattern,
+                             tokenizer.special_tokens)
+        return fresh.encode_ordinary(text)
+
+    our_ids = encode_cold()
+    assert our_ids == reference_ids, "ids differ from tiktoken's"
+    assert tokenizer.encode_ordinary(text) == reference_ids
+    seconds = {
+        "tiktoken": best_seconds(lambda: reference.encode_ordinary(text), args.repeats),
+        "ours cold": best_seconds(encode_cold, args.repeats),
+        "ours warm": best_seconds(lambda: tokenizer.encode_ordinary(text), args.repeats),
+    }
+    print(f"encode: {len(our_ids)} ids, identical to tiktoken's")
+    for name, value in seconds.items():
+        ratio = seconds["tiktoken"] / value
+        print(f"  {name:10s} {value:6.3f} s  {megabytes / value:6.2f} MB/s  "
+              f"{ratio:4.2f}x tiktoken")
+
+
+if __name__ == "__main__":
+    main()
