@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "tinyllm.commands.info",
     "tinyllm.commands.plot",
     "tinyllm.commands.data",
+    "tinyllm.commands.finetune",
     "tinyllm.tokenizer.cli",
     "tinyllm.commands.gradcheck",
     "tinyllm.commands.bench",

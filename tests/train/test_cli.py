@@ -17,7 +17,7 @@ from tinyllm.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
-        "--eval-iters", "2", "--warmup-iters", "2", "--progress", "none"]
+        "--eval-iters", "2", "--warmup-iters", "2", "--sample-tokens", "20", "--progress", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_toml_config_is_layered_under_flags(tmp_path, corpus_file, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text(f'data = "{corpus_file}"\nmax-iters = 4\nlr = 5e-3\n[train]\neval_interval = 2\n')
     run = tmp_path / "run"
-    code, _, _ = run_cli(capsys, "train", "--config", str(toml), "--out", str(run), "--lr", "2e-3", *TINY)
-    assert code == 0
+    code, out, err = run_cli(capsys, "train", "--config", str(toml), "--out", str(run), "--lr", "2e-3", *TINY)
+    assert code == 0 and "--- sample ---" in err and len(out.strip()) > 5    # a taste of the model on stdout
     train = json.loads((run / "config.json").read_text())["train"]
     assert (train["max_iters"], train["lr"], train["eval_interval"]) == (4, 2e-3, 2)
     code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--max-iters", "6", "--progress", "none")

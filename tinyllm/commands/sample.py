@@ -33,7 +33,21 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=1337, help="random seed for the draws")
     parser.add_argument("--num-samples", type=positive_int, default=1, help="samples to draw, one after another")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
+    finetune = _finetune_commands()
+    if finetune is not None:  # --instruct, --input, --template for instruction-finetuned checkpoints
+        finetune.add_sample_flags(parser)
     parser.set_defaults(handler=run)
+
+
+def _finetune_commands():
+    """tinyllm.commands.finetune when this installation has it (it reads finetuned checkpoints)."""
+    try:
+        from tinyllm.commands import finetune  # noqa: PLC0415
+    except ModuleNotFoundError as error:
+        if error.name in ("tinyllm.commands.finetune", "tinyllm.finetune"):
+            return None
+        raise
+    return finetune
 
 
 def start_ids(tokenizer, prompt: str) -> list:
@@ -65,26 +79,38 @@ def run(args, out=None) -> int:
     out = out or sys.stdout
     top_k = args.top_k or None
     check_args(args)
-    model, tokenizer, _ = load_model(args.ckpt, device=args.device)
+    finetune = _finetune_commands()
+    if finetune is not None:  # also rebuilds finetuned checkpoints and formats --instruct prompts
+        model, tokenizer, prompt = finetune.prepare_sample(args)
+    else:
+        model, tokenizer, _ = load_model(args.ckpt, device=args.device)
+        prompt = args.prompt
     try:
-        prompt_ids = start_ids(tokenizer, args.prompt)
+        prompt_ids = start_ids(tokenizer, prompt)
     except (KeyError, ValueError) as error:
-        raise UsageError(f"--prompt {args.prompt!r} cannot be encoded by this checkpoint's tokenizer ({error}); "
+        raise UsageError(f"--prompt {prompt!r} cannot be encoded by this checkpoint's tokenizer ({error}); "
                          "use only characters the model was trained on") from None
     for i in range(args.num_samples):
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        out.write(args.prompt)
-
-        def stream(token: int) -> None:
-            if token == tokenizer.eot_id:
-                return
-            out.write(decoder.decode(tokenizer.decode_bytes([token])))
-            out.flush()
-
-        model.generate(prompt_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=top_k,
-                       top_p=args.top_p, seed=args.seed + i, eos_id=tokenizer.eot_id, stream=stream)
-        out.write(decoder.decode(b"", final=True) + "\n")
-        if i + 1 < args.num_samples:
+        if i:
             out.write("---------------\n")
-        out.flush()
+        stream_sample(model, tokenizer, prompt, prompt_ids, args.max_new_tokens, args.temperature, top_k,
+                      args.top_p, args.seed + i, out)
     return 0
+
+
+def stream_sample(model, tokenizer, prompt: str, prompt_ids: list, max_new_tokens: int, temperature: float,
+                  top_k, top_p, seed: int, out) -> None:
+    """Write `prompt`, then each sampled token as soon as it is drawn, then a newline."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out.write(prompt)
+
+    def stream(token: int) -> None:
+        if token == tokenizer.eot_id:
+            return
+        out.write(decoder.decode(tokenizer.decode_bytes([token])))
+        out.flush()
+
+    model.generate(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   seed=seed, eos_id=tokenizer.eot_id, stream=stream)
+    out.write(decoder.decode(b"", final=True) + "\n")
+    out.flush()

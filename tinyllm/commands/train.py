@@ -98,6 +98,8 @@ def register(subparsers) -> None:
                         help="settings file (keys as the flags, with - or _); flags override it")
     parser.add_argument("--resume", action="store_true", default=False,
                         help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--sample-tokens", type=int, default=200, metavar="N",
+                        help="after training, print a sample of N tokens from the model (0 = none)")
     parser.add_argument("--trace", metavar="FILE.json", default=None,
                         help="pipeline runs: write a Chrome/Perfetto trace of every rank (open in ui.perfetto.dev)")
     for flag, (kind, help_text) in _FLAGS.items():
@@ -155,6 +157,8 @@ def resolve_config(args) -> TrainConfig:
 
 def run(args) -> int:
     config = resolve_config(args)
+    if args.sample_tokens < 0:
+        raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
     if config.pipeline_stages > 1 or config.data_parallel > 1:
         return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
     trainer = build_trainer(config)
@@ -169,7 +173,17 @@ def run(args) -> int:
     print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
           f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last; "
           f"sample with: tinyllm sample --ckpt {config.out}", file=sys.stderr)
+    if args.sample_tokens:
+        print_sample(trainer, args.sample_tokens, config.seed)
     return 0
+
+
+def print_sample(trainer, max_new_tokens: int, seed: int) -> None:
+    """A taste of the trained model on stdout (what `tinyllm sample` prints with the same seed)."""
+    from tinyllm.commands.sample import start_ids, stream_sample  # noqa: PLC0415
+    print("--- sample ---", file=sys.stderr, flush=True)
+    stream_sample(trainer.model, trainer.tokenizer, "", start_ids(trainer.tokenizer, ""), max_new_tokens,
+                  temperature=0.8, top_k=200, top_p=None, seed=seed, out=sys.stdout)
 
 
 def hand_off_to_parallel_runner(config: TrainConfig, trace: str | None = None) -> int:
