@@ -88,6 +88,7 @@ class GPTConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"GPTConfig: {name}={value!r} must be a positive integer")
+            object.__setattr__(self, name, int(value))   # NumPy integers become plain ints (JSON)
         for name, value, allowed in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
                                      ("position", self.position, POSITIONS)):
             if value not in allowed:
