@@ -842,6 +842,7 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     """Base model, data, trainable parameters, optimizer and trainer (restored from <out>/last on resume)."""
     import sys  # noqa: PLC0415
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
+    train_config = train_config.replace(data=str(config.data))  # what `tinyllm info` shows as the data
     run_dir = Path(train_config.out)
     checkpoint = None
     if train_config.resume:
