@@ -44,6 +44,7 @@ from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
 from autograd.backend import to_numpy
+from tinyllm.tokenizer.base import atomic_write_bytes
 
 FORMAT = "tinyllm-checkpoint"
 VERSION = 1
@@ -88,23 +89,9 @@ def default_mode(directory: bool = False) -> int:
 
 
 def write_bytes_atomic(path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, rename over it: readers see old or new, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, default_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_directory(path.parent)
+    """Temp file beside `path`, fsync, rename over it, fsync the folder: readers see old or new, never half."""
+    atomic_write_bytes(path, data)
+    fsync_directory(Path(path).parent)
 
 
 def write_json_atomic(path, obj) -> None:

@@ -331,6 +331,7 @@ class Trainer:
         self.elapsed_s = 0.0
         self.best_val_loss = None
         self.last_checkpoint = None
+        self._saved_step = None
         self.progress_stream = progress_stream
         self._stop_signal = None
 
@@ -355,15 +356,19 @@ class Trainer:
         self.sampler.set_state(state["rng"]["train_sampler"])
         if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
             self.model.generator.set_state(state["rng"]["dropout"])
-        self.last_checkpoint = str(checkpoint.path)
+        self.last_checkpoint = str(checkpoint.path.resolve())
+        self._saved_step = self.step
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> Path | None:
         if self.run_dir is None or not self.is_writer:
             return None
+        if self._saved_step == self.step and not best:  # e.g. an interrupt right after an evaluation's save
+            return Path(self.last_checkpoint)
         path = ckpt.save_checkpoint(self.run_dir, model=self.model, optimizer=self.optimizer,
                                     tokenizer=self.tokenizer, state=self.checkpoint_state(train_loss, val_loss),
                                     best=best)
         self.last_checkpoint = str(path)
+        self._saved_step = self.step
         return path
 
     # ---- one step, one evaluation ----------------------------------------------------------
