@@ -702,12 +702,12 @@ def prepare_model(gpt: GPT, config: FinetuneConfig, num_classes: int | None = No
 
 
 def frozen_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names, shapes and float64 values of every frozen parameter."""
+    """sha256 over the names, shapes, dtypes and bytes of every frozen parameter."""
     digest = hashlib.sha256()
     for name, p in model.named_parameters():
         if not p.requires_grad:
-            digest.update(f"{name}{tuple(p.shape)}".encode())
-            digest.update(np.ascontiguousarray(backend.to_numpy(p.data), dtype=np.float64).tobytes())
+            digest.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+            digest.update(np.ascontiguousarray(backend.to_numpy(p.data)).data)
     return digest.hexdigest()
 
 
