@@ -17,8 +17,9 @@ process's code. Evaluation runs the stages forward only. Checkpoints are sharded
 (`parallel.checkpoint`) and resume into any stage count. Only rank 0 prints and writes
 metrics.
 
-Failure: `run_rank` wraps the body of every rank; an exception prints the rank, the
-stage and the traceback to stderr, then `MPI.COMM_WORLD.Abort(1)` ends every rank, so a
+Failure: `run_rank` wraps the body of every rank; a setup error (bad flag, missing file,
+mismatched checkpoint) prints one line and exits with status 2; any other exception prints
+the rank and the traceback to stderr, then `MPI.COMM_WORLD.Abort(1)` ends every rank, so a
 failing stage never leaves its neighbours blocked in a receive.
 
 Left out: dropout-exact pipelining (each stage draws its own masks), evaluation split
@@ -66,6 +67,11 @@ def run_rank(body, *args, **kwargs):
     world = MPI.COMM_WORLD
     try:
         return body(*args, **kwargs)
+    except SetupError as error:  # a bad flag or file: one line, not one traceback per rank
+        if world.Get_rank() != 0:
+            time.sleep(2.0)  # rank 0 usually has the same error: let its line be the only one
+        print(f"tinyllm train: error (rank {world.Get_rank()}): {error}", file=sys.stderr, flush=True)
+        world.Abort(2)
     except SystemExit as exit_:
         if exit_.code in (None, 0):
             raise
@@ -77,10 +83,20 @@ def run_rank(body, *args, **kwargs):
         world.Abort(1)
 
 
+class SetupError(ValueError):
+    """A problem with the flags, the data or the checkpoint, found before training starts."""
+
+
 class PipelineTrainer:
     """Builds a Trainer whose step is this rank's part of the pipeline (see module docstring)."""
 
     def __init__(self, config, progress_stream=None, trace_path: str | None = None):
+        try:
+            self._build(config, progress_stream, trace_path)
+        except (ValueError, OSError) as error:
+            raise SetupError(str(error)) from error
+
+    def _build(self, config, progress_stream, trace_path) -> None:
         from tinyllm import checkpoint as ckpt  # noqa: PLC0415
         from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus  # noqa: PLC0415
         from tinyllm.model import GPT, GPTConfig  # noqa: PLC0415

@@ -159,3 +159,12 @@ def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path)
                       "resume": True}, tmp_path / "w3")
     assert_same_run(proc, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
                                           last_eval=reference.last_eval), reference_ckpt, source)
+
+
+def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
+    config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 2, "microbatches": 5}
+    proc = mpirun(2, config, tmp_path)
+    assert proc.returncode == 2
+    assert ("error (rank 0): --batch-size 12 does not split into --data-parallel 1 x --microbatches 5"
+            in proc.stderr)
+    assert "Traceback" not in proc.stderr
