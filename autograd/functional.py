@@ -381,7 +381,7 @@ def _check_rope_input(x: Tensor, theta: float, offset: int) -> None:
 
 def _rope_tables_full(x: Tensor, theta: float, offset: int):
     """cos and sin of shape (T, hs) as constant Tensors (each half-table repeated twice)."""
-    cos, sin = rope_tables(x.shape[2], x.shape[3], theta, offset, x.dtype, x.xp)   # (T, hs/2)
+    tables = rope_tables(x.shape[2], x.shape[3], theta, offset, x.dtype, x.xp)
     xp = x.xp
-    return (Tensor._wrap(xp.concatenate([cos, cos], axis=-1), False),
-            Tensor._wrap(xp.concatenate([sin, sin], axis=-1), False))
+    return (Tensor._wrap(tables.cos_full, False),
+            Tensor._wrap(xp.concatenate([tables.sin, tables.sin], axis=-1), False))

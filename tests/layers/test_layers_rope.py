@@ -85,9 +85,11 @@ def test_tables_are_cached_per_key_and_read_only():
     assert rope_tables(5, 8, 10000.0, 2, np.float64, np) is a
     assert rope_tables(5, 8, 10000.0, 3, np.float64, np) is not a
     b = rope_tables(5, 8, 10000.0, 2, np.float32, np)
-    assert b[0].dtype == np.float32 and a[0].shape == (5, 4)
+    assert b.cos.dtype == np.float32 and a.cos.shape == (5, 4) and a.sin_signed.shape == (5, 8)
+    np.testing.assert_allclose(a.cos ** 2 + a.sin ** 2, 1.0, atol=1e-15)
+    np.testing.assert_array_equal(a.sin_signed, np.concatenate([-a.sin, a.sin], axis=-1))
     with pytest.raises(ValueError):
-        a[0][0, 0] = 1.0
+        a.cos[0, 0] = 1.0
     y = F.rope(Tensor(np.ones((1, 1, 5, 8), np.float32)))
     assert y.dtype == np.float32
 
