@@ -70,7 +70,9 @@ class ScaledDotProductAttention(Function):
         B, nh, T, hs = q.shape
         nkv, S = k.shape[1], k.shape[2]
         g = nh // nkv
-        q_scaled = q * q.dtype.type(scale)                         # (B, nh, T, hs), owned: contiguous
+        xp = get_array_module(q)
+        q_scaled = xp.empty(q.shape, dtype=q.dtype)                # (B, nh, T, hs), C-contiguous even when q is a
+        xp.multiply(q, q.dtype.type(scale), out=q_scaled)          # strided view, so the group reshape is free
         probs = attention_probs(q_scaled, k, allowed)              # (B, nh, T, S)
         weights = probs if keep_scaled is None else probs * keep_scaled
         out = weights.reshape(B, nkv, g * T, S) @ v                # (B, nkv, g*T, S) @ (B, nkv, S, hs)
