@@ -21,7 +21,8 @@ single-process gradient up to the order of floating-point additions (~1e-16 rela
 `global_grad_norm()` adds every stage's squared gradient norm over the pipeline (the tied
 weight counted once); all replicas hold the same gradients after the all-reduce.
 
-Left out: a real split backward (zero-bubble's B runs the whole backward and W is a no-op,
+Left out: interleaved 1F1B (simulated only: it needs each rank to hold several
+non-contiguous chunks), a real split backward (zero-bubble's B runs the whole backward and W is a no-op,
 so ZB-H1 is exact but no faster on real ranks yet), interleaved chunks, activation
 recomputation.
 """
@@ -52,6 +53,9 @@ class PipelineEngine:
         self.n_microbatches = n_microbatches
         check_batch_split(global_batch, self.n_replicas, n_microbatches)
         self.micro_batch = global_batch // (self.n_replicas * n_microbatches)
+        if schedule not in S.RUNNER_SCHEDULES:
+            raise ValueError(f"schedule {schedule!r} cannot run on real ranks yet (it needs non-contiguous stages): "
+                             f"use one of {', '.join(S.RUNNER_SCHEDULES)}")
         self.schedule_name = schedule
         self.actions = S.get_schedule(schedule)(self.n_stages, n_microbatches, self.stage)
         self.params = [(n, p) for n, p in stage_model.named_parameters()]

@@ -21,8 +21,12 @@ Schedules here:
   path) and W (weight gradient, deferred to fill the bubble), after Qi et al. 2023 ("ZB-H1"):
   same activation memory as 1F1B, smaller bubble when B and W cost about the same.
 
-Left out: interleaved 1F1B (virtual stages) is not written yet; the `chunk` field of Action
-is there so it can be added as a schedule alone.
+- `interleaved_1f1b`: 1F1B over v model chunks per rank (virtual stages, Megatron-LM):
+  bubble (p - 1) / (v m + p - 1). Simulated and tested; the runner does not execute it yet
+  (it needs non-contiguous stage partitions), see RUNNER_SCHEDULES.
+
+Left out: schedules with more than one in-flight send per pair of neighbours being
+reordered (MPI matches by tag, so any order is fine), looping or bidirectional pipelines.
 """
 from __future__ import annotations
 
@@ -95,25 +99,31 @@ def check_arguments(n_stages: int, n_microbatches: int, stage: int) -> None:
 
 
 # ---- building blocks: one microbatch's forward or backward with its communication --------
-def forward_actions(n_stages: int, stage: int, mb: int) -> list[Action]:
-    """Receive the input activation (not on stage 0), forward, send the output (not on the last)."""
+def forward_actions(n_stages: int, stage: int, mb: int, chunk: int = 0, n_chunks: int = 1) -> list[Action]:
+    """Receive the input activation (not on the first virtual stage), forward, send the output (not on the last).
+
+    Chunk c of rank r is virtual stage c * p + r; without interleaving that is just the stage.
+    """
+    virtual, n_virtual = chunk * n_stages + stage, n_chunks * n_stages
     actions = []
-    if stage > 0:
-        actions.append(Action(RECV_ACT, mb, peer=stage - 1))
-    actions.append(Action(FORWARD, mb))
-    if stage < n_stages - 1:
-        actions.append(Action(SEND_ACT, mb, peer=stage + 1))
+    if virtual > 0:
+        actions.append(Action(RECV_ACT, mb, peer=(virtual - 1) % n_stages, chunk=chunk))
+    actions.append(Action(FORWARD, mb, chunk=chunk))
+    if virtual < n_virtual - 1:
+        actions.append(Action(SEND_ACT, mb, peer=(virtual + 1) % n_stages, chunk=chunk))
     return actions
 
 
-def backward_actions(n_stages: int, stage: int, mb: int, kind: str = BACKWARD) -> list[Action]:
-    """Receive the output gradient (not on the last stage), backward, send the input gradient (not on stage 0)."""
+def backward_actions(n_stages: int, stage: int, mb: int, kind: str = BACKWARD, chunk: int = 0,
+                     n_chunks: int = 1) -> list[Action]:
+    """Receive the output gradient (not on the last virtual stage), backward, send the input gradient (not on the first)."""
+    virtual, n_virtual = chunk * n_stages + stage, n_chunks * n_stages
     actions = []
-    if stage < n_stages - 1:
-        actions.append(Action(RECV_GRAD, mb, peer=stage + 1))
-    actions.append(Action(kind, mb))
-    if stage > 0:
-        actions.append(Action(SEND_GRAD, mb, peer=stage - 1))
+    if virtual < n_virtual - 1:
+        actions.append(Action(RECV_GRAD, mb, peer=(virtual + 1) % n_stages, chunk=chunk))
+    actions.append(Action(kind, mb, chunk=chunk))
+    if virtual > 0:
+        actions.append(Action(SEND_GRAD, mb, peer=(virtual - 1) % n_stages, chunk=chunk))
     return actions
 
 
@@ -186,7 +196,53 @@ def zero_bubble_h1(n_stages: int, n_microbatches: int, stage: int) -> list[Actio
     return actions + _finish()
 
 
-SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zero_bubble_h1}
+def interleaved_1f1b(n_stages: int, n_microbatches: int, stage: int, n_chunks: int = 2) -> list[Action]:
+    """1F1B over virtual stages: each rank runs `n_chunks` model chunks (rank r: chunks r, r + p, ...).
+
+    After Narayanan et al. 2021 (Megatron-LM). Work units are (microbatch, chunk) pairs, taken
+    in groups of p microbatches per chunk: forward unit k runs chunk (k // p) % v of microbatch
+    (k // (p v)) p + k % p; backward units take the chunks in reverse. Rank r warms up with
+    (p - r - 1) * 2 + (v - 1) * p forward units, then alternates, then drains. The bubble
+    shrinks to (p - 1) / (v m + p - 1) at the price of v times more messages. Needs m to be
+    a multiple of p.
+    """
+    check_arguments(n_stages, n_microbatches, stage)
+    if not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ValueError(f"n_chunks must be a positive integer, got {n_chunks!r}")
+    if n_microbatches % n_stages:
+        raise ValueError(f"interleaved 1F1B needs the microbatch count ({n_microbatches}) to be a multiple of the "
+                         f"stage count ({n_stages})")
+    p, v = n_stages, n_chunks
+    units = n_microbatches * v
+
+    def unit(k: int, backward: bool) -> tuple[int, int]:
+        chunk = (k // p) % v
+        return (k // (p * v)) * p + k % p, (v - 1 - chunk) if backward else chunk
+
+    def forward(k: int) -> list[Action]:
+        mb, chunk = unit(k, backward=False)
+        return forward_actions(p, stage, mb, chunk, v)
+
+    def backward(k: int) -> list[Action]:
+        mb, chunk = unit(k, backward=True)
+        return backward_actions(p, stage, mb, BACKWARD, chunk, v)
+
+    warmup = units if n_microbatches == p else min(units, (p - stage - 1) * 2 + (v - 1) * p)
+    actions = []
+    for k in range(warmup):
+        actions += forward(k)
+    for k in range(units - warmup):
+        actions += forward(warmup + k)
+        actions += backward(k)
+    for k in range(units - warmup, units):
+        actions += backward(k)
+    return actions + _finish()
+
+
+SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zero_bubble_h1,
+                                  "interleaved": interleaved_1f1b}
+# what the runner executes: contiguous stages (one chunk per rank)
+RUNNER_SCHEDULES = ("gpipe", "1f1b", "zb-h1")
 
 
 def get_schedule(name: str) -> Schedule:

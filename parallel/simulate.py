@@ -84,19 +84,33 @@ class SimulationResult:
         return 1.0 - busy / (self.n_stages * self.makespan)
 
 
-def _message_key(action: Action, stage: int) -> tuple:
-    """(kind of send, from stage, to stage, microbatch, chunk): what a send produces or a receive awaits."""
+def _virtual(stage: int, chunk: int, n_stages: int) -> int:
+    """The position of (rank, chunk) in the model: chunk c of rank r runs virtual stage c * p + r."""
+    return chunk * n_stages + stage
+
+
+def _message_key(action: Action, stage: int, n_stages: int) -> tuple:
+    """(kind of send, from virtual stage, to virtual stage, microbatch): what a send produces or a receive awaits.
+
+    Activations go to the next virtual stage, gradients to the previous one; without
+    interleaving (chunk 0 everywhere) virtual stages are the ranks themselves.
+    """
+    here = _virtual(stage, action.chunk, n_stages)
     if action.kind in SEND_KINDS:
-        return (action.kind, stage, action.peer, action.microbatch, action.chunk)
-    return (MATCHING_SEND[action.kind], action.peer, stage, action.microbatch, action.chunk)
+        there = here + 1 if action.kind == SEND_ACT else here - 1
+        return (action.kind, here, there, action.microbatch)
+    there = here - 1 if action.kind == RECV_ACT else here + 1
+    return (MATCHING_SEND[action.kind], there, here, action.microbatch)
 
 
-def _check_peer(action: Action, stage: int, n_stages: int) -> None:
-    downstream = action.kind in (SEND_ACT, RECV_GRAD)  # talks to stage + 1
-    expected = stage + 1 if downstream else stage - 1
-    if action.peer != expected or not 0 <= expected < n_stages:
-        raise ScheduleError(f"stage {stage}: {action} talks to stage {action.peer}, expected {expected} "
-                            f"(activations go downstream, gradients upstream, among {n_stages} stages)")
+def _check_peer(action: Action, stage: int, n_stages: int, n_virtual: int) -> None:
+    here = _virtual(stage, action.chunk, n_stages)
+    downstream = action.kind in (SEND_ACT, RECV_GRAD)  # talks to the next virtual stage
+    there = here + 1 if downstream else here - 1
+    if not 0 <= there < n_virtual or action.peer != there % n_stages:
+        expected = there % n_stages if 0 <= there < n_virtual else "none"
+        raise ScheduleError(f"stage {stage}: {action} (chunk {action.chunk}) talks to stage {action.peer}, expected "
+                            f"{expected} (activations go downstream, gradients upstream, among {n_stages} stages)")
 
 
 class _StageState:
@@ -123,6 +137,10 @@ class _StageState:
 def simulate(schedule: Schedule, n_stages: int, n_microbatches: int, costs: Costs = Costs()) -> SimulationResult:
     """Run `schedule` for every stage together; raise ScheduleError/DeadlockError on a broken schedule."""
     stages = [_StageState(s, list(schedule(n_stages, n_microbatches, s))) for s in range(n_stages)]
+    chunk_counts = {1 + max((a.chunk for a in st.actions), default=0) for st in stages}
+    if len(chunk_counts) != 1:
+        raise ScheduleError(f"stages hold different numbers of model chunks: {sorted(chunk_counts)}")
+    n_virtual = n_stages * chunk_counts.pop()
     in_transit: dict[tuple, float] = {}  # message key -> time it is available to the receiver
     sent: set = set()
     received: set = set()
@@ -134,10 +152,10 @@ def simulate(schedule: Schedule, n_stages: int, n_microbatches: int, costs: Cost
             while not st.done:
                 action = st.actions[st.position]
                 if action.kind in RECV_KINDS:
-                    key = _message_key(action, st.stage)
+                    key = _message_key(action, st.stage, n_stages)
                     if key not in in_transit:
                         break  # blocked: the matching send has not happened (yet)
-                _execute(st, action, n_stages, costs, in_transit, sent, received)
+                _execute(st, action, n_stages, n_virtual, costs, in_transit, sent, received)
                 st.position += 1
                 progressed = True
 
@@ -157,13 +175,13 @@ def simulate(schedule: Schedule, n_stages: int, n_microbatches: int, costs: Cost
     return result
 
 
-def _execute(st: _StageState, action: Action, n_stages: int, costs: Costs, in_transit: dict, sent: set,
-             received: set) -> None:
+def _execute(st: _StageState, action: Action, n_stages: int, n_virtual: int, costs: Costs, in_transit: dict,
+             sent: set, received: set) -> None:
     s = st.stage
     mb = (action.microbatch, action.chunk)
     if action.kind in SEND_KINDS + RECV_KINDS:
-        _check_peer(action, s, n_stages)
-        key = _message_key(action, s)
+        _check_peer(action, s, n_stages, n_virtual)
+        key = _message_key(action, s, n_stages)
         if action.kind in SEND_KINDS:
             needed = st.forwarded if action.kind == SEND_ACT else st.input_grad_done
             if not needed[mb]:
@@ -187,7 +205,8 @@ def _execute(st: _StageState, action: Action, n_stages: int, costs: Costs, in_tr
     if action.kind == FORWARD:
         if st.forwarded[mb]:
             raise ScheduleError(f"stage {s}: microbatch {action.microbatch} forwarded twice")
-        if s > 0 and (RECV_ACT, action.microbatch, action.chunk) not in st.received:
+        virtual = _virtual(s, action.chunk, n_stages)
+        if virtual > 0 and (RECV_ACT, action.microbatch, action.chunk) not in st.received:
             raise ScheduleError(f"stage {s}: forward of microbatch {action.microbatch} before its activation arrived")
         st.forwarded[mb] += 1
         st.alive += 1
@@ -198,7 +217,8 @@ def _execute(st: _StageState, action: Action, n_stages: int, costs: Costs, in_tr
         if action.kind in (BACKWARD, BACKWARD_INPUT):
             if st.input_grad_done[mb]:
                 raise ScheduleError(f"stage {s}: input gradient of microbatch {action.microbatch} computed twice")
-            if s < n_stages - 1 and (RECV_GRAD, action.microbatch, action.chunk) not in st.received:
+            last = _virtual(s, action.chunk, n_stages) == n_virtual - 1
+            if not last and (RECV_GRAD, action.microbatch, action.chunk) not in st.received:
                 raise ScheduleError(f"stage {s}: backward of microbatch {action.microbatch} before its gradient arrived")
             st.input_grad_done[mb] += 1
             st.alive -= 1

@@ -3,21 +3,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parallel.schedules import (BACKWARD, FORWARD, SCHEDULES, STEP, Action, get_schedule, gpipe, one_f_one_b,
-                                theoretical_bubble, zero_bubble_h1)
+from parallel.schedules import (BACKWARD, FORWARD, SCHEDULES, STEP, Action, get_schedule, gpipe, interleaved_1f1b,
+                                one_f_one_b, theoretical_bubble, zero_bubble_h1)
 from parallel.simulate import Costs, DeadlockError, ScheduleError, render_ascii, simulate
 
 stages_and_microbatches = st.tuples(st.integers(1, 8), st.integers(1, 16))
 
 
-@given(stages_and_microbatches, st.sampled_from(sorted(SCHEDULES)))
+CONTIGUOUS = sorted(set(SCHEDULES) - {"interleaved"})  # interleaved needs m a multiple of p: tested below
+
+
+@given(stages_and_microbatches, st.sampled_from(CONTIGUOUS))
 def test_every_schedule_completes_and_matches_messages(pm, name):
     p, m = pm
     result = simulate(get_schedule(name), p, m)  # raises on deadlock or unmatched message
     assert len(result.timelines) == p
 
 
-@given(stages_and_microbatches, st.sampled_from(sorted(SCHEDULES)))
+@given(stages_and_microbatches, st.sampled_from(CONTIGUOUS))
 def test_forward_before_backward_and_once_each(pm, name):
     p, m = pm
     for s in range(p):
@@ -60,6 +63,30 @@ def test_zero_bubble_h1_beats_1f1b_when_split_backward(pm):
     assert zb.makespan <= ofob.makespan
     if m >= p:  # ZB-H1's bubble is (p - 1)(F + B - W) per stage
         assert zb.makespan == pytest.approx(m * 3.0 + (p - 1) * 1.0)
+
+
+interleaved_shapes = st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3))  # (p, m / p, chunks)
+
+
+@given(interleaved_shapes)
+def test_interleaved_1f1b_bubble_and_memory(shape):
+    p, groups, v = shape
+    m = p * groups
+
+    def schedule(n_stages, n_microbatches, stage):
+        return interleaved_1f1b(n_stages, n_microbatches, stage, n_chunks=v)
+    equal = simulate(schedule, p, m, Costs(forward=1.0, backward=1.0))  # deadlock-free, messages matched
+    assert equal.bubble_fraction == pytest.approx((p - 1) / (v * m + p - 1))
+    units = m * v  # (microbatch, chunk) pairs per rank, each 1/v of a stage's activations
+    assert equal.peak_in_flight == [units if m == p else min(units, 2 * (p - s - 1) + (v - 1) * p + 1)
+                                    for s in range(p)]
+    skewed = simulate(schedule, p, m, Costs(forward=1.0, backward=2.0))
+    assert skewed.bubble_fraction <= simulate(one_f_one_b, p, m, Costs(forward=1.0, backward=2.0)).bubble_fraction + 1e-12
+
+
+def test_interleaved_needs_whole_groups_of_microbatches():
+    with pytest.raises(ValueError, match="multiple of the stage count"):
+        interleaved_1f1b(4, 6, 0)
 
 
 def test_detects_deadlock():
