@@ -7,7 +7,7 @@ action, then checks what a real run would need:
 
 - no deadlock: some stage can always make progress until all are done (otherwise
   `DeadlockError` names what each stuck stage is waiting for);
-- every send has exactly one receive and the other way round, between adjacent stages
+- every send has exactly one receive and the other way round, between adjacent (virtual) stages
   in the right direction (activations downstream, gradients upstream);
 - on every stage each microbatch runs forward exactly once, and its backward (or B and W)
   exactly once, after the forward; a stage does not send what it has not computed;
