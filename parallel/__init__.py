@@ -10,5 +10,6 @@
 - `checkpoint`: one shard per stage plus a manifest, loadable into any layout;
 - `trace`: Chrome/Perfetto traces and timeline pictures.
 
-Only `grid`, `p2p` and `runner` need mpi4py; the rest is plain Python.
+`grid`, `p2p`, `engine`, `runner` and checkpoint saving talk to MPI (mpi4py is imported only when
+they run); schedules, the simulator, partitions, stage pruning and traces are plain Python.
 """
