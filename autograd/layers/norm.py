@@ -39,6 +39,26 @@ def _row_dot_mean(a, b):
     return (dots / C)[..., None]
 
 
+def _weight_grad_and_dxhat(grad, xhat, weight, need_w: bool, need_x: bool):
+    """(dw, dxhat): dw = sum_rows g * xhat and dxhat = g * w, in one row-sized buffer backward owns.
+
+    Either is None when not needed; dxhat is a fresh buffer that the caller finishes in place.
+    """
+    xp = get_array_module(grad)
+    work = xp.empty_like(xhat)                                       # (..., C)
+    dw = None
+    if need_w:
+        xp.multiply(grad, xhat, out=work)
+        dw = _sum_over_rows(work)                                    # dw = sum_rows g * xhat
+    if not need_x:
+        return dw, None
+    if weight is not None:
+        xp.multiply(grad, weight, out=work)                          # dxhat = g * w
+    else:
+        work[...] = grad
+    return dw, work
+
+
 class LayerNorm(Function):
     def forward(self, x, *params, eps=1e-5, has_weight=False, has_bias=False):
         xp = get_array_module(x)
@@ -58,26 +78,15 @@ class LayerNorm(Function):
         return y
 
     def backward(self, grad):
-        xp = get_array_module(grad)
         need_x = self.needs_input_grad[0]
         need_w = self.has_weight and self.needs_input_grad[1]
         need_b = self.has_bias and self.needs_input_grad[-1]
         xhat = self.x - self.mu                                      # (..., C), owned
         xhat *= self.rstd
-        dw = db = None
-        if need_b:
-            db = _sum_over_rows(grad)                                # db = sum_rows g
-        work = xp.empty_like(xhat)                                   # (..., C), owned
-        if need_w:
-            xp.multiply(grad, xhat, out=work)
-            dw = _sum_over_rows(work)                                # dw = sum_rows g * xhat
+        db = _sum_over_rows(grad) if need_b else None                # db = sum_rows g
+        dw, dxhat = _weight_grad_and_dxhat(grad, xhat, self.weight, need_w, need_x)
         dx = None
         if need_x:
-            dxhat = work
-            if self.weight is not None:
-                xp.multiply(grad, self.weight, out=dxhat)            # dxhat = g * w
-            else:
-                dxhat[...] = grad
             term2 = dxhat.mean(axis=-1, keepdims=True)               # term 2: mean(dxhat)
             term3 = _row_dot_mean(dxhat, xhat)                       # term 3: mean(dxhat * xhat), times xhat
             dxhat -= term2
@@ -105,21 +114,12 @@ class RMSNorm(Function):
         return y
 
     def backward(self, grad):
-        xp = get_array_module(grad)
         need_x = self.needs_input_grad[0]
         need_w = self.has_weight and self.needs_input_grad[1]
         xhat = self.x * self.rstd                                    # (..., C), owned
-        work = xp.empty_like(xhat)
-        dw = dx = None
-        if need_w:
-            xp.multiply(grad, xhat, out=work)
-            dw = _sum_over_rows(work)                                # dw = sum_rows g * xhat
+        dw, dxhat = _weight_grad_and_dxhat(grad, xhat, self.weight, need_w, need_x)
+        dx = None
         if need_x:
-            dxhat = work
-            if self.weight is not None:
-                xp.multiply(grad, self.weight, out=dxhat)            # dxhat = g * w
-            else:
-                dxhat[...] = grad
             term2 = _row_dot_mean(dxhat, xhat)                       # term 2: mean(dxhat * xhat), times xhat
             xhat *= term2
             dxhat -= xhat                                            # term 1 - term 2
