@@ -111,3 +111,19 @@ def test_config_errors_name_the_flag():
         TrainConfig(min_lr=0.5)
     with pytest.raises(ConfigError, match="--preset"):
         TrainConfig(preset="huge")
+
+
+def test_progress_bar_and_log_lines_show_step_loss_lr_and_throughput():
+    import io
+
+    from tinyllm.train import Progress
+    stream = io.StringIO()
+    bar = Progress("bar", total=10, initial=0, stream=stream)
+    bar.step(5, 10, loss=2.5, lr=1e-3, tokens_per_s=1234.0, eta_s=4.0, log_now=True)
+    bar.message("step 5: train loss 2.5000, val loss 2.6000")
+    bar.close()
+    text = stream.getvalue()
+    assert "5/10" in text and "val loss 2.6000" in text
+    stream = io.StringIO()
+    Progress("auto", total=10, initial=0, stream=stream).step(3, 10, 2.5, 1e-3, 1234.0, 75.0, log_now=True)
+    assert stream.getvalue() == "step      3/10 | loss 2.5000 | lr 1.00e-03 | 1,234 tok/s | eta 1m15s\n"
