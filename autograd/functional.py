@@ -24,7 +24,7 @@ import numpy as np
 
 from . import backend, ops
 from .layers.activation import GELU_A, GELU_K, GeluErf, GeluTanh, Silu
-from .layers.attention import ScaledDotProductAttention, attention_probs
+from .layers.attention import PackedSelfAttention, ScaledDotProductAttention, attention_probs
 from .layers.cross_entropy import CrossEntropy, check_reduction, check_targets
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
@@ -266,6 +266,41 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if keep_scaled is not None:
         probs = probs * Tensor._wrap(keep_scaled, False)
     return probs @ _repeat_kv(v, q.shape[1])                            # (B, nh, T, S) @ (B, nh, S, hs)
+
+
+def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None, causal: bool = True,
+                          dropout_p: float = 0.0, generator=None, fused: bool = True,
+                          scale: float | None = None) -> Tensor:
+    """Causal self-attention on a fused QKV projection: (B, T, (nh + 2 nkv) hs) -> (B, T, nh hs).
+
+    The columns of `qkv` are [q heads | k heads | v heads], hs each, as the model's c_attn
+    produces them. Equal to splitting the heads, calling scaled_dot_product_attention and
+    merging the heads again; the fused path does it without the slicing and transposes.
+    """
+    n_kv_head = n_head if n_kv_head is None else n_kv_head
+    if qkv.ndim != 3 or n_head <= 0 or n_kv_head <= 0 or qkv.shape[-1] % (n_head + 2 * n_kv_head):
+        raise ValueError(f"packed_self_attention: qkv of shape {tuple(qkv.shape)} is not (B, T, (nh + 2 nkv) hs) "
+                         f"for n_head={n_head}, n_kv_head={n_kv_head}")
+    B, T, W = qkv.shape
+    hs = W // (n_head + 2 * n_kv_head)
+    if not fused:
+        heads = qkv.reshape(B, T, n_head + 2 * n_kv_head, hs).transpose(1, 2)   # (B, nh + 2 nkv, T, hs)
+        q, k, v = heads[:, :n_head], heads[:, n_head:n_head + n_kv_head], heads[:, n_head + n_kv_head:]
+        y = scaled_dot_product_attention(q, k, v, causal=causal, dropout_p=dropout_p, generator=generator,
+                                         fused=False, scale=scale)               # (B, nh, T, hs)
+        return y.transpose(1, 2).reshape(B, T, n_head * hs)
+    if n_head % n_kv_head:
+        raise ValueError(f"packed_self_attention: n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"packed_self_attention: dropout_p={dropout_p} must be in [0, 1)")
+    allowed = qkv.xp.tril(qkv.xp.ones((T, T), dtype=bool)) if causal else None     # (T, T): key j <= query i
+    keep_scaled = None
+    if dropout_p > 0.0:
+        gen = generator if generator is not None else default_generator(qkv.device)
+        keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen)
+    scale = 1.0 / float(np.sqrt(hs)) if scale is None else float(scale)
+    return PackedSelfAttention.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
+                                     scale=scale, keep_scaled=keep_scaled)
 
 
 def dropout_scaled_mask(shape, dtype, p: float, generator):

@@ -111,3 +111,38 @@ class ScaledDotProductAttention(Function):
             if self.needs_input_grad[1]:
                 dk = ds.swapaxes(-1, -2) @ self.q_scaled.reshape(B, nkv, gT, hs)   # dK = dS^T (Q * scale)
         return dq, dk, dv
+
+
+class PackedSelfAttention(Function):
+    """Self-attention from the fused QKV projection straight to the merged heads.
+
+        qkv (B, T, (nh + 2 nkv) hs)  ->  y (B, T, nh hs)
+
+    The same math as ScaledDotProductAttention, which it runs on views of `qkv`; what it
+    saves is the graph around it: no slicing of q, k, v (whose backward would scatter three
+    zero-filled (B, T, W) arrays and add them), no transposes or reshapes of the heads.
+    Backward writes dq, dk, dv straight into their places in one (B, T, W) gradient.
+    """
+
+    def forward(self, qkv, n_head=1, n_kv_head=1, allowed=None, scale=1.0, keep_scaled=None):
+        B, T, W = qkv.shape
+        nh, nkv = n_head, n_kv_head
+        hs = W // (nh + 2 * nkv)
+        heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)    # (B, nh + 2 nkv, T, hs), a view
+        self.inner = ScaledDotProductAttention()
+        self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
+        out = self.inner.forward(heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:],
+                                 allowed=allowed, scale=scale, keep_scaled=keep_scaled)   # (B, nh, T, hs)
+        self.heads_shape = (B, T, nh, nkv, hs)
+        return out.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)              # (B, T, nh, hs) -> (B, T, C)
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        B, T, nh, nkv, hs = self.heads_shape
+        dq, dk, dv = self.inner.backward(grad.reshape(B, T, nh, hs).transpose(0, 2, 1, 3))  # (B, nh, T, hs)
+        dqkv = xp.empty((B, T, (nh + 2 * nkv) * hs), dtype=grad.dtype)
+        dheads = dqkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)   # a view into dqkv
+        dheads[:, :nh] = dq
+        dheads[:, nh:nh + nkv] = dk
+        dheads[:, nh + nkv:] = dv
+        return dqkv

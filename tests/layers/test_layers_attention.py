@@ -198,3 +198,27 @@ def test_attention_errors_name_the_values():
         F.scaled_dot_product_attention(z, z, z, dropout_p=1.0)
     with pytest.raises(ValueError, match="T <= S"):
         F.scaled_dot_product_attention(Tensor(np.zeros((1, 3, 4, 4))), z, z)
+
+
+@pytest.mark.parametrize("heads", [(2, 2), (4, 2), (4, 1)])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_packed_self_attention_three_way_and_equals_split_heads(heads, dropout_p):
+    nh, nkv = heads
+    B, T, hs = 2, 5, 4
+    qkv = np.random.default_rng(nh * 10 + nkv).standard_normal((B, T, (nh + 2 * nkv) * hs))
+
+    def packed(fused):
+        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
+                                                 generator=np.random.default_rng(7))
+    assert_three_way(packed(True), packed(False), [qkv])
+    # The same numbers as splitting the heads by hand and calling the 4-D attention.
+    heads_ = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)
+    q, k, v = (Tensor(np.ascontiguousarray(a)) for a in (heads_[:, :nh], heads_[:, nh:nh + nkv], heads_[:, nh + nkv:]))
+    split = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, generator=np.random.default_rng(7))
+    np.testing.assert_allclose(packed(True)(Tensor(qkv)).data, split.data.transpose(0, 2, 1, 3).reshape(B, T, nh * hs),
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_packed_self_attention_rejects_bad_widths():
+    with pytest.raises(ValueError, match=r"not \(B, T, \(nh \+ 2 nkv\) hs\) for n_head=4, n_kv_head=2"):
+        F.packed_self_attention(Tensor(np.zeros((1, 3, 10))), 4, 2)
