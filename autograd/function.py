@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from . import backend, profiler
 from .tensor import Tensor, _GradMode
 
 _NOTHING_NEEDED = tuple((False,) * n for n in range(16))  # needs_input_grad when nothing is recorded
@@ -54,7 +54,10 @@ class Function:
         track = _GradMode.enabled and True in needs
         fn.needs_input_grad = needs if track else (_NOTHING_NEEDED[len(needs)] if len(needs) < 16 else (False,) * len(needs))
         try:
-            out = fn.forward(*[t.data for t in inputs], **params)
+            if profiler._State.current is None:
+                out = fn.forward(*[t.data for t in inputs], **params)
+            else:
+                out = profiler.timed("forward", cls.__name__, fn.forward, *[t.data for t in inputs], **params)
         except ValueError as exc:
             if "could not be broadcast" not in str(exc):
                 raise

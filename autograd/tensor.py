@@ -26,7 +26,7 @@ import contextlib
 
 import numpy as np
 
-from . import backend
+from . import backend, profiler
 
 
 class _GradMode:
@@ -205,7 +205,10 @@ class Tensor:
                 continue
             if g is None:
                 continue
-            input_grads = fn.backward(g)
+            if profiler._State.current is None:
+                input_grads = fn.backward(g)
+            else:
+                input_grads = profiler.timed("backward", fn.name, fn.backward, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if len(input_grads) != len(fn.inputs):
