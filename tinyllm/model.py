@@ -190,6 +190,12 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
         qkv = self.c_attn(x)                                                  # (B, T, (nh + 2 nkv) hs)
+        p = self.config.dropout if self.training else 0.0
+        if kv_cache_layer is None and self.config.position != "rope":
+            # Training and full forward: attention straight from qkv to merged heads (one op).
+            y = F.packed_self_attention(qkv, nh, nkv, dropout_p=p,
+                                        generator=self.generator.generator if p else None)  # (B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(1, 2)           # (B, nh + 2 nkv, T, hs)
         q = heads[:, :nh]                                                     # (B, nh, T, hs)
         k = heads[:, nh:nh + nkv]                                             # (B, nkv, T, hs)
@@ -200,7 +206,6 @@ class CausalSelfAttention(nn.Module):
         if kv_cache_layer is not None:
             # keys and values of earlier positions come from the cache: (B, nkv, start_pos + T, hs)
             k, v = kv_cache_layer.append(k, v, start_pos)
-        p = self.config.dropout if self.training else 0.0
         # one query (a decoding step) may attend every cached key: no causal mask to build
         y = F.scaled_dot_product_attention(q, k, v, causal=T > 1, dropout_p=p,
                                            generator=self.generator.generator if p else None)  # (B, nh, T, hs)
