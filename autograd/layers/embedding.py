@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from ..backend import get_array_module, scatter_add
+from ..backend import get_array_module, scatter_add_rows
 from ..function import Function
 
 
@@ -19,5 +19,5 @@ class Embedding(Function):
         xp = get_array_module(grad)
         C = self.weight_shape[1]
         dW = xp.zeros(self.weight_shape, dtype=grad.dtype)
-        scatter_add(dW, self.idx.reshape(-1), grad.reshape(-1, C))  # repeated ids accumulate
+        scatter_add_rows(dW, self.idx.reshape(-1), grad.reshape(-1, C))  # repeated ids accumulate
         return dW, None

@@ -230,3 +230,14 @@ def test_scalar_operands_keep_dtype():
         assert y.dtype == np.float32
     assert Tensor([1.0, 2.0]).dtype == np.float32          # Python floats -> default float32
     assert Tensor(np.array([1.0])).dtype == np.float64      # an explicit float64 array stays float64
+
+
+@given(ids=st.lists(st.integers(0, 5), min_size=0, max_size=30), width=st.integers(1, 4), data=st.data())
+def test_scatter_add_rows_equals_add_at(ids, width, data):
+    from autograd.backend import scatter_add_rows
+    ids = np.asarray(ids, dtype=np.int64)
+    rows = data.draw(float_arrays((len(ids), width)))
+    expected, actual = np.zeros((6, width)), np.zeros((6, width))
+    np.add.at(expected, ids, rows)
+    scatter_add_rows(actual, ids, rows)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12)
