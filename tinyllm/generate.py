@@ -59,6 +59,17 @@ class KVCacheLayer:
         When k and v carry gradients (a cached forward under autograd), the new positions are
         concatenated as Tensors so their gradients flow; earlier positions are constants.
         """
+        L = self.length
+        all_k, all_v = self.append_arrays(k.data, v.data, start_pos)
+        if k.requires_grad or v.requires_grad:
+            past_k = Tensor._wrap(self.k[:, :, :L], False)
+            past_v = Tensor._wrap(self.v[:, :, :L], False)
+            return ops.concatenate([past_k, k], axis=2), ops.concatenate([past_v, v], axis=2)
+        return Tensor._wrap(all_k, False), Tensor._wrap(all_v, False)
+
+    def append_arrays(self, k, v, start_pos: int):
+        """append on raw arrays: store k, v (B, nkv, T, hs); return views of the buffers
+        holding every position so far, (B, nkv, length + T, hs) each."""
         L, T = self.length, k.shape[2]
         if start_pos != L:
             raise ValueError(f"KV cache holds {L} positions but the input starts at position {start_pos}; "
@@ -66,14 +77,10 @@ class KVCacheLayer:
         if L + T > self.max_length:
             raise ValueError(f"KV cache overflow: {L} cached + {T} new positions > block_size={self.max_length}; "
                              "reset() the cache and refill it with a cropped context")
-        self.k[:, :, L:L + T] = k.data
-        self.v[:, :, L:L + T] = v.data
+        self.k[:, :, L:L + T] = k
+        self.v[:, :, L:L + T] = v
         self.length = L + T
-        if k.requires_grad or v.requires_grad:
-            past_k = Tensor._wrap(self.k[:, :, :L], False)
-            past_v = Tensor._wrap(self.v[:, :, :L], False)
-            return ops.concatenate([past_k, k], axis=2), ops.concatenate([past_v, v], axis=2)
-        return Tensor._wrap(self.k[:, :, :L + T], False), Tensor._wrap(self.v[:, :, :L + T], False)
+        return self.k[:, :, :L + T], self.v[:, :, :L + T]
 
     def reset(self) -> None:
         self.length = 0
@@ -248,16 +255,16 @@ class Decoder:
         L = context_length(n, self.block_size, self.keep)
         window = seq[:, n - L:n]
         if self.cache is None:
-            return next_token_logits(self.model, window)
+            return next_token_logits(self.model, window)                        # the reference: model forward
         if n == self.cached_until + 1 and self.cache.length == L - 1 and self.cache.length > 0:
             self.steps += 1
-            result = next_token_logits(self.model, window[:, -1:], self.cache)   # one new position
+            window = window[:, -1:]                                             # one new position
         else:
             self.refills += 1
             self.cache.reset()                                                  # prompt, or window refill
-            result = next_token_logits(self.model, window, self.cache)
+        logits = self.model.forward_arrays(window, self.cache, last_only=True)  # (B, 1, V)
         self.cached_until = n
-        return result
+        return backend.to_numpy(logits[:, 0]).astype(np.float64)
 
 
 def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,

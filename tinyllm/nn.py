@@ -14,6 +14,12 @@ then moved, so the same seed gives the same weights in float32, float64, on CPU 
 (float32 weights are the float64 draws rounded). Dropout draws its masks from a
 `SharedGenerator`, one seeded generator a model owns and can checkpoint.
 
+Inference path: each layer also has `forward_arrays(x)`, the same forward on raw xp arrays
+with no Tensors and no graph. It calls the same autograd Function's `forward` (via
+`run_forward`), so each formula has one source; it only skips the per-op bookkeeping of
+`Function.apply`, which dominates when a KV-cache decoding step runs one position at a time.
+Dropout is the identity there (eval mode).
+
 Left out: buffers (nothing here needs persistent non-parameter state), hooks, parameter
 groups (the optimizer builds its own), lazy shapes.
 """
@@ -26,6 +32,10 @@ import numpy as np
 
 from autograd import backend
 from autograd import functional as F
+from autograd.layers.embedding import Embedding as EmbeddingFunction
+from autograd.layers.linear import Linear as LinearFunction
+from autograd.layers.norm import LayerNorm as LayerNormFunction
+from autograd.layers.norm import RMSNorm as RMSNormFunction
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")
@@ -40,6 +50,17 @@ def check_dtype(dtype) -> np.dtype:
     if resolved is None or resolved.name not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported: use 'float32' or 'float64'")
     return resolved
+
+
+_NOTHING_NEEDED = tuple((False,) * n for n in range(8))     # needs_input_grad of an inference forward
+
+
+def run_forward(function_cls, *arrays, **params):
+    """`function_cls().forward(*arrays, **params)` on raw xp arrays with no gradient wanted:
+    the result of `function_cls.apply` under no_grad, as an array, without Tensors or a graph."""
+    fn = function_cls()
+    fn.needs_input_grad = _NOTHING_NEEDED[len(arrays)]
+    return fn.forward(*arrays, **params)
 
 
 class Parameter(Tensor):
@@ -267,6 +288,12 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
 
+    def forward_arrays(self, x):
+        """forward on a raw array (..., in) -> (..., out); the caller has checked the shape."""
+        if self.bias is None:
+            return run_forward(LinearFunction, x, self.weight.data)
+        return run_forward(LinearFunction, x, self.weight.data, self.bias.data)
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -285,6 +312,10 @@ class Embedding(Module):
     def forward(self, idx) -> Tensor:
         return F.embedding(idx, self.weight)
 
+    def forward_arrays(self, ids):
+        """forward on a raw integer array already checked to lie in [0, num_embeddings)."""
+        return run_forward(EmbeddingFunction, self.weight.data, ids)
+
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
@@ -302,6 +333,12 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
+    def forward_arrays(self, x):
+        if self.bias is None:
+            return run_forward(LayerNormFunction, x, self.weight.data, eps=self.eps, has_weight=True)
+        return run_forward(LayerNormFunction, x, self.weight.data, self.bias.data, eps=self.eps,
+                           has_weight=True, has_bias=True)
+
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
 
@@ -317,6 +354,9 @@ class RMSNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, self.weight, eps=self.eps)
+
+    def forward_arrays(self, x):
+        return run_forward(RMSNormFunction, x, self.weight.data, eps=self.eps, has_weight=True)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

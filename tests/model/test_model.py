@@ -199,6 +199,37 @@ def test_forward_is_the_composition_of_the_pieces(config):
     assert model.loss(logits, targets).item() == ref_loss.item()
 
 
+@CONFIGS
+def test_forward_arrays_equals_forward(config):
+    """The inference path (raw arrays, no graph) gives forward's logits: whole sequences, the last
+    position only, and a KV cache filled by a prompt then one position at a time; with autograd on."""
+    from tinyllm.generate import KVCache
+    model = _model_for(config)
+    idx = ids((2, 7))
+    full = model(idx)[0].data                                          # (B, T, V), grad mode on
+    logits = model.forward_arrays(idx)
+    assert type(logits) is np.ndarray
+    np.testing.assert_allclose(logits, full, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.forward_arrays(idx, last_only=True), full[:, -1:], rtol=0, atol=1e-12)
+    cache = KVCache.for_model(model, 2)
+    parts = [model.forward_arrays(idx[:, :3], kv_cache=cache)]
+    parts += [model.forward_arrays(idx[:, t:t + 1], kv_cache=cache) for t in range(3, 7)]
+    assert cache.length == 7
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-10)
+
+
+def test_forward_arrays_is_inference_only():
+    config = GPTConfig(**{**GPT2_TINY.to_dict(), "dropout": 0.1})
+    model = GPT(config, dtype="float64")
+    with pytest.raises(RuntimeError, match=r"training mode with dropout=0.1; call model.eval\(\) first"):
+        model.forward_arrays(ids((1, 3)))
+    model.eval()
+    with no_grad():
+        np.testing.assert_allclose(model.forward_arrays(ids((1, 3))), model(ids((1, 3)))[0].data, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="token id 13 is outside the vocabulary"):
+        model.forward_arrays(np.array([[13]]))
+
+
 @settings(deadline=None)
 @given(st.integers(0, 5), st.data())
 def test_causality(t, data):

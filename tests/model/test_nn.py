@@ -146,3 +146,21 @@ def test_linear_and_norm_gradients():
         return norm(lin(x))
     params = [lin.weight.data, lin.bias.data + 0.1, norm.weight.data * 1.5]
     assert check_backward(fn, [rng.standard_normal((4, 3))] + params).passed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_arrays_is_forward_on_raw_arrays(dtype):
+    """Each layer's inference path runs the same Function forward: bitwise the same output, no graph."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 6)).astype(dtype)
+    layers = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
+              nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype)]
+    for layer in layers:
+        for p in layer.parameters():                              # non-trivial norm weights and biases
+            p.data = rng.standard_normal(p.shape).astype(dtype)
+        out = layer.forward_arrays(x)
+        assert type(out) is np.ndarray and out.dtype == np.dtype(dtype)
+        assert np.array_equal(out, layer(Tensor(x, requires_grad=True)).data), layer
+    emb = nn.Embedding(7, 4, init_rng=rng, dtype=dtype)
+    idx = np.array([[0, 6, 6], [2, 1, 0]])
+    assert np.array_equal(emb.forward_arrays(idx), emb(idx).data)
