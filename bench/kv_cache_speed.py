@@ -65,7 +65,7 @@ def main() -> None:
     cached = best["cached"]
     for name, seconds in best.items():
         ratio = "" if name == "cached" else f"   {seconds / cached:5.1f}x the cached time"
-        print(f"  {name:42s} {seconds:7.3f} s  {1e3 * seconds / args.tokens:6.2f} ms/token{ratio}")
+        print(f"  {name:42s} {seconds:7.3f} s  {1e3 * seconds / args.tokens:6.2f} ms/step{ratio}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from autograd import backend, no_grad
 from autograd.tensor import Tensor
 from autograd import ops
 
+from .model import check_token_ids
+
 
 class KVCacheLayer:
     """The cached keys and values of one attention layer: (B, nkv, block_size, hs) each."""
@@ -174,11 +176,15 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
     logits: (B, V) float64. Top-k keeps every token tied with the k-th largest. Top-p keeps
     the most likely tokens, in order, until their probability reaches top_p (at least one).
     """
-    z = np.array(logits, dtype=np.float64)
+    return _filter_logits_(np.array(logits, dtype=np.float64), top_k, top_p)
+
+
+def _filter_logits_(z: np.ndarray, top_k: int | None, top_p: float | None) -> np.ndarray:
+    """filter_logits in place on a float64 array z (B, V) the caller owns; returns z."""
     V = z.shape[-1]
     if top_k is not None and top_k < V:
         kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k:V - top_k + 1]    # (B, 1)
-        z[z < kth] = -np.inf
+        np.copyto(z, -np.inf, where=z < kth)
     if top_p is not None and top_p < 1.0:
         probs = _softmax(z)
         order = np.argsort(-probs, axis=-1, kind="stable")                       # (B, V) most likely first
@@ -203,9 +209,11 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0:
         return logits.argmax(axis=-1)
-    probs = _softmax(filter_logits(logits / temperature, top_k, top_p))         # (B, V)
-    cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]                        # (B, 1) in [0, total)
+    z = _filter_logits_(logits / temperature, top_k, top_p)                     # (B, V), a fresh array
+    z -= z.max(axis=-1, keepdims=True)
+    weights = np.exp(z, out=z)                                                   # softmax without the division:
+    cdf = np.cumsum(weights, axis=-1)                                            # the draw scales u by the total
+    u = rng.random(weights.shape[0])[:, None] * cdf[:, -1:]                      # (B, 1) in [0, total)
     return (cdf > u).argmax(axis=-1)                                             # first token whose cdf passes u
 
 
@@ -248,6 +256,7 @@ class Decoder:
             raise ValueError(f"window_keep={window_keep!r} must be an integer in [1, block_size={W}]")
         self.model, self.block_size, self.keep = model, W, int(keep)
         self.cache = KVCache.for_model(model, batch_size, max_length) if use_cache else None
+        self.device = model.wte.weight.device
         self.cached_until = 0          # the cache holds the window that ends before token cached_until
         self.refills = self.steps = 0
 
@@ -257,12 +266,15 @@ class Decoder:
         if self.cache is None:
             return next_token_logits(self.model, window)                        # the reference: model forward
         if n == self.cached_until + 1 and self.cache.length == L - 1 and self.cache.length > 0:
-            self.steps += 1
-            window = window[:, -1:]                                             # one new position
+            self.steps += 1                                                     # one new position:
+            new_ids = window[:, -1:]                                            # the cache is ours, so
+            check_token_ids(new_ids, self.model.config.vocab_size)              # only its ids need a check
+            logits = self.model.forward_arrays(backend.to_device(new_ids, self.device), self.cache,
+                                               last_only=True, validate=False)  # (B, 1, V)
         else:
             self.refills += 1
             self.cache.reset()                                                  # prompt, or window refill
-        logits = self.model.forward_arrays(window, self.cache, last_only=True)  # (B, 1, V)
+            logits = self.model.forward_arrays(window, self.cache, last_only=True)
         self.cached_until = n
         return backend.to_numpy(logits[:, 0]).astype(np.float64)
 

@@ -175,6 +175,15 @@ _PRESETS = {
 }
 
 
+def check_token_ids(ids, vocab_size: int) -> None:
+    """A ValueError naming the first id of the integer array `ids` outside [0, vocab_size)."""
+    if ids.size:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"token id {low if low < 0 else high} is outside the vocabulary [0, {vocab_size}) "
+                             f"(vocab_size={vocab_size}); check the tokenizer matches the model")
+
+
 # ---- layers ----------------------------------------------------------------------------------
 
 def _make_norm(config: GPTConfig, dtype, device) -> nn.Module:
@@ -376,19 +385,24 @@ class GPT(nn.Module):
         loss = None if targets is None else self.loss(logits, targets)
         return logits, loss
 
-    def forward_arrays(self, idx, kv_cache=None, last_only: bool = False):
+    def forward_arrays(self, idx, kv_cache=None, last_only: bool = False, validate: bool = True):
         """Logits as a raw xp array (B, T, V), or (B, 1, V) for the last position only, from the
         same layers as forward without Tensors or a graph (module docstring: inference path).
 
         Eval mode: with dropout > 0 the model must be in eval mode. kv_cache as in forward.
+        validate=False skips the input checks, for a decoding loop that made the cache for this
+        model and checked its ids once: idx must then be an integer xp array (B, T) on the
+        model's device, with ids in [0, vocab_size).
         """
         if self.training and self.config.dropout > 0:
             raise RuntimeError(f"forward_arrays is inference only (no dropout), but the model is in training "
                                f"mode with dropout={self.config.dropout}; call model.eval() first")
         start_pos = 0 if kv_cache is None else kv_cache.length
-        if kv_cache is not None:
-            kv_cache.check_compatible(self, idx)
-        ids = self._check_idx(idx, start_pos)
+        ids = idx
+        if validate:
+            if kv_cache is not None:
+                kv_cache.check_compatible(self, idx)
+            ids = self._check_idx(idx, start_pos)
         x = self.wte.forward_arrays(ids)                                      # (B, T, C)
         if self.config.position == "learned":
             x = x + self.wpe.weight.data[start_pos:start_pos + ids.shape[1]]  # (T, C) broadcast over B
@@ -436,12 +450,8 @@ class GPT(nn.Module):
                              "for a single sequence use idx[None, :]")
         if not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"idx must hold integer token ids, got dtype {ids.dtype}")
-        V, T = self.config.vocab_size, ids.shape[1]
-        if ids.size:
-            low, high = int(ids.min()), int(ids.max())
-            if low < 0 or high >= V:
-                raise ValueError(f"token id {low if low < 0 else high} is outside the vocabulary [0, {V}) "
-                                 f"(vocab_size={V}); check the tokenizer matches the model")
+        T = ids.shape[1]
+        check_token_ids(ids, self.config.vocab_size)
         if start_pos < 0 or start_pos + T > self.config.block_size:
             raise ValueError(f"a sequence of {T} tokens starting at position {start_pos} exceeds "
                              f"block_size={self.config.block_size}; crop the input to its last "

@@ -206,3 +206,16 @@ def test_generate_input_errors():
         model.generate(np.array([0.5, 1.0]))
     with pytest.raises(ValueError, match="token id 40 is outside the vocabulary"):
         model.generate([40])
+
+
+def test_decoder_checks_the_ids_of_a_cached_step():
+    """A decoding step skips the model's input checks (the cache is the decoder's own) but not the new ids."""
+    model = model_for(LEARNED)
+    decoder = Decoder(model, 1)
+    seq = np.array([[1, 2, -1, 40]])
+    decoder.logits(seq, 2)                                               # prompt [1, 2]: a refill
+    with pytest.raises(ValueError, match=r"token id -1 is outside the vocabulary \[0, 17\)"):
+        decoder.logits(seq, 3)                                           # a step with a negative id
+    z = np.array([[0.0, 1.0, 2.0]])
+    filter_logits(z, top_k=1, top_p=0.5)
+    assert np.array_equal(z, [[0.0, 1.0, 2.0]])                          # filter_logits leaves its input alone
