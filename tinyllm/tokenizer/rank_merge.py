@@ -106,11 +106,17 @@ class PairTable:
 
     Parts are always tokens, so these are the only pairs the rule can merge. Built
     once per vocabulary from each token's splits into two tokens (for "abc": "a"+"bc"
-    and "ab"+"c").
+    and "ab"+"c"). Pairs that join into no token get NO_PAIR, a number above every
+    rank that still leaves room to pack (rank, position) into one int64.
     """
+
+    NO_PAIR = (1 << 31) - 1
 
     def __init__(self, ranks: Mapping[bytes, int]):
         self.size = max(ranks.values()) + 1
+        if self.size >= self.NO_PAIR:
+            raise ValueError(f"ranks run up to {self.size - 1}; batched merging needs them "
+                             f"below {self.NO_PAIR}")
         keys: list[int] = []
         merged_ranks: list[int] = []
         for token, rank in ranks.items():
@@ -119,18 +125,24 @@ class PairTable:
                 if left is not None and right is not None:
                     keys.append(left * self.size + right)
                     merged_ranks.append(rank)
+        # a last key above every real one, so a search never runs off the end
+        keys.append(np.iinfo(np.int64).max)
+        merged_ranks.append(self.NO_PAIR)
         order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
-        self.keys = np.asarray(keys, dtype=np.int64)[order]  # (P,) sorted
-        self.merged_ranks = np.asarray(merged_ranks, dtype=np.int64)[order]  # (P,)
+        self.keys = np.asarray(keys, dtype=np.int64)[order]  # (P + 1,) sorted
+        self.merged_ranks = np.asarray(merged_ranks, dtype=np.int64)[order]  # (P + 1,)
         self.byte_ranks = np.array([ranks[bytes([b])] for b in range(256)], dtype=np.int64)
+        # (256, 256) rank of two single bytes joined: the first lookups, without a search
+        self.byte_pair_ranks = np.full((256, 256), self.NO_PAIR, dtype=np.int64)
+        for token, rank in ranks.items():
+            if len(token) == 2:
+                self.byte_pair_ranks[token[0], token[1]] = rank
 
     def lookup(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Rank of each joined pair, NO_RANK where the pair is no token."""
+        """Rank of each joined pair, NO_PAIR where the pair is no token."""
         keys = left * self.size + right
-        if self.keys.size == 0:
-            return np.full(keys.shape, NO_RANK, dtype=np.int64)
-        where = np.searchsorted(self.keys, keys).clip(max=self.keys.size - 1)
-        return np.where(self.keys[where] == keys, self.merged_ranks[where], NO_RANK)
+        where = np.searchsorted(self.keys, keys)
+        return np.where(self.keys[where] == keys, self.merged_ranks[where], self.NO_PAIR)
 
 
 def merge_many_chunks(pieces: Sequence[bytes], table: PairTable) -> list[tuple[int, ...]]:
@@ -138,47 +150,62 @@ def merge_many_chunks(pieces: Sequence[bytes], table: PairTable) -> list[tuple[i
     its leftmost lowest-rank pair (exactly the step `merge_chunk` takes), and retires
     chunks with nothing left to merge.
 
-    Working arrays (all chunks' parts laid end to end):
-        part_ids  (N,) current token id of each part
-        owner     (N,) index into `pieces` of the chunk the part belongs to
-        starts    (C,) offset of each unfinished chunk's first part
+    Working arrays (the unfinished chunks' parts laid end to end: N parts, C chunks):
+        part_ids   (N,) current token id of each part
+        pair_ranks (N,) rank of the part joined with the next part of its chunk,
+                        NO_PAIR at a chunk's last part
+        alive      (C,) index into `pieces` of each unfinished chunk
+        counts     (C,) number of parts of each unfinished chunk
+
+    One minimum per chunk of (pair rank << 32 | position) finds its lowest rank and
+    its leftmost place together. A merge changes only the pairs on either side of
+    the merged part, so only those two are looked up again.
 
         >>> table = PairTable({**{bytes([b]): b for b in range(256)}, b"aa": 256, b"ab": 257})
         >>> merge_many_chunks([b"aaab", b"ba"], table)
         [(256, 257), (98, 97)]
     """
-    results: list[tuple[int, ...] | None] = [None] * len(pieces)
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    part_ids = table.byte_ranks[np.frombuffer(b"".join(pieces), dtype=np.uint8)]
-    owner = np.repeat(np.arange(len(pieces)), lengths)
-    for index in np.flatnonzero(lengths == 0):
-        results[index] = ()
-    while part_ids.size:
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # (C,)
-        # rank of each part joined with the next one of its chunk; NO_RANK at a chunk's end
-        pair_ranks = np.full(part_ids.size, NO_RANK, dtype=np.int64)
-        pair_ranks[:-1] = table.lookup(part_ids[:-1], part_ids[1:])
-        pair_ranks[starts[1:] - 1] = NO_RANK
-        chunk_best = np.minimum.reduceat(pair_ranks, starts)  # (C,)
-        finished = chunk_best == NO_RANK
+    no_pair = table.NO_PAIR
+    results: list[tuple[int, ...]] = [()] * len(pieces)
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    alive = np.flatnonzero(lengths)  # (C,)
+    counts = lengths[alive]  # (C,)
+    data = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    part_ids = table.byte_ranks[data]  # (N,)
+    pair_ranks = np.full(data.size, no_pair, dtype=np.int64)  # (N,)
+    pair_ranks[:-1] = table.byte_pair_ranks[data[:-1], data[1:]]
+    ends = np.cumsum(counts)  # (C,) one past each chunk's last part
+    pair_ranks[ends - 1] = no_pair
+    while alive.size:
+        starts = ends - counts
+        best = np.minimum.reduceat((pair_ranks << 32) | np.arange(part_ids.size), starts)
+        best_ranks = best >> 32  # (C,)
+        merge_offsets = (best & 0xFFFFFFFF) - starts  # (C,) place of the merge in its chunk
+        finished = best_ranks == no_pair
         if finished.any():
-            ends = np.r_[starts[1:], part_ids.size]
-            flat = part_ids.tolist()
-            for start, end in zip(starts[finished].tolist(), ends[finished].tolist()):
-                results[owner[start]] = tuple(flat[start:end])
-            keep = np.repeat(~finished, ends - starts)
-            part_ids, owner, pair_ranks = part_ids[keep], owner[keep], pair_ranks[keep]
-            chunk_best = chunk_best[~finished]
-            if not part_ids.size:
-                break
-            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        # the leftmost part of each chunk whose pair has the chunk's lowest rank
-        is_best = pair_ranks == np.repeat(chunk_best, np.diff(np.r_[starts, part_ids.size]))
-        best_positions = np.flatnonzero(is_best)
-        first = np.r_[True, owner[best_positions[1:]] != owner[best_positions[:-1]]]
-        merge_at = best_positions[first]  # (C,) one per unfinished chunk
-        part_ids[merge_at] = pair_ranks[merge_at]  # the joined token's id is its rank
+            done = np.repeat(finished, counts)  # (N,)
+            done_ids = part_ids[done].tolist()
+            bounds = np.cumsum(counts[finished]).tolist()
+            for index, start, end in zip(alive[finished].tolist(), [0] + bounds, bounds):
+                results[index] = tuple(done_ids[start:end])
+            part_ids, pair_ranks = part_ids[~done], pair_ranks[~done]
+            going = ~finished
+            alive, counts = alive[going], counts[going]
+            best_ranks, merge_offsets = best_ranks[going], merge_offsets[going]
+            ends = np.cumsum(counts)
+            starts = ends - counts
+        merge_at = starts + merge_offsets  # (C,) increasing
+        part_ids[merge_at] = best_ranks  # the joined token's id is its rank
         keep = np.ones(part_ids.size, dtype=bool)
-        keep[merge_at + 1] = False
-        part_ids, owner = part_ids[keep], owner[keep]
-    return results  # type: ignore[return-value]
+        keep[merge_at + 1] = False  # the part swallowed by the merge
+        part_ids, pair_ranks = part_ids[keep], pair_ranks[keep]
+        counts = counts - 1
+        ends = np.cumsum(counts)
+        merged = merge_at - np.arange(merge_at.size)  # where the merged parts are now
+        has_after = merged + 1 < ends
+        after = merged[has_after]
+        pair_ranks[merged] = no_pair
+        pair_ranks[after] = table.lookup(part_ids[after], part_ids[after + 1])
+        before = merged[merged > ends - counts] - 1
+        pair_ranks[before] = table.lookup(part_ids[before], part_ids[before + 1])
+    return results
