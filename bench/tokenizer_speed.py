@@ -9,7 +9,9 @@ tiktoken built from our `mergeable_ranks` and `pattern`, side by side in this pr
 on one thread, asserts identical ids and prints MB/s and the ratio. Two numbers for
 us: "cold" is a fresh tokenizer with an empty chunk cache (every distinct chunk is
 merged), "warm" repeats the encoding with the cache filled. Each is the best of
-`--repeats` runs. tiktoken is imported here only; the package never needs it.
+`--repeats` runs, taken in turns (tiktoken, cold, warm, tiktoken, ...) so that a
+busy spell on a shared machine hits all three alike. tiktoken is imported here only;
+the package never needs it.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from tinyllm.tokenizer import BPETokenizer  # noqa: E402
 DEFAULT_TEXT = os.path.join(REPO_ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 
 
-def best_seconds(run, repeats: int) -> float:
-    best = float("inf")
+def best_seconds_in_turns(runs: dict, repeats: int) -> dict:
+    """name -> the best time of `repeats` calls of runs[name], the calls taken in turns."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -76,11 +80,11 @@ def main() -> None:
     our_ids = encode_cold()
     assert our_ids == reference_ids, "ids differ from tiktoken's"
     assert tokenizer.encode_ordinary(text) == reference_ids
-    seconds = {
-        "tiktoken": best_seconds(lambda: reference.encode_ordinary(text), args.repeats),
-        "ours cold": best_seconds(encode_cold, args.repeats),
-        "ours warm": best_seconds(lambda: tokenizer.encode_ordinary(text), args.repeats),
-    }
+    seconds = best_seconds_in_turns({
+        "tiktoken": lambda: reference.encode_ordinary(text),
+        "ours cold": encode_cold,
+        "ours warm": lambda: tokenizer.encode_ordinary(text),
+    }, args.repeats)
     print(f"encode: {len(our_ids)} ids, identical to tiktoken's")
     for name, value in seconds.items():
         ratio = seconds["tiktoken"] / value
