@@ -81,6 +81,19 @@ def test_three_merge_implementations_agree_with_naive(pieces, seed):
         [want for want in expected if want is not None]
 
 
+@given(st.lists(st.sampled_from(list("ab c\n\t\r\x1c\xa0\u3000é\u017f'sT1.,") + ["  ", "\n\n"]),
+                max_size=40).map("".join))
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_piece_cache_encodes_like_the_naive_encoder(trained_bpe, pattern, text):
+    """Pieces (patterns.piece_cutter), ASCII and not, cold and then from the cache."""
+    fresh = BPETokenizer(trained_bpe.mergeable_ranks, pattern)
+    ranks = fresh.mergeable_ranks
+    expected = [i for chunk in fresh._compiled.findall(text)
+                for i in naive_encode_chunk(chunk.encode(), ranks)]
+    assert fresh.encode_ordinary(text) == expected
+    assert fresh.encode_ordinary(text) == expected
+
+
 def test_many_cache_misses_and_long_chunks_encode_like_single_ones(corpus_text, trained_bpe):
     text = corpus_text[100_000:130_000] + " " * 600 + "x" + "ab" * 300
     fresh = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)

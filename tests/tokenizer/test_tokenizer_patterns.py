@@ -1,11 +1,16 @@
-"""Split patterns: known GPT-2/GPT-4 splits, and streaming splits equal whole-text splits."""
+"""Split patterns: known GPT-2/GPT-4 splits, streaming splits equal whole-text splits,
+and the fast paths (piece cutters, ASCII twins) split exactly like the patterns."""
+
+import re
+import sys
 
 import pytest
 import regex
 from hypothesis import given, strategies as st
 
-from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, compile_pattern,
-                                        resolve_pattern, split_text)
+from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, ascii_split_pattern,
+                                        compile_pattern, piece_cutter, resolve_pattern,
+                                        split_text)
 from tinyllm.tokenizer.textstream import iter_chunk_lists, iter_text_blocks
 
 
@@ -68,3 +73,48 @@ def test_text_blocks_keep_bytes_and_name_bad_files(tmp_path):
         list(iter_text_blocks(path))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         list(iter_text_blocks(tmp_path / "missing.txt"))
+
+
+# Characters where the cuts and splits could go wrong: every kind of whitespace
+# (standard-library-only \x1c-\x1f, \x85, no-break and ideographic spaces, line
+# separators), letters ASCII and not (the long s and Kelvin sign fold to s and k),
+# contraction letters, digits ASCII and not, symbols, the apostrophe.
+tricky_text = st.lists(st.sampled_from(list(
+    " \n\r\t\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2028\u3000"
+    "aZé\u017f\u212a'sStTlLvVreDdMm19\u0663\u00b2.,!-_(") + ["  ", "\n\n", " \n", "'s"]),
+    max_size=40).map("".join)
+
+
+def test_standard_library_whitespace_holds_all_of_regex_whitespace():
+    r"""The piece cutters read `\S` as "regex would not call this whitespace"."""
+    every_character = "".join(map(chr, range(sys.maxunicode + 1))).encode(
+        "utf-8", "surrogatepass").decode("utf-8", "replace")
+    regex_whitespace = set(regex.findall(r"\s", every_character))
+    assert set(regex_whitespace) <= set(re.findall(r"\s", every_character))
+    assert {" ", "\n", "\u3000"} <= regex_whitespace
+
+
+@given(st.one_of(tricky_text, st.text(max_size=40)))
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
+def test_pieces_split_into_the_chunks_of_the_whole_text(pattern, text):
+    pieces = piece_cutter(pattern).findall(text)
+    assert "".join(pieces) == text and pieces[-1] == ""
+    compiled = compile_pattern(pattern)
+    assert [chunk for piece in pieces for chunk in compiled.findall(piece)] == \
+        compiled.findall(text)
+
+
+def test_pieces_are_words_with_their_space_and_line_end():
+    cut = piece_cutter(GPT4_PATTERN).findall
+    assert cut("First Citizen:\nBefore we  go.\n\nAll:\n") == [
+        "First", " Citizen:\n", "Before", " we", "  go.\n\n", "All:\n", ""]
+    # GPT-2 keeps "\n\n" apart ("\n", "\n") only as a whole, so it cuts after lone ones
+    assert piece_cutter(GPT2_PATTERN).findall("a.\n\nB:\nC") == ["a.\n\nB:\n", "C", ""]
+    assert piece_cutter(r"\w+|\W") is None
+
+
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+                 tricky_text.map(lambda text: text.encode("ascii", "ignore").decode())))
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
+def test_ascii_split_equals_the_pattern_on_ascii_text(pattern, text):
+    assert ascii_split_pattern(pattern).findall(text) == compile_pattern(pattern).findall(text)

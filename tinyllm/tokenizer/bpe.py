@@ -32,13 +32,14 @@ import binascii
 import json
 import os
 from collections import Counter
-from itertools import chain, compress
+from itertools import chain, compress, islice
 from operator import not_
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .base import FileLines, Tokenizer, TokenizerFileError, _parse_json_string
 from .bpe_train import _tqdm_disable, train_bpe_merges
-from .patterns import compile_pattern, pattern_name, resolve_pattern
+from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
+                       resolve_pattern)
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
 from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
 
@@ -75,6 +76,9 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(f"special token {text!r} has id {token_id}, which is already "
                                  f"the token {self._id_to_bytes[token_id]!r}")
             self._id_to_bytes[token_id] = text.encode("utf-8")
+        self._piece_cutter = piece_cutter(self.pattern)  # None: no cheap cut for this pattern
+        self._ascii_split = ascii_split_pattern(self.pattern)  # for ASCII pieces, or None
+        self._piece_cache: dict[str, tuple[int, ...]] = {}  # piece text -> its ids
         self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
         self._pair_table: PairTable | None = None  # built on the first batch of misses
 
@@ -158,7 +162,29 @@ class BPETokenizer(Tokenizer):
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if self._compiled is None:
             return self.encode_chunks([text] if text else [])
-        return self.encode_chunks(self._compiled.findall(text))
+        if self._piece_cutter is None:
+            return self.encode_chunks(self._compiled.findall(text))
+        return self._encode_pieces(self._piece_cutter.findall(text))
+
+    def _encode_pieces(self, pieces: list[str]) -> list[int]:
+        """Encode the pieces of a text (patterns.piece_cutter) with the piece cache; a
+        piece missing from it is split with the pattern (its ASCII twin for ASCII
+        pieces) and its chunks encoded."""
+        pieces.pop()  # the cutter's empty match at the end of the text
+        cache = self._piece_cache
+        cached = list(map(cache.get, pieces))  # tuple of ids, or None for a miss
+        if None in cached:
+            misses = list(dict.fromkeys(compress(pieces, map(not_, cached))))
+            split, ascii_split = self._compiled.findall, self._ascii_split.findall
+            chunk_lists = [ascii_split(piece) if piece.isascii() else split(piece)
+                           for piece in misses]
+            chunk_ids = iter(self.encode_chunk_tuples(list(chain.from_iterable(chunk_lists))))
+            if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
+                cache.clear()
+            for piece, chunks in zip(misses, chunk_lists):
+                cache[piece] = tuple(chain.from_iterable(islice(chunk_ids, len(chunks))))
+            cached = list(map(cache.__getitem__, pieces))
+        return list(chain.from_iterable(cached))
 
     def encode_chunks(self, chunks: Sequence[str]) -> list[int]:
         """Encode already-split chunks (each one merged on its own), with the cache.
@@ -166,6 +192,10 @@ class BPETokenizer(Tokenizer):
         Chunks missing from the cache are encoded first, all together when there are
         many (`merge_many_chunks`), then every chunk is looked up.
         """
+        return list(chain.from_iterable(self.encode_chunk_tuples(chunks)))
+
+    def encode_chunk_tuples(self, chunks: Sequence[str]) -> list[tuple[int, ...]]:
+        """The ids of each chunk, as `encode_chunks` finds them."""
         cache = self._chunk_cache
         cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
         if None in cached:
@@ -174,7 +204,7 @@ class BPETokenizer(Tokenizer):
                 cache.clear()
             cache.update(zip(misses, self._encode_uncached(misses)))
             cached = list(map(cache.__getitem__, chunks))
-        return list(chain.from_iterable(cached))
+        return cached
 
     def _encode_uncached(self, chunks: list[str]) -> list[tuple[int, ...]]:
         if len(chunks) < BATCH_MIN_CHUNKS:
