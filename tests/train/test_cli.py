@@ -89,6 +89,7 @@ def test_toml_config_is_layered_under_flags(tmp_path, corpus_file, capsys):
     (["train", "--data", "/no/such/corpus.txt"], "--data /no/such/corpus.txt: no such file or directory"),
     (["train", "--tokenizer", "/no/such.tok"], "--tokenizer /no/such.tok: no such file"),
     (["train", "--config", "/no/such.toml"], "--config /no/such.toml: no such file"),
+    (["train", "--resume"], "--resume: r holds no checkpoint to resume"),
     (["sample", "--ckpt", "/no/such/run"], "--ckpt /no/such/run: no such directory"),
     (["eval", "--ckpt", "/no/such/run"], "--ckpt /no/such/run: no such directory"),
     (["info", "--ckpt", "/no/such/run"], "--ckpt /no/such/run: no such directory"),

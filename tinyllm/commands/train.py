@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import sys
 import tomllib
+from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.commands.common import UsageError, add_command
@@ -140,6 +141,9 @@ def resolve_config(args) -> TrainConfig:
                      for flag in _FLAGS if hasattr(args, flag.replace("-", "_"))})
     if args.resume:
         out = settings.get("out", _DEFAULTS.out)
+        if not (Path(out) / "last").exists():
+            raise UsageError(f"--resume: {out} holds no checkpoint to resume (no {out}/last); "
+                             "start the run without --resume, or give the run's --out")
         state = ckpt.read_state(out)
         base = dict(state.get("train_config", {}))
         changed = [name for name in MODEL_FIELDS + ("preset", "tokenizer", "vocab_size", "data", "val_fraction")
