@@ -146,6 +146,11 @@ class LoRALinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale)
 
+    def forward_arrays(self, x):
+        """The inference path on raw xp arrays (used by KV-cache decoding): forward without a graph."""
+        with no_grad():
+            return self.forward(Tensor._wrap(x, False)).data
+
     def delta_weight(self):
         """scale * B A as an xp array (out, in): what merging adds to the weight."""
         return (self.lora_B.data @ self.lora_A.data) * self.scale      # (out, r) @ (r, in)
