@@ -95,12 +95,14 @@ def test_piece_cache_encodes_like_the_naive_encoder(trained_bpe, pattern, text):
 
 
 def test_many_cache_misses_and_long_chunks_encode_like_single_ones(corpus_text, trained_bpe):
-    text = corpus_text[100_000:130_000] + " " * 600 + "x" + "ab" * 300
-    fresh = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
-    one_by_one = [i for chunk in fresh._compiled.findall(text)
-                  for i in naive_encode_chunk(chunk.encode(), fresh.mergeable_ranks)]
-    assert fresh.encode(text) == one_by_one  # cold cache: the batched path
-    assert fresh.encode(text) == one_by_one  # warm cache
+    ascii_text = corpus_text[100_000:130_000] + " " * 600 + "x" + "ab" * 300
+    assert ascii_text.isascii()
+    for text in (ascii_text, ascii_text.replace("e ", "é ")):  # chunks, then pieces
+        fresh = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
+        one_by_one = [i for chunk in fresh._compiled.findall(text)
+                      for i in naive_encode_chunk(chunk.encode(), fresh.mergeable_ranks)]
+        assert fresh.encode(text) == one_by_one  # cold cache: the batched path
+        assert fresh.encode(text) == one_by_one  # warm cache
     none = BPETokenizer(trained_bpe.mergeable_ranks, "none")
     assert none.encode(text[:700]) == naive_encode_chunk(text[:700].encode(), none.mergeable_ranks)
 

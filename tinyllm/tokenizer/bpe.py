@@ -32,8 +32,7 @@ import binascii
 import json
 import os
 from collections import Counter
-from itertools import chain, compress, islice
-from operator import not_
+from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .base import FileLines, Tokenizer, TokenizerFileError, _parse_json_string
@@ -162,27 +161,37 @@ class BPETokenizer(Tokenizer):
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if self._compiled is None:
             return self.encode_chunks([text] if text else [])
-        if self._piece_cutter is None:
-            return self.encode_chunks(self._compiled.findall(text))
-        return self._encode_pieces(self._piece_cutter.findall(text))
+        if self._ascii_split is not None and text.isascii():
+            return self.encode_chunks(self._ascii_split.findall(text))
+        if self._piece_cutter is not None:
+            return self._encode_pieces(self._piece_cutter.findall(text))
+        return self.encode_chunks(self._compiled.findall(text))
 
     def _encode_pieces(self, pieces: list[str]) -> list[int]:
-        """Encode the pieces of a text (patterns.piece_cutter) with the piece cache; a
-        piece missing from it is split with the pattern (its ASCII twin for ASCII
-        pieces) and its chunks encoded."""
+        """Encode the pieces of a text (patterns.piece_cutter) with the piece cache.
+
+        The pieces missing from it are split with the pattern (its ASCII twin for
+        ASCII pieces), their chunks encoded together, and each piece's ids cut out of
+        the result: the loops over pieces and chunks all run inside map/accumulate.
+        """
         pieces.pop()  # the cutter's empty match at the end of the text
         cache = self._piece_cache
         cached = list(map(cache.get, pieces))  # tuple of ids, or None for a miss
         if None in cached:
-            misses = list(dict.fromkeys(compress(pieces, map(not_, cached))))
+            misses = [piece for piece in dict.fromkeys(pieces) if piece not in cache]
             split, ascii_split = self._compiled.findall, self._ascii_split.findall
             chunk_lists = [ascii_split(piece) if piece.isascii() else split(piece)
                            for piece in misses]
-            chunk_ids = iter(self.encode_chunk_tuples(list(chain.from_iterable(chunk_lists))))
+            chunk_ids = self.encode_chunk_tuples(list(chain.from_iterable(chunk_lists)))
+            flat_ids = list(chain.from_iterable(chunk_ids))
+            ids_before_chunk = [0, *accumulate(map(len, chunk_ids))]
+            chunks_before_piece = [0, *accumulate(map(len, chunk_lists))]
+            ids_before_piece = list(map(ids_before_chunk.__getitem__, chunks_before_piece))
+            piece_ids = map(flat_ids.__getitem__,
+                            map(slice, ids_before_piece, ids_before_piece[1:]))
             if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
                 cache.clear()
-            for piece, chunks in zip(misses, chunk_lists):
-                cache[piece] = tuple(chain.from_iterable(islice(chunk_ids, len(chunks))))
+            cache.update(zip(misses, map(tuple, piece_ids)))
             cached = list(map(cache.__getitem__, pieces))
         return list(chain.from_iterable(cached))
 
@@ -199,7 +208,7 @@ class BPETokenizer(Tokenizer):
         cache = self._chunk_cache
         cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
         if None in cached:
-            misses = list(dict.fromkeys(compress(chunks, map(not_, cached))))
+            misses = [chunk for chunk in dict.fromkeys(chunks) if chunk not in cache]
             if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
                 cache.clear()
             cache.update(zip(misses, self._encode_uncached(misses)))
