@@ -95,8 +95,8 @@ def test_piece_cache_encodes_like_the_naive_encoder(trained_bpe, pattern, text):
 
 
 def test_many_cache_misses_and_long_chunks_encode_like_single_ones(corpus_text, trained_bpe):
-    ascii_text = corpus_text[100_000:130_000] + " " * 600 + "x" + "ab" * 300
-    assert ascii_text.isascii()
+    ascii_text = corpus_text[100_000:130_000].encode("ascii", "ignore").decode() \
+        + " " * 600 + "x" + "ab" * 300
     for text in (ascii_text, ascii_text.replace("e ", "é ")):  # chunks, then pieces
         fresh = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
         one_by_one = [i for chunk in fresh._compiled.findall(text)
