@@ -1,7 +1,7 @@
 """Tokenizer speed: BPE training time, and encoding throughput against tiktoken.
 
     python3 bench/tokenizer_speed.py [TEXT_FILE] [--vocab-size 4096] [--pattern gpt4]
-                                     [--repeats 5]
+                                     [--repeats 5] [--no-non-ascii]
 
 Trains a vocabulary on the file (default ../shared/data/tinyshakespeare.txt, relative
 to the repository root), then encodes the whole file with our tokenizer and with
@@ -10,7 +10,9 @@ on one thread, asserts identical ids and prints MB/s and the ratio. Two numbers 
 us: "cold" is a fresh tokenizer with an empty chunk cache (every distinct chunk is
 merged), "warm" repeats the encoding with the cache filled. Each is the best of
 `--repeats` runs, taken in turns (tiktoken, cold, warm, tiktoken, ...) so that a
-busy spell on a shared machine hits all three alike. tiktoken is imported here only;
+busy spell on a shared machine hits all three alike. An ASCII text is run a second
+time with its apostrophes written as U+2019: non-ASCII text takes the tokenizer's
+other path (cached pieces instead of the ASCII split). tiktoken is imported here only;
 the package never needs it.
 """
 
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--pattern", default="gpt4")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-non-ascii", dest="non_ascii", action="store_false",
+                        help="skip the second run on a non-ASCII copy of an ASCII text")
     args = parser.parse_args()
     if not os.path.isfile(args.text_file):
         sys.exit(f"text file not found: {args.text_file!r}")
@@ -70,6 +74,17 @@ def main() -> None:
     reference = tiktoken.Encoding(name="tinyllm-bench", pat_str=tokenizer.pattern,
                                   mergeable_ranks=tokenizer.mergeable_ranks,
                                   special_tokens=tokenizer.special_tokens)
+    compare_encoding(text, tokenizer, reference, args.repeats)
+    if text.isascii() and args.non_ascii:
+        # curly apostrophes make the text non-ASCII: the piece path instead of the ASCII split
+        print("the same text with ' written as \u2019 (non-ASCII):")
+        compare_encoding(text.replace("'", "\u2019"), tokenizer, reference, args.repeats)
+
+
+def compare_encoding(text: str, tokenizer, reference, repeats: int) -> None:
+    """Encode `text` with tiktoken, a fresh copy of `tokenizer` and `tokenizer` itself
+    (its cache filled by a first pass); check the ids and print the speeds."""
+    megabytes = len(text.encode("utf-8")) / 1e6
     reference_ids = reference.encode_ordinary(text)
 
     def encode_cold():
@@ -84,13 +99,12 @@ def main() -> None:
         "tiktoken": lambda: reference.encode_ordinary(text),
         "ours cold": encode_cold,
         "ours warm": lambda: tokenizer.encode_ordinary(text),
-    }, args.repeats)
+    }, repeats)
     print(f"encode: {len(our_ids)} ids, identical to tiktoken's")
     for name, value in seconds.items():
         ratio = seconds["tiktoken"] / value
         print(f"  {name:10s} {value:6.3f} s  {megabytes / value:6.2f} MB/s  "
               f"{ratio:4.2f}x tiktoken")
-
 
 if __name__ == "__main__":
     main()
