@@ -58,8 +58,10 @@ whitespace_heavy_text = st.text(alphabet=st.sampled_from(list("ab1 '\n\r\t.,é\u
 def test_streamed_chunks_equal_whole_text_chunks(pattern, text, block_chars):
     compiled = compile_pattern(pattern)
     blocks = [(text[i:i + block_chars], 0) for i in range(0, len(text), block_chars)]
-    streamed = [chunk for chunks, _ in iter_chunk_lists(blocks, compiled) for chunk in chunks]
-    assert streamed == compiled.findall(text)
+    for ascii_pattern in (None, ascii_split_pattern(pattern)):  # ASCII blocks split apart
+        streamed = [chunk for chunks, _ in iter_chunk_lists(blocks, compiled, ascii_pattern)
+                    for chunk in chunks]
+        assert streamed == compiled.findall(text)
 
 
 def test_text_blocks_keep_bytes_and_name_bad_files(tmp_path):

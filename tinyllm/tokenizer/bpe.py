@@ -117,14 +117,21 @@ class BPETokenizer(Tokenizer):
             )
         regex_text = resolve_pattern(pattern)
         compiled = compile_pattern(regex_text)
+        ascii_split = ascii_split_pattern(regex_text)  # the same split, faster, ASCII only
         splitter = Tokenizer({s: i for i, s in enumerate(specials)})
         chunk_counts: Counter = Counter()  # str -> occurrences
         for item in _as_sources(text_or_iterable):
             if isinstance(item, os.PathLike):
-                _count_file_chunks(item, compiled, splitter, chunk_counts, progress, block_bytes)
-            else:
-                for piece in splitter.split_on_special_tokens(item):
-                    chunk_counts.update(compiled.findall(piece) if compiled else [piece])
+                _count_file_chunks(item, compiled, ascii_split, splitter, chunk_counts,
+                                   progress, block_bytes)
+                continue
+            for piece in splitter.split_on_special_tokens(item):
+                if compiled is None:
+                    chunk_counts.update([piece])
+                elif ascii_split is not None and piece.isascii():
+                    chunk_counts.update(ascii_split.findall(piece))
+                else:
+                    chunk_counts.update(compiled.findall(piece))
         byte_counts: Counter = Counter()  # bytes -> occurrences
         for chunk, count in chunk_counts.items():
             byte_counts[chunk.encode("utf-8", errors="surrogatepass")] += count
@@ -263,7 +270,7 @@ class BPETokenizer(Tokenizer):
         """Encode a UTF-8 file block by block as ordinary text, with the chunks cut as
         if the file were read whole: yields (ids, bytes_read)."""
         blocks = iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES)
-        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled):
+        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled, self._ascii_split):
             yield self.encode_chunks(chunks), bytes_read
 
     # -- decoding ---------------------------------------------------------------
@@ -471,8 +478,8 @@ def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
         yield item
 
 
-def _count_file_chunks(path, compiled, splitter: Tokenizer, chunk_counts: Counter,
-                       progress: bool | None, block_bytes: int) -> None:
+def _count_file_chunks(path, compiled, ascii_split, splitter: Tokenizer,
+                       chunk_counts: Counter, progress: bool | None, block_bytes: int) -> None:
     """Add the chunks of a file to `chunk_counts`, one block at a time, with a bar.
     Special tokens are cut out per block (see textstream.py)."""
     from tqdm.auto import tqdm
@@ -484,7 +491,7 @@ def _count_file_chunks(path, compiled, splitter: Tokenizer, chunk_counts: Counte
     blocks = iter_text_blocks(path, block_bytes)
     if splitter.special_tokens:
         blocks = _cut_at_special_tokens(blocks, splitter)
-    for chunks, bytes_read in iter_chunk_lists(blocks, compiled):
+    for chunks, bytes_read in iter_chunk_lists(blocks, compiled, ascii_split):
         chunk_counts.update(chunks)
         bar.update(bytes_read)
     bar.close()

@@ -57,44 +57,52 @@ def iter_text_blocks(path: str | os.PathLike, block_bytes: int = DEFAULT_BLOCK_B
                 return
 
 
-def iter_chunk_lists(blocks: Iterable[tuple[str, int]], compiled_pattern
-                     ) -> Iterator[tuple[list[str], int]]:
+def iter_chunk_lists(blocks: Iterable[tuple[str, int]], compiled_pattern,
+                     ascii_pattern=None) -> Iterator[tuple[list[str], int]]:
     """Split a stream of (text, bytes_read) blocks into lists of chunks.
 
     The concatenation of the lists equals `compiled_pattern.findall("".join(texts))`
     for the standard patterns (see the module docstring); `compiled_pattern=None`
     means "no split" and yields the whole stream as a single chunk at the end.
-    A block whose text is None is a hard boundary: no chunk spans it. The byte
-    counts pass through so callers can report progress.
+    `ascii_pattern` (patterns.ascii_split_pattern), when given, splits the blocks
+    that are all ASCII instead. A block whose text is None is a hard boundary: no
+    chunk spans it. The byte counts pass through so callers can report progress.
     """
     held_back = ""  # the tail of the previous block, from the start of its last chunk
     held_bytes = 0
     for text, bytes_read in blocks:
         if text is None:
             if held_back:
-                yield _split_all(held_back, compiled_pattern), held_bytes
+                yield _split_all(held_back, compiled_pattern, ascii_pattern), held_bytes
                 held_back, held_bytes = "", 0
             continue
         text = held_back + text
         if compiled_pattern is None:
             held_back, held_bytes = text, held_bytes + bytes_read
             continue
-        chunks = compiled_pattern.findall(text)
+        pattern = _pattern_for(text, compiled_pattern, ascii_pattern)
+        chunks = pattern.findall(text)
         if not chunks:
             held_back, held_bytes = text, held_bytes + bytes_read
             continue
-        cut = _start_of_last_chunk(text, chunks, compiled_pattern)
+        cut = _start_of_last_chunk(text, chunks, pattern)
         held_back = text[cut:]
         yield chunks[:-1], held_bytes + bytes_read
         held_bytes = 0
     if held_back or held_bytes:
-        yield _split_all(held_back, compiled_pattern), held_bytes
+        yield _split_all(held_back, compiled_pattern, ascii_pattern), held_bytes
 
 
-def _split_all(text: str, compiled_pattern) -> list[str]:
+def _pattern_for(text: str, compiled_pattern, ascii_pattern):
+    if ascii_pattern is not None and text.isascii():
+        return ascii_pattern
+    return compiled_pattern
+
+
+def _split_all(text: str, compiled_pattern, ascii_pattern) -> list[str]:
     if compiled_pattern is None:
         return [text] if text else []
-    return compiled_pattern.findall(text)
+    return _pattern_for(text, compiled_pattern, ascii_pattern).findall(text)
 
 
 def _start_of_last_chunk(text: str, chunks: list[str], compiled_pattern) -> int:
