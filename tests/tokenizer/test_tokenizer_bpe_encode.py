@@ -107,6 +107,19 @@ def test_many_cache_misses_and_long_chunks_encode_like_single_ones(corpus_text, 
     assert none.encode(text[:700]) == naive_encode_chunk(text[:700].encode(), none.mergeable_ranks)
 
 
+def test_a_full_cache_is_emptied_without_losing_ids(trained_bpe, monkeypatch):
+    from tinyllm.tokenizer import bpe
+    monkeypatch.setattr(bpe, "CHUNK_CACHE_ENTRIES", 4)
+    tok = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
+    for text in ("a b c", "a b c d e f", "é a b c", "é a b c d e f g"):  # chunks, pieces
+        chunks = tok._compiled.findall(text)
+        expected = [i for chunk in chunks
+                    for i in naive_encode_chunk(chunk.encode(), tok.mergeable_ranks)]
+        assert tok.encode(text) == expected
+        assert len(tok._chunk_cache) <= max(4, len(chunks))
+        assert len(tok._piece_cache) <= max(4, len(chunks))
+
+
 def test_special_tokens_follow_tiktoken_rules(trained_bpe):
     eot, pad = trained_bpe.special_tokens["<|endoftext|>"], trained_bpe.special_tokens["<|pad|>"]
     text = "a<|endoftext|>b<|pad|>"

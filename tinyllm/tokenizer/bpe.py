@@ -185,7 +185,7 @@ class BPETokenizer(Tokenizer):
         cache = self._piece_cache
         cached = list(map(cache.get, pieces))  # tuple of ids, or None for a miss
         if None in cached:
-            misses = [piece for piece in dict.fromkeys(pieces) if piece not in cache]
+            misses = _missing_keys(cache, pieces)
             split, ascii_split = self._compiled.findall, self._ascii_split.findall
             chunk_lists = [ascii_split(piece) if piece.isascii() else split(piece)
                            for piece in misses]
@@ -196,8 +196,6 @@ class BPETokenizer(Tokenizer):
             ids_before_piece = list(map(ids_before_chunk.__getitem__, chunks_before_piece))
             piece_ids = map(flat_ids.__getitem__,
                             map(slice, ids_before_piece, ids_before_piece[1:]))
-            if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
-                cache.clear()
             cache.update(zip(misses, map(tuple, piece_ids)))
             cached = list(map(cache.__getitem__, pieces))
         return list(chain.from_iterable(cached))
@@ -215,9 +213,7 @@ class BPETokenizer(Tokenizer):
         cache = self._chunk_cache
         cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
         if None in cached:
-            misses = [chunk for chunk in dict.fromkeys(chunks) if chunk not in cache]
-            if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
-                cache.clear()
+            misses = _missing_keys(cache, chunks)
             cache.update(zip(misses, self._encode_uncached(misses)))
             cached = list(map(cache.__getitem__, chunks))
         return cached
@@ -457,6 +453,16 @@ def gpt2_bytes_to_unicode() -> dict[int, str]:
             table[byte] = chr(next_stand_in)
             next_stand_in += 1
     return table
+
+
+def _missing_keys(cache: dict, keys: Sequence[str]) -> list[str]:
+    """The distinct keys not in `cache`, in order of first appearance. A cache that
+    would grow past CHUNK_CACHE_ENTRIES is emptied first (then every key is missing)."""
+    misses = [key for key in dict.fromkeys(keys) if key not in cache]
+    if len(cache) + len(misses) > CHUNK_CACHE_ENTRIES:
+        cache.clear()
+        misses = list(dict.fromkeys(keys))
+    return misses
 
 
 class _PathName(str):
