@@ -18,7 +18,9 @@ special tokens take ids after the ranks. Encoding a text:
 
 Step 3 goes through merges by rank, not by replaying the training merges; it is what
 tiktoken does, so with the same ranks and pattern the ids are identical to tiktoken's.
-Encodings of chunks are cached (text repeats its words).
+Encodings of chunks are cached (text repeats its words). With the gpt2/gpt4 patterns,
+ASCII text is split by a faster standard-library twin of the pattern, and other text
+is cut into pieces (a word with its space) whose ids are cached whole (patterns.py).
 
 Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
 (textstream.py), shard files (shards.py). Encoding does not use threads.
