@@ -8,7 +8,7 @@ tokens, `window_keep=block_size`): a different conditioning rule, so its tokens 
 it is shown because it is the usual baseline. Runs alternate, best of --repeats, so drift
 on a shared machine cancels.
 
-    python bench/kv_cache_speed.py [--threads 1] [--repeats 3] [--tokens 256] [--batch 1]
+    python bench/kv_cache_speed.py [--threads 1] [--repeats 3] [--tokens 256] [--batch 1] [--block-size 64]
 Goal (issue 8): cached at least 8x faster than full recompute, identical tokens.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256, help="new tokens per run")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--block-size", type=int, default=64, help="context length (64 = the baby preset)")
     p.add_argument("--no-nanogpt", action="store_true", help="skip the last-block_size-tokens column")
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -37,7 +38,7 @@ def main() -> None:
 
     from tinyllm import GPT, GPTConfig
 
-    config = GPTConfig.preset("baby", vocab_size=65)
+    config = GPTConfig.preset("baby", vocab_size=65, block_size=args.block_size)
     model = GPT(config, seed=0, dtype=args.dtype)
     prompt = np.zeros((args.batch, 1), dtype=np.int64)
     common = dict(max_new_tokens=args.tokens, temperature=0.8, top_k=50, seed=0)

@@ -12,7 +12,10 @@ KV cache: every attention layer keeps the keys and values of the positions it ha
 preallocated buffers (B, nkv, block_size, hs); a decoding step feeds only the newest
 token and attends to the cached keys, so a step costs one position instead of a whole
 window. The logits are those of a full recompute of the same context (tested at every
-step, in float64, to ~1e-10).
+step, in float64, to ~1e-10). The cached decoder runs the model's inference path
+(`model.forward_arrays`: the same layer Functions on raw arrays, no Tensors or graph) and
+checks each step's new ids only, since the cache is its own; `use_cache=False` calls
+`model(...)` itself, the reference both are compared with.
 
 The context window past block_size (one rule for both paths, so `use_cache` changes the
 speed, never the result). A model sees at most block_size = W positions. Simply keeping
