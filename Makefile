@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` (pretrain a small GPT on the built-in corpus, then
 # sample from it) and `make test` (the whole test suite). Each creates .venv and installs
-# what it needs on first use; nothing else has to be set up.
+# what it needs on first use; nothing else has to be set up. `make demo` starts a fresh
+# run in runs/demo each time (continue one with `tinyllm train --out runs/demo --resume`).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,6 +26,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf $(DEMO_DIR)
 	$(BIN)/tinyllm train --out $(DEMO_DIR)
 	$(BIN)/tinyllm sample --ckpt $(DEMO_DIR) --max-new-tokens 300
 
