@@ -46,7 +46,7 @@ from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
 
 LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
 BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
-CHUNK_CACHE_ENTRIES = 1 << 18  # the chunk cache is emptied when it grows past this
+CHUNK_CACHE_ENTRIES = 1 << 18  # each cache (chunks, pieces) is emptied before it grows past this
 
 
 class BPETokenizer(Tokenizer):
