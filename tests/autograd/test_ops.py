@@ -241,3 +241,31 @@ def test_scatter_add_rows_equals_add_at(ids, width, data):
     np.add.at(expected, ids, rows)
     scatter_add_rows(actual, ids, rows)
     np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu", "abs", "neg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unary_ops_at_extreme_inputs_stay_finite(name, dtype):
+    op, ref, _, _ = UNARY[name]
+    x = np.array([-1e4, -50.0, -1e-30, 1e-30, 50.0, 1e4], dtype=dtype)
+    t = Tensor(x, requires_grad=True)
+    y = op(t)
+    with np.errstate(over="ignore"):  # the plain-NumPy reference sigmoid overflows on the way to 0
+        expected = ref(x.astype(np.float64))
+    np.testing.assert_allclose(y.data, expected, rtol=1e-6, atol=1e-30)
+    y.sum().backward()
+    assert np.all(np.isfinite(y.data)) and np.all(np.isfinite(t.grad))
+    if name in ("tanh", "sigmoid"):  # saturated: slope exactly 0 at the far tails
+        assert t.grad[0] == 0 and t.grad[-1] == 0
+
+
+def test_exp_log_sqrt_at_extremes():
+    big = Tensor(np.array([1e4]), requires_grad=True)
+    with np.errstate(over="ignore"):
+        assert np.isinf(ag.exp(big).data[0])                   # exp overflows to inf, as in NumPy
+    tiny = Tensor(np.array([1e-300]), requires_grad=True)
+    ag.log(tiny).sum().backward()
+    np.testing.assert_allclose(tiny.grad, [1e300])            # d log x = 1/x, still finite
+    s = Tensor(np.array([1e-200]), requires_grad=True)
+    ag.sqrt(s).sum().backward()
+    assert np.isfinite(s.grad[0]) and s.grad[0] > 0
