@@ -127,9 +127,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     if not training or p == 0.0:
         return x
     gen = generator if generator is not None else default_generator(x.device)
-    keep = gen.random(x.shape) >= p
-    scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-    return Dropout.apply(x, scaled_mask=scaled_mask)
+    return Dropout.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
 
 
 def embedding(idx, weight: Tensor) -> Tensor:
