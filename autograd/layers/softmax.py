@@ -15,7 +15,7 @@ from ..function import Function
 
 
 def stable_softmax(x, axis: int = -1):
-    """softmax on a raw xp array (no graph); shared by the layers that need it."""
+    """softmax on a raw xp array (no graph)."""
     xp = get_array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
