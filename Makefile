@@ -28,7 +28,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/tinyllm train --out $(DEMO_DIR)
-	$(BIN)/tinyllm sample --ckpt $(DEMO_DIR) --max-new-tokens 300
+	$(BIN)/tinyllm sample --ckpt $(DEMO_DIR) --prompt "The " --max-new-tokens 300
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
