@@ -57,7 +57,7 @@ from . import checkpoint as ckpt
 from . import nn
 from .data import DataError
 from .lora import LoRAConfig, apply_lora, freeze, lora_layers, save_lora, trainable_parameters
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, unknown_fields
 from .train import ConfigError, Trainer, TrainConfig, make_optimizer
 
 TASKS = ("classify", "instruct")
@@ -613,8 +613,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_fields(cls, values)
         if unknown:
             raise ConfigError(f"unknown finetune setting(s) {', '.join(unknown)}")
         return cls(**values)

@@ -156,11 +156,17 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "GPTConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
+        unknown = unknown_fields(cls, values)
         if unknown:
-            raise ValueError(f"GPTConfig: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(fields))}")
+            raise ValueError(f"GPTConfig: unknown field(s) {', '.join(unknown)}; "
+                             f"known fields: {', '.join(sorted(f.name for f in dataclasses.fields(cls)))}")
         return cls(**values)
+
+
+def unknown_fields(config_class, values: dict) -> list:
+    """The keys of `values` that are not fields of the dataclass `config_class`, sorted
+    (every config's from_dict rejects them with its own message)."""
+    return sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
 
 
 # name -> field values (the rest take the defaults above)

@@ -41,7 +41,7 @@ from autograd import no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
-from tinyllm.model import GPT, GPTConfig
+from tinyllm.model import GPT, GPTConfig, unknown_fields
 from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW, clip_grad_norm, global_grad_norm, make_schedule
 
 # TrainConfig fields that shape the model: None means "the preset's value".
@@ -141,10 +141,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_fields(cls, values)
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            known = sorted(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return cls(**values)
 
     def replace(self, **changes) -> "TrainConfig":
