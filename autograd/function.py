@@ -52,7 +52,7 @@ class Function:
             _check_same_device(cls.__name__, inputs)
         needs = tuple([t.requires_grad for t in inputs])
         track = _GradMode.enabled and True in needs
-        fn.needs_input_grad = needs if track else (_NOTHING_NEEDED[len(needs)] if len(needs) < 16 else (False,) * len(needs))
+        fn.needs_input_grad = needs if track else _nothing_needed(len(needs))
         try:
             if profiler._State.current is None:
                 out = fn.forward(*[t.data for t in inputs], **params)
@@ -71,6 +71,19 @@ class Function:
             fn.inputs = inputs
             result._ctx = fn
         return result
+
+    @classmethod
+    def forward_only(cls, *arrays, **params):
+        """forward on raw xp arrays with nothing recorded: what `apply` under no_grad computes,
+        without wrapping Tensors. For inference loops where per-op bookkeeping is the cost
+        (KV-cache decoding, one token at a time)."""
+        fn = cls()
+        fn.needs_input_grad = _nothing_needed(len(arrays))
+        return fn.forward(*arrays, **params)
+
+
+def _nothing_needed(n: int) -> tuple:
+    return _NOTHING_NEEDED[n] if n < len(_NOTHING_NEEDED) else (False,) * n
 
 
 def unbroadcast(grad, shape):

@@ -248,13 +248,13 @@ class CausalSelfAttention(nn.Module):
         heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)    # (B, nh + 2 nkv, T, hs)
         q, k, v = heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:]
         if self.config.position == "rope":
-            q = nn.run_forward(Rope, q, theta=self.config.rope_theta, offset=start_pos)
-            k = nn.run_forward(Rope, k, theta=self.config.rope_theta, offset=start_pos)
+            q = Rope.forward_only(q, theta=self.config.rope_theta, offset=start_pos)
+            k = Rope.forward_only(k, theta=self.config.rope_theta, offset=start_pos)
         if kv_cache_layer is not None:
             k, v = kv_cache_layer.append_arrays(k, v, start_pos)              # (B, nkv, start_pos + T, hs)
         if T == 1:
             # a decoding step: the one query may attend every cached key, so there is no mask
-            y = nn.run_forward(ScaledDotProductAttention, q, k, v, scale=self.scale)
+            y = ScaledDotProductAttention.forward_only(q, k, v, scale=self.scale)
         else:
             # several positions (a prompt, a window refill): F builds the causal mask as forward's does
             y = F.scaled_dot_product_attention(Tensor._wrap(q, False), Tensor._wrap(k, False),
@@ -291,9 +291,9 @@ class MLP(nn.Module):
         """forward on a raw array (B, T, C), eval mode (module docstring: inference path)."""
         h = self.c_fc.forward_arrays(x)                                       # (B, T, H) or (B, T, 2H)
         if self.kind == "swiglu":
-            h = nn.run_forward(SwiGLU, h[..., :self.hidden], h[..., self.hidden:])   # silu(gate) * up
+            h = SwiGLU.forward_only(h[..., :self.hidden], h[..., self.hidden:])   # silu(gate) * up
         else:
-            h = nn.run_forward(GeluTanh, h)                                   # F.gelu(approximate="tanh")
+            h = GeluTanh.forward_only(h)                                   # F.gelu(approximate="tanh")
         return self.c_proj.forward_arrays(h)
 
 
@@ -418,7 +418,7 @@ class GPT(nn.Module):
             x = x[:, -1:]                                                     # (B, 1, C)
         x = self.norm_f.forward_arrays(x)
         weight = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return nn.run_forward(LinearFunction, x, weight.data)              # (B, T, C) @ (C, V)
+        return LinearFunction.forward_only(x, weight.data)              # (B, T, C) @ (C, V)
 
     # ---- sampling and files ----------------------------------------------------------------
     def generate(self, idx, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,

@@ -16,7 +16,7 @@ then moved, so the same seed gives the same weights in float32, float64, on CPU 
 
 Inference path: each layer also has `forward_arrays(x)`, the same forward on raw xp arrays
 with no Tensors and no graph. It calls the same autograd Function's `forward` (via
-`run_forward`), so each formula has one source; it only skips the per-op bookkeeping of
+`Function.forward_only`), so each formula has one source; it only skips the per-op bookkeeping of
 `Function.apply`, which dominates when a KV-cache decoding step runs one position at a time.
 Dropout is the identity there (eval mode).
 
@@ -50,17 +50,6 @@ def check_dtype(dtype) -> np.dtype:
     if resolved is None or resolved.name not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported: use 'float32' or 'float64'")
     return resolved
-
-
-_NOTHING_NEEDED = tuple((False,) * n for n in range(8))     # needs_input_grad of an inference forward
-
-
-def run_forward(function_cls, *arrays, **params):
-    """`function_cls().forward(*arrays, **params)` on raw xp arrays with no gradient wanted:
-    the result of `function_cls.apply` under no_grad, as an array, without Tensors or a graph."""
-    fn = function_cls()
-    fn.needs_input_grad = _NOTHING_NEEDED[len(arrays)]
-    return fn.forward(*arrays, **params)
 
 
 class Parameter(Tensor):
@@ -291,8 +280,8 @@ class Linear(Module):
     def forward_arrays(self, x):
         """forward on a raw array (..., in) -> (..., out); the caller has checked the shape."""
         if self.bias is None:
-            return run_forward(LinearFunction, x, self.weight.data)
-        return run_forward(LinearFunction, x, self.weight.data, self.bias.data)
+            return LinearFunction.forward_only(x, self.weight.data)
+        return LinearFunction.forward_only(x, self.weight.data, self.bias.data)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
@@ -314,7 +303,7 @@ class Embedding(Module):
 
     def forward_arrays(self, ids):
         """forward on a raw integer array already checked to lie in [0, num_embeddings)."""
-        return run_forward(EmbeddingFunction, self.weight.data, ids)
+        return EmbeddingFunction.forward_only(self.weight.data, ids)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -335,8 +324,8 @@ class LayerNorm(Module):
 
     def forward_arrays(self, x):
         if self.bias is None:
-            return run_forward(LayerNormFunction, x, self.weight.data, eps=self.eps, has_weight=True)
-        return run_forward(LayerNormFunction, x, self.weight.data, self.bias.data, eps=self.eps,
+            return LayerNormFunction.forward_only(x, self.weight.data, eps=self.eps, has_weight=True)
+        return LayerNormFunction.forward_only(x, self.weight.data, self.bias.data, eps=self.eps,
                            has_weight=True, has_bias=True)
 
     def extra_repr(self) -> str:
@@ -356,7 +345,7 @@ class RMSNorm(Module):
         return F.rms_norm(x, self.weight, eps=self.eps)
 
     def forward_arrays(self, x):
-        return run_forward(RMSNormFunction, x, self.weight.data, eps=self.eps, has_weight=True)
+        return RMSNormFunction.forward_only(x, self.weight.data, eps=self.eps, has_weight=True)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

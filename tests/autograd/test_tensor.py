@@ -187,3 +187,12 @@ def test_cuda_without_cupy_gives_clear_error():
         pytest.skip("a CUDA device is present: the error path cannot be exercised here")
     with pytest.raises(RuntimeError, match="install the gpu extra"):
         Tensor(np.ones(2)).to("cuda")
+
+
+def test_forward_only_equals_apply_without_a_graph():
+    from autograd.layers.softmax import Softmax
+    x = np.random.default_rng(0).standard_normal((3, 5))
+    with no_grad():
+        expected = Softmax.apply(Tensor(x, requires_grad=True), axis=-1).data
+    out = Softmax.forward_only(x, axis=-1)
+    assert isinstance(out, np.ndarray) and np.array_equal(out, expected)
