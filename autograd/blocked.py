@@ -33,7 +33,7 @@ def blocked(kernel, outs: tuple, ins: tuple, block: int = BLOCK) -> None:
         kernel(tuple(o.reshape(-1) for o in outs), tuple(i.reshape(-1) for i in ins))
         return
     flat_outs = tuple(o.reshape(-1) for o in outs)
-    for o, o_flat in zip(outs, flat_outs):
+    for o in outs:
         if not o.flags.c_contiguous:
             raise ValueError("blocked: outputs must be C-contiguous")
     flat_ins = tuple(np.ascontiguousarray(i).reshape(-1) for i in ins)

@@ -291,7 +291,7 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
         raise ValueError(f"packed_self_attention: n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"packed_self_attention: dropout_p={dropout_p} must be in [0, 1)")
-    allowed = qkv.xp.tril(qkv.xp.ones((T, T), dtype=bool)) if causal else None     # (T, T): key j <= query i
+    allowed = causal_mask(T, T, qkv.xp) if causal else None                     # (T, T): key j <= query i
     keep_scaled = None
     if dropout_p > 0.0:
         gen = generator if generator is not None else default_generator(qkv.device)
@@ -363,7 +363,7 @@ def _attention_allowed(q: Tensor, k: Tensor, causal: bool, mask):
             raise ValueError(f"scaled_dot_product_attention: causal attention with {T} queries but only "
                              f"{S} keys; the queries are the last T of the S positions, so T <= S")
         # query i sits at absolute position S - T + i and sees keys j <= S - T + i
-        allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)          # (T, S)
+        allowed = causal_mask(T, S, xp)                                  # (T, S)
     if mask is not None:
         m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
         if m.dtype != np.bool_:
@@ -376,6 +376,11 @@ def _attention_allowed(q: Tensor, k: Tensor, causal: bool, mask):
                              f"(B, nh, T, S) = {(B, nh, T, S)}") from None
         allowed = m if allowed is None else (allowed & m)
     return allowed
+
+
+def causal_mask(T: int, S: int, xp=np):
+    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i."""
+    return xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
 
 
 def _repeat_kv(kv: Tensor, nh: int) -> Tensor:

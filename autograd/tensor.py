@@ -163,8 +163,7 @@ class Tensor:
         """A copy on `device` ('cpu' or 'cuda'), cut from the graph; self if already there."""
         if device == self.device:
             return self
-        out = Tensor._wrap(backend.to_device(self.data, device), self.requires_grad and self.is_leaf)
-        return out
+        return Tensor._wrap(backend.to_device(self.data, device), self.requires_grad and self.is_leaf)
 
     def zero_grad(self) -> None:
         self.grad = None

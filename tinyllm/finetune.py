@@ -58,7 +58,7 @@ from . import nn
 from .data import DataError
 from .lora import LoRAConfig, apply_lora, freeze, lora_layers, save_lora, trainable_parameters
 from .model import GPT, GPTConfig, unknown_fields
-from .train import ConfigError, Trainer, TrainConfig, make_optimizer
+from .train import ConfigError, Trainer, TrainConfig, make_optimizer, resume_checkpoint
 
 TASKS = ("classify", "instruct")
 POOLINGS = ("last", "mean")
@@ -843,12 +843,7 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
     train_config = train_config.replace(data=str(config.data))  # what `tinyllm info` shows as the data
     run_dir = Path(train_config.out)
-    checkpoint = None
-    if train_config.resume:
-        checkpoint = ckpt.load_checkpoint(run_dir)
-    elif (run_dir / "last").exists():
-        raise ConfigError(f"--out {train_config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
-                          "pass --resume to continue it, or choose a new --out directory")
+    checkpoint = resume_checkpoint(train_config)
     gpt, tokenizer = load_base_model(config.init_from, train_config.dtype, train_config.device, config.tokenizer)
     if tokenizer.vocab_size > gpt.config.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "

@@ -494,16 +494,23 @@ class Trainer:
 # ---- building a run from a config -------------------------------------------------------------
 
 
+def resume_checkpoint(config: TrainConfig):
+    """The checkpoint to continue from with --resume; None for a new run. A new run never
+    writes over an existing one: that is an error naming --out and the two ways on."""
+    run_dir = Path(config.out)
+    if config.resume:
+        return ckpt.load_checkpoint(run_dir)
+    if (run_dir / "last").exists():
+        raise ConfigError(f"--out {config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
+                          "pass --resume to continue it, or choose a new --out directory")
+    return None
+
+
 def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Trainer:
     """Data, tokenizer, model and optimizer for `config` (restored from <out>/last if resuming)."""
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
     run_dir = Path(config.out)
-    checkpoint = None
-    if config.resume:
-        checkpoint = ckpt.load_checkpoint(run_dir)
-    elif (run_dir / "last").exists():
-        raise ConfigError(f"--out {config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
-                          "pass --resume to continue it, or choose a new --out directory")
+    checkpoint = resume_checkpoint(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = resolve_corpus(config.data, config.data_ext)
     dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
