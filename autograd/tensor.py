@@ -15,7 +15,11 @@ from the output to the leaves in a reverse topological order:
 - the graph is freed as it is consumed unless `retain_graph=True`: a second backward
   through a freed graph is an error, not silent zeros.
 
-`no_grad()` switches recording off (evaluation, sampling, optimizer steps).
+`no_grad()` switches recording off (evaluation, sampling, optimizer steps); the switch
+is per thread, so threads can record their own graphs at the same time. `grad(output,
+inputs)` returns the gradients instead of accumulating them into `.grad`: threads that
+backpropagate through graphs sharing leaves (tinyllm/threads.py) use it, so no two of
+them ever write the same `.grad`.
 
 Left out: gradients of non-leaf tensors (`retain_grad`), hooks, double backward, in-place
 ops on tensors that require grad, sparse and complex tensors.
@@ -23,16 +27,19 @@ ops on tensors that require grad, sparse and complex tensors.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
 from . import backend, profiler
 
 
-class _GradMode:
-    """Whether ops record the graph. One process-wide switch (read on every op, so kept cheap);
-    the engine is not meant to record graphs from several threads at once."""
+class _GradModeState(threading.local):
+    """Whether ops record the graph, per thread (a new thread starts with recording on)."""
     enabled = True
+
+
+_GradMode = _GradModeState()
 
 
 def grad_enabled() -> bool:
@@ -174,54 +181,30 @@ class Tensor:
 
         `grad` defaults to 1 for a one-element tensor; any other tensor needs it given.
         """
+        _backpropagate(self, self._seed_gradient(grad, "backward()"), retain_graph, Tensor._accumulate)
+
+    def _seed_gradient(self, grad, who: str):
+        """The gradient backpropagation starts from: `grad` checked, or 1 for a one-element tensor."""
         if not self.requires_grad:
             raise RuntimeError(
-                "backward() on a tensor that does not require grad: no input of the computation "
+                f"{who} on a tensor that does not require grad: no input of the computation "
                 "had requires_grad=True, or it was computed under no_grad()")
         if self._freed:
             raise RuntimeError(
-                "backward() through a graph that was already freed by an earlier backward(); "
+                f"{who} through a graph that was already freed by an earlier backward(); "
                 "pass retain_graph=True to the first backward() to backpropagate twice")
         xp = self.xp
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
-                    f"backward() on a tensor of shape {self.shape} needs a gradient of that shape: "
+                    f"{who} on a tensor of shape {self.shape} needs a gradient of that shape: "
                     "call .sum() or .mean() first, or pass grad=")
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
-
-        grads = {id(self): grad}  # id(tensor) -> gradient flowing into it
-        for node in self._reverse_topological_order():
-            g = grads.pop(id(node), None)
-            fn = node._ctx
-            if fn is None:
-                if g is not None:
-                    node._accumulate(g)
-                continue
-            if g is None:
-                continue
-            if profiler._State.current is None:
-                input_grads = fn.backward(g)
-            else:
-                input_grads = profiler.timed("backward", fn.name, fn.backward, g)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if len(input_grads) != len(fn.inputs):
-                raise RuntimeError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} inputs")
-            for inp, ig in zip(fn.inputs, input_grads):
-                if ig is None or not inp.requires_grad:
-                    continue
-                key = id(inp)
-                previous = grads.get(key)
-                grads[key] = ig if previous is None else previous + ig
-            if not retain_graph:
-                node._ctx = None
-                node._freed = True
-                fn.inputs = ()
+                raise ValueError(f"{who}: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        return grad
 
     def _accumulate(self, g) -> None:
         if g.shape != self.data.shape:
@@ -276,6 +259,65 @@ class Tensor:
     # ---- operators (defined in autograd.ops, attached in autograd/__init__) --------------
     def __hash__(self):
         return id(self)
+
+
+
+def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
+    """Send `grad` from `root` back through its graph; call on_leaf(leaf, gradient) at each leaf."""
+    grads = {id(root): grad}  # id(tensor) -> gradient flowing into it
+    for node in root._reverse_topological_order():
+        g = grads.pop(id(node), None)
+        fn = node._ctx
+        if fn is None:
+            if g is not None:
+                on_leaf(node, g)
+            continue
+        if g is None:
+            continue
+        if profiler._State.current is None:
+            input_grads = fn.backward(g)
+        else:
+            input_grads = profiler.timed("backward", fn.name, fn.backward, g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) != len(fn.inputs):
+            raise RuntimeError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} inputs")
+        for inp, ig in zip(fn.inputs, input_grads):
+            if ig is None or not inp.requires_grad:
+                continue
+            key = id(inp)
+            previous = grads.get(key)
+            grads[key] = ig if previous is None else previous + ig
+        if not retain_graph:
+            node._ctx = None
+            node._freed = True
+            fn.inputs = ()
+
+
+def grad(output: Tensor, inputs, grad_output=None, retain_graph: bool = False) -> list:
+    """d(output)/d(input), times grad_output, for each tensor in `inputs`, returned as arrays.
+
+    Unlike `output.backward()`, nothing is written to any `.grad`: an input the output does
+    not depend on gets None, and leaves not listed are left alone. The list holds fresh arrays
+    (never two references to one array, never the caller's grad_output).
+    """
+    inputs = list(inputs)
+    seed = output._seed_gradient(grad_output, "grad()")
+    wanted = {id(t): i for i, t in enumerate(inputs)}
+    results = [None] * len(inputs)
+    taken = {id(seed)}
+
+    def collect(leaf, g):
+        i = wanted.get(id(leaf))
+        if i is None:
+            return
+        if id(g) in taken or g.dtype != leaf.dtype:
+            g = g.astype(leaf.dtype, copy=True)
+        taken.add(id(g))
+        results[i] = g
+
+    _backpropagate(output, seed, retain_graph, collect)
+    return results
 
 
 def as_tensor(value, like: Tensor | None = None) -> Tensor:

@@ -54,7 +54,8 @@ def run_ours(args, shape, env) -> dict:
                "--block-size", str(T), "--batch-size", str(B), "--max-iters", str(args.iters),
                "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-iters", "100", "--weight-decay", "0.1",
                "--beta2", "0.99", "--grad-clip", "1.0", "--dropout", "0", "--eval-interval", str(args.iters),
-               "--eval-iters", "1", "--log-interval", str(log_every), "--seed", "1337"]
+               "--eval-iters", "1", "--log-interval", str(log_every), "--seed", "1337",
+               "--threads", str(args.threads)]
         _, rss = run_measured_with_rusage(cmd, env)
         records = [json.loads(line) for line in open(Path(out_dir) / "metrics.jsonl") if line.strip()]
     steps = [r for r in records if "elapsed_s" in r and "tokens_seen" in r]

@@ -25,7 +25,9 @@ groups (the optimizer builds its own), lazy shapes.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -69,28 +71,52 @@ class SharedGenerator:
     and lets a checkpoint store and restore its state for an exact resume.
     Moving to another device starts a fresh generator there from the same seed
     (NumPy and CuPy generators have different states).
+
+    Threads that run the model at once (tinyllm/threads.py) each draw from a generator of
+    their own: `spawn(n)` seeds n generators from this one (advancing it, so the run stays
+    repeatable), and inside `with shared.use(g):` the current thread's layers draw from g.
     """
 
     def __init__(self, seed: int = 0, device: str = "cpu"):
         self.seed = int(seed)
         self.device = device
-        self.generator = backend.new_generator(self.seed, device)
+        self._generator = backend.new_generator(self.seed, device)
+        self._local = threading.local()   # .generator: this thread's override, if any
+
+    @property
+    def generator(self):
+        return getattr(self._local, "generator", None) or self._generator
+
+    def spawn(self, n: int) -> list:
+        """n new generators seeded from this one (which advances by one draw)."""
+        seeds = self._generator.integers(0, 2**62, size=n)
+        return [backend.new_generator(int(s), self.device) for s in seeds]
+
+    @contextlib.contextmanager
+    def use(self, generator):
+        """Within the block, this thread's dropout layers draw from `generator`."""
+        previous = getattr(self._local, "generator", None)
+        self._local.generator = generator
+        try:
+            yield generator
+        finally:
+            self._local.generator = previous
 
     def state(self) -> dict:
         """A JSON-serialisable snapshot of the generator (CPU generators only)."""
         if self.device != "cpu":
             raise NotImplementedError("state(): only the CPU (NumPy) generator state can be saved")
-        return backend.generator_state(self.generator)
+        return backend.generator_state(self._generator)
 
     def set_state(self, state: dict) -> None:
         if self.device != "cpu":
             raise NotImplementedError("set_state(): only the CPU (NumPy) generator state can be restored")
-        backend.set_generator_state(self.generator, state)
+        backend.set_generator_state(self._generator, state)
 
     def to(self, device: str) -> "SharedGenerator":
         if device != self.device:
             self.device = device
-            self.generator = backend.new_generator(self.seed, device)
+            self._generator = backend.new_generator(self.seed, device)
         return self
 
 

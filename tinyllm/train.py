@@ -7,6 +7,8 @@ One optimisation step, in order (each piece replaceable, for parallel/):
 
     batches = grad_accum micro-batches from the seeded train sampler
     loss    = compute_gradients(model, batches)     # mean loss; grads accumulate in .grad
+                                                    # (on a CPU, each batch split by rows across
+                                                    # --threads threads: tinyllm/threads.py)
     norm    = grad_norm_fn(params)                  # global L2 norm (a pipeline all-reduces)
     clip to grad_clip, optimizer.step(lr = schedule(step)), zero the grads
 
@@ -43,6 +45,7 @@ from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, pr
                           resolve_corpus)
 from tinyllm.model import GPT, GPTConfig, unknown_fields
 from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW, clip_grad_norm, global_grad_norm, make_schedule
+from tinyllm.threads import DataThreads, default_threads
 
 # TrainConfig fields that shape the model: None means "the preset's value".
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "norm", "mlp",
@@ -96,6 +99,7 @@ class TrainConfig:
     seed: int = 1337                  # weights, dropout masks and batches all follow from it
     dtype: str = "float32"            # "float32" or "float64"
     device: str = "cpu"               # "cpu" or "cuda"
+    threads: int = 0                  # threads splitting each batch by rows (0 = OMP_NUM_THREADS or the cores)
     resume: bool = False              # continue from <out>/last
     progress: str = "auto"            # "auto" (bar on a terminal, lines otherwise), "bar", "log", "none"
     # pipeline and data parallelism (parallel/ runs these; 1 = a single process)
@@ -115,6 +119,8 @@ class TrainConfig:
             _check(self, name, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
                    "must be a positive integer")
         _check(self, "warmup_iters", lambda v: isinstance(v, int) and v >= 0, "must be 0 or more")
+        _check(self, "threads", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+               "must be 0 (one per core) or a positive integer")
         _check(self, "seed", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer")
         _check(self, "lr", lambda v: _number(v) and v > 0, "must be positive (e.g. 1e-3)")
         _check(self, "min_lr", lambda v: _number(v) and 0 <= v <= self.lr,
@@ -200,8 +206,15 @@ def compute_gradients(model, batches) -> float:
     return total * scale
 
 
-@no_grad()
-def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: int, seed: int) -> float:
+def batch_loss(model, x, y) -> float:
+    """The model's mean loss on one batch, without a graph."""
+    with no_grad():
+        _, loss = model(x, y)
+    return float(loss.item())
+
+
+def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: int, seed: int,
+                  batch_loss=batch_loss) -> float:
     """Mean loss over `eval_iters` batches drawn by a generator seeded with `seed` (same batches each call)."""
     sampler = BatchSampler(tokens, block_size, batch_size, seed)
     was_training = model.training
@@ -209,8 +222,7 @@ def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: i
     total = 0.0
     for _ in range(eval_iters):
         x, y = sampler.next_batch()
-        _, loss = model(x, y)
-        total += float(loss.item())
+        total += batch_loss(model, x, y)
     model.train(was_training)
     return total / eval_iters
 
@@ -306,12 +318,13 @@ class Trainer:
     """Runs optimisation steps on a model; see the module docstring for one step.
 
     compute_gradients(model, batches) -> mean loss and grad_norm_fn(params) -> float are the
-    seams parallel/ replaces. `run_dir=None` trains without writing anything.
+    seams parallel/ replaces; compute_gradients and batch_loss(model, x, y) -> float are the
+    ones tinyllm.threads.DataThreads fills. `run_dir=None` trains without writing anything.
     """
 
     def __init__(self, config: TrainConfig, model, optimizer, train_tokens, val_tokens, *, tokenizer=None,
                  run_dir=None, compute_gradients=compute_gradients, grad_norm_fn=global_grad_norm,
-                 progress_stream=None, is_writer: bool = True):
+                 batch_loss=batch_loss, progress_stream=None, is_writer: bool = True):
         self.config = config
         self.model = model
         self.optimizer = optimizer
@@ -321,6 +334,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.compute_gradients = compute_gradients
         self.grad_norm_fn = grad_norm_fn
+        self.batch_loss = batch_loss
         self.is_writer = is_writer
         self.block_size = model.config.block_size
         self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
@@ -397,7 +411,7 @@ class Trainer:
     def evaluate(self) -> dict:
         cfg = self.config
         return {split: estimate_loss(self.model, tokens, self.block_size, cfg.batch_size, cfg.eval_iters,
-                                     seed=cfg.seed + offset)
+                                     seed=cfg.seed + offset, batch_loss=self.batch_loss)
                 for split, tokens, offset in (("train", self.train_tokens, 1), ("val", self.val_tokens, 2))}
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -531,16 +545,29 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
                                        "one built for this run's corpus; resume with the same --data and --tokenizer")
     model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
     optimizer = make_optimizer(config, list(model.named_parameters()))
+    threads = resolve_threads(config)
+    seams = {}
+    if threads > 1:
+        workers = DataThreads(threads)
+        seams = {"compute_gradients": workers.gradients, "batch_loss": workers.loss}
     trainer = Trainer(config, model, optimizer, dataset.train, dataset.val, tokenizer=dataset.tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream)
+                      run_dir=run_dir, progress_stream=progress_stream, **seams)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     ckpt.write_json_atomic(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
     log(f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, {model_config.n_head} heads, "
         f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
-        f"{config.tokens_per_step:,} tokens per step; run directory {run_dir}")
+        f"{config.tokens_per_step:,} tokens per step; {threads} thread{'s' if threads > 1 else ''}; "
+        f"run directory {run_dir}")
     return trainer
+
+
+def resolve_threads(config: TrainConfig) -> int:
+    """How many threads split each batch: --threads, else OMP_NUM_THREADS or the cores; 1 on a GPU."""
+    if config.device != "cpu":
+        return 1
+    return min(config.threads or default_threads(), config.batch_size)
 
 
 def train(config: TrainConfig, progress_stream=None, stop_at: int | None = None) -> RunResult:

@@ -196,3 +196,46 @@ def test_forward_only_equals_apply_without_a_graph():
         expected = Softmax.apply(Tensor(x, requires_grad=True), axis=-1).data
     out = Softmax.forward_only(x, axis=-1)
     assert isinstance(out, np.ndarray) and np.array_equal(out, expected)
+
+
+# ---- autograd.grad: gradients returned, not accumulated --------------------------------
+
+
+def test_grad_returns_what_backward_accumulates_and_writes_no_grad():
+    from autograd import grad
+    rng = np.random.default_rng(0)
+    a = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = Tensor(rng.standard_normal((4,)), requires_grad=True)
+    unused = Tensor(rng.standard_normal(2), requires_grad=True)
+
+    def f():
+        return ((a * b).tanh() + a).sum()
+    ga, gb, gu = grad(f(), [a, b, unused])
+    assert a.grad is None and b.grad is None and gu is None
+    f().backward()
+    np.testing.assert_array_equal(ga, a.grad)
+    np.testing.assert_array_equal(gb, b.grad)
+
+
+def test_grad_scales_by_grad_output_and_never_returns_one_array_twice():
+    from autograd import grad
+    x = Tensor(np.arange(3.0), requires_grad=True)
+    y = Tensor(np.ones(3), requires_grad=True)
+    seed = np.full(3, 2.0)
+    gx, gy = grad(x + y, [x, y], grad_output=seed)   # Add passes one gradient array to both inputs
+    np.testing.assert_array_equal(gx, seed)
+    np.testing.assert_array_equal(gy, seed)
+    gx += 1
+    assert gy[0] == 2.0 and seed[0] == 2.0
+    (gx,) = grad(x, [x], grad_output=seed)           # the output is the input itself
+    gx += 1
+    assert seed[0] == 2.0
+
+
+def test_grad_errors_like_backward():
+    from autograd import grad
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"grad\(\) on a tensor of shape \(3,\)"):
+        grad(x * 2, [x])
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        grad(Tensor(np.ones(1)), [x])

@@ -50,9 +50,9 @@ def _weights(trainer):
     return {name: p.data.copy() for name, p in trainer.model.named_parameters()}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_file, tiny, dtype):
-    settings = dict(dtype=dtype, dropout=0.1, grad_accum=2, max_iters=20, eval_interval=6)
+@pytest.mark.parametrize("dtype, threads", [("float64", 1), ("float32", 1), ("float64", 3), ("float32", 2)])
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_file, tiny, dtype, threads):
+    settings = dict(dtype=dtype, dropout=0.1, grad_accum=2, max_iters=20, eval_interval=6, threads=threads)
     straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
     full = straight.run()
 

@@ -82,6 +82,7 @@ _FLAGS = {
     "seed": (int, "seed for weights, dropout and batches"),
     "dtype": (str, "float32 or float64"),
     "device": (str, "cpu or cuda (CuPy)"),
+    "threads": (int, "threads splitting each batch by rows (0 = OMP_NUM_THREADS if set, else one per core)"),
     "progress": (str, "auto (bar on a terminal), bar, log or none"),
     "pipeline-stages": (int, "pipeline stages (needs mpiexec and the mpi extra)"),
     "microbatches": (int, "micro-batches per step in a pipeline"),

@@ -1,0 +1,141 @@
+"""Data parallelism across the cores of one machine: each thread runs a slice of the batch.
+
+NumPy runs every ufunc on one core, so the elementwise part of a training step (GELU,
+softmax, norms, the optimizer) leaves the other cores idle however many threads BLAS
+has. Here a batch of B rows is cut into `n` contiguous slices (sizes differ by at most
+one) and thread i runs the forward and backward of slice i, with BLAS limited to one
+thread, while the other threads run theirs: every op of the step uses all the cores, not
+just the matrix products. NumPy releases the GIL inside array operations, so the threads
+only queue for it in the Python glue between ops.
+
+    workers = DataThreads(2)
+    loss = workers.gradients(model, [(x, y)])     # mean loss; gradients summed into .grad
+    loss = workers.loss(model, x, y)              # the same mean loss, no graph
+
+Exactness: each thread gets its gradients from `autograd.grad` (returned, not accumulated,
+so no two threads write one `.grad`), weighted by rows_i / B; the main thread adds the
+slices' gradients into `.grad` in slice order. The same thread count gives the same
+numbers on every run; another thread count adds in another order (float32 results differ
+in the last bits, float64 ones by ~1e-15 relative).
+
+Dropout: each slice draws its masks from its own generator, spawned from the model's
+shared one at every step (so the run stays repeatable and resumable).
+
+Left out: CuPy arrays (a GPU is one device; use one thread), losses that are not a mean
+over equally many tokens per row (masked finetuning losses, where weighting slices by
+rows would not give the batch mean), and splitting single sequences across threads.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from autograd import grad, no_grad
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS (or OPENBLAS_NUM_THREADS) when set, else the cores this process may use."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def split_rows(n_rows: int, parts: int) -> list:
+    """`parts` contiguous (start, stop) ranges covering n_rows, sizes differing by at most one."""
+    parts = max(1, min(parts, n_rows))
+    bounds = [n_rows * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _BlasThreads:
+    """Limits BLAS to one thread inside `with self.one():` (threadpoolctl; a no-op without it)."""
+
+    def __init__(self):
+        try:
+            from threadpoolctl import ThreadpoolController
+            self._controller = ThreadpoolController()
+        except Exception:  # threadpoolctl missing or unable to inspect this process
+            self._controller = None
+
+    def one(self):
+        if self._controller is None:
+            return contextlib.nullcontext()
+        return self._controller.limit(limits=1, user_api="blas")
+
+
+class DataThreads:
+    """`threads` threads (this one and threads - 1 workers) that split every batch by rows."""
+
+    def __init__(self, threads: int):
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinyllm") if threads > 1 else None
+        self._blas = _BlasThreads()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _run(self, fn, jobs: list) -> list:
+        """fn(*job) for every job: the first on this thread, the rest on the workers; results in order."""
+        if len(jobs) == 1 or self._pool is None:
+            return [fn(*job) for job in jobs]
+        with self._blas.one():
+            futures = [self._pool.submit(fn, *job) for job in jobs[1:]]
+            try:
+                first = fn(*jobs[0])
+            finally:
+                results = [f.result() for f in futures]  # wait for all, even when this thread failed
+            return [first] + results
+
+    def gradients(self, model, batches) -> float:
+        """Forward and backward every (x, y) micro-batch, each split across the threads.
+
+        Returns the mean loss; adds d(mean loss)/d(param) into every trainable parameter's
+        `.grad` (a drop-in for tinyllm.train.compute_gradients).
+        """
+        params = [p for p in model.parameters() if p.requires_grad]
+        scale = 1.0 / len(batches)
+        total = 0.0
+        for x, y in batches:
+            ranges = split_rows(len(x), self.threads)
+            generators = model.generator.spawn(len(ranges))
+            jobs = [(model, params, x[a:b], y[a:b], scale * (b - a) / len(x), g)
+                    for (a, b), g in zip(ranges, generators)]
+            results = self._run(_slice_gradients, jobs)
+            for i, p in enumerate(params):  # slice order: the same sums on every run
+                g = None
+                for _, grads in results:
+                    if grads[i] is not None:
+                        g = grads[i] if g is None else g + grads[i]
+                if g is not None:
+                    p._accumulate(g)
+            total += sum(loss * (b - a) / len(x) for (loss, _), (a, b) in zip(results, ranges))
+        return total * scale
+
+    def loss(self, model, x, y) -> float:
+        """The model's mean loss on (x, y), without a graph, the rows split across the threads."""
+        ranges = split_rows(len(x), self.threads)
+        losses = self._run(_slice_loss, [(model, x[a:b], y[a:b]) for a, b in ranges])
+        return sum(loss * (b - a) / len(x) for loss, (a, b) in zip(losses, ranges))
+
+
+def _slice_gradients(model, params, x, y, weight: float, generator) -> tuple:
+    with model.generator.use(generator):
+        _, loss = model(x, y)
+        grads = grad(loss, params, grad_output=weight)
+    return float(loss.item()), grads
+
+
+def _slice_loss(model, x, y) -> float:
+    with no_grad():
+        _, loss = model(x, y)
+    return float(loss.item())
