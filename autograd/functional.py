@@ -266,6 +266,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     return probs @ _repeat_kv(v, q.shape[1])                            # (B, nh, T, S) @ (B, nh, S, hs)
 
 
+CAUSAL_BLOCK = 32  # query rows per block in packed_self_attention's causal block path
+
+
 def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None, causal: bool = True,
                           dropout_p: float = 0.0, generator=None, fused: bool = True,
                           scale: float | None = None) -> Tensor:
@@ -291,14 +294,16 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
         raise ValueError(f"packed_self_attention: n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"packed_self_attention: dropout_p={dropout_p} must be in [0, 1)")
-    allowed = causal_mask(T, T, qkv.xp) if causal else None                     # (T, T): key j <= query i
+    # Causal over 64+ positions: query blocks of 32+ rows skip the scores above the diagonal.
+    blocks = T // CAUSAL_BLOCK if causal and T >= 2 * CAUSAL_BLOCK else None
+    allowed = causal_mask(T, T, qkv.xp) if causal and not blocks else None     # (T, T): key j <= query i
     keep_scaled = None
     if dropout_p > 0.0:
         gen = generator if generator is not None else default_generator(qkv.device)
         keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen)
     scale = 1.0 / float(np.sqrt(hs)) if scale is None else float(scale)
     return PackedSelfAttention.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
-                                     scale=scale, keep_scaled=keep_scaled)
+                                     scale=scale, keep_scaled=keep_scaled, causal_blocks=blocks)
 
 
 def dropout_scaled_mask(shape, dtype, p: float, generator):

@@ -25,7 +25,14 @@ are never copied, and dK, dV sum over the group automatically inside the matmul.
 A query row with no allowed key (a fully masked padding row) has P = 0: output 0 and zero
 gradient, never NaN.
 
-Left out: blockwise (flash) tiling, attention biases (ALiBi), cross-attention-specific masks.
+Causal self-attention over long sequences (BlockCausalAttention) cuts the queries into
+blocks and gives block [a, b) only the keys [0, b): the scores above the diagonal are never
+computed, exponentiated or multiplied, which saves (n - 1) / 2n of the work for n blocks
+(3/8 at n = 4). Each block is the math above with the keys truncated; dK and dV add up
+over the blocks that see each key.
+
+Left out: online-softmax (flash) tiling over keys, attention biases (ALiBi),
+cross-attention-specific masks.
 """
 from __future__ import annotations
 
@@ -113,6 +120,69 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv
 
 
+class BlockCausalAttention(Function):
+    """Causal self-attention (T queries on the same T keys) computed in `blocks` query blocks.
+
+    Query block [a, b) attends to keys [0, b) under the mask key j <= query i; the result
+    equals ScaledDotProductAttention with the (T, T) causal mask (to rounding: the dK and dV
+    sums are split at block edges). Same inputs, saved state and terms as that Function.
+    """
+
+    def forward(self, q, k, v, blocks=2, scale=1.0, keep_scaled=None):
+        B, nh, T, hs = q.shape
+        nkv = k.shape[1]
+        g = nh // nkv
+        xp = get_array_module(q)
+        q_scaled = xp.empty(q.shape, dtype=q.dtype)                # (B, nh, T, hs)
+        xp.multiply(q, q.dtype.type(scale), out=q_scaled)
+        out = xp.empty((B, nh, T, hs), dtype=q.dtype)
+        self.bounds = [(T * i // blocks, T * (i + 1) // blocks) for i in range(blocks)]
+        self.probs = []
+        for a, b in self.bounds:
+            c = b - a
+            qb = q_scaled[:, :, a:b].reshape(B, nkv, g * c, hs)     # (B, nkv, g*c, hs)
+            scores = (qb @ k[:, :, :b].swapaxes(-1, -2)).reshape(B, nh, c, b)   # keys [0, b) only
+            probs = masked_softmax_(scores, xp.tril(xp.ones((c, b), dtype=bool), k=a))   # key j <= a + i
+            weights = probs if keep_scaled is None else probs * keep_scaled[:, :, a:b, :b]
+            out[:, :, a:b] = (weights.reshape(B, nkv, g * c, b) @ v[:, :, :b]).reshape(B, nh, c, hs)
+            self.probs.append(probs)                               # (B, nh, c, b)
+        self.q_scaled, self.k, self.v, self.keep_scaled, self.out = q_scaled, k, v, keep_scaled, out
+        self.scale = scale
+        return out
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        q_scaled, k, v, keep = self.q_scaled, self.k, self.v, self.keep_scaled
+        B, nh, T, hs = q_scaled.shape
+        nkv = k.shape[1]
+        g = nh // nkv
+        need_q, need_k, need_v = self.needs_input_grad[:3]
+        dq = xp.empty(q_scaled.shape, dtype=grad.dtype) if need_q else None
+        dk = xp.zeros(k.shape, dtype=grad.dtype) if need_k else None
+        dv = xp.zeros(v.shape, dtype=grad.dtype) if need_v else None
+        rowdot = xp.einsum("bhtd,bhtd->bht", grad, self.out)[..., None]   # rowsum(dO * O), (B, nh, T, 1)
+        scale = grad.dtype.type(self.scale)
+        for (a, b), probs in zip(self.bounds, self.probs):
+            c = b - a
+            gb = grad[:, :, a:b].reshape(B, nkv, g * c, hs)         # (B, nkv, g*c, hs)
+            keep_b = None if keep is None else keep[:, :, a:b, :b]
+            if need_v:                                             # term 1: dV[:b] += (P * M)^T dO
+                weights = probs if keep_b is None else probs * keep_b
+                dv[:, :, :b] += weights.reshape(B, nkv, g * c, b).swapaxes(-1, -2) @ gb
+            if need_q or need_k:
+                dp = (gb @ v[:, :, :b].swapaxes(-1, -2)).reshape(B, nh, c, b)   # term 2: dP = dO V^T
+                if keep_b is not None:
+                    dp *= keep_b
+                dp -= rowdot[:, :, a:b]                            # term 3: dS = P * (dP - rowsum(dO * O))
+                dp *= probs
+                ds = dp.reshape(B, nkv, g * c, b)
+                if need_q:                                         # term 4: dQ = dS K * scale
+                    dq[:, :, a:b] = (ds @ k[:, :, :b]).reshape(B, nh, c, hs) * scale
+                if need_k:                                         # dK[:b] += dS^T (Q * scale)
+                    dk[:, :, :b] += ds.swapaxes(-1, -2) @ q_scaled[:, :, a:b].reshape(B, nkv, g * c, hs)
+        return dq, dk, dv
+
+
 class PackedSelfAttention(Function):
     """Self-attention from the fused QKV projection straight to the merged heads.
 
@@ -124,15 +194,20 @@ class PackedSelfAttention(Function):
     Backward writes dq, dk, dv straight into their places in one (B, T, W) gradient.
     """
 
-    def forward(self, qkv, n_head=1, n_kv_head=1, allowed=None, scale=1.0, keep_scaled=None):
+    def forward(self, qkv, n_head=1, n_kv_head=1, allowed=None, scale=1.0, keep_scaled=None, causal_blocks=None):
         B, T, W = qkv.shape
         nh, nkv = n_head, n_kv_head
         hs = W // (nh + 2 * nkv)
         heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)    # (B, nh + 2 nkv, T, hs), a view
-        self.inner = ScaledDotProductAttention()
-        self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
-        out = self.inner.forward(heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:],
-                                 allowed=allowed, scale=scale, keep_scaled=keep_scaled)   # (B, nh, T, hs)
+        q, k, v = heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:]
+        if causal_blocks:                                                    # causal, in query blocks
+            self.inner = BlockCausalAttention()
+            self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
+            out = self.inner.forward(q, k, v, blocks=causal_blocks, scale=scale, keep_scaled=keep_scaled)
+        else:
+            self.inner = ScaledDotProductAttention()
+            self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
+            out = self.inner.forward(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)  # (B, nh, T, hs)
         self.heads_shape = (B, T, nh, nkv, hs)
         return out.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)              # (B, T, nh, hs) -> (B, T, C)
 

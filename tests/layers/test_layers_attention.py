@@ -222,3 +222,29 @@ def test_packed_self_attention_three_way_and_equals_split_heads(heads, dropout_p
 def test_packed_self_attention_rejects_bad_widths():
     with pytest.raises(ValueError, match=r"not \(B, T, \(nh \+ 2 nkv\) hs\) for n_head=4, n_kv_head=2"):
         F.packed_self_attention(Tensor(np.zeros((1, 3, 10))), 4, 2)
+
+
+@pytest.mark.parametrize("heads, T", [((2, 2), 13), ((4, 2), 11), ((3, 1), 16)])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_block_causal_path_three_way(monkeypatch, heads, T, dropout_p):
+    """Causal attention in query blocks (keys above the diagonal skipped) = the composed full attention."""
+    from autograd import functional
+    from autograd.layers.attention import BlockCausalAttention
+    monkeypatch.setattr(functional, "CAUSAL_BLOCK", 4)       # T // 4 blocks, uneven ones included
+    nh, nkv = heads
+    hs = 3
+    qkv = np.random.default_rng(T).standard_normal((2, T, (nh + 2 * nkv) * hs))
+
+    def packed(fused):
+        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
+                                                 generator=np.random.default_rng(7))
+    y = packed(True)(Tensor(qkv, requires_grad=True))
+    assert isinstance(y._ctx.inner, BlockCausalAttention) and len(y._ctx.inner.bounds) == T // 4
+    assert_three_way(packed(True), packed(False), [qkv])
+
+
+def test_block_causal_path_is_taken_from_64_positions():
+    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention
+    for T, kind in [(63, ScaledDotProductAttention), (64, BlockCausalAttention), (300, BlockCausalAttention)]:
+        y = F.packed_self_attention(Tensor(np.zeros((1, T, 6)), requires_grad=True), 1)
+        assert type(y._ctx.inner) is kind, T
