@@ -11,6 +11,12 @@ from tinyllm.optim import (SGD, AdamW, ConstantSchedule, CosineSchedule, clip_gr
                            make_schedule)
 
 
+def blocked_small(kernel, outs, ins):
+    """autograd.blocked with 5-element blocks, so a (3, 4) parameter is updated in uneven pieces."""
+    from autograd.blocked import blocked
+    blocked(kernel, outs, ins, block=5)
+
+
 def params_with_grads(seed=0):
     rng = np.random.default_rng(seed)
     named = [("w", Parameter(rng.standard_normal((3, 4)), dtype="float64")),
@@ -23,7 +29,11 @@ def set_grads(named, rng):
         p.grad = rng.standard_normal(p.shape)
 
 
-def test_adamw_matches_the_update_rule_and_decays_only_matrices():
+@pytest.mark.parametrize("blocked", [False, True])
+def test_adamw_matches_the_update_rule_and_decays_only_matrices(monkeypatch, blocked):
+    from tinyllm import optim
+    monkeypatch.setattr(optim, "BLOCKED_MIN_SIZE", 0 if blocked else 1 << 62)
+    monkeypatch.setattr(optim, "blocked", lambda kernel, outs, ins: blocked_small(kernel, outs, ins))
     named, rng = params_with_grads()
     lr, b1, b2, eps, wd = 1e-2, 0.9, 0.99, 1e-8, 0.1
     opt = AdamW(named, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
