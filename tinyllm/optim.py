@@ -46,7 +46,12 @@ def _named(named_parameters) -> list:
 
 
 class Optimizer:
-    """Base: holds (name, parameter) pairs in a fixed order and a step counter."""
+    """Base: holds (name, parameter) pairs in a fixed order and a step counter.
+
+    Each parameter's update reads only its own gradient and state, so `parallel` (set to
+    tinyllm.threads.DataThreads.parameter_groups) may update groups of parameters on
+    several threads: the numbers are the same as one after the other.
+    """
 
     kind = "optimizer"
 
@@ -54,6 +59,7 @@ class Optimizer:
         self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order
         self.lr = float(lr)
         self.step_count = 0
+        self.parallel = None                    # parallel(fn, named): fn(group) on groups of named, at once
 
     def zero_grad(self) -> None:
         for _, p in self.params:
@@ -64,9 +70,15 @@ class Optimizer:
         if lr is not None:
             self.lr = float(lr)
         self.step_count += 1
-        for name, p in self.params:
-            if p.grad is not None:
-                self._update(name, p)
+        todo = [(name, p) for name, p in self.params if p.grad is not None]
+        if self.parallel is None:
+            self._update_all(todo)
+        else:
+            self.parallel(self._update_all, todo)
+
+    def _update_all(self, named: list) -> None:
+        for name, p in named:
+            self._update(name, p)
 
     def _update(self, name: str, p) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -11,6 +11,7 @@ only queue for it in the Python glue between ops.
     workers = DataThreads(2)
     loss = workers.gradients(model, [(x, y)])     # mean loss; gradients summed into .grad
     loss = workers.loss(model, x, y)              # the same mean loss, no graph
+    optimizer.parallel = workers.parameter_groups # each thread updates its share of the parameters
 
 Exactness: each thread gets its gradients from `autograd.grad` (returned, not accumulated,
 so no two threads write one `.grad`), weighted by rows_i / B; the main thread adds the
@@ -51,6 +52,20 @@ def split_rows(n_rows: int, parts: int) -> list:
     parts = max(1, min(parts, n_rows))
     bounds = [n_rows * i // parts for i in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def split_by_size(sizes: list, parts: int) -> list:
+    """At most `parts` contiguous non-empty (start, stop) ranges of `sizes`, about equal in total size."""
+    total = sum(sizes)
+    ranges, start, seen = [], 0, 0
+    for i, size in enumerate(sizes):
+        seen += size
+        if len(ranges) < parts - 1 and seen * parts >= total * (len(ranges) + 1):
+            ranges.append((start, i + 1))
+            start = i + 1
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
 
 
 class _BlasThreads:
@@ -111,15 +126,20 @@ class DataThreads:
             jobs = [(model, params, x[a:b], y[a:b], scale * (b - a) / len(x), g)
                     for (a, b), g in zip(ranges, generators)]
             results = self._run(_slice_gradients, jobs)
-            for i, p in enumerate(params):  # slice order: the same sums on every run
-                g = None
-                for _, grads in results:
-                    if grads[i] is not None:
-                        g = grads[i] if g is None else g + grads[i]
-                if g is not None:
-                    p._accumulate(g)
+            slice_grads = [grads for _, grads in results]
+            self.parameter_groups(lambda group: _add_slices(group, slice_grads), list(enumerate(params)))
             total += sum(loss * (b - a) / len(x) for (loss, _), (a, b) in zip(results, ranges))
         return total * scale
+
+    def parameter_groups(self, fn, named: list) -> None:
+        """fn(group) for contiguous groups of [(name, param)] of about equal sizes, one per thread.
+
+        Optimizer.parallel: each parameter's update is independent, so the result is the
+        same as one thread's.
+        """
+        groups = [named[a:b] for a, b in split_by_size([int(p.size) for _, p in named], self.threads)]
+        # named: [(name, param)] or [(index, param)]
+        self._run(fn, [(g,) for g in groups])
 
     def loss(self, model, x, y) -> float:
         """The model's mean loss on (x, y), without a graph, the rows split across the threads."""
@@ -133,6 +153,21 @@ def _slice_gradients(model, params, x, y, weight: float, generator) -> tuple:
         _, loss = model(x, y)
         grads = grad(loss, params, grad_output=weight)
     return float(loss.item()), grads
+
+
+def _add_slices(group: list, slice_grads: list) -> None:
+    """For each (i, param) of group: .grad += the slices' gradients of param i, in slice order."""
+    for i, p in group:
+        g = None
+        for grads in slice_grads:
+            if grads[i] is not None:
+                g = grads[i] if g is None else g + grads[i]
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g          # a fresh array of p's dtype (autograd.grad never hands out one twice)
+        else:
+            p.grad += g
 
 
 def _slice_loss(model, x, y) -> float:

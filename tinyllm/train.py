@@ -550,6 +550,7 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     if threads > 1:
         workers = DataThreads(threads)
         seams = {"compute_gradients": workers.gradients, "batch_loss": workers.loss}
+        optimizer.parallel = workers.parameter_groups
     trainer = Trainer(config, model, optimizer, dataset.train, dataset.val, tokenizer=dataset.tokenizer,
                       run_dir=run_dir, progress_stream=progress_stream, **seams)
     if checkpoint is not None:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, grad_enabled, no_grad
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.threads import DataThreads, default_threads, split_rows
+from tinyllm.optim import AdamW
+from tinyllm.threads import DataThreads, default_threads, split_by_size, split_rows
 from tinyllm.train import TrainConfig, batch_loss, compute_gradients, resolve_threads
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -27,6 +28,35 @@ def test_split_rows_covers_the_batch_in_contiguous_nearly_equal_slices(rows, par
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     sizes = [b - a for a, b in ranges]
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=30), st.integers(1, 6))
+def test_split_by_size_gives_contiguous_groups_of_about_equal_size(sizes, parts):
+    ranges = split_by_size(sizes, parts)
+    assert 1 <= len(ranges) <= parts
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(sizes)
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+    totals = [sum(sizes[a:b]) for a, b in ranges]
+    assert max(totals) <= sum(sizes) / parts + max(sizes)   # within one item of an even share
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_optimizer_steps_on_threads_equal_one_thread_bitwise(threads):
+    models = [GPT(CONFIG, seed=3), GPT(CONFIG, seed=3)]
+    optimizers = [AdamW(list(m.named_parameters()), lr=1e-2, weight_decay=0.1) for m in models]
+    workers = DataThreads(threads)
+    optimizers[1].parallel = workers.parameter_groups
+    try:
+        for step in range(3):
+            x, y = _batch(4, step)
+            for m, opt in zip(models, optimizers):
+                opt.zero_grad()
+                compute_gradients(m, [(x, y)])
+                opt.step()
+    finally:
+        workers.close()
+    for (name, p), (_, q) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        assert np.array_equal(p.data, q.data), name
 
 
 @pytest.mark.parametrize("rows, threads", [(6, 2), (7, 3), (5, 4), (2, 5)])
