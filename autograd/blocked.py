@@ -39,6 +39,9 @@ def blocked(kernel, outs: tuple, ins: tuple, block: int = BLOCK) -> None:
     flat_ins = tuple(np.ascontiguousarray(i).reshape(-1) for i in ins)
     n = flat_outs[0].size
     with np.errstate(over="ignore"):  # kernels may rely on exp overflowing to inf
+        if n <= block:                # one block: no slicing
+            kernel(flat_outs, flat_ins)
+            return
         for start in range(0, n, block):
             stop = min(start + block, n)
             kernel(tuple(o[start:stop] for o in flat_outs), tuple(i[start:stop] for i in flat_ins))

@@ -22,6 +22,8 @@ Left out: normalising over more than the last axis, running statistics (that is 
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..function import Function
 
@@ -29,6 +31,14 @@ from ..function import Function
 def _sum_over_rows(a):
     """Sum over every axis but the last: (..., C) -> (C,)."""
     return a.sum(axis=tuple(range(a.ndim - 1)))
+
+
+def _row_mean(a):
+    """mean over the last axis, keepdims: (..., C) -> (..., 1). The sum and division ndarray.mean
+    does (the same numbers), without its Python-level bookkeeping (which dominates on one row)."""
+    if get_array_module(a) is not np:
+        return a.mean(axis=-1, keepdims=True)
+    return np.add.reduce(a, axis=-1, keepdims=True) / a.dtype.type(a.shape[-1])
 
 
 def _row_dot_mean(a, b):
@@ -64,7 +74,7 @@ class LayerNorm(Function):
         xp = get_array_module(x)
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        mu = x.mean(axis=-1, keepdims=True)                          # (..., 1)
+        mu = _row_mean(x)                                            # (..., 1)
         y = x - mu                                                   # (..., C), the output buffer
         variance = _row_dot_mean(y, y)
         rstd = 1.0 / xp.sqrt(variance + eps)                         # (..., 1)
@@ -87,7 +97,7 @@ class LayerNorm(Function):
         dw, dxhat = _weight_grad_and_dxhat(grad, xhat, self.weight, need_w, need_x)
         dx = None
         if need_x:
-            term2 = dxhat.mean(axis=-1, keepdims=True)               # term 2: mean(dxhat)
+            term2 = _row_mean(dxhat)                                 # term 2: mean(dxhat)
             term3 = _row_dot_mean(dxhat, xhat)                       # term 3: mean(dxhat * xhat), times xhat
             dxhat -= term2
             xhat *= term3
