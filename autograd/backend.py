@@ -10,7 +10,10 @@ rank its own), streams and memory pools beyond CuPy's defaults.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -150,3 +153,37 @@ def generator_state(gen) -> dict:
 
 def set_generator_state(gen, state: dict) -> None:
     gen.bit_generator.state = state
+
+
+# ---- host memory ------------------------------------------------------------------------------
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc mallopt parameters (malloc.h)
+_kept_freed_memory = None
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse; True when it took effect.
+
+    By default glibc gives every array above 128 KiB its own mmap and returns it with
+    munmap when freed, and trims the heap as soon as its top is free: a training step
+    that allocates and frees the same activations every step then page-faults each of
+    them in again, thousands of faults a step, serialised on the kernel's memory lock
+    when several threads allocate. With arrays up to 32 MiB served from the heap and no
+    trimming below 1 GiB of free top, the memory is reused from step to step instead
+    (what a framework's caching allocator does). Process-wide and idempotent; does
+    nothing off glibc, or when MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ are set.
+    """
+    global _kept_freed_memory
+    if _kept_freed_memory is not None:
+        return _kept_freed_memory
+    _kept_freed_memory = False
+    if not sys.platform.startswith("linux") or any(
+            var in os.environ for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _kept_freed_memory = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _kept_freed_memory

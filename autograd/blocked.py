@@ -24,7 +24,7 @@ import numpy as np
 
 from .backend import is_cupy_array
 
-BLOCK = 16384  # elements per block: 64 KiB in float32, a few operands fit in L2
+BLOCK = 65536  # elements per block: 256 KiB in float32
 
 
 def blocked(kernel, outs: tuple, ins: tuple, block: int = BLOCK) -> None:

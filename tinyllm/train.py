@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograd import no_grad
+from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
@@ -325,6 +325,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, model, optimizer, train_tokens, val_tokens, *, tokenizer=None,
                  run_dir=None, compute_gradients=compute_gradients, grad_norm_fn=global_grad_norm,
                  batch_loss=batch_loss, progress_stream=None, is_writer: bool = True):
+        backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
         self.config = config
         self.model = model
         self.optimizer = optimizer
