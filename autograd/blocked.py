@@ -3,9 +3,12 @@
 A chain of NumPy ufuncs over an array larger than the CPU caches makes one trip to main
 memory per op: a ten-op backward over a (B, T, 4C) activation reads and writes it ten
 times and is bound by memory bandwidth, not arithmetic. `blocked` runs the whole chain on
-one block of BLOCK elements (sized to stay in L2), then the next block, so each element
-travels from memory once. The kernel is ordinary ufunc code with `out=` arguments,
-written once; `blocked` only slices.
+one block of BLOCK elements, then the next block, so each element travels from memory
+once. The kernel is ordinary ufunc code with `out=` arguments, written once; `blocked`
+only slices. BLOCK is 64K elements (256 KiB in float32): smaller blocks fit the caches
+better but cost more NumPy calls, and every call is a Python round trip (and, with
+tinyllm/threads.py, a GIL hand-off); 64K measured fastest on one thread and on two
+(docs/performance.md).
 
 On a GPU (CuPy arrays) the chain runs on the whole arrays at once: there the cost is
 kernel launches, which blocking would multiply.
