@@ -187,3 +187,26 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _kept_freed_memory = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _kept_freed_memory
+
+
+def gemm_gflops(dtype="float32", device: str = "cpu", n: int = 512, repeats: int = 5) -> float:
+    """This machine's measured (n x n) @ (n x n) matrix-product rate in GFLOP/s, in `dtype` on `device`.
+
+    The yardstick for a training run's achieved FLOP/s. Uses BLAS as configured (its thread
+    count); the first products are left out (OpenBLAS starts slow, see docs/performance.md).
+    """
+    import time  # noqa: PLC0415
+
+    xp = _cupy if device == "cuda" else np
+    if device == "cuda":
+        check_device(device)
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)
+    b = a.T.copy()
+    for _ in range(2):
+        a @ b
+    synchronize(a)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(a)
+    return 2.0 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9

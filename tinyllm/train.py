@@ -227,6 +227,17 @@ def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: i
     return total / eval_iters
 
 
+def flops_per_token(model) -> float:
+    """Training FLOPs per token: 6 N (forward + backward through N parameters) + 12 L T C (attention)."""
+    c = model.config
+    attention = 12 * getattr(c, "n_layer", 0) * c.block_size * getattr(c, "n_embd", 0)
+    return 6 * model.num_parameters() + attention
+
+
+def gemm_ranks(config: TrainConfig) -> int:
+    return config.pipeline_stages * config.data_parallel
+
+
 def make_optimizer(config: TrainConfig, named_parameters):
     if config.optimizer == "sgd":
         return SGD(named_parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -271,13 +282,14 @@ class Progress:
                             dynamic_ncols=True)
 
     def step(self, step: int, total: int, loss: float, lr: float, tokens_per_s: float, eta_s: float,
-             log_now: bool) -> None:
+             log_now: bool, flops: str = "") -> None:
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
             if log_now:
-                self.bar.set_postfix_str(f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s", refresh=False)
+                self.bar.set_postfix_str(f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops}",
+                                         refresh=False)
         elif self.mode == "log" and log_now:
-            self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | "
+            self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops} | "
                          f"eta {_duration(eta_s)}")
 
     def message(self, text: str) -> None:
@@ -336,6 +348,7 @@ class Trainer:
         self.compute_gradients = compute_gradients
         self.grad_norm_fn = grad_norm_fn
         self.batch_loss = batch_loss
+        self.flops_per_token = flops_per_token(model)
         self.is_writer = is_writer
         self.block_size = model.config.block_size
         self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
@@ -428,6 +441,11 @@ class Trainer:
         progress = Progress(cfg.progress if self.is_writer else "none", cfg.max_iters, self.step,
                             self.progress_stream)
         restore_signals = self._install_signal_handlers()
+        gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * gemm_ranks(cfg)
+        ranks = f", {gemm_ranks(cfg)} ranks x this rank's rate" if gemm_ranks(cfg) > 1 else ""
+        progress.message(f"yardstick: {cfg.dtype} matrix products run at {gemm:.1f} GFLOP/s here{ranks}; "
+                         f"a step is {self.flops_per_token * cfg.tokens_per_step / 1e9:.2f} GFLOP "
+                         "(6 N + 12 L T C per token)")
         self.model.train()
         try:
             if self.step == 0:
@@ -443,10 +461,12 @@ class Trainer:
                 now = time.perf_counter()
                 tokens_per_s = window_tokens / max(now - window_start, 1e-9)
                 eta = (cfg.max_iters - self.step) * cfg.tokens_per_step / max(tokens_per_s, 1e-9)
-                progress.step(self.step, cfg.max_iters, loss, lr, tokens_per_s, eta, log_now)
+                gflops = tokens_per_s * self.flops_per_token / 1e9
+                progress.step(self.step, cfg.max_iters, loss, lr, tokens_per_s, eta, log_now,
+                              flops=f" | {gflops:.1f} GFLOP/s ({100 * gflops / gemm:.0f}% of GEMM)")
                 record = {"step": self.step, "train_loss": loss, "lr": lr, "grad_norm": norm,
-                          "tokens_per_s": round(tokens_per_s, 1), "elapsed_s": round(self.elapsed_s, 3),
-                          "tokens_seen": self.tokens_seen}
+                          "tokens_per_s": round(tokens_per_s, 1), "gflop_per_s": round(gflops, 2),
+                          "elapsed_s": round(self.elapsed_s, 3), "tokens_seen": self.tokens_seen}
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                     result.last_eval = self._evaluate_and_log(progress, None, lr=lr, save=True, train_loss=loss)
                     record["val_loss"] = result.last_eval["val"]

@@ -71,7 +71,8 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_fi
         assert np.array_equal(value, resumed.optimizer.state_arrays()[key]), key
     assert full.last_eval == tail.last_eval and straight.tokens_seen == resumed.tokens_seen
     def records(run):  # timings differ between runs; everything else must not
-        return [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_s", "elapsed_s")}
+        timings = ("tokens_per_s", "gflop_per_s", "elapsed_s")
+        return [{k: v for k, v in json.loads(line).items() if k not in timings}
                 for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert records("b") == records("a")
 
@@ -113,6 +114,27 @@ def test_config_errors_name_the_flag():
         TrainConfig(preset="huge")
 
 
+def test_achieved_flops_are_reported_against_the_measured_gemm_rate(tmp_path, corpus_file, tiny):
+    import io
+
+    from autograd import backend
+    from tinyllm.train import flops_per_token
+    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", max_iters=4, log_interval=2, eval_interval=4,
+                                 progress="log"), log=lambda m: None)
+    c = trainer.model.config
+    assert flops_per_token(trainer.model) == 6 * trainer.model.num_parameters() + 12 * c.n_layer * c.block_size * c.n_embd
+    trainer.progress_stream = stream = io.StringIO()
+    trainer.run()
+    text = stream.getvalue()
+    assert "yardstick: float32 matrix products run at" in text and "GFLOP/s (" in text and "% of GEMM)" in text
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "gflop_per_s" in r]
+    assert logged and all(r["gflop_per_s"] == pytest.approx(r["tokens_per_s"] * trainer.flops_per_token / 1e9,
+                                                            rel=0.01, abs=0.006)
+                          for r in logged)
+    assert 0 < backend.gemm_gflops("float64", n=64, repeats=2) < 1e5
+
+
 def test_progress_bar_and_log_lines_show_step_loss_lr_and_throughput():
     import io
 
@@ -127,3 +149,7 @@ def test_progress_bar_and_log_lines_show_step_loss_lr_and_throughput():
     stream = io.StringIO()
     Progress("auto", total=10, initial=0, stream=stream).step(3, 10, 2.5, 1e-3, 1234.0, 75.0, log_now=True)
     assert stream.getvalue() == "step      3/10 | loss 2.5000 | lr 1.00e-03 | 1,234 tok/s | eta 1m15s\n"
+    stream = io.StringIO()
+    Progress("log", total=10, initial=0, stream=stream).step(3, 10, 2.5, 1e-3, 1234.0, 75.0, log_now=True,
+                                                            flops=" | 4.2 GFLOP/s (7% of GEMM)")
+    assert "1,234 tok/s | 4.2 GFLOP/s (7% of GEMM) | eta" in stream.getvalue()
