@@ -14,10 +14,10 @@ only queue for it in the Python glue between ops.
     optimizer.parallel = workers.parameter_groups # each thread updates its share of the parameters
 
 Exactness: each thread gets its gradients from `autograd.grad` (returned, not accumulated,
-so no two threads write one `.grad`), weighted by rows_i / B; the main thread adds the
-slices' gradients into `.grad` in slice order. The same thread count gives the same
-numbers on every run; another thread count adds in another order (float32 results differ
-in the last bits, float64 ones by ~1e-15 relative).
+so no two threads write one `.grad`), weighted by rows_i / B; then each thread adds the
+slices' gradients into `.grad` for its share of the parameters, in slice order. The same
+thread count gives the same numbers on every run; another thread count adds in another
+order (float32 results differ in the last bits, float64 ones by ~1e-15 relative).
 
 Dropout: each slice draws its masks from its own generator, spawned from the model's
 shared one at every step (so the run stays repeatable and resumable).
@@ -132,13 +132,12 @@ class DataThreads:
         return total * scale
 
     def parameter_groups(self, fn, named: list) -> None:
-        """fn(group) for contiguous groups of [(name, param)] of about equal sizes, one per thread.
+        """fn(group) for contiguous groups of `named` ([(key, param)]) of about equal sizes, one per thread.
 
-        Optimizer.parallel: each parameter's update is independent, so the result is the
-        same as one thread's.
+        As Optimizer.parallel, and for adding the slices' gradients: each parameter's work
+        reads and writes only that parameter's arrays, so the result is one thread's.
         """
         groups = [named[a:b] for a, b in split_by_size([int(p.size) for _, p in named], self.threads)]
-        # named: [(name, param)] or [(index, param)]
         self._run(fn, [(g,) for g in groups])
 
     def loss(self, model, x, y) -> float:
