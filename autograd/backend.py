@@ -14,6 +14,7 @@ import ctypes
 import math
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -195,8 +196,6 @@ def gemm_gflops(dtype="float32", device: str = "cpu", n: int = 512, repeats: int
     The yardstick for a training run's achieved FLOP/s. Uses BLAS as configured (its thread
     count); the first products are left out (OpenBLAS starts slow, see docs/performance.md).
     """
-    import time  # noqa: PLC0415
-
     xp = _cupy if device == "cuda" else np
     if device == "cuda":
         check_device(device)

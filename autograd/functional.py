@@ -24,7 +24,7 @@ import numpy as np
 
 from . import backend, ops
 from .layers.activation import GELU_A, GELU_K, GeluErf, GeluTanh, Silu
-from .layers.attention import PackedSelfAttention, ScaledDotProductAttention, attention_probs
+from .layers.attention import PackedSelfAttention, ScaledDotProductAttention, attention_probs, causal_mask
 from .layers.cross_entropy import CrossEntropy, check_reduction, check_targets
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
@@ -381,11 +381,6 @@ def _attention_allowed(q: Tensor, k: Tensor, causal: bool, mask):
                              f"(B, nh, T, S) = {(B, nh, T, S)}") from None
         allowed = m if allowed is None else (allowed & m)
     return allowed
-
-
-def causal_mask(T: int, S: int, xp=np):
-    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i."""
-    return xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
 
 
 def _repeat_kv(kv: Tensor, nh: int) -> Tensor:

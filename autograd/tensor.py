@@ -261,7 +261,6 @@ class Tensor:
         return id(self)
 
 
-
 def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
     """Send `grad` from `root` back through its graph; call on_leaf(leaf, gradient) at each leaf."""
     grads = {id(root): grad}  # id(tensor) -> gradient flowing into it

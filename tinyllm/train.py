@@ -230,12 +230,7 @@ def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: i
 def flops_per_token(model) -> float:
     """Training FLOPs per token: 6 N (forward + backward through N parameters) + 12 L T C (attention)."""
     c = model.config
-    attention = 12 * getattr(c, "n_layer", 0) * c.block_size * getattr(c, "n_embd", 0)
-    return 6 * model.num_parameters() + attention
-
-
-def gemm_ranks(config: TrainConfig) -> int:
-    return config.pipeline_stages * config.data_parallel
+    return 6 * model.num_parameters() + 12 * c.n_layer * c.block_size * c.n_embd
 
 
 def make_optimizer(config: TrainConfig, named_parameters):
@@ -441,9 +436,10 @@ class Trainer:
         progress = Progress(cfg.progress if self.is_writer else "none", cfg.max_iters, self.step,
                             self.progress_stream)
         restore_signals = self._install_signal_handlers()
-        gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * gemm_ranks(cfg)
-        ranks = f", {gemm_ranks(cfg)} ranks x this rank's rate" if gemm_ranks(cfg) > 1 else ""
-        progress.message(f"yardstick: {cfg.dtype} matrix products run at {gemm:.1f} GFLOP/s here{ranks}; "
+        ranks = cfg.pipeline_stages * cfg.data_parallel
+        gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * ranks
+        across = f", {ranks} ranks x this rank's rate" if ranks > 1 else ""
+        progress.message(f"yardstick: {cfg.dtype} matrix products run at {gemm:.1f} GFLOP/s here{across}; "
                          f"a step is {self.flops_per_token * cfg.tokens_per_step / 1e9:.2f} GFLOP "
                          "(6 N + 12 L T C per token)")
         self.model.train()

@@ -63,6 +63,11 @@ def masked_softmax_(scores, allowed):
     return scores
 
 
+def causal_mask(T: int, S: int, xp=np):
+    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i."""
+    return xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
+
+
 def attention_probs(q_scaled, k, allowed):
     """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, S, hs) -> (B, nh, T, S)."""
     B, nh, T, hs = q_scaled.shape
@@ -140,9 +145,8 @@ class BlockCausalAttention(Function):
         self.probs = []
         for a, b in self.bounds:
             c = b - a
-            qb = q_scaled[:, :, a:b].reshape(B, nkv, g * c, hs)     # (B, nkv, g*c, hs)
-            scores = (qb @ k[:, :, :b].swapaxes(-1, -2)).reshape(B, nh, c, b)   # keys [0, b) only
-            probs = masked_softmax_(scores, xp.tril(xp.ones((c, b), dtype=bool), k=a))   # key j <= a + i
+            # queries [a, b) on keys [0, b) only, under key j <= a + i
+            probs = attention_probs(q_scaled[:, :, a:b], k[:, :, :b], causal_mask(c, b, xp))   # (B, nh, c, b)
             weights = probs if keep_scaled is None else probs * keep_scaled[:, :, a:b, :b]
             out[:, :, a:b] = (weights.reshape(B, nkv, g * c, b) @ v[:, :, :b]).reshape(B, nh, c, hs)
             self.probs.append(probs)                               # (B, nh, c, b)

@@ -248,3 +248,21 @@ def test_block_causal_path_is_taken_from_64_positions():
     for T, kind in [(63, ScaledDotProductAttention), (64, BlockCausalAttention), (300, BlockCausalAttention)]:
         y = F.packed_self_attention(Tensor(np.zeros((1, T, 6)), requires_grad=True), 1)
         assert type(y._ctx.inner) is kind, T
+
+
+@given(st.integers(2, 24), st.integers(2, 6), st.sampled_from([(1, 1), (2, 1), (2, 2), (4, 2)]), st.integers(0, 10**6))
+def test_block_causal_equals_full_causal_attention_for_any_blocking(T, blocks, heads, seed):
+    """Property: any number of query blocks gives the full causal attention's output and gradients."""
+    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention, causal_mask
+    nh, nkv = heads
+    blocks = min(blocks, T)
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((2, n, T, 3)) for n in (nh, nkv, nkv))
+    g = rng.standard_normal((2, nh, T, 3))
+    full, blocked = ScaledDotProductAttention(), BlockCausalAttention()
+    full.needs_input_grad = blocked.needs_input_grad = (True, True, True)
+    y_full = full.forward(q, k, v, allowed=causal_mask(T, T), scale=0.4)
+    y_blocked = blocked.forward(q, k, v, blocks=blocks, scale=0.4)
+    np.testing.assert_allclose(y_blocked, y_full, rtol=0, atol=1e-12)
+    for a, b in zip(blocked.backward(g), full.backward(g)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
