@@ -17,10 +17,12 @@ process's code. Evaluation runs the stages forward only. Checkpoints are sharded
 (`parallel.checkpoint`) and resume into any stage count. Only rank 0 prints and writes
 metrics.
 
-Failure: `run_rank` wraps the body of every rank; a setup error (bad flag, missing file,
-mismatched checkpoint) prints one line and exits with status 2; any other exception prints
-the rank and the traceback to stderr, then `MPI.COMM_WORLD.Abort(1)` ends every rank, so a
-failing stage never leaves its neighbours blocked in a receive.
+Failure: `run_rank` wraps the body of every rank. A bad combination of flags, found from the
+config before any message is sent, makes rank 0 print one line and every rank exit with
+status 2. A setup error found later (missing file, mismatched checkpoint) prints one line
+and aborts with status 2; any other exception prints the rank and the traceback to stderr,
+then `MPI.COMM_WORLD.Abort(1)` ends every rank, so a failing stage never leaves its
+neighbours blocked in a receive.
 
 Left out: dropout-exact pipelining (each stage draws its own masks), evaluation split
 across replicas (each replica evaluates the same batches), elastic restarts.
@@ -65,32 +67,58 @@ def run_rank(body, *args, **kwargs):
     """Run `body` on this rank; on any exception print it with the rank and abort every rank."""
     MPI = require_mpi()
     world = MPI.COMM_WORLD
+    rank = world.Get_rank()
     try:
         return body(*args, **kwargs)
-    except SetupError as error:  # a bad flag or file: one line, not one traceback per rank
-        if world.Get_rank() != 0:
+    except FlagError as error:  # every rank raised it before any message: all exit, no abort
+        if rank == 0:
+            print(f"tinyllm train: error (rank 0): {error}", file=sys.stderr, flush=True)
+        return 2
+    except SetupError as error:  # a bad file or checkpoint: one line, not one traceback per rank
+        if rank != 0:
             time.sleep(2.0)  # rank 0 usually has the same error: let its line be the only one
-        print(f"tinyllm train: error (rank {world.Get_rank()}): {error}", file=sys.stderr, flush=True)
-        world.Abort(2)
+        _abort(world, 2, f"tinyllm train: error (rank {rank}): {error}")
     except SystemExit as exit_:
         if exit_.code in (None, 0):
             raise
-        print(f"[rank {world.Get_rank()}] {exit_.code}", file=sys.stderr, flush=True)
-        world.Abort(2 if isinstance(exit_.code, str) else int(exit_.code))
+        _abort(world, 2 if isinstance(exit_.code, str) else int(exit_.code), f"[rank {rank}] {exit_.code}")
     except BaseException as error:  # noqa: BLE001 - every failure must end every rank
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        print(f"[rank {world.Get_rank()} of {world.Get_size()}] failed: {error}\n{text}", file=sys.stderr, flush=True)
-        world.Abort(1)
+        _abort(world, 1, f"[rank {rank} of {world.Get_size()}] failed: {error}\n{text}")
+
+
+ABORT_GRACE_S = 1.0  # time for mpiexec to forward the last line before Abort tears down the pipes
+
+
+def _abort(world, status: int, message: str) -> None:
+    """Print `message` to stderr, give mpiexec a moment to forward it, then end every rank."""
+    print(message, file=sys.stderr, flush=True)
+    time.sleep(ABORT_GRACE_S)  # Abort may kill the forwarding before it reads a line written just now
+    world.Abort(status)
 
 
 class SetupError(ValueError):
     """A problem with the flags, the data or the checkpoint, found before training starts."""
 
 
+class FlagError(SetupError):
+    """A bad combination of flags, found from the config alone before any rank sends a message.
+
+    Every rank raises the same one at the same point, so every rank can simply exit with
+    status 2 (no `Abort`, whose teardown can drop the error line before mpiexec prints it).
+    """
+
+
 class PipelineTrainer:
     """Builds a Trainer whose step is this rank's part of the pipeline (see module docstring)."""
 
     def __init__(self, config, progress_stream=None, trace_path: str | None = None):
+        try:  # the config alone decides these, so every rank fails here together
+            GridShape(config.pipeline_stages, config.data_parallel).check_world(require_mpi().COMM_WORLD.Get_size())
+            check_batch_split(config.batch_size * config.grad_accum, config.data_parallel,
+                              config.microbatches or config.grad_accum)
+        except ValueError as error:
+            raise FlagError(str(error)) from error
         try:
             self._build(config, progress_stream, trace_path)
         except (ValueError, OSError) as error:
@@ -111,7 +139,6 @@ class PipelineTrainer:
         self.log = log
         microbatches = config.microbatches or config.grad_accum
         global_batch = config.batch_size * config.grad_accum
-        check_batch_split(global_batch, config.data_parallel, microbatches)
 
         run_dir = Path(config.out)
         if not config.resume and (run_dir / "last").exists():

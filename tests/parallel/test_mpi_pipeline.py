@@ -162,9 +162,15 @@ def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path)
 
 
 def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
+    # found from the config before any message: every rank exits 2, no Abort (which could drop the line)
     config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 2, "microbatches": 5}
     proc = mpirun(2, config, tmp_path)
     assert proc.returncode == 2
     assert ("error (rank 0): --batch-size 12 does not split into --data-parallel 1 x --microbatches 5"
             in proc.stderr)
     assert "Traceback" not in proc.stderr
+
+    proc = mpirun(3, {**config, "microbatches": 4}, tmp_path / "wrong-n")  # 2 stages x 1 replica on 3 ranks
+    assert proc.returncode == 2
+    assert proc.stderr.count("error (rank") == 1, proc.stderr
+    assert "needs 2 MPI ranks, but mpiexec started 3: run `mpiexec -n 2 ...`" in proc.stderr
