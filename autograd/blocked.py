@@ -13,13 +13,14 @@ tinyllm/threads.py, a GIL hand-off); 64K measured fastest on one thread and on t
 On a GPU (CuPy arrays) the chain runs on the whole arrays at once: there the cost is
 kernel launches, which blocking would multiply.
 
-    def kernel(outs, ins):            # outs, ins: tuples of equally long 1-D arrays
+    def kernel(outs, ins):            # outs, ins: tuples of equally shaped arrays (1-D blocks,
+                                      # or the operands themselves when they fit in one block)
         y, = outs; x, = ins
         np.multiply(x, x, out=y)
     blocked(kernel, outs=(y,), ins=(x,))
 
 Left out: broadcasting between operands (all operands have one shape), strided operands
-(inputs are made contiguous first; outputs must be contiguous).
+above one block (inputs are made contiguous first; outputs must be contiguous).
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ def blocked(kernel, outs: tuple, ins: tuple, block: int = BLOCK) -> None:
     if is_cupy_array(outs[0]):
         kernel(tuple(o.reshape(-1) for o in outs), tuple(i.reshape(-1) for i in ins))
         return
+    if outs[0].size <= block:         # one block: the kernel is elementwise, so any one shape will do
+        with np.errstate(over="ignore"):
+            kernel(outs, ins)
+        return
     flat_outs = tuple(o.reshape(-1) for o in outs)
     for o in outs:
         if not o.flags.c_contiguous:
@@ -42,9 +47,6 @@ def blocked(kernel, outs: tuple, ins: tuple, block: int = BLOCK) -> None:
     flat_ins = tuple(np.ascontiguousarray(i).reshape(-1) for i in ins)
     n = flat_outs[0].size
     with np.errstate(over="ignore"):  # kernels may rely on exp overflowing to inf
-        if n <= block:                # one block: no slicing
-            kernel(flat_outs, flat_ins)
-            return
         for start in range(0, n, block):
             stop = min(start + block, n)
             kernel(tuple(o[start:stop] for o in flat_outs), tuple(i[start:stop] for i in flat_ins))

@@ -13,9 +13,10 @@ preallocated buffers (B, nkv, block_size, hs); a decoding step feeds only the ne
 token and attends to the cached keys, so a step costs one position instead of a whole
 window. The logits are those of a full recompute of the same context (tested at every
 step, in float64, to ~1e-10). The cached decoder runs the model's inference path
-(`model.forward_arrays`: the same layer Functions on raw arrays, no Tensors or graph) and
-checks each step's new ids only, since the cache is its own; `use_cache=False` calls
-`model(...)` itself, the reference both are compared with.
+(`model.forward_arrays`: the same layer Functions on raw arrays, no Tensors or graph; for
+one row on the CPU, `model.forward_row`, the same layers on vectors) and checks each step's
+new ids only, since the cache is its own; `use_cache=False` calls `model(...)` itself, the
+reference both are compared with.
 
 The context window past block_size (one rule for both paths, so `use_cache` changes the
 speed, never the result). A model sees at most block_size = W positions. Simply keeping
@@ -260,6 +261,7 @@ class Decoder:
         self.model, self.block_size, self.keep = model, W, int(keep)
         self.cache = KVCache.for_model(model, batch_size, max_length) if use_cache else None
         self.device = model.wte.weight.device
+        self.one_row = batch_size == 1 and self.device == "cpu"   # steps through model.forward_row
         self.cached_until = 0          # the cache holds the window that ends before token cached_until
         self.refills = self.steps = 0
 
@@ -272,8 +274,11 @@ class Decoder:
             self.steps += 1                                                     # one new position:
             new_ids = window[:, -1:]                                            # the cache is ours, so
             check_token_ids(new_ids, self.model.config.vocab_size)              # only its ids need a check
-            logits = self.model.forward_arrays(backend.to_device(new_ids, self.device), self.cache,
-                                               last_only=True, validate=False)  # (B, 1, V)
+            if self.one_row:
+                logits = self.model.forward_row(int(new_ids[0, 0]), self.cache, validate=False)[None, None]
+            else:
+                logits = self.model.forward_arrays(backend.to_device(new_ids, self.device), self.cache,
+                                                   last_only=True, validate=False)  # (B, 1, V)
         else:
             self.refills += 1
             self.cache.reset()                                                  # prompt, or window refill

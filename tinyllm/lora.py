@@ -151,6 +151,10 @@ class LoRALinear(nn.Module):
         with no_grad():
             return self.forward(Tensor._wrap(x, False)).data
 
+    def forward_row(self, x):
+        """forward on one vector x (in,) (one-row decoding): forward_arrays on a one-row matrix."""
+        return self.forward_arrays(x[None])[0]
+
     def delta_weight(self):
         """scale * B A as an xp array (out, in): what merging adds to the weight."""
         return (self.lora_B.data @ self.lora_A.data) * self.scale      # (out, r) @ (r, in)

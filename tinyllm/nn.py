@@ -18,7 +18,11 @@ Inference path: each layer also has `forward_arrays(x)`, the same forward on raw
 with no Tensors and no graph. It calls the same autograd Function's `forward` (via
 `Function.forward_only`), so each formula has one source; it only skips the per-op bookkeeping of
 `Function.apply`, which dominates when a KV-cache decoding step runs one position at a time.
-Dropout is the identity there (eval mode).
+Dropout is the identity there (eval mode). Linear and the norms also have `forward_row(x)`
+for one vector (C,) (one-row KV-cache decoding, tinyllm/generate.py): the same formula as
+a matrix-vector product or with scalar statistics (`layer_norm_row`, `rms_norm_row`, beside
+the Functions in autograd/layers/norm.py), because a vector op costs about half a
+broadcasting (1, C) one in NumPy calls.
 
 Left out: buffers (nothing here needs persistent non-parameter state), hooks, parameter
 groups (the optimizer builds its own), lazy shapes.
@@ -38,6 +42,7 @@ from autograd.layers.embedding import Embedding as EmbeddingFunction
 from autograd.layers.linear import Linear as LinearFunction
 from autograd.layers.norm import LayerNorm as LayerNormFunction
 from autograd.layers.norm import RMSNorm as RMSNormFunction
+from autograd.layers.norm import layer_norm_row, rms_norm_row
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")
@@ -309,6 +314,13 @@ class Linear(Module):
             return LinearFunction.forward_only(x, self.weight.data)
         return LinearFunction.forward_only(x, self.weight.data, self.bias.data)
 
+    def forward_row(self, x):
+        """forward on one vector x (in,) -> (out,): W x + b."""
+        y = self.weight.data @ x                                      # (out, in) @ (in,)
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -354,6 +366,10 @@ class LayerNorm(Module):
         return LayerNormFunction.forward_only(x, self.weight.data, self.bias.data, eps=self.eps,
                            has_weight=True, has_bias=True)
 
+    def forward_row(self, x):
+        """forward on one vector x (C,)."""
+        return layer_norm_row(x, self.weight.data, None if self.bias is None else self.bias.data, self.eps)
+
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
 
@@ -372,6 +388,10 @@ class RMSNorm(Module):
 
     def forward_arrays(self, x):
         return RMSNormFunction.forward_only(x, self.weight.data, eps=self.eps, has_weight=True)
+
+    def forward_row(self, x):
+        """forward on one vector x (C,)."""
+        return rms_norm_row(x, self.weight.data, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

@@ -18,6 +18,11 @@ Only the input (a reference, no copy) and the per-row statistics (mu, rstd: one 
 row) are saved; xhat is recomputed in backward, which then works in two row-sized buffers
 it owns, in place. Weight and bias are optional (elementwise_affine=False style).
 
+`layer_norm_row` and `rms_norm_row` are the same forwards for one vector (C,), for
+inference: scalar statistics instead of (..., 1) columns, nothing saved. One-row decoding
+(tinyllm/generate.py) runs them once per layer per token, where NumPy's per-call cost, not
+arithmetic, is the time, and a vector op with a scalar costs half a broadcast (1, C) op.
+
 Left out: normalising over more than the last axis, running statistics (that is batch norm).
 """
 from __future__ import annotations
@@ -110,6 +115,29 @@ class LayerNorm(Function):
         if self.has_bias:
             grads += (db,)
         return grads
+
+
+def layer_norm_row(x, weight, bias, eps: float):
+    """LayerNorm.forward on one row x (C,): the same formula with scalar mu and rstd. weight, bias: (C,) or None."""
+    xp = get_array_module(x)
+    C = x.shape[0]
+    y = x - (np.add.reduce(x) if xp is np else x.sum()) / C          # (C,), x - mu
+    rstd = 1.0 / xp.sqrt(xp.dot(y, y) / C + eps)                     # scalar: 1 / sqrt(var + eps)
+    y *= rstd                                                        # xhat
+    if weight is not None:
+        y *= weight
+    if bias is not None:
+        y += bias
+    return y
+
+
+def rms_norm_row(x, weight, eps: float):
+    """RMSNorm.forward on one row x (C,): the same formula with a scalar rstd. weight: (C,) or None."""
+    xp = get_array_module(x)
+    y = x * (1.0 / xp.sqrt(xp.dot(x, x) / x.shape[0] + eps))        # (C,), xhat
+    if weight is not None:
+        y *= weight
+    return y
 
 
 class RMSNorm(Function):

@@ -76,6 +76,19 @@ def test_merged_weights_give_the_unmerged_logits(config):
             np.testing.assert_allclose(p.data, original[name], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("config", [GPT2_TINY, LLAMA_TINY], ids=["gpt2", "llama"])
+def test_sampling_with_adapters_uses_them(config):
+    """generate (one row: model.forward_row through the adapted layers) samples the tokens a full
+    recompute of the adapted model samples, and they differ from the base model's."""
+    model = GPT(config, seed=5, dtype="float64")
+    base = model.generate([1, 2], max_new_tokens=20, temperature=0)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8, targets=("attn", "mlp")))
+    randomise_adapters(model, scale=1.0)
+    cached = model.generate([1, 2], max_new_tokens=20, temperature=0)
+    assert np.array_equal(cached, model.generate([1, 2], max_new_tokens=20, temperature=0, use_cache=False))
+    assert not np.array_equal(cached, base)
+
+
 def test_remove_after_merge_leaves_a_plain_model_with_the_same_names():
     model = GPT(GPT2_TINY, seed=1, dtype="float64")
     names = [n for n, _ in model.named_parameters()]

@@ -5,6 +5,7 @@ from hypothesis import given, strategies as st
 
 from autograd import Tensor
 from autograd import functional as F
+from autograd.layers.norm import layer_norm_row, rms_norm_row
 from autograd.testing import float_arrays, shapes
 from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
@@ -47,6 +48,19 @@ def test_rms_norm_three_way(has_weight, shape, data):
     x = data.draw(float_arrays(shape)) + np.linspace(0.5, 1.5, shape[-1])
     arrays = [x] + _params(data, shape[-1], int(has_weight))
     assert_three_way(_rms_norm(True, 1e-6, has_weight), _rms_norm(False, 1e-6, has_weight), arrays)
+
+
+@pytest.mark.parametrize("has_weight,has_bias", AFFINE)
+@given(C=st.integers(1, 9), data=st.data())
+def test_row_forms_equal_the_functions(has_weight, has_bias, C, data):
+    """layer_norm_row / rms_norm_row (one vector, scalar statistics) = the Functions' forward on one row."""
+    x = data.draw(float_arrays((C,))) + np.linspace(-1, 1, C)
+    w, b = _params(data, C, 2)
+    w, b = (w if has_weight else None), (b if has_bias else None)
+    ln = F.layer_norm(Tensor(x[None]), None if w is None else Tensor(w), None if b is None else Tensor(b), eps=1e-5)
+    np.testing.assert_allclose(layer_norm_row(x, w, b, 1e-5), ln.data[0], rtol=1e-12, atol=1e-12)
+    rms = F.rms_norm(Tensor(x[None]), None if w is None else Tensor(w), eps=1e-6)
+    np.testing.assert_allclose(rms_norm_row(x, w, 1e-6), rms.data[0], rtol=1e-12, atol=1e-12)
 
 
 @given(x=float_arrays((2, 3, 5)), c=st.floats(0.01, 100.0))

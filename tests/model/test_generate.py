@@ -31,14 +31,17 @@ def test_context_length_rule():
 
 
 @CONFIGS
+@pytest.mark.parametrize("B", [1, 2], ids=["one-row", "batched"])
 @pytest.mark.parametrize("keep", [None, 1, 5, 8])
-def test_cached_logits_equal_full_recompute_at_every_step(config, keep):
+def test_cached_logits_equal_full_recompute_at_every_step(config, B, keep):
     """For n = 1 .. 3 block_size: the cached decoder's logits for token n equal a full forward of the
-    same cropped window; the cache really is used (single-position steps), and refilled past block_size."""
+    same cropped window; the cache really is used (single-position steps), and refilled past block_size.
+    One row steps through model.forward_row (vectors), several through forward_arrays."""
     model = model_for(config)
-    B, N = 2, 3 * config.block_size + 1
+    N = 3 * config.block_size + 1
     seq = np.random.default_rng(1).integers(0, config.vocab_size, (B, N))
     decoder = Decoder(model, B, window_keep=keep)
+    assert decoder.one_row == (B == 1)
     with no_grad():
         for n in range(1, N + 1):
             L = context_length(n, config.block_size, decoder.keep)

@@ -218,6 +218,43 @@ def test_forward_arrays_equals_forward(config):
     np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-10)
 
 
+@CONFIGS
+def test_forward_row_equals_forward(config):
+    """One-row decoding (vectors, scalar norm statistics, matrix-vector products) continues a
+    cache filled by a prompt with forward's logits at every position, up to block_size."""
+    from tinyllm.generate import KVCache
+    model = _model_for(config)
+    T = config.block_size
+    idx = ids((1, T))
+    full = model(idx)[0].data[0]                                       # (T, V)
+    cache = KVCache.for_model(model, 1)
+    model.forward_arrays(idx[:, :3], kv_cache=cache)                   # prompt of 3 positions
+    for t in range(3, T):
+        logits = model.forward_row(int(idx[0, t]), cache)              # position t
+        assert logits.shape == (config.vocab_size,) and cache.length == t + 1
+        np.testing.assert_allclose(logits, full[t], rtol=0, atol=1e-10)
+    cache.reset()                                                      # from an empty cache too
+    np.testing.assert_allclose(model.forward_row(int(idx[0, 0]), cache), full[0], rtol=0, atol=1e-10)
+
+
+def test_forward_row_checks_its_input():
+    from tinyllm.generate import KVCache
+    model = GPT(GPTConfig(**{**GPT2_TINY.to_dict(), "dropout": 0.1}), dtype="float64")
+    cache = KVCache.for_model(model, 1)
+    with pytest.raises(RuntimeError, match=r"training mode with dropout=0.1; call model.eval\(\) first"):
+        model.forward_row(1, cache)
+    model.eval()
+    with pytest.raises(ValueError, match="token id 13 is outside the vocabulary"):
+        model.forward_row(13, cache)
+    with pytest.raises(ValueError, match="batch size 2, the input has 1 rows"):
+        model.forward_row(1, KVCache.for_model(model, 2))
+    for t in range(GPT2_TINY.block_size):
+        model.forward_row(t % 13, cache)
+    with pytest.raises(ValueError, match=r"already holds block_size=8 positions; reset\(\) it"):
+        model.forward_row(1, cache)
+    assert cache.length == GPT2_TINY.block_size
+
+
 def test_forward_arrays_is_inference_only():
     config = GPTConfig(**{**GPT2_TINY.to_dict(), "dropout": 0.1})
     model = GPT(config, dtype="float64")
