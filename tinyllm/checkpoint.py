@@ -44,7 +44,7 @@ from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
 from autograd.backend import to_numpy
-from tinyllm.tokenizer.base import atomic_write_bytes
+from tinyllm.tokenizer.base import atomic_write_bytes, default_mode
 
 FORMAT = "tinyllm-checkpoint"
 VERSION = 1
@@ -75,17 +75,6 @@ def fsync_directory(path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(directory: bool = False) -> int:
-    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make them private)."""
-    return (0o777 if directory else 0o666) & ~_umask()
 
 
 def write_bytes_atomic(path, data: bytes) -> None:

@@ -113,3 +113,19 @@ def test_char_tokenizer_shards(tmp_path):
     [path] = encode_files_to_shards(tokenizer, tmp_path / "a.txt", tmp_path / "out",
                                     progress=False)
     assert tokenizer.decode(read_shard(path)) == "hello"  # no eot: it has none
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    """Shards, tokenizer files and the atomic JSON/bytes writes are created with open()'s
+    permissions under the umask (0644 under 022), not mkstemp's private 0600."""
+    from tinyllm.checkpoint import write_json_atomic
+    old = os.umask(umask)
+    try:
+        write_shard(tmp_path / "s.bin", [1, 2, 3], vocab_size=5, tokenizer_hash=None)
+        CharTokenizer.train("abc").save(tmp_path / "tok.json")
+        write_json_atomic(tmp_path / "config.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("s.bin", "tok.json", "config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

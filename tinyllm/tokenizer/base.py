@@ -276,15 +276,28 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     return kinds[kind]._from_lines(reader, header_fields, special_tokens, token_lines)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make them private)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a mix:
-    write a temporary file in the same folder, fsync it, rename it over `path`."""
+    write a temporary file in the same folder, fsync it, rename it over `path`.
+    The file gets the permissions open() would give it (the umask's), not mkstemp's 0600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
                                              dir=folder)
     try:
+        os.fchmod(descriptor, default_mode())
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()

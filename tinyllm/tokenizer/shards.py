@@ -37,6 +37,8 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from .base import default_mode
+
 SHARD_MAGIC = b"TLLMTOKS"
 SHARD_VERSION = 1
 HEADER_BYTES = 64
@@ -89,6 +91,7 @@ class ShardWriter:
         os.makedirs(folder, exist_ok=True)
         descriptor, self.temporary_path = tempfile.mkstemp(
             prefix=os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
+        os.fchmod(descriptor, default_mode())                 # open()'s permissions, not mkstemp's 0600
         self.file = os.fdopen(descriptor, "wb")
         self.file.write(bytes(HEADER_BYTES))  # the real header is written on close
 
