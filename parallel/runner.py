@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -49,7 +50,8 @@ from .schedules import theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
 from .trace import Tracer, measured_bubble, write_trace
 
-FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "STAGE:STEP": raise on that stage at that step (failure tests)
+FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "STAGE:STEP[:SIGNAL]": on that stage at that step, raise (or send
+                                    # this rank SIGNAL, e.g. SIGTERM) -- for the failure tests
 
 
 def require_mpi():
@@ -211,8 +213,11 @@ class PipelineTrainer:
     # ---- the Trainer's seams ---------------------------------------------------------------
     def compute_gradients(self, model, batches) -> float:
         step = self.trainer.step + 1
-        if self.fail_at is not None and self.fail_at == (self.grid.stage, step):
-            raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} ({FAIL_ENV})")
+        if self.fail_at is not None and self.fail_at[:2] == (self.grid.stage, step):
+            if self.fail_at[2] is not None:
+                os.kill(os.getpid(), self.fail_at[2])       # as a scheduler stopping this rank alone would
+            else:
+                raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} ({FAIL_ENV})")
         idx = np.concatenate([x for x, _ in batches], axis=0)       # (B, T): the global batch
         targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
         if self.tracer is not None:
@@ -246,12 +251,13 @@ class PipelineTrainer:
         trainer.train_step = train_step
 
     def _agree_on_stop(self) -> None:
-        """A signal seen by any rank stops every rank after the same step."""
+        """A signal seen by any rank stops every rank after the same step, as that signal."""
         MPI = require_mpi()
-        flag = np.array([1 if self.trainer._stop_signal is not None else 0], dtype=np.int64)
-        self.grid.world.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-        if flag[0] and self.trainer._stop_signal is None:
-            self.trainer._stop_signal = "SIGTERM (on another rank)"
+        seen = self.trainer._stop_signal
+        number = np.array([0 if seen is None else int(seen)], dtype=np.int64)
+        self.grid.world.Allreduce(MPI.IN_PLACE, number, op=MPI.MAX)
+        if number[0] and seen is None:
+            self.trainer._stop_signal = signal.Signals(int(number[0]))
 
     def save(self, best: bool = False, train_loss=None, val_loss=None):
         trainer = self.trainer
@@ -325,10 +331,11 @@ class PipelineTrainer:
 
 
 def _parse_fail(spec: str | None):
+    """FAIL_ENV's "STAGE:STEP[:SIGNAL]" -> (stage, step, signal or None)."""
     if not spec:
         return None
-    stage, step = spec.split(":")
-    return int(stage), int(step)
+    stage, step, *sig = spec.split(":")
+    return int(stage), int(step), (signal.Signals[sig[0]] if sig else None)
 
 
 def train_pipelined(config, progress_stream=None, stop_at: int | None = None, trace: str | None = None):
@@ -344,7 +351,8 @@ def train_pipelined(config, progress_stream=None, stop_at: int | None = None, tr
 def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, result_path: str | None = None) -> int:
     """`tinyllm train`'s hand-off under mpiexec: train on every rank, abort all on any failure.
 
-    Returns the exit status (0 finished, 130 interrupted). Rank 0 prints the summary line
+    Returns the exit status (0 finished; 128 + the signal when interrupted, as a single process
+    does: 130 for SIGINT, 143 for SIGTERM). Rank 0 prints the summary line
     and, with `result_path`, writes the run's losses there as JSON.
     """
     def body() -> int:
@@ -355,10 +363,15 @@ def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, r
                 write_json_atomic(result_path, {"status": result.status, "step": result.step,
                                                 "train_losses": result.train_losses, "last_eval": result.last_eval})
             last = result.last_eval or {}
-            print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
-                  f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last (sharded by stage; "
-                  f"loads into any stage count or one process)", file=sys.stderr, flush=True)
-        return 130 if result.status == "interrupted" else 0
+            if result.status == "interrupted":
+                print(f"interrupted by {signal.Signals(result.stop_signal).name} at step {result.step}: "
+                      f"checkpoint {config.out}/last; continue with the same command and --resume",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
+                      f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last (sharded by "
+                      f"stage; loads into any stage count or one process)", file=sys.stderr, flush=True)
+        return 128 + result.stop_signal if result.status == "interrupted" else 0
     return run_rank(body)
 
 

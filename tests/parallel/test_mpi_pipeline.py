@@ -129,6 +129,23 @@ def test_failure_on_one_stage_ends_every_rank(corpus, tmp_path):
     assert proc.elapsed < 60
 
 
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(corpus, references, tmp_path):
+    """SIGTERM to stage 1 alone during step 2: every rank stops after step 2 as SIGTERM, saves,
+    exits 143 (as one process would); resuming finishes with the uninterrupted run's numbers."""
+    reference, reference_ckpt = references[True]
+    out = tmp_path / "run"
+    config = {**BASE, "data": corpus, "out": str(out), "pipeline_stages": 2, "microbatches": 3}
+    proc = mpirun(2, config, tmp_path / "w1", env={"TINYLLM_PIPELINE_FAIL": "1:2:SIGTERM"})
+    assert proc.returncode == 143, proc.stderr
+    assert "interrupted by SIGTERM at step 2: checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    stopped = json.loads((tmp_path / "w1" / "result.json").read_text())
+    assert (stopped["status"], stopped["step"]) == ("interrupted", 2)
+    np.testing.assert_allclose(stopped["train_losses"], reference.train_losses[:2], rtol=1e-12)
+    resumed = mpirun(2, {**config, "resume": True}, tmp_path / "w2")
+    assert_same_run(resumed, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
+                                             last_eval=reference.last_eval), reference_ckpt, out)
+
+
 def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path):
     """Single 4 steps == pipeline 2 steps -> {same layout, single process, other layout} 2 more steps."""
     reference, reference_ckpt = single_process(corpus, tmp_path / "straight")
