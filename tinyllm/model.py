@@ -39,8 +39,9 @@ One-row decoding: `model.forward_row(token, kv_cache)` is that step for a batch 
 sequence, on vectors: x is (C,), norms use scalar statistics (`layer_norm_row`), linear
 layers are matrix-vector products. A KV-cache step of one position is bound by NumPy's
 per-call cost (about 1 us for an op on two (C,) vectors, 2 us when one side broadcasts, as
-every (1, 1, C) op with per-row statistics does), so the same math on vectors takes about
-half the time. Tests check it equals `forward` to 1e-10 in float64 for both families.
+every (1, 1, C) op with per-row statistics does), so the same math on vectors cuts a cached
+token's time by about a third (docs/model.md). Tests check it equals `forward` to 1e-10 in
+float64 for both families.
 
 Left out: attention and MLP variants beyond these two families (ALiBi, MoE, parallel
 blocks, rope scaling), mixed precision, weight sharing beyond the tied head.
@@ -432,9 +433,7 @@ class GPT(nn.Module):
         model and checked its ids once: idx must then be an integer xp array (B, T) on the
         model's device, with ids in [0, vocab_size).
         """
-        if self.training and self.config.dropout > 0:
-            raise RuntimeError(f"forward_arrays is inference only (no dropout), but the model is in training "
-                               f"mode with dropout={self.config.dropout}; call model.eval() first")
+        self._check_inference_mode("forward_arrays")
         start_pos = 0 if kv_cache is None else kv_cache.length
         ids = idx
         if validate:
@@ -463,9 +462,7 @@ class GPT(nn.Module):
         c = self.config
         pos = kv_cache.length
         if validate:
-            if self.training and c.dropout > 0:
-                raise RuntimeError(f"forward_row is inference only (no dropout), but the model is in training "
-                                   f"mode with dropout={c.dropout}; call model.eval() first")
+            self._check_inference_mode("forward_row")
             kv_cache.check_compatible(self, np.zeros((1, 1), dtype=np.int64))
             check_token_ids(np.array([token]), c.vocab_size)
             if pos >= c.block_size:
@@ -506,6 +503,12 @@ class GPT(nn.Module):
         super().to(device)
         self.generator.to(device)
         return self
+
+    def _check_inference_mode(self, who: str) -> None:
+        """The inference paths draw no dropout masks: with dropout > 0 the model must be in eval mode."""
+        if self.training and self.config.dropout > 0:
+            raise RuntimeError(f"{who} is inference only (no dropout), but the model is in training "
+                               f"mode with dropout={self.config.dropout}; call model.eval() first")
 
     def _check_idx(self, idx, start_pos: int):
         """idx as an integer xp array (B, T) on the model's device, or a clear ValueError."""
