@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend, profiler
-from .tensor import Tensor, _GradMode
+from .tensor import Tensor, grad_enabled
 
 _NOTHING_NEEDED = tuple((False,) * n for n in range(16))  # needs_input_grad when nothing is recorded
 
@@ -51,10 +51,10 @@ class Function:
         if backend.cupy_loaded() and len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         needs = tuple([t.requires_grad for t in inputs])
-        track = _GradMode.enabled and True in needs
+        track = True in needs and grad_enabled()
         fn.needs_input_grad = needs if track else _nothing_needed(len(needs))
         try:
-            if profiler._State.current is None:
+            if profiler.active() is None:
                 out = fn.forward(*[t.data for t in inputs], **params)
             else:
                 out = profiler.timed("forward", cls.__name__, fn.forward, *[t.data for t in inputs], **params)
@@ -66,10 +66,11 @@ class Function:
                              "(trailing dimensions must match or be 1)") from None
         if type(out) is not np.ndarray and not backend.is_cupy_array(out):
             out = np.asarray(out)  # NumPy reductions return scalars, not 0-d arrays
-        result = Tensor._wrap(out, track)
+        result = Tensor.constant(out)
         if track:
             fn.inputs = inputs
-            result._ctx = fn
+            result.requires_grad = True
+            result.grad_fn = fn
         return result
 
     @classmethod

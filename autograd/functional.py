@@ -139,7 +139,7 @@ def embedding(idx, weight: Tensor) -> Tensor:
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
         bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
         raise ValueError(f"embedding: id {bad} is outside the vocabulary [0, {V})")
-    return Embedding.apply(weight, Tensor._wrap(ids, False))
+    return Embedding.apply(weight, Tensor.constant(ids))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, fused: bool = True) -> Tensor:
@@ -231,7 +231,7 @@ def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scal
     _check_attention_shapes(q, k, k)
     allowed = _attention_allowed(q, k, causal, mask)
     q_scaled = q.data * q.dtype.type(_attention_scale(q, scale))
-    return Tensor._wrap(attention_probs(q_scaled, k.data, allowed), False)
+    return Tensor.constant(attention_probs(q_scaled, k.data, allowed))
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, mask=None,
@@ -262,7 +262,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         return _fused_attention(q, k, v, allowed, scale, keep_scaled)
     probs = _composed_attention_probs(q, k, allowed, scale)            # (B, nh, T, S)
     if keep_scaled is not None:
-        probs = probs * Tensor._wrap(keep_scaled, False)
+        probs = probs * Tensor.constant(keep_scaled)
     return probs @ _repeat_kv(v, q.shape[1])                            # (B, nh, T, S) @ (B, nh, S, hs)
 
 
@@ -405,7 +405,7 @@ def _composed_attention_probs(q: Tensor, k: Tensor, allowed, scale: float) -> Te
     # A dead row attends everything (finite softmax) and is then multiplied by 0.
     scores = ops.masked_fill(scores, ~(allowed | ~live), -np.inf)
     probs = softmax(scores, axis=-1, fused=False)
-    return probs * Tensor._wrap(live.astype(q.dtype), False)
+    return probs * Tensor.constant(live.astype(q.dtype))
 
 
 def _check_rope_input(x: Tensor, theta: float, offset: int) -> None:
@@ -421,5 +421,5 @@ def _rope_tables_full(x: Tensor, theta: float, offset: int):
     """cos and sin of shape (T, hs) as constant Tensors (each half-table repeated twice)."""
     tables = rope_tables(x.shape[2], x.shape[3], theta, offset, x.dtype, x.xp)
     xp = x.xp
-    return (Tensor._wrap(tables.cos_full, False),
-            Tensor._wrap(xp.concatenate([tables.sin, tables.sin], axis=-1), False))
+    return (Tensor.constant(tables.cos_full),
+            Tensor.constant(xp.concatenate([tables.sin, tables.sin], axis=-1)))

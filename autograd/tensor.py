@@ -1,7 +1,7 @@
 """Tensor: an xp array with a gradient, and reverse-mode backpropagation over the graph.
 
 A Tensor wraps `data` (a NumPy or CuPy array). When it `requires_grad`, ops record
-the Function that produced each result (`_ctx`), and `backward()` walks that graph
+the Function that produced each result (`grad_fn`), and `backward()` walks that graph
 from the output to the leaves in a reverse topological order:
 
 - the order is computed iteratively (an explicit stack, no recursion), so a graph
@@ -43,6 +43,7 @@ _GradMode = _GradModeState()
 
 
 def grad_enabled() -> bool:
+    """Whether ops on this thread record the graph (False inside no_grad())."""
     return _GradMode.enabled
 
 
@@ -72,7 +73,7 @@ def _is_float(dtype) -> bool:
 class Tensor:
     """An n-dimensional array that can record the ops applied to it, for backpropagation."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_freed", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_freed", "name", "__weakref__")
     __array_priority__ = 1000  # make `ndarray * Tensor` call Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None, name: str | None = None):
@@ -96,18 +97,19 @@ class Tensor:
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._ctx = None
+        self.grad_fn = None
         self._freed = False
         self.name = name
 
     @classmethod
-    def _wrap(cls, data, requires_grad: bool) -> "Tensor":
-        """Fast constructor for op outputs: `data` is already an xp array."""
+    def constant(cls, data) -> "Tensor":
+        """A Tensor that needs no gradient around `data`, an xp array used as it is (no copy,
+        no dtype or device change, no checks): the fast way to hand an array to an op."""
         t = object.__new__(cls)
         t.data = data
         t.grad = None
-        t.requires_grad = requires_grad
-        t._ctx = None
+        t.requires_grad = False
+        t.grad_fn = None
         t._freed = False
         t.name = None
         return t
@@ -139,14 +141,14 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._ctx is None
+        return self.grad_fn is None
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        fn = f", grad_fn={self._ctx.name}" if self._ctx is not None else ""
+        fn = f", grad_fn={self.grad_fn.name}" if self.grad_fn is not None else ""
         return f"Tensor({backend.to_numpy(self.data)!r}{grad}{fn})"
 
     # ---- conversions ---------------------------------------------------------------
@@ -164,13 +166,15 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data, False)
+        return Tensor.constant(self.data)
 
     def to(self, device: str) -> "Tensor":
         """A copy on `device` ('cpu' or 'cuda'), cut from the graph; self if already there."""
         if device == self.device:
             return self
-        return Tensor._wrap(backend.to_device(self.data, device), self.requires_grad and self.is_leaf)
+        moved = Tensor.constant(backend.to_device(self.data, device))
+        moved.requires_grad = self.requires_grad and self.is_leaf
+        return moved
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -227,8 +231,8 @@ class Tensor:
                 continue
             visited.add(id(node))
             stack.append((node, True))
-            if node._ctx is not None:
-                for inp in reversed(node._ctx.inputs):
+            if node.grad_fn is not None:
+                for inp in reversed(node.grad_fn.inputs):
                     if inp.requires_grad and id(inp) not in visited:
                         stack.append((inp, False))
         order.reverse()
@@ -246,8 +250,8 @@ class Tensor:
             label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
             style = "filled" if t is self else ("bold" if t.is_leaf and t.requires_grad else "solid")
             lines.append(f'  t{id(t)} [shape=box, style={style}, label="{label}"];')
-            if t._ctx is not None:
-                fn = t._ctx
+            if t.grad_fn is not None:
+                fn = t.grad_fn
                 lines.append(f'  f{id(fn)} [shape=ellipse, label="{fn.name}"];')
                 lines.append(f"  f{id(fn)} -> t{id(t)};")
                 for inp in fn.inputs:
@@ -266,14 +270,14 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
     grads = {id(root): grad}  # id(tensor) -> gradient flowing into it
     for node in root._reverse_topological_order():
         g = grads.pop(id(node), None)
-        fn = node._ctx
+        fn = node.grad_fn
         if fn is None:
             if g is not None:
                 on_leaf(node, g)
             continue
         if g is None:
             continue
-        if profiler._State.current is None:
+        if profiler.active() is None:
             input_grads = fn.backward(g)
         else:
             input_grads = profiler.timed("backward", fn.name, fn.backward, g)
@@ -288,7 +292,7 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
             previous = grads.get(key)
             grads[key] = ig if previous is None else previous + ig
         if not retain_graph:
-            node._ctx = None
+            node.grad_fn = None
             node._freed = True
             fn.inputs = ()
 
@@ -326,7 +330,7 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
     if like is not None:
         xp = like.xp
         if isinstance(value, (int, float, bool)) or isinstance(value, np.generic):
-            return Tensor._wrap(xp.asarray(value, dtype=like.dtype), False)
+            return Tensor.constant(xp.asarray(value, dtype=like.dtype))
         if isinstance(value, np.ndarray) and xp is not np:
             raise RuntimeError(
                 f"cannot mix a NumPy array {value.shape} with a tensor on {like.device}; "

@@ -94,7 +94,7 @@ class PipelineEngine:
                 if self.stage_model.is_first:
                     stage_input = xp.asarray(idx[mb * b:(mb + 1) * b])
                 else:
-                    stage_input = inputs[mb] = Tensor._wrap(received[mb], True)
+                    stage_input = inputs[mb] = Tensor(received[mb], requires_grad=True)
                 outputs[mb] = self.stage_model.forward(
                     stage_input, targets[mb * b:(mb + 1) * b] if self.stage_model.is_last else None)
                 if self.stage_model.is_last:

@@ -296,7 +296,7 @@ class PipelineTrainer:
         else:
             x = xp.empty((idx.shape[0], idx.shape[1], sm.config.n_embd), dtype=sm.model.dtype)
             p2p.recv_into(x, grid.stage - 1, tag=0)
-            x = Tensor._wrap(x, False)
+            x = Tensor.constant(x)
         out = sm.forward(x, targets if sm.is_last else None)
         value = np.array([float(out.item()) if sm.is_last else 0.0])
         if not sm.is_last:

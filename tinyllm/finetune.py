@@ -453,7 +453,7 @@ class SequenceClassifier(nn.Module):
         x = self.gpt.norm_f(x)                                                # (B, T, C)
         B, T, C = x.shape
         weights = pooling_weights(batch.lengths, T, self.pooling, x.dtype)    # (B, 1, T)
-        pooled = Tensor._wrap(backend.to_device(weights, x.device), False) @ x  # (B, 1, T) @ (B, T, C)
+        pooled = Tensor.constant(backend.to_device(weights, x.device)) @ x  # (B, 1, T) @ (B, T, C)
         return pooled.reshape(B, C)
 
     def forward(self, batch: PaddedBatch, labels=None):

@@ -68,10 +68,10 @@ class KVCacheLayer:
         L = self.length
         all_k, all_v = self.append_arrays(k.data, v.data, start_pos)
         if k.requires_grad or v.requires_grad:
-            past_k = Tensor._wrap(self.k[:, :, :L], False)
-            past_v = Tensor._wrap(self.v[:, :, :L], False)
+            past_k = Tensor.constant(self.k[:, :, :L])
+            past_v = Tensor.constant(self.v[:, :, :L])
             return ops.concatenate([past_k, k], axis=2), ops.concatenate([past_v, v], axis=2)
-        return Tensor._wrap(all_k, False), Tensor._wrap(all_v, False)
+        return Tensor.constant(all_k), Tensor.constant(all_v)
 
     def append_arrays(self, k, v, start_pos: int):
         """append on raw arrays: store k, v (B, nkv, T, hs); return views of the buffers

@@ -149,7 +149,7 @@ class LoRALinear(nn.Module):
     def forward_arrays(self, x):
         """The inference path on raw xp arrays (used by KV-cache decoding): forward without a graph."""
         with no_grad():
-            return self.forward(Tensor._wrap(x, False)).data
+            return self.forward(Tensor.constant(x)).data
 
     def forward_row(self, x):
         """forward on one vector x (in,) (one-row decoding): forward_arrays on a one-row matrix."""

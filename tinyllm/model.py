@@ -265,8 +265,8 @@ class CausalSelfAttention(nn.Module):
             y = ScaledDotProductAttention.forward_only(q, k, v, scale=self.scale)
         else:
             # several positions (a prompt, a window refill): F builds the causal mask as forward's does
-            y = F.scaled_dot_product_attention(Tensor._wrap(q, False), Tensor._wrap(k, False),
-                                               Tensor._wrap(v, False), causal=True, scale=self.scale).data
+            y = F.scaled_dot_product_attention(Tensor.constant(q), Tensor.constant(k),
+                                               Tensor.constant(v), causal=True, scale=self.scale).data
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                          # (B, T, nh hs)
         return self.c_proj.forward_arrays(y)
 

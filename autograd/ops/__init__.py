@@ -168,7 +168,7 @@ def _install_operators() -> None:
 
         def compare(self, other, op=op):
             other = other.data if isinstance(other, Tensor) else other
-            return Tensor._wrap(op(self.data, other), False)
+            return Tensor.constant(op(self.data, other))
         setattr(T, f"__{name}__", compare)
     for fn in (exp, log, sqrt, tanh, sigmoid, relu, abs, sum, mean, max, var, reshape, permute,
                transpose, expand, astype, masked_fill, split):

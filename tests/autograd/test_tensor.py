@@ -166,7 +166,7 @@ def test_graph_is_freed_after_backward():
     y = ag.exp(x)
     z = y.sum()
     z.backward()
-    assert z._ctx is None and y._ctx is None
+    assert z.grad_fn is None and y.grad_fn is None
 
 
 @pytest.mark.gpu

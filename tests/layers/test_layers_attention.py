@@ -239,7 +239,7 @@ def test_block_causal_path_three_way(monkeypatch, heads, T, dropout_p):
         return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
                                                  generator=np.random.default_rng(7))
     y = packed(True)(Tensor(qkv, requires_grad=True))
-    assert isinstance(y._ctx.inner, BlockCausalAttention) and len(y._ctx.inner.bounds) == T // 4
+    assert isinstance(y.grad_fn.inner, BlockCausalAttention) and len(y.grad_fn.inner.bounds) == T // 4
     assert_three_way(packed(True), packed(False), [qkv])
 
 
@@ -247,7 +247,7 @@ def test_block_causal_path_is_taken_from_64_positions():
     from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention
     for T, kind in [(63, ScaledDotProductAttention), (64, BlockCausalAttention), (300, BlockCausalAttention)]:
         y = F.packed_self_attention(Tensor(np.zeros((1, T, 6)), requires_grad=True), 1)
-        assert type(y._ctx.inner) is kind, T
+        assert type(y.grad_fn.inner) is kind, T
 
 
 @given(st.integers(2, 24), st.integers(2, 6), st.sampled_from([(1, 1), (2, 1), (2, 2), (4, 2)]), st.integers(0, 10**6))
