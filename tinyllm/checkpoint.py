@@ -324,22 +324,11 @@ def restrict(checkpoint: Checkpoint, names) -> Checkpoint:
 
 def load_model_state(model, checkpoint: Checkpoint) -> None:
     """Copy the checkpoint's weights into `model`; a mismatch names the file and the parameters."""
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    got = {name: tuple(a.shape) for name, a in checkpoint.model_state.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(n for n in set(expected) & set(got) if expected[n] != got[n])
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            details.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        for n in wrong[:4]:
-            details.append(f"{n} is {got[n]} in the checkpoint but {expected[n]} in the model")
-        raise CheckpointError(f"{checkpoint.path / MODEL_FILE}: does not match the model ({'; '.join(details)}); "
-                              "the checkpoint was saved with a different model config")
-    model.load_state_dict(checkpoint.model_state)
+    where = checkpoint.path / MODEL_FILE if MODEL_FILE in checkpoint.state["files"] else checkpoint.path
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except ValueError as error:  # Module.load_state_dict names the missing, unexpected and mis-shaped ones
+        raise CheckpointError(f"{where}: {error}; the checkpoint was saved with a different model config") from None
 
 
 def load_optimizer_state(optimizer, checkpoint: Checkpoint) -> None:
