@@ -180,10 +180,6 @@ def load_tokenizer_file(path: str):
         raise DataError(f"--tokenizer {path}: cannot be read as a tokenizer ({error})") from None
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    return tokenizer.hash()
-
-
 # ---- datasets: cached token shards -----------------------------------------------------
 
 
@@ -209,7 +205,7 @@ def cache_key(corpus: Corpus, tokenizer_spec: str, vocab_size: int | None, val_f
     h = hashlib.sha256()
     h.update(f"tinyllm-data v{CACHE_FORMAT}\n{corpus.fingerprint()}\n{val_fraction!r}\n".encode())
     if tokenizer_spec_is_file(tokenizer_spec):
-        h.update(f"file {tokenizer_fingerprint(load_tokenizer_file(tokenizer_spec))}\n".encode())
+        h.update(f"file {load_tokenizer_file(tokenizer_spec).hash()}\n".encode())
     else:
         h.update(f"{tokenizer_spec} {vocab_size if tokenizer_spec == 'bpe' else ''}\n".encode())
     return h.hexdigest()[:16]
@@ -255,7 +251,7 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
         meta = {"format": CACHE_FORMAT, "key": key, "corpus": corpus.name, "n_sources": len(corpus.sources),
                 "n_chars": len(text), "n_tokens": int(len(ids)), "n_train": int(n_train),
                 "n_val": int(len(ids) - n_train), "val_fraction": val_fraction, "tokenizer": tokenizer_spec,
-                "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer_fingerprint(tokenizer)}
+                "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer.hash()}
         io.write_json(staging / "meta.json", meta)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
