@@ -100,8 +100,8 @@ def scatter_add_rows(target, ids, rows) -> None:
     """target[ids[n]] += rows[n] for every n, repeated ids accumulating: (V, C), (N,), (N, C).
 
     On the CPU, np.add.at walks the rows one at a time; sorting the ids and summing runs of
-    equal ids with np.add.reduceat is an order of magnitude faster. The sums are taken in
-    a fixed order (a stable sort), so the result is the same on every run.
+    equal ids with np.add.reduceat is several times faster (docs/performance.md). The sums
+    are taken in a fixed order (a stable sort), so the result is the same on every run.
     """
     if is_cupy_array(target):
         _cupyx.scatter_add(target, ids, rows)

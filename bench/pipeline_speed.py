@@ -8,8 +8,8 @@ NumPy loads), so two ranks use two cores and one process one core. Reported:
 
 - step time (forward + backward + AdamW) of one process on the whole batch, of one
   process accumulating the same m microbatches, and of the 2-stage pipeline with GPipe
-  and 1F1B; the speedup of the pipeline over each, beside the bubble bound
-  (m + p - 1) / m ... i.e. 2m / (m + 1) = 16/9 = 1.78x for p = 2, m = 8;
+  and 1F1B; the speedup of the pipeline over each, beside the most the bubble allows,
+  p m / (m + p - 1), i.e. 2m / (m + 1) = 16/9 = 1.78x for p = 2, m = 8;
 - per stage: the peak number of microbatch activations alive and the peak bytes NumPy
   allocated during one step (tracemalloc), for GPipe (m alive) and 1F1B (p - s alive).
 

@@ -7,7 +7,7 @@
 - `p2p`: buffer sends and receives of activations and gradients (host or CUDA-aware);
 - `stage`, `engine`: a GPT pruned to one stage, and the executor of its schedule;
 - `runner`: the training loop on real ranks (`run_pipeline`, what `tinyllm train` calls under mpiexec);
-- `checkpoint`: one shard per stage plus a manifest, loadable into any layout;
+- `checkpoint`: the collective save, one shard per stage plus a manifest (tinyllm.checkpoint loads any layout);
 - `trace`: Chrome/Perfetto traces and timeline pictures.
 
 `grid`, `p2p`, `engine`, `runner` and checkpoint saving talk to MPI (mpi4py is imported only when

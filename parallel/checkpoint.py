@@ -1,38 +1,29 @@
-"""Sharded checkpoints for pipelined runs, in tinyllm.checkpoint's directory format.
+"""The collective save of a pipelined run: one checkpoint directory, its tensors split by stage.
 
-A pipelined checkpoint is a tinyllm checkpoint directory whose tensors are split by stage:
+The layout (one model and one optimizer file per stage, and a manifest in state.json) is
+tinyllm.checkpoint's, which also loads it: `load_checkpoint` merges the shards into one
+process's view, and `restrict` gives a stage of any layout its share. This module only
+writes it, as a collective over the world:
 
-    model-stage0-of-2.safetensors       stage 0's parameters under their global names
-    optimizer-stage0-of-2.safetensors   its optimizer buffers (`<name>.exp_avg`, ...)
-    model-stage1-of-2.safetensors ...
-    state.json                          as for one process, plus "pipeline": the manifest
+- rank 0 creates the staging directory and broadcasts its path;
+- the replica-0 rank of each stage writes its shard files (`write_staged_file`: fsynced,
+  each with a size and sha256 record); a tied embedding is written once, by stage 0;
+- rank 0 gathers the records, then writes the tokenizer and state.json (the manifest and
+  every file's record) last, and publishes the directory with tinyllm.checkpoint's atomic
+  rename and link swap, so a crash mid-save leaves the previous checkpoint whole.
 
-The manifest (`state["pipeline"]`) records the stage count, the partition (block ranges)
-and, per shard, its files and parameter names. A tied embedding is stored once, in stage
-0's shard. Only the replica-0 rank of each stage writes; everyone writes into one staging
-directory that rank 0 created, and rank 0 writes state.json (with every file's size and
-sha256) last and publishes the directory with tinyllm.checkpoint's atomic rename and link
-swap, so a crash mid-save leaves the previous checkpoint whole.
+A failure on any rank is gathered and raised on rank 0, after every rank has reached the
+gather, so no rank is left waiting.
 
-Loading merges the shards into one name -> array dict (`load_any`), which serves every
-direction: a pipelined checkpoint into one process (sampling, eval, continuing there),
-a one-process checkpoint into any stage count, and a pipelined one into another layout;
-each stage then keeps the names it owns.
-
-Left out: writing from more than one replica (they are identical), partial loads that
-read only a stage's own files.
+Left out: writing from more than one replica (they are identical).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-
-PIPELINE_FORMAT = "tinyllm-pipeline-shards"
-
-
-def shard_files(stage: int, n_stages: int) -> tuple[str, str]:
-    return f"model-stage{stage}-of-{n_stages}.safetensors", f"optimizer-stage{stage}-of-{n_stages}.safetensors"
+from tinyllm import io
 
 
 def owned_for_saving(names, stage_model) -> list:
@@ -41,10 +32,19 @@ def owned_for_saving(names, stage_model) -> list:
     return [n for n in names if not (stage_model.is_last and not stage_model.is_first and n == tied)]
 
 
-def _optimizer_key_owner(key: str, names: set) -> str | None:
-    """The parameter name an optimizer buffer key (`<param>.exp_avg`) belongs to."""
-    base = key.rsplit(".", 1)[0]
-    return base if base in names else None
+def _write_shard(grid, stage_model, optimizer, staging: Path) -> tuple[dict, dict]:
+    """This stage's shard files -> (file name -> record, the manifest's entry for the shard)."""
+    params = dict(stage_model.named_parameters())
+    names = owned_for_saving(list(params), stage_model)
+    model_file, optimizer_file = ckpt.shard_files(grid.stage, grid.n_stages)
+    records = {model_file: ckpt.write_staged_file(staging / model_file,
+                                                  io.tensor_bytes({n: params[n].data for n in names}))}
+    shard = {"stage": grid.stage, "model": model_file, "parameters": names}
+    if optimizer is not None:
+        arrays = ckpt.optimizer_arrays_for(optimizer.state_arrays(), names)
+        records[optimizer_file] = ckpt.write_staged_file(staging / optimizer_file, io.tensor_bytes(arrays))
+        shard["optimizer"] = optimizer_file
+    return records, shard
 
 
 def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict, tokenizer=None,
@@ -53,21 +53,10 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
     world = grid.world
     staging = ckpt.new_staging_dir(run_dir) if grid.rank == 0 else None
     staging = Path(world.bcast(str(staging) if staging else None, root=0))
-    records, shard = {}, None
-    error = None
+    records, shard, error = {}, None, None
     try:
         if grid.replica == 0:
-            names = owned_for_saving([n for n, _ in stage_model.named_parameters()], stage_model)
-            params = dict(stage_model.named_parameters())
-            model_file, optimizer_file = shard_files(grid.stage, grid.n_stages)
-            records[model_file] = ckpt._write_file(staging / model_file,
-                                                   ckpt.tensor_bytes({n: params[n].data for n in names}))
-            shard = {"stage": grid.stage, "model": model_file, "parameters": names}
-            if optimizer is not None:
-                keep = set(names)
-                arrays = {k: a for k, a in optimizer.state_arrays().items() if _optimizer_key_owner(k, keep)}
-                records[optimizer_file] = ckpt._write_file(staging / optimizer_file, ckpt.tensor_bytes(arrays))
-                shard["optimizer"] = optimizer_file
+            records, shard = _write_shard(grid, stage_model, optimizer, staging)
     except Exception as exc:  # report on rank 0 after the gather so no rank is left waiting
         error = f"rank {grid.rank}: {exc!r}"
     gathered = world.gather((records, shard, error), root=0)
@@ -78,70 +67,21 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
         errors = [e for _, _, e in gathered if e]
         if errors:
             raise OSError("saving the pipeline checkpoint failed: " + "; ".join(errors))
-        files = {}
-        shards = []
-        for rec, sh, _ in gathered:
-            files.update(rec)
-            if sh is not None:
-                shards.append(sh)
-        shards.sort(key=lambda s: s["stage"])
-        manifest = {"format": PIPELINE_FORMAT, "n_stages": grid.n_stages,
+        written = {}
+        for rank_records, _, _ in gathered:
+            written.update(rank_records)
+        shards = sorted((s for _, s, _ in gathered if s is not None), key=lambda s: s["stage"])
+        manifest = {"format": ckpt.PIPELINE_FORMAT, "n_stages": grid.n_stages,
                     "data_parallel": grid.shape.data_parallel,
                     "partition": stage_model.partition.to_json(), "shards": shards}
         full_state = {**state, "pipeline": manifest}
         if optimizer is not None:
             full_state["optimizer"] = optimizer.state_meta()
-        if tokenizer is not None:
-            tokenizer.save(staging / ckpt.TOKENIZER_FILE)
-            files[ckpt.TOKENIZER_FILE] = ckpt._write_file(staging / ckpt.TOKENIZER_FILE,
-                                                          (staging / ckpt.TOKENIZER_FILE).read_bytes())
-        full_state = {"format": ckpt.FORMAT, "version": ckpt.VERSION, **full_state, "files": files}
-        import json  # noqa: PLC0415
-        ckpt._write_file(staging / ckpt.STATE_FILE,
-                         (json.dumps(full_state, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-        ckpt.fsync_directory(staging)
+        ckpt.write_checkpoint_files(staging, {}, full_state, tokenizer, written=written)
         return ckpt.publish_checkpoint(run_dir, staging, int(state["step"]),
                                        links=("last", "best") if best else ("last",))
     except BaseException:
-        import shutil  # noqa: PLC0415
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         world.Barrier()
-
-
-def load_any(path, with_optimizer: bool = True) -> ckpt.Checkpoint:
-    """A checkpoint, one-process or pipelined, as one Checkpoint with merged name -> array dicts."""
-    directory = ckpt.resolve_checkpoint_dir(path)
-    state = ckpt.read_state(directory)
-    manifest = state.get("pipeline")
-    if manifest is None:
-        return ckpt.load_checkpoint(directory, with_optimizer)
-    files = state["files"]
-    model_state, optimizer_state = {}, {} if with_optimizer else None
-    for shard in manifest["shards"]:
-        for key, target in (("model", model_state), ("optimizer", optimizer_state)):
-            if key not in shard or target is None:
-                continue
-            name = shard[key]
-            if name not in files:
-                raise ckpt.CheckpointError(f"{directory / ckpt.STATE_FILE}: shard file {name} is not listed")
-            target.update(ckpt.load_tensors(directory / name, files[name]))
-    if optimizer_state is not None and not optimizer_state:
-        optimizer_state = None
-    return ckpt.Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state)
-
-
-def restrict(checkpoint: ckpt.Checkpoint, names) -> ckpt.Checkpoint:
-    """The same checkpoint with only the parameters `names` (and their optimizer buffers)."""
-    names = set(names)
-    missing = sorted(names - set(checkpoint.model_state))
-    if missing:
-        raise ckpt.CheckpointError(f"{checkpoint.path}: has no {', '.join(missing[:4])}; it was saved from "
-                                   "a different model config")
-    model_state = {n: a for n, a in checkpoint.model_state.items() if n in names}
-    optimizer_state = None
-    if checkpoint.optimizer_state is not None:
-        optimizer_state = {k: a for k, a in checkpoint.optimizer_state.items() if _optimizer_key_owner(k, names)}
-    return ckpt.Checkpoint(path=checkpoint.path, state=checkpoint.state, model_state=model_state,
-                           optimizer_state=optimizer_state)

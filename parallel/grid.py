@@ -40,9 +40,6 @@ class GridShape:
     def position(self, rank: int) -> tuple[int, int]:
         return divmod(rank, self.pipeline_stages)
 
-    def rank_of(self, replica: int, stage: int) -> int:
-        return replica * self.pipeline_stages + stage
-
     def check_world(self, world_size: int) -> None:
         if world_size != self.world_size:
             raise ValueError(

@@ -35,12 +35,6 @@ class Partition:
     def n_layer(self) -> int:
         return self.ranges[-1].stop
 
-    def stage_of_block(self, block: int) -> int:
-        for s, r in enumerate(self.ranges):
-            if block in r:
-                return s
-        raise ValueError(f"block {block} is outside 0..{self.n_layer - 1}")
-
     def describe(self, costs: Sequence[float] | None = None, unit: str = "") -> str:
         """One line per stage, e.g. 'stage 0: blocks 0-1 (+ embeddings)'."""
         lines = []

@@ -128,6 +128,7 @@ class PipelineTrainer:
 
     def _build(self, config, progress_stream, trace_path) -> None:
         from tinyllm import checkpoint as ckpt  # noqa: PLC0415
+        from tinyllm import io  # noqa: PLC0415
         from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus  # noqa: PLC0415
         from tinyllm.model import GPT, GPTConfig  # noqa: PLC0415
         from tinyllm.train import ConfigError, Trainer, make_optimizer  # noqa: PLC0415
@@ -180,15 +181,15 @@ class PipelineTrainer:
                                progress_stream=progress_stream, is_writer=self.is_root)
         self._bind_trainer_hooks()
         if config.resume:
-            checkpoint = pipeline_ckpt.load_any(run_dir)
+            checkpoint = ckpt.load_checkpoint(run_dir)
             saved = GPTConfig.from_dict(checkpoint.state["model_config"])
             if saved != model_config:
                 raise ckpt.CheckpointError(f"{checkpoint.path}: saved with model {saved}, this run has {model_config}; "
                                            "resume with the same model settings")
-            self.trainer.restore(pipeline_ckpt.restrict(checkpoint, [n for n, _ in self.stage_model.named_parameters()]))
+            self.trainer.restore(ckpt.restrict(checkpoint, [n for n, _ in self.stage_model.named_parameters()]))
             log(f"resuming {run_dir} from {checkpoint.path} at step {self.trainer.step}")
         if self.is_root:
-            ckpt.write_json_atomic(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
+            io.write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
             log(f"model: {self.total_parameters:,} parameters; {config.tokens_per_step:,} tokens per step; "
                 f"run directory {run_dir}")
         self.fail_at = _parse_fail(os.environ.get(FAIL_ENV))
@@ -359,9 +360,9 @@ def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, r
         result = train_pipelined(config, trace=trace, stop_at=stop_at)
         if require_mpi().COMM_WORLD.Get_rank() == 0:
             if result_path:
-                from tinyllm.checkpoint import write_json_atomic  # noqa: PLC0415
-                write_json_atomic(result_path, {"status": result.status, "step": result.step,
-                                                "train_losses": result.train_losses, "last_eval": result.last_eval})
+                from tinyllm.io import write_json  # noqa: PLC0415
+                write_json(result_path, {"status": result.status, "step": result.step,
+                                         "train_losses": result.train_losses, "last_eval": result.last_eval})
             last = result.last_eval or {}
             if result.status == "interrupted":
                 print(f"interrupted by {signal.Signals(result.stop_signal).name} at step {result.step}: "

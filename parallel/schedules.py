@@ -3,10 +3,10 @@
 A schedule says, for one stage, the order in which it runs forward and backward passes of
 microbatches and moves activations and gradients to its neighbours. It knows nothing about
 MPI or arrays: `parallel.simulate` runs all stages' lists together (to find deadlocks, count
-in-flight activations and draw unit-cost timelines) and `parallel.runner` executes the same
+in-flight activations and draw unit-cost timelines) and `parallel.engine` executes the same
 lists on real ranks, so every schedule is checked without MPI before it ever runs.
 
-Conventions shared by every schedule (the runner and the simulator rely on them):
+Conventions shared by every schedule (the engine and the simulator rely on them):
 - sends are non-blocking (they never wait for the receiver), receives block until the
   matching message (same kind, microbatch, chunk and peer) has arrived;
 - stage 0 reads its microbatch from the data, the last stage computes the loss;

@@ -1,7 +1,7 @@
 """Run every stage's schedule together, without MPI: deadlocks, message matching, memory, timeline.
 
 `simulate(schedule, n_stages, n_microbatches, costs)` executes the stages' action lists as a
-dataflow program with the runner's semantics (sends never block; a receive waits for the
+dataflow program with the engine's semantics (sends never block; a receive waits for the
 matching send of the same kind, microbatch, chunk and peer) and unit costs per compute
 action, then checks what a real run would need:
 

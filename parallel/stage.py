@@ -15,7 +15,7 @@ single-process run by name.
 
 Tied embeddings across stages: when the head is tied and there are several stages, the
 same weight `wte.weight` lives on stage 0 (as the embedding) and on the last stage (as the
-head); `tied_name()` names it so the runner can sum its two gradients.
+head); `tied_name()` names it so the engine can sum its two gradients.
 
 Left out: dropout masks equal to a single process's (each stage draws its own; the
 exactness guarantee is for dropout 0), KV-cache decoding across stages.

@@ -90,9 +90,9 @@ def measured_bubble(per_rank: list, steps=None) -> float:
 
 def write_trace(path, per_rank: list, stage_of_rank=None, metadata: dict | None = None) -> None:
     """Write the Chrome trace JSON atomically (rank 0 calls this with everyone's events)."""
-    from tinyllm.checkpoint import write_json_atomic  # noqa: PLC0415
-    write_json_atomic(path, {"traceEvents": chrome_events(per_rank, stage_of_rank), "displayTimeUnit": "ms",
-                             "metadata": metadata or {}})
+    from tinyllm.io import write_json  # noqa: PLC0415
+    write_json(path, {"traceEvents": chrome_events(per_rank, stage_of_rank), "displayTimeUnit": "ms",
+                      "metadata": metadata or {}})
 
 
 def render_svg(trace: dict, width: int = 900, row: int = 28, step: int | None = None) -> str:
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with open(args.trace) as f:
         trace = json.load(f)
-    from tinyllm.checkpoint import write_bytes_atomic  # noqa: PLC0415
-    write_bytes_atomic(args.svg, render_svg(trace, step=args.step).encode())
+    from tinyllm.io import write_bytes  # noqa: PLC0415
+    write_bytes(args.svg, render_svg(trace, step=args.step).encode())
     print(f"wrote {args.svg}")
     return 0
 

@@ -202,7 +202,6 @@ def test_no_file_over_600_lines():
     assert violations()["long"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the restructuring is under way")
 def test_core_never_imports_parallel():
     assert violations()["core_imports_parallel"] == []
 

@@ -22,12 +22,25 @@ rename. A crash anywhere in between leaves the previous checkpoint whole and `la
 pointing at it; stale staging directories are swept on the next save. Checkpoints no
 link points to are deleted after the swap.
 
+A pipelined run (parallel/) saves the same directory with its tensors split by stage:
+
+    model-stage0-of-2.safetensors       stage 0's parameters under their global names
+    optimizer-stage0-of-2.safetensors   its optimizer buffers (`<name>.exp_avg`, ...)
+    model-stage1-of-2.safetensors ...
+    state.json                          as above, plus "pipeline": the manifest
+
+The manifest records the stage count, the partition (block ranges) and, per shard, its
+files and parameter names; a tied embedding is stored once, in stage 0's shard. Loading
+merges the shards into one name -> array dict, so a checkpoint of any layout loads into
+one process, and `restrict` hands a pipeline stage of any other layout its share.
+
 Loading never unpickles: tensors come from safetensors, everything else from JSON, so a
 checkpoint from someone else cannot run code. Each file's size and sha256 are checked
 against state.json first, so a truncated or corrupted file is reported by name.
 
-Left out: sharded checkpoints for pipeline stages (parallel/ writes one per stage with
-these same functions plus a manifest), keeping the last k checkpoints, cloud storage.
+Left out: the collective save of a pipelined run (parallel/checkpoint.py writes the shards
+with `write_staged_file` and `write_checkpoint_files`), partial loads that read only one
+stage's files, keeping the last k checkpoints, cloud storage.
 """
 from __future__ import annotations
 
@@ -36,15 +49,12 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from safetensors.numpy import load as safetensors_load
-from safetensors.numpy import save as safetensors_save
 
-from autograd.backend import to_numpy
-from tinyllm.tokenizer.base import atomic_write_bytes, default_mode
+from tinyllm import io
 
 FORMAT = "tinyllm-checkpoint"
 VERSION = 1
@@ -54,50 +64,22 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINTS_DIR = "checkpoints"
 LINKS = ("last", "best")
+PIPELINE_FORMAT = "tinyllm-pipeline-shards"  # the manifest's "format"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, corrupted or does not fit (message names the file)."""
 
 
-# ---- atomic files -------------------------------------------------------------------------------
-
-
-def fsync_directory(path) -> None:
-    """Make a rename inside `path` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Temp file beside `path`, fsync, rename over it, fsync the folder: readers see old or new, never half."""
-    atomic_write_bytes(path, data)
-    fsync_directory(Path(path).parent)
-
-
-def write_json_atomic(path, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
 # ---- writing ---------------------------------------------------------------------------
 
 
-def tensor_bytes(arrays: dict, metadata: dict | None = None) -> bytes:
-    """Serialise name -> array (NumPy or CuPy) as safetensors bytes, in sorted name order."""
-    host = {name: np.ascontiguousarray(to_numpy(arrays[name])) for name in sorted(arrays)}
-    return safetensors_save(host, metadata=metadata)
+def write_staged_file(path: Path, data: bytes) -> dict:
+    """Write and fsync `data` as a file of a staging directory; return its record for state.json.
 
-
-def _write_file(path: Path, data: bytes) -> dict:
-    """Write and fsync `data`; return the record state.json keeps for it."""
+    No temporary file and no rename of its own: the staging directory is published as a
+    whole (`publish_checkpoint`), after state.json, which is written last.
+    """
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
@@ -105,29 +87,35 @@ def _write_file(path: Path, data: bytes) -> dict:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def shard_files(stage: int, n_stages: int) -> tuple[str, str]:
+    """The (model, optimizer) file names of pipeline stage `stage` of `n_stages`."""
+    return f"model-stage{stage}-of-{n_stages}.safetensors", f"optimizer-stage{stage}-of-{n_stages}.safetensors"
+
+
 def new_staging_dir(run_dir) -> Path:
     """A fresh hidden directory under run_dir/checkpoints/ to write a checkpoint into."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    os.chmod(staging, default_mode(directory=True))
+    os.chmod(staging, io.default_mode(directory=True))
     return staging
 
 
-def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None) -> None:
+def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None, written: dict | None = None) -> None:
     """Write the tensor files (file name -> {name: array}), the tokenizer and state.json into `directory`.
 
-    state.json goes last and records every other file's size and sha256.
+    state.json goes last and records every file's size and sha256: those written here and
+    `written` (file name -> record from `write_staged_file`, e.g. other ranks' shards).
     """
     directory = Path(directory)
-    records = {}
+    records = dict(written or {})
     for filename, arrays in tensors.items():
-        records[filename] = _write_file(directory / filename, tensor_bytes(arrays))
+        records[filename] = write_staged_file(directory / filename, io.tensor_bytes(arrays))
     if tokenizer is not None:
-        records[TOKENIZER_FILE] = _write_file(directory / TOKENIZER_FILE, tokenizer.to_text().encode("utf-8"))
+        records[TOKENIZER_FILE] = write_staged_file(directory / TOKENIZER_FILE, tokenizer.to_text().encode("utf-8"))
     state = {"format": FORMAT, "version": VERSION, **state, "files": records}
-    _write_file(directory / STATE_FILE, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    fsync_directory(directory)
+    write_staged_file(directory / STATE_FILE, io.json_bytes(state))
+    io.fsync_directory(directory)
 
 
 def publish_checkpoint(run_dir, staging: Path, step: int, links=("last",)) -> Path:
@@ -141,10 +129,10 @@ def publish_checkpoint(run_dir, staging: Path, step: int, links=("last",)) -> Pa
         final = root / f"{name}-{suffix}"
         suffix += 1
     os.replace(staging, final)
-    fsync_directory(root)
+    io.fsync_directory(root)
     for link in links:
         _point_link(run_dir / link, Path(CHECKPOINTS_DIR) / final.name)
-    fsync_directory(run_dir)
+    io.fsync_directory(run_dir)
     prune_checkpoints(run_dir)
     return final
 
@@ -270,44 +258,77 @@ def load_tensors(path: Path, record: dict) -> dict:
         raise CheckpointError(f"{path}: cannot be read as safetensors ({error})") from None
 
 
+def tensor_files(directory: Path, state: dict) -> tuple[list, list]:
+    """(model files, optimizer files) of a checkpoint: one of each, or one per pipeline stage."""
+    files = state["files"]
+    manifest = state.get("pipeline")
+    if manifest is None:
+        if MODEL_FILE not in files:
+            raise CheckpointError(f"{directory / STATE_FILE}: lists no {MODEL_FILE}")
+        return [MODEL_FILE], [OPTIMIZER_FILE] if OPTIMIZER_FILE in files else []
+    try:
+        model_files = [shard["model"] for shard in manifest["shards"]]
+        optimizer_files = [shard["optimizer"] for shard in manifest["shards"] if "optimizer" in shard]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{directory / STATE_FILE}: the pipeline manifest is malformed ({error!r})") from None
+    for name in model_files + optimizer_files:
+        if name not in files:
+            raise CheckpointError(f"{directory / STATE_FILE}: shard file {name} is not listed")
+    return model_files, optimizer_files
+
+
 def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
-    """Read and verify a checkpoint (sizes, hashes, formats); errors name the file and the problem."""
+    """Read and verify a checkpoint (sizes, hashes, formats); errors name the file and the problem.
+
+    A checkpoint sharded by pipeline stage comes back merged, one name -> array dict for the
+    model and one for the optimizer, exactly as if one process had saved it.
+    """
     directory = resolve_checkpoint_dir(path)
     state = read_state(directory)
-    if "pipeline" in state:  # sharded by pipeline stage: parallel/ merges the shards
-        from parallel.checkpoint import load_any  # noqa: PLC0415
-        return load_any(directory, with_optimizer)
     files = state["files"]
-    if MODEL_FILE not in files:
-        raise CheckpointError(f"{directory / STATE_FILE}: lists no {MODEL_FILE}")
+    model_files, optimizer_files = tensor_files(directory, state)
     for name, record in files.items():  # verify everything up front, even what is not loaded
-        if name not in (MODEL_FILE, OPTIMIZER_FILE):
+        if name not in model_files and name not in optimizer_files:
             _read_verified(directory / name, record)
-    model_state = load_tensors(directory / MODEL_FILE, files[MODEL_FILE])
+    model_state = {}
+    for name in model_files:
+        model_state.update(load_tensors(directory / name, files[name]))
     optimizer_state = None
-    if with_optimizer and OPTIMIZER_FILE in files:
-        optimizer_state = load_tensors(directory / OPTIMIZER_FILE, files[OPTIMIZER_FILE])
+    if with_optimizer and optimizer_files:
+        optimizer_state = {}
+        for name in optimizer_files:
+            optimizer_state.update(load_tensors(directory / name, files[name]))
     return Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state)
+
+
+def optimizer_arrays_for(arrays: dict, names) -> dict:
+    """The optimizer buffers among `arrays` (`<param>.exp_avg`, ...) that belong to the parameters `names`."""
+    names = set(names)
+    return {key: array for key, array in arrays.items() if key.rsplit(".", 1)[0] in names}
+
+
+def restrict(checkpoint: Checkpoint, names) -> Checkpoint:
+    """The same checkpoint with only the parameters `names` and their optimizer buffers
+    (what one pipeline stage loads, from a checkpoint of any layout)."""
+    names = set(names)
+    missing = sorted(names - set(checkpoint.model_state))
+    if missing:
+        raise CheckpointError(f"{checkpoint.path}: has no {', '.join(missing[:4])}; it was saved from "
+                              "a different model config")
+    model_state = {n: a for n, a in checkpoint.model_state.items() if n in names}
+    optimizer_state = None
+    if checkpoint.optimizer_state is not None:
+        optimizer_state = optimizer_arrays_for(checkpoint.optimizer_state, names)
+    return replace(checkpoint, model_state=model_state, optimizer_state=optimizer_state)
 
 
 def load_model_state(model, checkpoint: Checkpoint) -> None:
     """Copy the checkpoint's weights into `model`; a mismatch names the file and the parameters."""
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    got = {name: tuple(a.shape) for name, a in checkpoint.model_state.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(n for n in set(expected) & set(got) if expected[n] != got[n])
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            details.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        for n in wrong[:4]:
-            details.append(f"{n} is {got[n]} in the checkpoint but {expected[n]} in the model")
-        raise CheckpointError(f"{checkpoint.path / MODEL_FILE}: does not match the model ({'; '.join(details)}); "
-                              "the checkpoint was saved with a different model config")
-    model.load_state_dict(checkpoint.model_state)
+    where = checkpoint.path / MODEL_FILE if MODEL_FILE in checkpoint.state["files"] else checkpoint.path
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except ValueError as error:  # Module.load_state_dict names the missing, unexpected and mis-shaped ones
+        raise CheckpointError(f"{where}: {error}; the checkpoint was saved with a different model config") from None
 
 
 def load_optimizer_state(optimizer, checkpoint: Checkpoint) -> None:

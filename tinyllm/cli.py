@@ -6,8 +6,7 @@
     tinyllm tokenizer train|encode ...     tinyllm gradcheck [OPS...]
 
 Each subcommand lives in its own module with `register(subparsers)` (tinyllm/commands/,
-tinyllm/tokenizer/cli.py); a module that is not installed is left out of the parser
-instead of breaking the others. Errors the user can fix (a bad flag value, a missing
+tinyllm/tokenizer/cli.py). Errors the user can fix (a bad flag value, a missing
 file, an incompatible checkpoint) print one line, `tinyllm CMD: error: ...`, and exit
 with status 2, as argparse does for a malformed flag; Ctrl-C exits with 130.
 
@@ -20,7 +19,7 @@ import importlib
 import os
 import sys
 
-# (module, what it provides); modules are imported when the parser is built
+# the modules that register a subcommand, imported when the parser is built
 COMMAND_MODULES = (
     "tinyllm.commands.train",
     "tinyllm.commands.sample",
@@ -31,7 +30,6 @@ COMMAND_MODULES = (
     "tinyllm.commands.finetune",
     "tinyllm.tokenizer.cli",
     "tinyllm.commands.gradcheck",
-    "tinyllm.commands.bench",
 )
 
 EXAMPLES = """\
@@ -49,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name:  # that command is not part of this installation (yet)
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -72,23 +64,9 @@ def user_errors() -> tuple:
     from tinyllm.checkpoint import CheckpointError  # noqa: PLC0415
     from tinyllm.commands.common import UsageError  # noqa: PLC0415
     from tinyllm.data import DataError  # noqa: PLC0415
+    from tinyllm.tokenizer import ShardError, TokenizerFileError  # noqa: PLC0415
     from tinyllm.train import ConfigError  # noqa: PLC0415
-    errors = [UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError]
-    try:
-        from tinyllm.tokenizer import ShardError, TokenizerFileError  # noqa: PLC0415
-        errors += [ShardError, TokenizerFileError]
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
-    """The subcommand's parser (for its `prog` in error messages)."""
-    for action in parser._subparsers._group_actions:  # argparse keeps subparsers here
-        chosen = action.choices.get(args.command)
-        if chosen is not None:
-            return chosen
-    return parser
+    return (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, ShardError, TokenizerFileError)
 
 
 def main(argv=None) -> int:
@@ -101,10 +79,9 @@ def main(argv=None) -> int:
     try:
         return int(handler(args) or 0)
     except user_errors() as error:
-        sub = _subparser(parser, args)
         message = str(error) if not isinstance(error, FileNotFoundError) or not error.filename else \
             f"{error.filename}: no such file"
-        print(f"{sub.prog}: error: {message}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)  # as argparse names it
         return 2
     except KeyboardInterrupt:
         print("tinyllm: interrupted", file=sys.stderr)

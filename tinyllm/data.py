@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyllm.checkpoint import default_mode, write_bytes_atomic, write_json_atomic
+from tinyllm import io
 
 BUILTIN = "builtin"
 STDLIB = "stdlib"
@@ -180,10 +180,6 @@ def load_tokenizer_file(path: str):
         raise DataError(f"--tokenizer {path}: cannot be read as a tokenizer ({error})") from None
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    return tokenizer.hash()
-
-
 # ---- datasets: cached token shards -----------------------------------------------------
 
 
@@ -209,7 +205,7 @@ def cache_key(corpus: Corpus, tokenizer_spec: str, vocab_size: int | None, val_f
     h = hashlib.sha256()
     h.update(f"tinyllm-data v{CACHE_FORMAT}\n{corpus.fingerprint()}\n{val_fraction!r}\n".encode())
     if tokenizer_spec_is_file(tokenizer_spec):
-        h.update(f"file {tokenizer_fingerprint(load_tokenizer_file(tokenizer_spec))}\n".encode())
+        h.update(f"file {load_tokenizer_file(tokenizer_spec).hash()}\n".encode())
     else:
         h.update(f"{tokenizer_spec} {vocab_size if tokenizer_spec == 'bpe' else ''}\n".encode())
     return h.hexdigest()[:16]
@@ -247,19 +243,20 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
 
     data_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=data_root))
-    os.chmod(staging, default_mode(directory=True))
+    os.chmod(staging, io.default_mode(directory=True))
     try:
         tok.write_shard(staging / "train.bin", ids[:n_train], tokenizer.vocab_size, tokenizer.hash())
         tok.write_shard(staging / "val.bin", ids[n_train:], tokenizer.vocab_size, tokenizer.hash())
-        write_bytes_atomic(staging / TOKENIZER_FILE, tokenizer.to_text().encode("utf-8"))
+        tokenizer.save(staging / TOKENIZER_FILE)
         meta = {"format": CACHE_FORMAT, "key": key, "corpus": corpus.name, "n_sources": len(corpus.sources),
                 "n_chars": len(text), "n_tokens": int(len(ids)), "n_train": int(n_train),
                 "n_val": int(len(ids) - n_train), "val_fraction": val_fraction, "tokenizer": tokenizer_spec,
-                "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer_fingerprint(tokenizer)}
-        write_json_atomic(staging / "meta.json", meta)
+                "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer.hash()}
+        io.write_json(staging / "meta.json", meta)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
         os.replace(staging, cache_dir)
+        io.fsync_directory(data_root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -373,5 +370,5 @@ def download(name: str, out: str | os.PathLike | None = None, url: str | None = 
     if digest != spec.sha256:
         raise DataError(f"downloaded {name} from {source} has sha256 {digest}, expected {spec.sha256}; "
                         "the file is not the expected corpus")
-    write_bytes_atomic(out, data)
+    io.write_bytes(out, data)
     return out

@@ -54,7 +54,7 @@ from autograd import functional as F
 from autograd.tensor import Tensor
 
 from . import checkpoint as ckpt
-from . import nn
+from . import io, nn
 from .data import DataError
 from .lora import LoRAConfig, apply_lora, freeze, lora_layers, save_lora, trainable_parameters
 from .model import GPT, GPTConfig, unknown_fields
@@ -859,8 +859,8 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     if checkpoint is not None:
         trainer.restore(checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
-    ckpt.write_json_atomic(run_dir / "config.json", {"train": train_config.to_dict(), "finetune": config.to_dict(),
-                                                     "model": gpt.config.to_dict()})
+    io.write_json(run_dir / "config.json", {"train": train_config.to_dict(), "finetune": config.to_dict(),
+                                           "model": gpt.config.to_dict()})
     n_train = sum(int(p.size) for _, p in trainable_parameters(model))
     splits = task_data["splits"]
     log(f"finetune {config.task}: {n_train:,} of {model.num_parameters():,} parameters train"

@@ -45,7 +45,7 @@ from autograd import functional as F
 from autograd.tensor import Tensor, no_grad
 
 from . import nn
-from .checkpoint import tensor_bytes, write_bytes_atomic, write_json_atomic
+from . import io
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -316,8 +316,8 @@ def save_lora(model: nn.Module, directory, extra: dict | None = None) -> Path:
         raise LoRAError("save_lora: the adapters are merged into the base weights; call unmerge_lora(model) first")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(directory / ADAPTER_FILE, tensor_bytes(lora_state_dict(model)))
-    write_json_atomic(directory / ADAPTER_CONFIG_FILE, {
+    io.write_tensors(directory / ADAPTER_FILE, lora_state_dict(model))
+    io.write_json(directory / ADAPTER_CONFIG_FILE, {
         "format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **config.to_dict(),
         "modules": [name for name, _ in layers], "extra": extra or {}})
     return directory

@@ -205,21 +205,26 @@ class Module:
         """Copy arrays into the parameters of the same names (cast to their dtype and device).
 
         Shape mismatches are always an error; with strict=True, missing and unexpected names
-        are errors too. Returns (missing, unexpected) name lists.
+        are errors too. Returns (missing, unexpected) name lists. The one ValueError names
+        the first few of each kind and counts the rest, so it stays one readable line.
         """
         params = dict(self.named_parameters())
         missing = [name for name in params if name not in state_dict]
         unexpected = [name for name in state_dict if name not in params]
+        mismatched = [f"{name}: checkpoint {tuple(np.shape(state_dict[name]))}, model {tuple(param.shape)}"
+                      for name, param in params.items()
+                      if name in state_dict and tuple(np.shape(state_dict[name])) != tuple(param.shape)]
+
+        def more(items: list) -> str:  # the count past the first four named
+            return f" and {len(items) - 4} more" if len(items) > 4 else ""
+
         problems = []
         if strict and missing:
-            problems.append(f"missing keys: {', '.join(missing)}")
+            problems.append(f"missing keys: {', '.join(missing[:4])}{more(missing)}")
         if strict and unexpected:
-            problems.append(f"unexpected keys: {', '.join(unexpected)}")
-        for name, param in params.items():
-            if name in state_dict:
-                shape = tuple(np.shape(state_dict[name]))
-                if shape != tuple(param.shape):
-                    problems.append(f"shape mismatch for {name}: checkpoint {shape}, model {tuple(param.shape)}")
+            problems.append(f"unexpected keys: {', '.join(unexpected[:4])}{more(unexpected)}")
+        if mismatched:
+            problems.append("; ".join(f"shape mismatch for {m}" for m in mismatched[:4]) + more(mismatched))
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__} failed: " + "; ".join(problems))
         for name, param in params.items():

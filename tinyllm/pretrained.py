@@ -43,10 +43,9 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save
 
+from . import io
 from .model import GPTConfig
-from .tokenizer.base import atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -119,15 +118,7 @@ def _read_bf16(path: Path, data_start: int, info: dict) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
 
 
-def write_safetensors(tensors: dict, path) -> None:
-    """Write name -> array as a safetensors file atomically (temporary file, fsync, rename)."""
-    arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
-    atomic_write_bytes(path, save(arrays, metadata={"format": "pt"}))   # "pt": the tag Hugging Face expects
-
-
-def write_json(obj, path) -> None:
-    """Write JSON atomically (temporary file, fsync, rename)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+HF_METADATA = {"format": "pt"}  # the safetensors header tag Hugging Face expects
 
 
 def read_checkpoint_tensors(directory) -> dict:
@@ -377,7 +368,7 @@ def save_pretrained(model, path, max_shard_bytes: int | None = None) -> None:
     hf_config = config_to_hf(config, dtype)
     tensors = state_dict_to_hf({k: to_numpy(v) for k, v in model.state_dict().items()}, config)
     if max_shard_bytes is None:
-        write_safetensors(tensors, directory / WEIGHTS_FILE)
+        io.write_tensors(directory / WEIGHTS_FILE, tensors, HF_METADATA)
         stale = [directory / INDEX_FILE]
     else:
         shards, current, size = [], {}, 0
@@ -391,12 +382,12 @@ def save_pretrained(model, path, max_shard_bytes: int | None = None) -> None:
         weight_map = {}
         for i, shard in enumerate(shards, start=1):
             filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            write_safetensors(shard, directory / filename)
+            io.write_tensors(directory / filename, shard, HF_METADATA)
             weight_map.update({name: filename for name in shard})
-        write_json({"metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},
-                    "weight_map": weight_map}, directory / INDEX_FILE)
+        io.write_json(directory / INDEX_FILE, {"metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},
+                                               "weight_map": weight_map})
         stale = [directory / WEIGHTS_FILE]
     for old in stale:  # a file of the other layout would shadow (or confuse) the new one
         if old.exists():
             old.unlink()
-    write_json(hf_config, directory / CONFIG_FILE)
+    io.write_json(directory / CONFIG_FILE, hf_config)

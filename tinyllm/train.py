@@ -41,6 +41,7 @@ from pathlib import Path
 
 from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
+from tinyllm import io
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
 from tinyllm.model import GPT, GPTConfig, unknown_fields
@@ -255,7 +256,7 @@ class MetricsLog:
         elif path.is_file():  # drop records past the checkpoint we resume from
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            ckpt.write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+            io.write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -573,7 +574,7 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     if checkpoint is not None:
         trainer.restore(checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
-    ckpt.write_json_atomic(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
+    io.write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
     log(f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, {model_config.n_head} heads, "
         f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
         f"{config.tokens_per_step:,} tokens per step; {threads} thread{'s' if threads > 1 else ''}; "

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["base", "bpe", "bpe_train", "char", "patterns", "rank_merge", "shards", "textstream"]
+MODULES = ["base", "bpe", "bpe_train", "char", "files", "lines", "patterns", "rank_merge", "shards", "textstream"]
 
 
 @pytest.mark.parametrize("name", MODULES)

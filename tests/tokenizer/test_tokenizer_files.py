@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tinyllm.tokenizer import (BPETokenizer, CharTokenizer, TokenizerFileError,
+from tinyllm.tokenizer import (BPETokenizer, CharTokenizer, Tokenizer, TokenizerFileError,
                                gpt2_bytes_to_unicode, load_tokenizer)
 
 
@@ -166,6 +166,9 @@ def test_load_tokenizer_detects_kind_and_hints_at_tiktoken(tmp_path, trained_bpe
     assert isinstance(load_tokenizer(tmp_path / "c.tok"), CharTokenizer)
     with pytest.raises(TokenizerFileError, match="holds a 'char' tokenizer, not 'bpe'"):
         BPETokenizer.load(tmp_path / "c.tok")
+    assert CharTokenizer.load(tmp_path / "c.tok").chars == chars.chars
+    with pytest.raises(TypeError, match="use tinyllm.tokenizer.load_tokenizer"):
+        Tokenizer.load(tmp_path / "c.tok")
     trained_bpe.save_tiktoken(tmp_path / "r.tiktoken")
     with pytest.raises(TokenizerFileError, match="looks like a .tiktoken file"):
         load_tokenizer(tmp_path / "r.tiktoken")

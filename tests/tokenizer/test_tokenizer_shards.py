@@ -119,12 +119,12 @@ def test_char_tokenizer_shards(tmp_path):
 def test_written_files_get_the_umask_permissions(tmp_path, umask):
     """Shards, tokenizer files and the atomic JSON/bytes writes are created with open()'s
     permissions under the umask (0644 under 022), not mkstemp's private 0600."""
-    from tinyllm.checkpoint import write_json_atomic
+    from tinyllm import io
     old = os.umask(umask)
     try:
         write_shard(tmp_path / "s.bin", [1, 2, 3], vocab_size=5, tokenizer_hash=None)
         CharTokenizer.train("abc").save(tmp_path / "tok.json")
-        write_json_atomic(tmp_path / "config.json", {"a": 1})
+        io.write_json(tmp_path / "config.json", {"a": 1})
     finally:
         os.umask(old)
     for name in ("s.bin", "tok.json", "config.json"):

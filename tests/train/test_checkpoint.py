@@ -74,6 +74,22 @@ def test_failure_mid_save_leaves_the_previous_checkpoint_whole(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-0000001"]   # no staging left
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads fd paths from /proc")
+def test_every_file_is_fsynced_and_state_json_last_before_the_directory_is_published(tmp_path, monkeypatch):
+    model, opt, tok = make_run()
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (synced.append(("replace", Path(a).name)), real_replace(a, b))[1])
+    path = save(tmp_path, model, opt, tok, step=1)
+    staging = Path(synced[0]).parent
+    files = [Path(s).name for s in synced[:4]]
+    assert sorted(files[:3]) == [ckpt.MODEL_FILE, ckpt.OPTIMIZER_FILE, ckpt.TOKENIZER_FILE] and files[3] == ckpt.STATE_FILE
+    assert synced[4] == str(staging) and synced[5] == ("replace", staging.name)   # fsynced, then renamed whole
+    records = json.loads((path / ckpt.STATE_FILE).read_text())["files"]
+    assert records == {name: ckpt.write_staged_file(tmp_path / "copy", (path / name).read_bytes())
+                       for name in files[:3]}
+
+
 SAVER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
@@ -137,8 +153,13 @@ def test_a_checkpoint_from_another_shape_is_refused_by_name(tmp_path):
     model, opt, tok = make_run()
     save(tmp_path, model, opt, tok, step=1)
     wider = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=32))
-    with pytest.raises(ckpt.CheckpointError, match=r"model\.safetensors: does not match the model .*missing blocks\.1"):
+    with pytest.raises(ckpt.CheckpointError) as error:
         ckpt.load_model_state(wider, ckpt.load_checkpoint(tmp_path))
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "last" / "model.safetensors") + ": ")
+    assert "missing keys: blocks.1.norm1.weight" in message and " and 8 more" in message
+    assert "shape mismatch for wte.weight: checkpoint (11, 16), model (11, 32)" in message
+    assert message.endswith("the checkpoint was saved with a different model config") and "\n" not in message
 
 
 def test_loading_never_unpickles(tmp_path):

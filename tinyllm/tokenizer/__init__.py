@@ -9,9 +9,11 @@ Token shards for training data: write_shard, read_shard, encode_files_to_shards
 (shards.py). The `tinyllm tokenizer ...` commands: cli.py.
 """
 
-from .base import EOT_TOKEN, Tokenizer, TokenizerFileError, load_tokenizer
+from .base import EOT_TOKEN, Tokenizer
 from .bpe import BPETokenizer, gpt2_bytes_to_unicode
 from .char import CharTokenizer
+from .files import load_tokenizer
+from .lines import TokenizerFileError
 from .patterns import GPT2_PATTERN, GPT4_PATTERN, split_text
 from .shards import (ShardError, ShardHeader, encode_files_to_shards, read_shard,
                      read_shard_header, write_shard)

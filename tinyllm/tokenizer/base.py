@@ -6,7 +6,8 @@ subclass only says how ordinary text becomes ids and back (`encode_ordinary`,
 
 - special tokens with tiktoken's rules (`encode(text, allowed_special=...,
   disallowed_special=...)`),
-- `save` / `load` / `load_tokenizer` in our versioned, human-readable text format,
+- `save` / `load` in our versioned, human-readable text format (reading one kind;
+  files.py's `load_tokenizer` reads either),
 - `hash()`: a stable content hash that token shards record.
 
 The file format (version 1), one item per line, UTF-8:
@@ -18,27 +19,26 @@ The file format (version 1), one item per line, UTF-8:
     0 b'\\x00'                                 id and token: a Python bytes literal (bpe)
     ...                                       or a JSON string of one character (char)
 
-Leaves out: how a vocabulary is learned or applied (char.py, bpe.py) and token
+Leaves out: how a vocabulary is learned or applied (char.py, bpe.py), reading a file
+of either kind (files.py), the line-level reading and quoting (lines.py) and token
 shards (shards.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from typing import ClassVar, Iterable, Iterator
 
 import regex
 
+from tinyllm import io
+
+from .lines import FileLines, TokenizerFileError, json_string, parse_int, parse_json_string
+
 FORMAT_MAGIC = "tinyllm-tokenizer"
 FORMAT_VERSION = 1
 EOT_TOKEN = "<|endoftext|>"  # the end-of-text special token, as GPT-2 spells it
-
-
-class TokenizerFileError(ValueError):
-    """A tokenizer file that cannot be read; the message names the file and line."""
 
 
 class Tokenizer:
@@ -49,8 +49,8 @@ class Tokenizer:
 
     def __init__(self, special_tokens: dict[str, int] | None = None):
         self.special_tokens: dict[str, int] = dict(special_tokens or {})  # str -> id
-        self._special_id_to_text = {i: s for s, i in self.special_tokens.items()}  # id -> str
-        if len(self._special_id_to_text) != len(self.special_tokens):
+        self.special_id_to_text = {i: s for s, i in self.special_tokens.items()}  # id -> str
+        if len(self.special_id_to_text) != len(self.special_tokens):
             raise ValueError(f"special tokens share ids: {self.special_tokens}")
 
     # -- what subclasses provide ------------------------------------------------
@@ -79,7 +79,7 @@ class Tokenizer:
         raise NotImplementedError
 
     @classmethod
-    def _from_lines(cls, reader: "FileLines", header_fields: dict[str, tuple[int, str]],
+    def _from_lines(cls, reader: FileLines, header_fields: dict[str, tuple[int, str]],
                     special_tokens: dict[str, int], token_lines: list[tuple[int, str]]):
         raise NotImplementedError
 
@@ -159,7 +159,7 @@ class Tokenizer:
         lines = [f"{FORMAT_MAGIC} {FORMAT_VERSION} {self.kind}"]
         lines += self._vocab_lines()
         for text, token_id in sorted(self.special_tokens.items(), key=lambda item: item[1]):
-            lines.append(f"special {token_id} {_json_string(text)}")
+            lines.append(f"special {token_id} {json_string(text)}")
         token_lines = self._token_lines()
         lines.append(f"tokens {len(token_lines)}")
         lines += token_lines
@@ -167,18 +167,55 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer file atomically (a crash leaves the old file or none)."""
-        atomic_write_bytes(path, self.to_text().encode("utf-8"))
+        io.write_bytes(path, self.to_text().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Read a file written by `save`. On a subclass, the file must be of its kind."""
-        tokenizer = load_tokenizer(path)
-        if cls is not Tokenizer and not isinstance(tokenizer, cls):
+        """Read a file written by `save`; it must hold a tokenizer of this class's kind
+        (`tinyllm.tokenizer.load_tokenizer` reads either kind)."""
+        if not cls.kind:
+            raise TypeError("Tokenizer.load: the base class reads no kind of file; use "
+                            "tinyllm.tokenizer.load_tokenizer(path) to load either kind")
+        reader = FileLines(path)
+        kind = read_kind(reader)
+        if kind != cls.kind:
             raise TokenizerFileError(
-                f"{os.fspath(path)}: holds a {tokenizer.kind!r} tokenizer, not {cls.kind!r}; "
+                f"{reader.path}: holds a {kind!r} tokenizer, not {cls.kind!r}; "
                 "use tinyllm.tokenizer.load_tokenizer to load either kind"
             )
-        return tokenizer
+        return cls.from_file_lines(reader)
+
+    @classmethod
+    def from_file_lines(cls, reader: FileLines) -> "Tokenizer":
+        """Build a tokenizer of this class from a file whose header `read_kind` checked."""
+        line_number = 2
+        header_fields: dict[str, tuple[int, str]] = {}  # name -> (line number, raw value)
+        special_tokens: dict[str, int] = {}
+        while True:
+            line = reader.line(line_number)
+            name, _, rest = line.partition(" ")
+            if name == "tokens":
+                break
+            if name == "special":
+                id_text, _, string_text = rest.partition(" ")
+                token_id = parse_int(reader, line_number, id_text, "special token id")
+                text = parse_json_string(reader, line_number, string_text)
+                if text in special_tokens:
+                    raise reader.error(line_number, f"special token {text!r} appears twice")
+                special_tokens[text] = token_id
+            elif name in header_fields or not name:
+                raise reader.error(line_number, f"unexpected line {line[:60]!r}")
+            else:
+                header_fields[name] = (line_number, rest)
+            line_number += 1
+        count = parse_int(reader, line_number, rest, "token count")
+        token_lines: list[tuple[int, str]] = []  # (line number, text)
+        for line_number in range(line_number + 1, line_number + 1 + count):
+            token_lines.append((line_number, reader.line(line_number)))
+        if len(reader.lines) > line_number:
+            raise reader.error(line_number + 1, f"unexpected line after the {count} tokens "
+                                                "the file announced")
+        return cls._from_lines(reader, header_fields, special_tokens, token_lines)
 
     def hash(self) -> str:
         """SHA-256 hex digest of the file text: equal iff the tokenizers encode alike.
@@ -196,41 +233,8 @@ class Tokenizer:
                 f"special_tokens={self.special_tokens})")
 
 
-class FileLines:
-    """The numbered lines of a text file, and errors that name the file and line."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"tokenizer file not found: {self.path!r}")
-        try:
-            with open(self.path, encoding="utf-8", newline="\n") as file:
-                self.lines = file.read().split("\n")  # list[str], line n at index n - 1
-        except UnicodeDecodeError as error:
-            raise TokenizerFileError(f"{self.path}: not a text file (bad UTF-8 at byte "
-                                     f"{error.start})") from None
-        if self.lines and self.lines[-1] == "":
-            self.lines.pop()
-
-    def error(self, line_number: int, message: str) -> TokenizerFileError:
-        return TokenizerFileError(f"{self.path}, line {line_number}: {message}")
-
-    def line(self, line_number: int) -> str:
-        if line_number > len(self.lines):
-            raise self.error(line_number, "the file ends early (truncated?)")
-        return self.lines[line_number - 1]
-
-
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load a tokenizer file written by `save`, whatever its kind.
-
-    The kind comes from the header line (`tinyllm-tokenizer 1 bpe`). A `.tiktoken`
-    file has no pattern in it: read it with BPETokenizer.from_tiktoken(path, pattern).
-    """
-    from .bpe import BPETokenizer
-    from .char import CharTokenizer
-    kinds = {BPETokenizer.kind: BPETokenizer, CharTokenizer.kind: CharTokenizer}
-    reader = FileLines(path)
+def read_kind(reader: FileLines) -> str:
+    """Check a tokenizer file's header line (`tinyllm-tokenizer 1 bpe`) and return its kind."""
     header = reader.line(1).split(" ") if reader.lines else [""]
     if len(header) != 3 or header[0] != FORMAT_MAGIC:
         hint = ""
@@ -243,92 +247,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if version != str(FORMAT_VERSION):
         raise reader.error(1, f"format version {version!r} is not supported "
                               f"(this tinyllm reads version {FORMAT_VERSION})")
-    if kind not in kinds:
-        raise reader.error(1, f"unknown tokenizer kind {kind!r}; expected one of {sorted(kinds)}")
-
-    line_number = 2
-    header_fields: dict[str, tuple[int, str]] = {}  # name -> (line number, raw value)
-    special_tokens: dict[str, int] = {}
-    while True:
-        line = reader.line(line_number)
-        name, _, rest = line.partition(" ")
-        if name == "tokens":
-            break
-        if name == "special":
-            id_text, _, string_text = rest.partition(" ")
-            token_id = _parse_int(reader, line_number, id_text, "special token id")
-            text = _parse_json_string(reader, line_number, string_text)
-            if text in special_tokens:
-                raise reader.error(line_number, f"special token {text!r} appears twice")
-            special_tokens[text] = token_id
-        elif name in header_fields or not name:
-            raise reader.error(line_number, f"unexpected line {line[:60]!r}")
-        else:
-            header_fields[name] = (line_number, rest)
-        line_number += 1
-    count = _parse_int(reader, line_number, rest, "token count")
-    token_lines: list[tuple[int, str]] = []  # (line number, text)
-    for line_number in range(line_number + 1, line_number + 1 + count):
-        token_lines.append((line_number, reader.line(line_number)))
-    if len(reader.lines) > line_number:
-        raise reader.error(line_number + 1, f"unexpected line after the {count} tokens "
-                                            "the file announced")
-    return kinds[kind]._from_lines(reader, header_fields, special_tokens, token_lines)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(directory: bool = False) -> int:
-    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make them private)."""
-    return (0o777 if directory else 0o666) & ~_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix:
-    write a temporary file in the same folder, fsync it, rename it over `path`.
-    The file gets the permissions open() would give it (the umask's), not mkstemp's 0600."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                             dir=folder)
-    try:
-        os.fchmod(descriptor, default_mode())
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _parse_int(reader: FileLines, line_number: int, text: str, what: str) -> int:
-    if not text.isdigit():
-        raise reader.error(line_number, f"{what} must be a non-negative integer, got {text!r}")
-    return int(text)
-
-
-def _parse_json_string(reader: FileLines, line_number: int, text: str) -> str:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise reader.error(line_number, f"expected a JSON string, got {text[:60]!r} ({error.msg})") from None
-    if not isinstance(value, str):
-        raise reader.error(line_number, f"expected a JSON string, got {text[:60]!r}")
-    return value
-
-
-def _json_string(text: str) -> str:
-    """JSON-quote a string, escaping only what is not printable (so the file stays
-    readable and lone surrogates survive the trip through UTF-8)."""
-    return json.dumps(text, ensure_ascii=not text.isprintable())
+    return kind
 
 
 _special_regex_cache: dict[frozenset, regex.Pattern] = {}  # frozenset[str] -> compiled alternation

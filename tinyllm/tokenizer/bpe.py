@@ -37,8 +37,11 @@ from collections import Counter
 from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from .base import FileLines, Tokenizer, TokenizerFileError, _parse_json_string
-from .bpe_train import _tqdm_disable, train_bpe_merges
+from tinyllm import io
+
+from .base import Tokenizer
+from .bpe_train import tqdm_disable, train_bpe_merges
+from .lines import FileLines, TokenizerFileError, parse_json_string
 from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
                        resolve_pattern)
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
@@ -333,10 +336,9 @@ class BPETokenizer(Tokenizer):
     def save_tiktoken(self, path: str | os.PathLike) -> None:
         """Write the ranks as a `.tiktoken` file (pattern and special tokens are not in
         that format; keep them yourself or use `save`)."""
-        from .base import atomic_write_bytes
         lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
                  for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
-        atomic_write_bytes(path, "".join(lines).encode("ascii"))
+        io.write_bytes(path, "".join(lines).encode("ascii"))
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike,
@@ -410,7 +412,7 @@ class BPETokenizer(Tokenizer):
             raise reader.error(header_fields[unexpected[0]][0],
                                f"unknown field {unexpected[0]!r} in a bpe tokenizer file")
         pattern_line, pattern_text = header_fields["pattern"]
-        pattern = _parse_json_string(reader, pattern_line, pattern_text)
+        pattern = parse_json_string(reader, pattern_line, pattern_text)
         try:
             resolve_pattern(pattern)
         except ValueError as error:
@@ -495,7 +497,7 @@ def _count_file_chunks(path, compiled, ascii_split, splitter: Tokenizer,
     if not os.path.isfile(path):
         raise FileNotFoundError(f"training file not found: {path!r}")
     bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, unit_divisor=1024,
-               desc=f"counting {os.path.basename(path)}", disable=_tqdm_disable(progress))
+               desc=f"counting {os.path.basename(path)}", disable=tqdm_disable(progress))
     blocks = iter_text_blocks(path, block_bytes)
     if splitter.special_tokens:
         blocks = _cut_at_special_tokens(blocks, splitter)

@@ -81,7 +81,7 @@ def train_bpe_merges(chunk_counts: Mapping[bytes, int], num_merges: int,
     vocab = [bytes([byte]) for byte in range(256)]  # id -> bytes
     known = set(vocab)  # bytes already made into a token
     merges: list[tuple[int, int]] = []
-    bar = tqdm(total=num_merges, desc="BPE merges", unit="merge", disable=_tqdm_disable(progress))
+    bar = tqdm(total=num_merges, desc="BPE merges", unit="merge", disable=tqdm_disable(progress))
     while len(merges) < num_merges and heap:
         negative_count, left, right = heapq.heappop(heap)
         pair = (left, right)
@@ -146,6 +146,7 @@ def _merge_pair_everywhere(words, counts, pair, new_id, pair_counts, pair_where)
     return touched
 
 
-def _tqdm_disable(progress: bool | None) -> bool | None:
-    """progress=None: show the bar only on a terminal (tqdm's own rule)."""
+def tqdm_disable(progress: bool | None) -> bool | None:
+    """tqdm's `disable` for a `progress` flag: True shows the bar, False hides it,
+    None shows it only on a terminal (tqdm's own rule)."""
     return None if progress is None else not progress

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from .base import FileLines, Tokenizer, _json_string
+from .base import Tokenizer
+from .lines import FileLines, json_string
 
 
 class CharTokenizer(Tokenizer):
@@ -74,8 +75,8 @@ class CharTokenizer(Tokenizer):
         for token_id in ids:
             if 0 <= token_id < len(self.chars):
                 pieces.append(self.chars[token_id])
-            elif token_id in self._special_id_to_text:
-                pieces.append(self._special_id_to_text[token_id])
+            elif token_id in self.special_id_to_text:
+                pieces.append(self.special_id_to_text[token_id])
             else:
                 raise ValueError(f"token id {token_id!r} is not in this CharTokenizer "
                                  f"(ids run 0..{self.vocab_size - 1})")
@@ -85,7 +86,7 @@ class CharTokenizer(Tokenizer):
         return self.decode(ids).encode("utf-8", errors="surrogatepass")
 
     def _token_lines(self) -> list[str]:
-        return [f"{i} {_json_string(c)}" for i, c in enumerate(self.chars)]
+        return [f"{i} {json_string(c)}" for i, c in enumerate(self.chars)]
 
     @classmethod
     def _from_lines(cls, reader: FileLines, header_fields, special_tokens, token_lines):

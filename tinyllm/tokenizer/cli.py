@@ -27,8 +27,9 @@ import argparse
 import sys
 import time
 
-from .base import EOT_TOKEN, load_tokenizer
+from .base import EOT_TOKEN
 from .bpe import BPETokenizer
+from .files import load_tokenizer
 from .shards import DEFAULT_SHARD_TOKENS, encode_files_to_shards, expand_data_paths
 
 

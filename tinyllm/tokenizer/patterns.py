@@ -11,7 +11,7 @@ For the GPT-2 and GPT-4 patterns, `piece_cutter` gives a much cheaper regex that
 text into pieces (" word", " speak.\n\n") only at places where the split pattern
 always cuts too, so a piece's chunks can be cached as a whole (see its docstring),
 and `ascii_split_pattern` a standard-library regex that splits ASCII text the same
-way, about 2.5 times faster than `regex`.
+way, faster than `regex` (docs/performance.md).
 
 Leaves out: the stream reader that applies a pattern to files block by block
 (textstream.py) and special tokens (handled by the tokenizers before splitting).

@@ -19,8 +19,8 @@ A shard is a 64-byte header followed by the ids, uint16 when the vocabulary fits
     >>> read_shard(path).tolist(), read_shard_header(path).dtype
     ([5, 0, 7], dtype('uint16'))
 
-Files are written atomically (temporary file, fsync, rename): a reader never sees a
-half-written shard under the final name. Leaves out: batching and train/val splits
+Files are written atomically (tinyllm.io: temporary file, fsync, rename, fsync of the
+folder): a reader never sees a half-written shard under the final name. Leaves out: batching and train/val splits
 (tinyllm/data.py) and compression.
 """
 
@@ -30,14 +30,13 @@ import dataclasses
 import glob
 import os
 import struct
-import tempfile
 import zlib
 from typing import Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .base import default_mode
+from tinyllm import io
 
 SHARD_MAGIC = b"TLLMTOKS"
 SHARD_VERSION = 1
@@ -87,13 +86,8 @@ class ShardWriter:
         self.hash_bytes = _hash_bytes(tokenizer_hash)
         self.num_tokens = 0
         self.data_crc32 = 0
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        descriptor, self.temporary_path = tempfile.mkstemp(
-            prefix=os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
-        os.fchmod(descriptor, default_mode())                 # open()'s permissions, not mkstemp's 0600
-        self.file = os.fdopen(descriptor, "wb")
-        self.file.write(bytes(HEADER_BYTES))  # the real header is written on close
+        self.out = io.AtomicFile(self.path)
+        self.out.file.write(bytes(HEADER_BYTES))  # the real header is written on close
 
     def append(self, ids) -> None:
         array = np.asarray(ids)
@@ -109,7 +103,7 @@ class ShardWriter:
             raise ValueError(f"token id {bad} is outside 0..{self.vocab_size - 1} "
                              f"(vocab_size={self.vocab_size}) for shard {self.path!r}")
         data = array.astype(self.dtype, copy=False).tobytes()
-        self.file.write(data)
+        self.out.file.write(data)
         self.data_crc32 = zlib.crc32(data, self.data_crc32)
         self.num_tokens += array.size
 
@@ -118,17 +112,12 @@ class ShardWriter:
                                         self.vocab_size, self.num_tokens, self.data_crc32, 0,
                                         self.hash_bytes))
         struct.pack_into("<I", header, _HEADER_CRC_OFFSET, zlib.crc32(header))
-        self.file.seek(0)
-        self.file.write(header)
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temporary_path, self.path)
+        self.out.file.seek(0)
+        self.out.file.write(header)
+        self.out.commit()
 
     def abort(self) -> None:
-        self.file.close()
-        if os.path.exists(self.temporary_path):
-            os.unlink(self.temporary_path)
+        self.out.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self

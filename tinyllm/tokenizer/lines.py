@@ -1,0 +1,69 @@
+"""The line-level pieces of tokenizer files: numbered lines, and JSON-quoted strings.
+
+Our tokenizer format (base.py), tiktoken's `.tiktoken` files and GPT-2's `vocab.bpe`
+(bpe.py) are all read as numbered text lines; every problem is a TokenizerFileError
+that names the file and the line:
+
+    >>> json_string("tab\\there"), json_string("é")
+    ('"tab\\\\there"', '"é"')
+
+Leaves out: what the lines mean (base.py, bpe.py, char.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer file that cannot be read; the message names the file and line."""
+
+
+class FileLines:
+    """The numbered lines of a text file, and errors that name the file and line."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"tokenizer file not found: {self.path!r}")
+        try:
+            with open(self.path, encoding="utf-8", newline="\n") as file:
+                self.lines = file.read().split("\n")  # list[str], line n at index n - 1
+        except UnicodeDecodeError as error:
+            raise TokenizerFileError(f"{self.path}: not a text file (bad UTF-8 at byte "
+                                     f"{error.start})") from None
+        if self.lines and self.lines[-1] == "":
+            self.lines.pop()
+
+    def error(self, line_number: int, message: str) -> TokenizerFileError:
+        return TokenizerFileError(f"{self.path}, line {line_number}: {message}")
+
+    def line(self, line_number: int) -> str:
+        if line_number > len(self.lines):
+            raise self.error(line_number, "the file ends early (truncated?)")
+        return self.lines[line_number - 1]
+
+
+def json_string(text: str) -> str:
+    """JSON-quote a string, escaping only what is not printable (so the file stays
+    readable and lone surrogates survive the trip through UTF-8)."""
+    return json.dumps(text, ensure_ascii=not text.isprintable())
+
+
+def parse_json_string(reader: FileLines, line_number: int, text: str) -> str:
+    """The string a JSON-quoted `text` on line `line_number` stands for."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise reader.error(line_number, f"expected a JSON string, got {text[:60]!r} ({error.msg})") from None
+    if not isinstance(value, str):
+        raise reader.error(line_number, f"expected a JSON string, got {text[:60]!r}")
+    return value
+
+
+def parse_int(reader: FileLines, line_number: int, text: str, what: str) -> int:
+    """A non-negative decimal integer on line `line_number`; `what` names it in the error."""
+    if not text.isdigit():
+        raise reader.error(line_number, f"{what} must be a non-negative integer, got {text!r}")
+    return int(text)
