@@ -287,27 +287,10 @@ class Tensor:
         order.reverse()
         return order
 
-    def to_dot(self) -> str:
-        """The graph that produced this tensor, as Graphviz DOT text (`dot -Tsvg`)."""
-        lines = ["digraph autograd {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];']
-        seen, stack = set(), [self]
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
-            style = "filled" if t is self else ("bold" if t.is_leaf and t.requires_grad else "solid")
-            lines.append(f'  t{id(t)} [shape=box, style={style}, label="{label}"];')
-            if t.grad_fn is not None:
-                fn = t.grad_fn
-                lines.append(f'  f{id(fn)} [shape=ellipse, label="{fn.name}"];')
-                lines.append(f"  f{id(fn)} -> t{id(t)};")
-                for inp in fn.inputs:
-                    lines.append(f"  t{id(inp)} -> f{id(fn)};")
-                    stack.append(inp)
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+    def to_dot(self, names=None) -> str:
+        """The graph that produced this tensor, as Graphviz DOT text: autograd.to_dot(self, names)."""
+        from .graph import to_dot
+        return to_dot(self, names=names)
 
     # ---- operators (defined in autograd.ops, attached in autograd/__init__) --------------
     def __hash__(self):
