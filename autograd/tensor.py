@@ -114,7 +114,10 @@ def _is_float(dtype) -> bool:
 
 
 class Tensor:
-    """An n-dimensional array that can record the ops applied to it, for backpropagation."""
+    """An n-dimensional array that can record the ops applied to it, for backpropagation.
+
+    `name=` is a label for drawings of the graph (autograd.to_dot) and nothing else.
+    """
 
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_freed", "name", "__weakref__")
     __array_priority__ = 1000  # make `ndarray * Tensor` call Tensor.__rmul__
@@ -389,7 +392,7 @@ def _checked_gradient(fn, index: int, grad, out_grad):
                             f"shaped like the input, {tuple(inp.shape)} (or None)", fn.name, "type", index)
     if grad.shape != inp.shape:
         raise BackwardError(f"{said} a gradient of shape {tuple(grad.shape)} for input {index}, which has shape "
-                            f"{tuple(inp.shape)} (fn's output gradient has shape {tuple(out_grad.shape)}): "
+                            f"{tuple(inp.shape)} (the gradient it was given has shape {tuple(out_grad.shape)}): "
                             + _shape_hint(fn, index, tuple(grad.shape)), fn.name, "shape", index)
     widened = np.promote_types(grad.dtype, inp.dtype) == grad.dtype and grad.dtype == out_grad.dtype
     if widened and np.issubdtype(grad.dtype, np.floating):
