@@ -11,10 +11,20 @@ tensor to the Function so `Tensor.backward` can call `backward` later.
 
 Contract for backward (users writing their own ops follow it too):
 - return one gradient per tensor input, shaped like that input (use `unbroadcast`
-  after a broadcasting forward), or None for inputs that need none;
+  after a broadcasting forward) and of its dtype, or None for inputs that need none;
 - `self.needs_input_grad[i]` says whether input i wants a gradient: skip the work
   when it does not;
 - never modify `grad` in place: the engine may hand the same array to several ops.
+The engine enforces it: after each backward it checks every gradient's shape and dtype
+against its input's and raises a BackwardError naming the Function, the input and the
+likely cause ("missing unbroadcast?"); the grad a backward receives is a read-only
+array on NumPy (on CuPy, `autograd.debug_backward()` catches writes). Both cost 2 to 3
+microseconds per op, about 0.1 ms of a 120 ms training step of the baby model (46 ops),
+so they stay on.
+
+`apply` takes Tensors, and wraps NumPy (or CuPy) arrays and Python numbers as constants
+(numbers take the dtype of the first Tensor argument); settings that are not arrays
+(an axis, an eps) go by keyword and reach forward as keywords.
 
 Left out: multiple outputs per Function (split is several slices), double backward
 (backward runs on raw arrays, so gradients of gradients are not recorded).
@@ -24,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend, profiler
-from .tensor import Tensor, grad_enabled
+from .tensor import Tensor, as_tensor, grad_enabled
 
 _NOTHING_NEEDED = tuple((False,) * n for n in range(16))  # needs_input_grad when nothing is recorded
 
@@ -48,9 +58,13 @@ class Function:
     @classmethod
     def apply(cls, *inputs: Tensor, **params) -> Tensor:
         fn = cls()
+        try:
+            needs = tuple([t.requires_grad for t in inputs])
+        except AttributeError:            # an array or a number among the inputs
+            inputs = _as_input_tensors(cls.__name__, inputs)
+            needs = tuple([t.requires_grad for t in inputs])
         if backend.cupy_loaded() and len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
-        needs = tuple([t.requires_grad for t in inputs])
         track = True in needs and grad_enabled()
         fn.needs_input_grad = needs if track else _nothing_needed(len(needs))
         try:
@@ -81,6 +95,23 @@ class Function:
         fn = cls()
         fn.needs_input_grad = _nothing_needed(len(arrays))
         return fn.forward(*arrays, **params)
+
+
+def _as_input_tensors(op: str, inputs: tuple) -> tuple:
+    """inputs with xp arrays and Python or NumPy numbers wrapped as constants; anything else is an error."""
+    like = next((t for t in inputs if isinstance(t, Tensor)), None)
+    wrapped = []
+    for i, value in enumerate(inputs):
+        if isinstance(value, Tensor):
+            wrapped.append(value)
+        elif isinstance(value, (np.ndarray, np.generic, bool, int, float)) or backend.is_cupy_array(value):
+            wrapped.append(as_tensor(value, like=like))
+        else:
+            raise TypeError(
+                f"{op}.apply: argument {i} is a {type(value).__name__}, not a Tensor, an array or a number; "
+                f"wrap it as Tensor(...), or pass a setting that is not an array by keyword "
+                f"({op}.apply(x, axis=-1) hands axis=-1 to forward)")
+    return tuple(wrapped)
 
 
 def _nothing_needed(n: int) -> tuple:

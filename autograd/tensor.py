@@ -13,7 +13,15 @@ from the output to the leaves in a reverse topological order:
 - leaves (tensors made by the user, such as parameters) accumulate into `.grad` with
   `+=`, so gradients of several backward calls add up until zeroed;
 - the graph is freed as it is consumed unless `retain_graph=True`: a second backward
-  through a freed graph is an error, not silent zeros.
+  through a freed graph is an error, not silent zeros;
+- every gradient a backward returns is checked against its input's shape and dtype, so
+  a backward that forgets to unbroadcast, or loses precision, is named where it happens
+  (BackwardError: the Function, the input, the likely cause), not three ops later;
+- the `grad` a backward receives is read-only (NumPy): a backward that writes into it
+  fails at once, naming the Function, instead of corrupting the gradient of another op
+  that was handed the same array, or the caller's array. CuPy has no read-only arrays:
+  there the caller's array is copied, and `debug_backward()` (which check_backward turns
+  on) gives each backward a private copy and compares it afterwards.
 
 `no_grad()` switches recording off (evaluation, sampling, optimizer steps); the switch
 is per thread, so threads can record their own graphs at the same time. `grad(output,
@@ -35,8 +43,10 @@ from . import backend, profiler
 
 
 class _GradModeState(threading.local):
-    """Whether ops record the graph, per thread (a new thread starts with recording on)."""
+    """Per thread: whether ops record the graph (a new thread starts with recording on), and
+    whether backward runs in debug mode."""
     enabled = True
+    debug = False
 
 
 _GradMode = _GradModeState()
@@ -66,12 +76,48 @@ class enable_grad(no_grad):
     _mode = True
 
 
+class debug_backward(contextlib.ContextDecorator):
+    """Context manager and decorator: backward inside it checks what the default cannot afford.
+
+    Each Function's backward gets a private copy of its `grad`, compared with the original
+    afterwards: a backward that writes into its grad is named even on CuPy, which has no
+    read-only arrays (on NumPy the grad is read-only anyway). Costs one copy and one
+    comparison per op, so it is for tests and `check_backward` (which turns it on), not for
+    training. Per thread, like no_grad.
+    """
+
+    def __enter__(self):
+        self._previous = _GradMode.debug
+        _GradMode.debug = True
+        return self
+
+    def __exit__(self, *exc):
+        _GradMode.debug = self._previous
+        return False
+
+
+class BackwardError(RuntimeError):
+    """A Function's backward broke its contract (autograd/function.py); the message names the
+    Function, the input and the likely cause.
+
+    `function`: the Function's name; `input_index`: the input concerned (None when it is about
+    all of them); `cause`: "shape", "dtype", "type", "count" or "in-place".
+    """
+
+    def __init__(self, message: str, function: str, cause: str, input_index: int | None = None):
+        super().__init__(message)
+        self.function, self.cause, self.input_index = function, cause, input_index
+
+
 def _is_float(dtype) -> bool:
     return np.issubdtype(np.dtype(dtype), np.floating)
 
 
 class Tensor:
-    """An n-dimensional array that can record the ops applied to it, for backpropagation."""
+    """An n-dimensional array that can record the ops applied to it, for backpropagation.
+
+    `name=` is a label for drawings of the graph (autograd.to_dot) and nothing else.
+    """
 
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_freed", "name", "__weakref__")
     __array_priority__ = 1000  # make `ndarray * Tensor` call Tensor.__rmul__
@@ -176,6 +222,11 @@ class Tensor:
         moved.requires_grad = self.requires_grad and self.is_leaf
         return moved
 
+    @property
+    def graph_freed(self) -> bool:
+        """True once a backward() without retain_graph=True has freed the graph behind this tensor."""
+        return self._freed
+
     def zero_grad(self) -> None:
         self.grad = None
 
@@ -185,6 +236,7 @@ class Tensor:
 
         `grad` defaults to 1 for a one-element tensor; any other tensor needs it given.
         """
+        __tracebackhide__ = True  # pytest shows the caller's line and the failing backward, not the engine
         _backpropagate(self, self._seed_gradient(grad, "backward()"), retain_graph, Tensor._accumulate)
 
     def _seed_gradient(self, grad, who: str):
@@ -203,16 +255,16 @@ class Tensor:
                 raise RuntimeError(
                     f"{who} on a tensor of shape {self.shape} needs a gradient of that shape: "
                     "call .sum() or .mean() first, or pass grad=")
-            grad = xp.ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"{who}: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+            return xp.ones_like(self.data)
+        given = grad.data if isinstance(grad, Tensor) else grad
+        grad = xp.asarray(given, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"{who}: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        if grad is given and backend.is_cupy_array(grad):
+            grad = grad.copy()  # no read-only arrays on CuPy: the caller's array must stay untouched
         return grad
 
     def _accumulate(self, g) -> None:
-        if g.shape != self.data.shape:
-            raise RuntimeError(f"gradient of shape {g.shape} for a leaf of shape {self.shape}")
         if self.grad is None:
             self.grad = g.astype(self.data.dtype, copy=True)
         else:
@@ -238,27 +290,10 @@ class Tensor:
         order.reverse()
         return order
 
-    def to_dot(self) -> str:
-        """The graph that produced this tensor, as Graphviz DOT text (`dot -Tsvg`)."""
-        lines = ["digraph autograd {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];']
-        seen, stack = set(), [self]
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
-            style = "filled" if t is self else ("bold" if t.is_leaf and t.requires_grad else "solid")
-            lines.append(f'  t{id(t)} [shape=box, style={style}, label="{label}"];')
-            if t.grad_fn is not None:
-                fn = t.grad_fn
-                lines.append(f'  f{id(fn)} [shape=ellipse, label="{fn.name}"];')
-                lines.append(f"  f{id(fn)} -> t{id(t)};")
-                for inp in fn.inputs:
-                    lines.append(f"  t{id(inp)} -> f{id(fn)};")
-                    stack.append(inp)
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+    def to_dot(self, names=None) -> str:
+        """The graph that produced this tensor, as Graphviz DOT text: autograd.to_dot(self, names)."""
+        from .graph import to_dot
+        return to_dot(self, names=names)
 
     # ---- operators (defined in autograd.ops, attached in autograd/__init__) --------------
     def __hash__(self):
@@ -267,7 +302,9 @@ class Tensor:
 
 def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
     """Send `grad` from `root` back through its graph; call on_leaf(leaf, gradient) at each leaf."""
+    __tracebackhide__ = True
     grads = {id(root): grad}  # id(tensor) -> gradient flowing into it
+    debug = _GradMode.debug
     for node in root._reverse_topological_order():
         g = grads.pop(id(node), None)
         fn = node.grad_fn
@@ -277,17 +314,25 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
             continue
         if g is None:
             continue
-        if profiler.active() is None:
-            input_grads = fn.backward(g)
-        else:
-            input_grads = profiler.timed("backward", fn.name, fn.backward, g)
+        input_grads = _call_backward(fn, g, debug)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        if len(input_grads) != len(fn.inputs):
-            raise RuntimeError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} inputs")
-        for inp, ig in zip(fn.inputs, input_grads):
+        inputs = fn.inputs
+        if len(input_grads) != len(inputs):
+            raise BackwardError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(inputs)} inputs: "
+                                "return one per input, in forward's order (None for an input that needs none)",
+                                fn.name, "count")
+        for index, inp in enumerate(inputs):
+            ig = input_grads[index]
             if ig is None or not inp.requires_grad:
                 continue
+            data = inp.data
+            try:
+                wrong = ig.shape != data.shape or (ig.dtype is not data.dtype and ig.dtype != data.dtype)
+            except AttributeError:
+                wrong = True
+            if wrong:
+                ig = _checked_gradient(fn, index, ig, g)
             key = id(inp)
             previous = grads.get(key)
             grads[key] = ig if previous is None else previous + ig
@@ -297,6 +342,86 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
             fn.inputs = ()
 
 
+def _call_backward(fn, g, debug: bool):
+    """fn.backward(g), with g read-only (NumPy) and, in debug mode, a private copy compared afterwards."""
+    __tracebackhide__ = True
+    original = None
+    if debug:
+        original, g = g, g.copy()
+    if type(g) is np.ndarray:
+        g = g.view()                  # a read-only view: the array itself stays writable for its owner
+        g.setflags(write=False)       # (half the cost of g.flags.writeable = False)
+    try:
+        if profiler.active() is None:
+            input_grads = fn.backward(g)
+        else:
+            input_grads = profiler.timed("backward", fn.name, fn.backward, g)
+    except ValueError as exc:
+        if "read-only" not in str(exc):
+            raise
+        raise BackwardError(f"{fn.name}.backward wrote into a read-only array, most likely the grad it was "
+                            f"given: a backward must not modify grad in place (another op, or the caller, may hold "
+                            f"the same array); compute a new array instead: `grad * s`, not `grad *= s`",
+                            fn.name, "in-place") from exc
+    if original is not None and not _same_values(original, g):
+        raise BackwardError(f"{fn.name}.backward modified its grad in place: a backward must not write into grad "
+                            f"(another op, or the caller, may hold the same array); compute a new array instead: "
+                            f"`grad * s`, not `grad *= s`", fn.name, "in-place")
+    return input_grads
+
+
+def _same_values(a, b) -> bool:
+    """Equal element by element, NaN equal to NaN."""
+    xp = backend.get_array_module(a)
+    return bool(xp.all((a == b) | ((a != a) & (b != b))))
+
+
+def _checked_gradient(fn, index: int, grad, out_grad):
+    """The gradient fn.backward returned for input `index`, whose shape or dtype is not the input's.
+
+    A wider float dtype than the input's, when fn's output has it too, is a mixed-dtype op
+    (float32 * float64 computes in float64): the gradient is cast to the input's dtype.
+    Anything else breaks the contract and raises a BackwardError naming fn, the input and
+    the likely cause.
+    """
+    __tracebackhide__ = True
+    inp = fn.inputs[index]
+    said = f"{fn.name}.backward returned"
+    if not (hasattr(grad, "shape") and hasattr(grad, "dtype")):
+        raise BackwardError(f"{said} a {type(grad).__name__} for input {index}, not an array: return an array "
+                            f"shaped like the input, {tuple(inp.shape)} (or None)", fn.name, "type", index)
+    if grad.shape != inp.shape:
+        raise BackwardError(f"{said} a gradient of shape {tuple(grad.shape)} for input {index}, which has shape "
+                            f"{tuple(inp.shape)} (the gradient it was given has shape {tuple(out_grad.shape)}): "
+                            + _shape_hint(fn, index, tuple(grad.shape)), fn.name, "shape", index)
+    widened = np.promote_types(grad.dtype, inp.dtype) == grad.dtype and grad.dtype == out_grad.dtype
+    if widened and np.issubdtype(grad.dtype, np.floating):
+        return grad.astype(inp.dtype)
+    hint = ("precision is lost" if np.promote_types(grad.dtype, inp.dtype) == inp.dtype else "the dtypes differ")
+    raise BackwardError(f"{said} a {grad.dtype} gradient for input {index}, a {inp.dtype} tensor ({hint}): "
+                        f"return each gradient in its input's dtype; look for a constant or an astype of "
+                        f"another dtype in forward or backward", fn.name, "dtype", index)
+
+
+def _shape_hint(fn, index: int, grad_shape: tuple) -> str:
+    """The likely reason a gradient of grad_shape came back for fn's input `index`."""
+    shape = tuple(fn.inputs[index].shape)
+    try:
+        broadcast = np.broadcast_shapes(grad_shape, shape) == grad_shape
+    except ValueError:
+        broadcast = False
+    if broadcast:
+        return ("missing unbroadcast? The forward broadcast this input, so its gradient must be summed back "
+                "to its shape: return autograd.unbroadcast(grad_x, x_shape), with x_shape saved in forward")
+    same = [j for j, t in enumerate(fn.inputs) if j != index and tuple(t.shape) == grad_shape]
+    if same:
+        return (f"gradients in the wrong order? Input {same[0]} has that shape; return them in the order "
+                "forward takes its inputs")
+    if int(np.prod(grad_shape)) == int(np.prod(shape)):
+        return "missing reshape? The sizes agree: reshape the gradient to the input's shape"
+    return "a backward returns one gradient per input, shaped like that input"
+
+
 def grad(output: Tensor, inputs, grad_output=None, retain_graph: bool = False) -> list:
     """d(output)/d(input), times grad_output, for each tensor in `inputs`, returned as arrays.
 
@@ -304,6 +429,7 @@ def grad(output: Tensor, inputs, grad_output=None, retain_graph: bool = False) -
     not depend on gets None, and leaves not listed are left alone. The list holds fresh arrays
     (never two references to one array, never the caller's grad_output).
     """
+    __tracebackhide__ = True
     inputs = list(inputs)
     seed = output._seed_gradient(grad_output, "grad()")
     wanted = {id(t): i for i, t in enumerate(inputs)}
@@ -314,7 +440,8 @@ def grad(output: Tensor, inputs, grad_output=None, retain_graph: bool = False) -
         i = wanted.get(id(leaf))
         if i is None:
             return
-        if id(g) in taken or g.dtype != leaf.dtype:
+        read_only = type(g) is np.ndarray and not g.flags.writeable   # a grad passed through unchanged (Add)
+        if id(g) in taken or g.dtype != leaf.dtype or read_only:
             g = g.astype(leaf.dtype, copy=True)
         taken.add(id(g))
         results[i] = g

@@ -1,18 +1,15 @@
 """Test configuration: hypothesis profiles and the gpu marker's skip.
 
-Profiles: "ci" (bounded examples and deadline; chosen when the CI environment variable
+Profiles come from autograd.testing.load_profile, the function users call in their own
+test files: "ci" (bounded examples and deadline; chosen when the CI environment variable
 is set) and "dev" (more examples, for local runs). Override with HYPOTHESIS_PROFILE.
 """
-import os
-
 import pytest
-from hypothesis import HealthCheck, settings
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("dev", max_examples=100, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+from autograd.testing import load_profile
+
+load_profile()
+pytest_plugins = ["pytester"]   # tests that run pytest on a small file (what a user's failure looks like)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,7 @@
 """Optimizers, learning-rate schedules and gradient clipping for training a GPT.
 
     opt = AdamW(model.named_parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    opt = AdamW(model.parameters(), lr=1e-3)          # also fine: parameters are named "0", "1", ...
     schedule = CosineSchedule(lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000)
     norm = clip_grad_norm(params, max_norm=1.0)       # global L2 norm, before clipping
     opt.step(lr=schedule(it)); opt.zero_grad()
@@ -9,6 +10,9 @@ Everything is keyed by parameter NAME: the optimizer state (`m`, `v` per paramet
 step counter) is a dict of arrays named `<param>.exp_avg` / `<param>.exp_avg_sq`, so a
 pipeline stage that holds a subset of the model's parameters uses the same optimizer
 and the same checkpoint code, and a checkpoint's state lines up with the model by name.
+Plain parameters (`model.parameters()`, the PyTorch habit) get their positions as names,
+so their state only lines up with a run that lists the same parameters in the same order:
+pass `named_parameters()` when the state goes into a checkpoint.
 
 Weight decay is decoupled (AdamW, Loshchilov & Hutter) and applied only to parameters
 with two or more dimensions (matrices and embeddings), never to norm gains or biases,
@@ -24,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autograd import Tensor
 from autograd.backend import get_array_module
 from autograd.blocked import blocked
 
@@ -35,14 +40,26 @@ def decays(param) -> bool:
     return param.data.ndim >= 2
 
 
-def _named(named_parameters) -> list:
-    named = list(named_parameters.items() if isinstance(named_parameters, dict) else named_parameters)
-    names = [name for name, _ in named]
+def _named(parameters) -> list:
+    """[(name, parameter)] from named_parameters() pairs, a {name: parameter} dict, or plain
+    parameters (model.parameters()), which are named by position: "0", "1", ..."""
+    if isinstance(parameters, Tensor):
+        raise TypeError("the optimizer got a single tensor; pass a list of parameters: [p], "
+                        "model.parameters() or model.named_parameters()")
+    items = list(parameters.items() if isinstance(parameters, dict) else parameters)
+    if not items:
+        raise ValueError("the optimizer got no parameters")
+    if all(isinstance(item, Tensor) for item in items):
+        return [(str(i), p) for i, p in enumerate(items)]
+    if not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+               and isinstance(item[1], Tensor) for item in items):
+        kinds = sorted({type(item).__name__ for item in items})
+        raise TypeError(f"the optimizer takes model.named_parameters() ((name, parameter) pairs) or "
+                        f"model.parameters() (parameters), not a mix; got items of type {', '.join(kinds)}")
+    names = [name for name, _ in items]
     if len(set(names)) != len(names):
         raise ValueError("parameter names must be unique; got duplicates in " + ", ".join(sorted(names)))
-    if not named:
-        raise ValueError("the optimizer got no parameters")
-    return named
+    return items
 
 
 class Optimizer:
@@ -56,7 +73,7 @@ class Optimizer:
     kind = "optimizer"
 
     def __init__(self, named_parameters, lr: float):
-        self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order
+        self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order; see _named
         self.lr = float(lr)
         self.step_count = 0
         self.parallel = None                    # parallel(fn, named): fn(group) on groups of named, at once

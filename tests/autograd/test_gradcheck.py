@@ -5,7 +5,7 @@ from hypothesis import given
 
 from autograd import Function, Tensor
 from autograd import functional as F
-from autograd.gradcheck import GradcheckError, check_backward
+from autograd.gradcheck import TOLERANCES, GradcheckError, check_backward
 from autograd.testing import broadcastable_pairs, matmul_shapes, separated_arrays, shapes
 
 
@@ -81,3 +81,107 @@ def test_strategy_matmul_shapes_multiply(pair):
 def test_strategy_separated_arrays_have_no_ties(x):
     flat = np.sort(x.reshape(-1))
     assert np.all(np.diff(flat) >= 0.01 - 1e-12)
+
+
+# ---- the checker as a tool: contract violations, grad_output, worst elements, tolerances, tracebacks ----
+
+
+class SoftplusInPlace(Function):
+    """Planted bug: backward multiplies its grad in place (the numbers it returns are right)."""
+
+    def forward(self, x):
+        self.x = x
+        return np.logaddexp(0, x)
+
+    def backward(self, grad):
+        grad *= 1 / (1 + np.exp(-self.x))
+        return grad
+
+
+class SoftplusFloat32(SoftplusInPlace):
+    """Planted bug: a float32 gradient for float64 inputs."""
+
+    def backward(self, grad):
+        return (grad / (1 + np.exp(-self.x))).astype(np.float32)
+
+
+def test_in_place_backward_is_reported_as_such_not_as_a_numeric_mismatch():
+    x = np.array([0.5, -1.0, 2.0])
+    gy = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(GradcheckError, match=r"backward modified its grad in place: SoftplusInPlace\.backward") as info:
+        check_backward(lambda t: SoftplusInPlace.apply(t), [x], grad_output=gy)
+    assert "grad_output (shape (3,)) = [1. 2. 3.]" in str(info.value)   # the report shows the real grad_output
+    np.testing.assert_array_equal(gy, [1.0, 2.0, 3.0])
+
+
+def test_float32_gradient_is_flagged_with_the_op_and_input():
+    with pytest.raises(GradcheckError, match=r"wrong dtype: SoftplusFloat32\.backward returned a float32 "
+                                             r"gradient for input 0, a float64 tensor"):
+        check_backward(lambda t: SoftplusFloat32.apply(t), [np.array([0.5, -1.0])])
+
+
+def test_a_forward_that_loses_precision_is_flagged():
+    with pytest.raises(GradcheckError, match="fn's output is float32 but the check runs in float64"):
+        check_backward(lambda t: t.float() * 2, [np.array([0.5, -1.0])])
+
+
+def test_grad_output_of_the_wrong_shape_is_named():
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(6,\), but fn's output has shape \(2, 3\)"):
+        check_backward(lambda t: t * 2, [x], grad_output=np.ones(6))      # once reshaped silently
+    with pytest.raises(ValueError, match=r"grad_output has shape \(5,\)"):
+        check_backward(lambda t: t * 2, [x], grad_output=np.ones(5))      # once a bare reshape error
+    assert check_backward(lambda t: t.sum(), [x], grad_output=2.0).passed  # a number for a 0-d output
+
+
+class WrongAtOneElement(Function):
+    """x^2 with a backward wrong at element (17, 5) only: directional mode must point there."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        dx = grad * 2 * self.x
+        dx[17, 5] *= 1.5
+        return dx
+
+
+def test_directional_mode_locates_the_worst_elements():
+    x = np.random.default_rng(2).standard_normal((40, 40)) + 3.0
+    with pytest.raises(GradcheckError, match="directional derivative") as info:
+        check_backward(lambda t: WrongAtOneElement.apply(t), [x])
+    message = str(info.value)
+    assert "worst elements (located by bisecting the direction):\n  input 0 (17, 5): analytic" in message
+
+
+def test_docstring_documents_the_tolerances_it_uses():
+    import re
+    rows = re.findall(r"^\s*(float\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", check_backward.__doc__, re.MULTILINE)
+    documented = {np.dtype(name): tuple(float(v) for v in values) for name, *values in rows}
+    assert documented == TOLERANCES
+
+
+def test_pytest_shows_the_test_line_not_the_checker(pytester):
+    """A failing check in a user's test file: no frame of autograd's source before the report."""
+    pytester.makepyfile(test_user_op='''
+        import numpy as np
+        from autograd import Function
+        from autograd.gradcheck import check_backward
+
+        class Cube(Function):
+            def forward(self, x):
+                self.x = x
+                return x ** 3
+
+            def backward(self, grad):
+                return grad * 2 * self.x ** 2
+
+        def test_cube():
+            check_backward(Cube.apply, [np.array([0.5, -1.5, 2.0])])
+    ''')
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "check_backward(Cube.apply" in output and "check_backward failed: input 0" in output
+    assert "gradcheck.py" not in output and "autograd/tensor.py" not in output

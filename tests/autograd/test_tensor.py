@@ -132,7 +132,7 @@ def test_to_dot_lists_ops_and_tensors():
     assert dot.startswith("digraph autograd {")
     for op in ("Exp", "Mul", "Sum"):
         assert op in dot
-    assert "x (2,)" in dot
+    assert r'label="x\n(2,) float64"' in dot
 
 
 def test_user_defined_function_follows_the_contract():

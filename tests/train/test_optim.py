@@ -149,3 +149,35 @@ def test_bad_hyperparameters_are_named():
         AdamW(named, betas=(0.9, 1.5))
     with pytest.raises(ValueError, match="momentum"):
         SGD(named, momentum=-0.1)
+
+
+def test_optimizers_take_model_parameters_as_well_as_named_parameters():
+    """The PyTorch habit, AdamW(model.parameters()), gives the same updates; the state is keyed by position."""
+    from tinyllm.model import GPT, GPTConfig
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    models = [GPT(config, dtype="float64") for _ in range(2)]
+    ids = np.random.default_rng(0).integers(0, 11, (2, 8))
+    for kind in (AdamW, SGD):
+        named_opt = kind(models[0].named_parameters(), lr=1e-2, weight_decay=0.1)
+        plain_opt = kind(models[1].parameters(), lr=1e-2, weight_decay=0.1)
+        for model, opt in zip(models, (named_opt, plain_opt)):
+            model(ids, ids)[1].backward()
+            opt.step()
+            opt.zero_grad()
+        for (_, p), (_, q) in zip(models[0].named_parameters(), models[1].named_parameters()):
+            np.testing.assert_array_equal(p.data, q.data)
+        names = [name for name, _ in models[0].named_parameters()]
+        suffix = ".exp_avg" if kind is AdamW else ".momentum"
+        assert f"{names[0]}{suffix}" in named_opt.state_arrays()          # named: as before
+        assert list(plain_opt.state_arrays())[0] == f"0{suffix}"          # plain: by position
+        assert len(plain_opt.state_arrays()) == len(named_opt.state_arrays())
+
+
+def test_optimizer_arguments_that_are_neither_are_named():
+    named, _ = params_with_grads()
+    with pytest.raises(TypeError, match="single tensor"):
+        AdamW(named[0][1])
+    with pytest.raises(TypeError, match="not a mix"):
+        SGD([named[0], named[1][1]])
+    with pytest.raises(ValueError, match="no parameters"):
+        AdamW([])

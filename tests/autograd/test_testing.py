@@ -1,0 +1,88 @@
+"""autograd.testing is enough for a user's own test file: its profiles load by name or from the
+environment, the extreme-value strategy reaches the values careless numerics fail on, and the
+complete example in its docstring runs (and catches the bugs it is meant to catch)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+
+import autograd.testing
+from autograd.testing import PROFILES, extreme_arrays, extreme_values, load_profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
+from doc_blocks import python_blocks, run_page  # noqa: E402
+
+
+@pytest.fixture
+def restore_profile():
+    yield
+    load_profile()          # what tests/conftest.py loaded: the same function, the same environment
+
+
+def test_load_profile_by_name_and_from_the_environment(monkeypatch, restore_profile):
+    assert load_profile("dev") == "dev" and settings().max_examples == PROFILES["dev"]["max_examples"]
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "ci")
+    assert load_profile() == "ci" and settings().max_examples == 25 and settings().derandomize
+    monkeypatch.delenv("HYPOTHESIS_PROFILE")
+    monkeypatch.setenv("CI", "1")
+    assert load_profile() == "ci"
+    monkeypatch.delenv("CI")
+    assert load_profile() == "dev"
+    with pytest.raises(ValueError, match="unknown hypothesis profile 'fast'"):
+        load_profile("fast")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_values_reach_overflow_tiny_and_signed_zero(dtype):
+    seen = set()
+
+    @settings(max_examples=300, derandomize=True, database=None)
+    @given(extreme_values(dtype))
+    def collect(v):
+        v = dtype(v)
+        assert np.isfinite(v) and abs(v) <= 1e4
+        if v != 0 and abs(v) < np.finfo(dtype).tiny:
+            seen.add("subnormal")
+        if abs(v) > np.log(np.finfo(dtype).max):
+            seen.add("exp overflows")
+        if v == 0 and np.signbit(v):
+            seen.add("-0")
+        if 0 < abs(v) < 10:
+            seen.add("ordinary")
+    collect()
+    assert seen == {"subnormal", "exp overflows", "-0", "ordinary"}
+
+
+@given(extreme_arrays((2, 3), dtype=np.float32, max_abs=100.0))
+def test_extreme_arrays_have_the_shape_dtype_and_bound(a):
+    assert a.shape == (2, 3) and a.dtype == np.float32 and np.all(np.abs(a) <= 100.0)
+
+
+def docstring_page(tmp_path) -> Path:
+    page = tmp_path / "testing_docstring.md"
+    page.write_text(autograd.testing.__doc__)
+    return page
+
+
+def test_the_docstring_example_is_a_complete_test_file_that_passes(tmp_path, restore_profile):
+    page = docstring_page(tmp_path)
+    assert len(python_blocks(page)) == 1
+    namespace = run_page(page)                            # runs the file, then calls its test_* functions
+    assert {"test_logaddexp_backward", "test_logaddexp_is_finite_and_bounded_at_extremes"} <= set(namespace)
+
+
+def test_the_docstring_example_catches_a_naive_logaddexp(tmp_path, monkeypatch, restore_profile):
+    """Without the max shift, exp overflows at the extreme values: the example's property test fails.
+    (Run under a profile of one's own, as a user may: no shrinking, which is slow and not tested here.)"""
+    settings.register_profile("ci-no-shrink", parent=settings.get_profile("ci"),
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "ci-no-shrink")
+    page = docstring_page(tmp_path)
+    text = page.read_text()
+    naive = text.replace("m = xp.maximum(a, b)", "m = xp.zeros_like(a)")
+    assert naive != text
+    page.write_text(naive)
+    with np.errstate(all="ignore"), pytest.raises(AssertionError, match="test_logaddexp_is_finite_and_bounded"):
+        run_page(page)
