@@ -191,3 +191,4 @@ def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("error (rank") == 1, proc.stderr
     assert "needs 2 MPI ranks, but mpiexec started 3: run `mpiexec -n 2 ...`" in proc.stderr
+
