@@ -88,7 +88,7 @@ class TrainConfig:
     optimizer: str = setting("adamw", "adamw or sgd")
     batch_size: int = setting(12, "sequences per micro-batch")
     grad_accum: int = setting(1, "micro-batches per optimizer step")
-    max_iters: int = setting(1000, "optimizer steps (the default: about 3 minutes on 2 cores with the baby preset)")
+    max_iters: int = setting(1000, "optimizer steps")
     lr: float = setting(1e-3, "peak learning rate")
     min_lr: float = setting(1e-4, "final learning rate of the cosine schedule")
     warmup_iters: int = setting(100, "linear warmup steps")

@@ -60,7 +60,7 @@ class SequenceClassifier(nn.Module):
         self.classifier = nn.Linear(gpt.config.n_embd, num_classes, init_rng=np.random.default_rng(seed),
                                     dtype=gpt.dtype, device=gpt.device)
 
-    # what tinyllm.train.Trainer reads from its model
+    # what tinyllm.trainer.Trainer reads from its model
     @property
     def config(self) -> GPTConfig:
         return self.gpt.config
