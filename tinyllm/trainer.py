@@ -201,11 +201,14 @@ class Trainer:
                     loss, norm, lr = self.train_step()
                     result.train_losses.append(loss)
                     stop = self.strategy.agree_stop(self.signal_seen)
-                    record = log.step(loss, norm, lr, due=self.step % cfg.log_interval == 0 or self.step == end)
+                    logged = self.step % cfg.log_interval == 0 or self.step == end
+                    record = log.step(loss, norm, lr, logged)
                     if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                         result.last_eval = self.evaluate_and_log(log, lr, train_loss=loss)
                         record.update(val_loss=result.last_eval["val"], eval_train_loss=result.last_eval["train"])
-                    log.write_step(record)
+                        logged = True
+                    if logged:
+                        log.write_step(record)
                     if stop is not None:
                         result.status, result.stop_signal = "interrupted", int(stop)
                         saved = self.save(train_loss=loss)
@@ -315,6 +318,7 @@ class Trainer:
     @contextlib.contextmanager
     def catching_signals(self):
         """SIGINT/SIGTERM set `signal_seen`, which the loop acts on after the step; a second one aborts."""
+        self.signal_seen = None
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -354,8 +358,7 @@ class RunLog:
         self.message(f"yardstick: {cfg.dtype} matrix products run at {self.gemm:.1f} GFLOP/s here{across}; "
                      f"a step is {trainer.flops_per_token * trainer.tokens_per_step / 1e9:.2f} GFLOP "
                      "(6 N + 12 L T C per token)")
-        self.window_start, self.window_tokens = time.perf_counter(), 0
-        self.due = False
+        self.window_start, self.window_tokens = time.perf_counter(), 0   # tokens/s since the last record
 
     def message(self, text: str) -> None:
         self.progress.message(text)
@@ -364,25 +367,23 @@ class RunLog:
         if self.metrics is not None:
             self.metrics.write(record)
 
-    def step(self, loss: float, norm: float, lr: float, due: bool) -> dict:
-        """Show the step just taken; return its metrics record (written by write_step when due)."""
+    def step(self, loss: float, norm: float, lr: float, logged: bool) -> dict:
+        """Show the step just taken (a log line when `logged`); return its metrics record."""
         trainer, cfg = self.trainer, self.trainer.config
         self.window_tokens += trainer.tokens_per_step
         tokens_per_s = self.window_tokens / max(time.perf_counter() - self.window_start, 1e-9)
         eta = (cfg.max_iters - trainer.step) * trainer.tokens_per_step / max(tokens_per_s, 1e-9)
         gflops = tokens_per_s * trainer.flops_per_token / 1e9
-        self.progress.step(trainer.step, cfg.max_iters, loss, lr, tokens_per_s, eta, due,
+        self.progress.step(trainer.step, cfg.max_iters, loss, lr, tokens_per_s, eta, logged,
                            flops=f" | {gflops:.1f} GFLOP/s ({100 * gflops / self.gemm:.0f}% of GEMM)")
-        self.due = due
         return {"step": trainer.step, "train_loss": loss, "lr": lr, "grad_norm": norm,
                 "tokens_per_s": round(tokens_per_s, 1), "gflop_per_s": round(gflops, 2),
                 "elapsed_s": round(trainer.elapsed_s, 3), "tokens_seen": trainer.tokens_seen}
 
     def write_step(self, record: dict) -> None:
-        """Write the step's record when a log line was due or it holds an evaluation; restart the window."""
-        if self.due or "val_loss" in record:
-            self.write(record)
-            self.window_start, self.window_tokens = time.perf_counter(), 0
+        """Write a step's record, and start measuring the throughput afresh."""
+        self.write(record)
+        self.window_start, self.window_tokens = time.perf_counter(), 0
 
     def close(self) -> None:
         self.progress.close()
