@@ -100,9 +100,9 @@ class FinetuneTask:
 
     def evaluate(self, model, batch_loss) -> dict:
         """Loss (and accuracy) on up to eval_iters batches of the train and val splits (train when val is empty)."""
-        val = self.data.val if len(self.data.val) else self.data.train
+        val_indices = self.data.val if len(self.data.val) else self.data.train
         train = self.evaluate_split(model, batch_loss, self.data.train, self.eval_iters)
-        val = self.evaluate_split(model, batch_loss, val, self.eval_iters)
+        val = self.evaluate_split(model, batch_loss, val_indices, self.eval_iters)
         metrics = {"train": train["loss"], "val": val["loss"]}
         if self.data.task == "classify":
             metrics.update(train_accuracy=train["accuracy"], val_accuracy=val["accuracy"])
