@@ -15,7 +15,8 @@ safetensors files, tokenizer.json and state.json):
     pipeline/                                   2 pipeline stages (mpiexec -n 2), float64, step 2 of 4
     base/                                       a tiny random GPT for finetuning (step 0)
     classify/, instruct/                        LoRA finetunes of base/, float64, step 3 of 6
-    expected.json                               the old code's numbers when it continues each run
+    expected.json                               the old code's numbers when it continues each run, and the
+                                                platform they were computed on (CPU architecture, NumPy, BLAS)
 """
 import json
 import os
@@ -32,6 +33,8 @@ from tinyllm import checkpoint as ckpt
 from tinyllm.finetune import FinetuneConfig, finetune
 from tinyllm.tokenizer import EOT_TOKEN, CharTokenizer
 from tinyllm.train import TrainConfig, train
+
+from platform_id import platform_fingerprint  # beside this script
 
 PRETRAIN = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, grad_accum=2, dropout=0.1,
                 max_iters=12, eval_interval=4, eval_iters=2, log_interval=2, warmup_iters=2, lr=3e-3, min_lr=3e-4,
@@ -171,6 +174,7 @@ def main(out: Path) -> None:
                           "metrics": metrics(again)}
 
     expected["made_by"] = "tinyllm at commit 2f165be (before the Trainer(model, task, strategy) restructuring)"
+    expected["platform"] = platform_fingerprint()
     (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(tmp)
 

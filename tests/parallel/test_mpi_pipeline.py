@@ -205,5 +205,12 @@ def test_an_old_pipeline_checkpoint_resumes_pipelined_to_the_old_codes_numbers(t
     config = {**ckpt.read_state(out)["train_config"], "data": str(OLD / "corpus.txt"), "out": str(out), "resume": True}
     proc = mpirun(2, config, tmp_path / "w")
     assert proc.returncode == 0, proc.stderr
-    assert proc.result["train_losses"] == expected["train_losses"]     # exact float equality
-    assert proc.result["last_eval"] == expected["last_eval"]
+    sys.path.insert(0, str(OLD))
+    from platform_id import platform_fingerprint
+    if platform_fingerprint() == json.loads((OLD / "expected.json").read_text())["platform"]:
+        assert proc.result["train_losses"] == expected["train_losses"]     # bit for bit
+        assert proc.result["last_eval"] == expected["last_eval"]
+    else:  # another BLAS kernel sums in another order
+        np.testing.assert_allclose(proc.result["train_losses"], expected["train_losses"], rtol=1e-12)
+        for split in ("train", "val"):
+            assert proc.result["last_eval"][split] == pytest.approx(expected["last_eval"][split], rel=1e-12)
