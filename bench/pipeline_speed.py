@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from tinyllm.model import GPT, GPTConfig  # noqa: E402
 from tinyllm.optim import AdamW, clip_grad_norm, global_grad_norm  # noqa: E402
-from tinyllm.train import compute_gradients  # noqa: E402
+from tinyllm.strategy import compute_gradients  # noqa: E402
 
 
 def model_config(args) -> GPTConfig:

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from autograd import backend, profiler  # noqa: E402
 from tinyllm import GPT, GPTConfig  # noqa: E402
 from tinyllm import threads as T  # noqa: E402
+from tinyllm.strategy import NextTokenLoss  # noqa: E402
 
 SHAPES = {"baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
           "shakespeare": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=16)}
@@ -54,7 +55,7 @@ def main() -> None:
 
     def one(i):
         a, b = ranges[i]
-        return T._slice_gradients(model, params, x[a:b], y[a:b], (b - a) / batch, gens[i])
+        return T._slice_gradients(model, NextTokenLoss(), params, (x[a:b], y[a:b]), (b - a) / batch, gens[i])
 
     def timed(fn):
         for _ in range(2):

@@ -3,19 +3,15 @@
     mpiexec -n 4 tinyllm train --pipeline-stages 2 --data-parallel 2 --microbatches 8 --schedule 1f1b
     mpiexec -n 4 python -m parallel.runner CONFIG.json [--trace trace.json]   # CONFIG: TrainConfig fields
 
-`run_pipeline(config)` (what `tinyllm train` calls) runs on every rank. Each rank builds the whole GPT from the seed
-(the weights of a single-process run), prunes it to its stage (`parallel.stage`), and
-hands `tinyllm.train.Trainer` two replacements for one step's pieces:
-
-    compute_gradients  the schedule (`parallel.engine`): the global batch -> this replica's
-                       shard -> m microbatches through the stages; gradients summed over
-                       replicas and over the tied embedding pair; the loss broadcast
-    grad_norm_fn       the global norm: squared norms summed over the stages
-
-so clipping, AdamW, the learning-rate schedule, logging and metrics are the single
-process's code. Evaluation runs the stages forward only. Checkpoints are sharded per stage
-(`parallel.checkpoint`) and resume into any stage count. Only rank 0 prints and writes
-metrics.
+`run_pipeline(config)` (what `tinyllm train` calls) runs on every rank. Each rank builds the
+whole GPT from the seed (the weights of a single-process run), prunes it to its stage
+(`parallel.stage`), and runs tinyllm's one training loop, `Trainer(model, task, strategy)`,
+with the pretraining task of a single process and `parallel.strategy.PipelineStrategy`: the
+schedule computes the gradients, the norm is summed over the stages, evaluation runs the
+stages forward only, checkpoints are sharded per stage (`parallel.checkpoint`) and resume
+into any stage count, and a signal on any rank stops every rank after the same step. So
+clipping, AdamW, the learning-rate schedule, logging and metrics are the single process's
+code. Only rank 0 prints and writes metrics.
 
 Failure: `run_rank` wraps the body of every rank. A bad combination of flags, found from the
 config before any message is sent, makes rank 0 print one line and every rank exit with
@@ -37,17 +33,20 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
+from tinyllm import checkpoint as ckpt
+from tinyllm.io import write_json
+from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus
+from tinyllm.model import GPT
+from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_optimizer, resume_checkpoint,
+                           write_run_config)
+from tinyllm.trainer import Trainer
 
-from autograd import backend, no_grad
-from autograd.tensor import Tensor
-
-from . import checkpoint as pipeline_ckpt
 from .engine import PipelineEngine, check_batch_split
 from .grid import Grid, GridShape
 from .partition import make_partition, stage_costs
 from .schedules import theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
+from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
 
 FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "STAGE:STEP[:SIGNAL]": on that stage at that step, raise (or send
@@ -111,224 +110,106 @@ class FlagError(SetupError):
     """
 
 
-class PipelineTrainer:
-    """Builds a Trainer whose step is this rank's part of the pipeline (see module docstring)."""
+def build_pipeline_run(config, progress_stream=None, trace_path: str | None = None) -> tuple:
+    """(Trainer, PipelineStrategy) for this rank (see the module docstring). A bad flag combination
+    raises FlagError on every rank together; a bad file or checkpoint raises SetupError."""
+    try:  # the config alone decides these, so every rank fails here together
+        GridShape(config.pipeline_stages, config.data_parallel).check_world(require_mpi().COMM_WORLD.Get_size())
+        check_batch_split(config.batch_size * config.grad_accum, config.data_parallel,
+                          config.microbatches or config.grad_accum)
+    except ValueError as error:
+        raise FlagError(str(error)) from error
+    try:
+        return _build(config, progress_stream, trace_path)
+    except (ValueError, OSError) as error:
+        raise SetupError(str(error)) from error
 
-    def __init__(self, config, progress_stream=None, trace_path: str | None = None):
-        try:  # the config alone decides these, so every rank fails here together
-            GridShape(config.pipeline_stages, config.data_parallel).check_world(require_mpi().COMM_WORLD.Get_size())
-            check_batch_split(config.batch_size * config.grad_accum, config.data_parallel,
-                              config.microbatches or config.grad_accum)
-        except ValueError as error:
-            raise FlagError(str(error)) from error
-        try:
-            self._build(config, progress_stream, trace_path)
-        except (ValueError, OSError) as error:
-            raise SetupError(str(error)) from error
 
-    def _build(self, config, progress_stream, trace_path) -> None:
-        from tinyllm import checkpoint as ckpt  # noqa: PLC0415
-        from tinyllm import io  # noqa: PLC0415
-        from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus  # noqa: PLC0415
-        from tinyllm.model import GPT, GPTConfig  # noqa: PLC0415
-        from tinyllm.train import ConfigError, Trainer, make_optimizer  # noqa: PLC0415
-        MPI = require_mpi()
-        self.config = config
-        self.grid = Grid(GridShape(config.pipeline_stages, config.data_parallel), MPI.COMM_WORLD)
-        grid = self.grid
-        self.is_root = grid.rank == 0
-        stream = progress_stream or sys.stderr
-        log = (lambda message: print(message, file=stream, flush=True)) if self.is_root else (lambda message: None)
-        self.log = log
-        microbatches = config.microbatches or config.grad_accum
-        global_batch = config.batch_size * config.grad_accum
+def _build(config, progress_stream, trace_path) -> tuple:
+    grid = Grid(GridShape(config.pipeline_stages, config.data_parallel), require_mpi().COMM_WORLD)
+    is_root = grid.rank == 0
+    stream = progress_stream or sys.stderr
+    log = (lambda message: print(message, file=stream, flush=True)) if is_root else (lambda message: None)
+    microbatches = config.microbatches or config.grad_accum
+    global_batch = config.batch_size * config.grad_accum
+    micro_batch = global_batch // (config.data_parallel * microbatches)
 
-        run_dir = Path(config.out)
-        if not config.resume and (run_dir / "last").exists():
-            raise ConfigError(f"--out {config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
-                              "pass --resume to continue it, or choose a new --out directory")
-        # rank 0 tokenizes (or finds the cache) first; the others then read the same cache
-        corpus = resolve_corpus(config.data, config.data_ext)
-        dataset = None
-        if self.is_root:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
-                                      val_fraction=config.val_fraction, log=log)
-        grid.world.Barrier()
-        if dataset is None:
-            dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
-                                      val_fraction=config.val_fraction)
-        model_config = config.model_config(dataset.vocab_size)
-        check_split_fits(dataset, model_config.block_size)
-        model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
-        self.total_parameters = model.num_parameters()
+    run_dir = Path(config.out)
+    checkpoint = resume_checkpoint(config)  # shards merged into one name -> array dict
+    # rank 0 tokenizes (or finds the cache) first; the others then read the same cache
+    corpus = resolve_corpus(config.data, config.data_ext)
+    dataset = None
+    if is_root:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
+                                  val_fraction=config.val_fraction, log=log)
+    grid.world.Barrier()
+    if dataset is None:
+        dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
+                                  val_fraction=config.val_fraction)
+    model_config = config.model_config(dataset.vocab_size)
+    check_split_fits(dataset, model_config.block_size)
+    if checkpoint is not None:
+        check_resumable(checkpoint, model_config, dataset.tokenizer)
+    model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
+    total_parameters = model.num_parameters()
 
-        partition, costs, unit = self._partition(model, global_batch // (config.data_parallel * microbatches))
-        log(f"pipeline: {grid.n_stages} stages x {grid.shape.data_parallel} data-parallel replicas "
-            f"({grid.world.Get_size()} ranks), {microbatches} microbatches of "
-            f"{global_batch // (config.data_parallel * microbatches)} sequences, schedule {config.schedule}, "
-            f"partition {config.partition}; theoretical bubble "
-            f"{theoretical_bubble(grid.n_stages, microbatches):.3f}\n{partition.describe(costs, unit)}")
-        self.stage_model = StageModel(model, partition, grid.stage)
-        self.tracer = Tracer(grid.rank, time.perf_counter()) if trace_path else None
-        self.trace_path = trace_path
-        self.engine = PipelineEngine(self.stage_model, grid, config.schedule, microbatches, global_batch,
-                                     tracer=self.tracer)
-        optimizer = make_optimizer(config, self.stage_model.named_parameters())
-        self.trainer = Trainer(config, model, optimizer, dataset.train, dataset.val,
-                               tokenizer=dataset.tokenizer, run_dir=run_dir,
-                               compute_gradients=self.compute_gradients, grad_norm_fn=self.grad_norm,
-                               progress_stream=progress_stream, is_writer=self.is_root)
-        self._bind_trainer_hooks()
-        if config.resume:
-            checkpoint = ckpt.load_checkpoint(run_dir)
-            saved = GPTConfig.from_dict(checkpoint.state["model_config"])
-            if saved != model_config:
-                raise ckpt.CheckpointError(f"{checkpoint.path}: saved with model {saved}, this run has {model_config}; "
-                                           "resume with the same model settings")
-            self.trainer.restore(ckpt.restrict(checkpoint, [n for n, _ in self.stage_model.named_parameters()]))
-            log(f"resuming {run_dir} from {checkpoint.path} at step {self.trainer.step}")
-        if self.is_root:
-            io.write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
-            log(f"model: {self.total_parameters:,} parameters; {config.tokens_per_step:,} tokens per step; "
-                f"run directory {run_dir}")
-        self.fail_at = _parse_fail(os.environ.get(FAIL_ENV))
+    partition, costs, unit = choose_partition(config, model, grid, micro_batch)
+    log(f"pipeline: {grid.n_stages} stages x {grid.shape.data_parallel} data-parallel replicas "
+        f"({grid.world.Get_size()} ranks), {microbatches} microbatches of {micro_batch} sequences, "
+        f"schedule {config.schedule}, partition {config.partition}; theoretical bubble "
+        f"{theoretical_bubble(grid.n_stages, microbatches):.3f}\n{partition.describe(costs, unit)}")
+    stage_model = StageModel(model, partition, grid.stage)   # prunes `model` to this stage
+    tracer = Tracer(grid.rank, time.perf_counter()) if trace_path else None
+    engine = PipelineEngine(stage_model, grid, config.schedule, microbatches, global_batch, tracer=tracer)
+    strategy = PipelineStrategy(grid, stage_model, engine, total_parameters, tracer=tracer,
+                                fail_at=_parse_fail(os.environ.get(FAIL_ENV)))
+    optimizer = make_optimizer(config, stage_model.named_parameters())
+    task = PretrainingTask.from_config(config, dataset, model_config.block_size)
+    trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
+                      run_dir=run_dir, progress_stream=progress_stream)
+    if checkpoint is not None:
+        trainer.restore(ckpt.restrict(checkpoint, [n for n, _ in stage_model.named_parameters()]))
+        log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
+    if is_root:
+        write_run_config(run_dir, {"train": config, "model": model_config})
+        log(f"model: {total_parameters:,} parameters; {config.tokens_per_step:,} tokens per step; "
+            f"run directory {run_dir}")
+    return trainer, strategy
 
-    def _partition(self, model, micro_batch: int):
-        config = self.config
-        n_layer, stages = model.config.n_layer, config.pipeline_stages
-        costs, first, last, unit = None, 0.0, 0.0, ""
-        if config.partition == "params":
-            costs, first, last = block_parameter_counts(model)
-            unit = " parameters"
-        elif config.partition == "time":
-            times = measure_block_times(model, micro_batch) if self.is_root else None
-            costs, first, last = self.grid.world.bcast(times, root=0)  # every rank must agree on one layout
-            unit = " s"
-        partition = make_partition(config.partition, n_layer, stages, costs, first, last)
-        shown = None
-        if costs is not None:
-            shown = stage_costs(partition, costs, first, last)
-        return partition, shown, unit
 
-    # ---- the Trainer's seams ---------------------------------------------------------------
-    def compute_gradients(self, model, batches) -> float:
-        step = self.trainer.step + 1
-        if self.fail_at is not None and self.fail_at[:2] == (self.grid.stage, step):
-            if self.fail_at[2] is not None:
-                os.kill(os.getpid(), self.fail_at[2])       # as a scheduler stopping this rank alone would
-            else:
-                raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} ({FAIL_ENV})")
-        idx = np.concatenate([x for x, _ in batches], axis=0)       # (B, T): the global batch
-        targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
-        if self.tracer is not None:
-            self.tracer.step = step
-        loss = self.engine.compute_gradients(idx, targets)
-        self._gradients_done = time.perf_counter()
-        return loss
+def choose_partition(config, model, grid, micro_batch: int) -> tuple:
+    """(Partition, costs per stage to show or None, their unit) for --partition, the same on every rank."""
+    costs, first, last, unit = None, 0.0, 0.0, ""
+    if config.partition == "params":
+        costs, first, last = block_parameter_counts(model)
+        unit = " parameters"
+    elif config.partition == "time":
+        times = measure_block_times(model, micro_batch) if grid.rank == 0 else None
+        costs, first, last = grid.world.bcast(times, root=0)  # every rank must agree on one layout
+        unit = " s"
+    partition = make_partition(config.partition, model.config.n_layer, config.pipeline_stages, costs, first, last)
+    shown = stage_costs(partition, costs, first, last) if costs is not None else None
+    return partition, shown, unit
 
-    def grad_norm(self, params) -> float:
-        return self.engine.global_grad_norm()
 
-    def _bind_trainer_hooks(self) -> None:
-        """Replace the Trainer's whole-model pieces (evaluation, saving, state) with pipelined ones."""
-        trainer = self.trainer
-        trainer.evaluate = self.evaluate
-        trainer.save = self.save
-        plain_state = trainer.checkpoint_state
-        total = self.total_parameters
-
-        def checkpoint_state(train_loss=None, val_loss=None):
-            return {**plain_state(train_loss, val_loss), "num_parameters": total}
-        trainer.checkpoint_state = checkpoint_state
-        plain_step = trainer.train_step
-
-        def train_step():
-            result = plain_step()
-            if self.tracer is not None:  # the global norm, clipping and the optimizer step
-                self.tracer.record("optimizer", self._gradients_done, time.perf_counter())
-            self._agree_on_stop()
-            return result
-        trainer.train_step = train_step
-
-    def _agree_on_stop(self) -> None:
-        """A signal seen by any rank stops every rank after the same step, as that signal."""
-        MPI = require_mpi()
-        seen = self.trainer._stop_signal
-        number = np.array([0 if seen is None else int(seen)], dtype=np.int64)
-        self.grid.world.Allreduce(MPI.IN_PLACE, number, op=MPI.MAX)
-        if number[0] and seen is None:
-            self.trainer._stop_signal = signal.Signals(int(number[0]))
-
-    def save(self, best: bool = False, train_loss=None, val_loss=None):
-        trainer = self.trainer
-        if trainer.run_dir is None:
-            return None
-        path = pipeline_ckpt.save_pipeline_checkpoint(self.grid, self.stage_model, trainer.optimizer,
-                                                      trainer.run_dir, trainer.checkpoint_state(train_loss, val_loss),
-                                                      tokenizer=trainer.tokenizer, best=best)
-        path = self.grid.world.bcast(str(path) if path else None, root=0)
-        trainer.last_checkpoint = path
-        return path
-
-    @no_grad()
-    def evaluate(self) -> dict:
-        """Mean train and val loss over eval_iters fixed batches, run forward through the stages."""
-        from tinyllm.data import BatchSampler  # noqa: PLC0415
-        cfg, trainer = self.config, self.trainer
-        self.stage_model.model.eval()
-        out = {}
-        for split, tokens, offset in (("train", trainer.train_tokens, 1), ("val", trainer.val_tokens, 2)):
-            sampler = BatchSampler(tokens, trainer.block_size, cfg.batch_size, cfg.seed + offset)
-            total = 0.0
-            for _ in range(cfg.eval_iters):
-                x, y = sampler.next_batch()
-                total += self._forward_only(x, y)
-            out[split] = total / cfg.eval_iters
-        self.stage_model.model.train()
-        return out
-
-    def _forward_only(self, idx, targets) -> float:
-        sm, grid = self.stage_model, self.grid
-        xp = backend.module_for(sm.model.device)
-        p2p = self.engine.p2p
-        if sm.is_first:
-            x = xp.asarray(idx)
-        else:
-            x = xp.empty((idx.shape[0], idx.shape[1], sm.config.n_embd), dtype=sm.model.dtype)
-            p2p.recv_into(x, grid.stage - 1, tag=0)
-            x = Tensor.constant(x)
-        out = sm.forward(x, targets if sm.is_last else None)
-        value = np.array([float(out.item()) if sm.is_last else 0.0])
-        if not sm.is_last:
-            p2p.isend(out.data, grid.stage + 1, tag=0)
-            p2p.wait_sends()
-        grid.pipe.Bcast(value, root=grid.n_stages - 1)
-        return float(value[0])
-
-    # ---- the run ---------------------------------------------------------------------------
-    def run(self, stop_at: int | None = None):
-        result = self.trainer.run(stop_at=stop_at)
-        self.engine.p2p.wait_sends()
-        if self.tracer is not None:
-            self._write_trace()
-        return result
-
-    def _write_trace(self) -> None:
-        gathered = self.grid.world.gather(self.tracer.events, root=0)
-        if not self.is_root:
-            return
-        steps = sorted({e[4] for rank in gathered for e in rank})
-        steady = steps[1:] or steps  # the first step pays for warm-up (allocations, caches)
-        measured = measured_bubble(gathered, steady)
-        theory = theoretical_bubble(self.grid.n_stages, self.engine.n_microbatches)
-        shape = self.grid.shape
-        write_trace(self.trace_path, gathered, stage_of_rank=lambda r: shape.position(r)[1],
-                    metadata={"schedule": self.config.schedule, "stages": shape.pipeline_stages,
-                              "data_parallel": shape.data_parallel, "microbatches": self.engine.n_microbatches,
-                              "measured_bubble": measured, "theoretical_bubble": theory})
-        self.log(f"trace written to {self.trace_path}: measured bubble {measured:.3f} (steps {steady[0]}-"
-                 f"{steady[-1]}), theoretical (p-1)/(m+p-1) = {theory:.3f}")
+def write_pipeline_trace(strategy, config, trace_path: str, log) -> None:
+    """Gather every rank's trace events on rank 0 and write them, with the measured and theoretical bubble."""
+    grid, engine = strategy.grid, strategy.engine
+    gathered = grid.world.gather(strategy.tracer.events, root=0)
+    if grid.rank != 0:
+        return
+    steps = sorted({e[4] for rank in gathered for e in rank})
+    steady = steps[1:] or steps  # the first step pays for warm-up (allocations, caches)
+    measured = measured_bubble(gathered, steady)
+    theory = theoretical_bubble(grid.n_stages, engine.n_microbatches)
+    shape = grid.shape
+    write_trace(trace_path, gathered, stage_of_rank=lambda r: shape.position(r)[1],
+                metadata={"schedule": config.schedule, "stages": shape.pipeline_stages,
+                          "data_parallel": shape.data_parallel, "microbatches": engine.n_microbatches,
+                          "measured_bubble": measured, "theoretical_bubble": theory})
+    log(f"trace written to {trace_path}: measured bubble {measured:.3f} (steps {steady[0]}-"
+        f"{steady[-1]}), theoretical (p-1)/(m+p-1) = {theory:.3f}")
 
 
 def _parse_fail(spec: str | None):
@@ -346,7 +227,13 @@ def train_pipelined(config, progress_stream=None, stop_at: int | None = None, tr
     Trainer's RunResult (the same losses on every rank). Call it inside `run_rank` so a
     failure ends every rank (`run_pipeline` does).
     """
-    return PipelineTrainer(config, progress_stream=progress_stream, trace_path=trace).run(stop_at=stop_at)
+    trainer, strategy = build_pipeline_run(config, progress_stream=progress_stream, trace_path=trace)
+    result = trainer.run(stop_at=stop_at)
+    strategy.engine.p2p.wait_sends()
+    if trace:
+        stream = progress_stream or sys.stderr
+        write_pipeline_trace(strategy, config, trace, lambda message: print(message, file=stream, flush=True))
+    return result
 
 
 def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, result_path: str | None = None) -> int:
@@ -360,7 +247,6 @@ def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, r
         result = train_pipelined(config, trace=trace, stop_at=stop_at)
         if require_mpi().COMM_WORLD.Get_rank() == 0:
             if result_path:
-                from tinyllm.io import write_json  # noqa: PLC0415
                 write_json(result_path, {"status": result.status, "step": result.step,
                                          "train_losses": result.train_losses, "last_eval": result.last_eval})
             last = result.last_eval or {}
@@ -372,7 +258,7 @@ def run_pipeline(config, trace: str | None = None, stop_at: int | None = None, r
                 print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
                       f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last (sharded by "
                       f"stage; loads into any stage count or one process)", file=sys.stderr, flush=True)
-        return 128 + result.stop_signal if result.status == "interrupted" else 0
+        return result.exit_status
     return run_rank(body)
 
 
@@ -387,7 +273,6 @@ def main(argv=None) -> int:
     parser.add_argument("--result", help="rank 0 writes the run's losses here (JSON)")
     parser.add_argument("--stop-at", type=int, help="stop (and checkpoint) after this step, as an interruption would")
     args = parser.parse_args(argv)
-    from tinyllm.train import TrainConfig  # noqa: PLC0415
     with open(args.config) as f:
         config = TrainConfig.from_dict(json.load(f))
     return run_pipeline(config, trace=args.trace, stop_at=args.stop_at, result_path=args.result)

@@ -197,7 +197,6 @@ def test_no_private_names_across_modules():
     assert violations()["private"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the restructuring is under way")
 def test_no_file_over_600_lines():
     assert violations()["long"] == []
 

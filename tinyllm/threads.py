@@ -8,23 +8,32 @@ thread, while the other threads run theirs: every op of the step uses all the co
 just the matrix products. NumPy releases the GIL inside array operations, so the threads
 only queue for it in the Python glue between ops.
 
+`DataThreads` is a Trainer strategy (tinyllm/trainer.py): the one-process strategy
+(tinyllm/strategy.py) with the batches split across threads.
+
     workers = DataThreads(2)
-    loss = workers.gradients(model, [(x, y)])     # mean loss; gradients summed into .grad
-    loss = workers.loss(model, x, y)              # the same mean loss, no graph
-    optimizer.parallel = workers.parameter_groups # each thread updates its share of the parameters
+    task = NextTokenLoss()                              # or any task: loss(model, batch), weight(batch)
+    loss = workers.gradients(model, task, [(x, y)], step=1)   # mean loss; gradients summed into .grad
+    loss = workers.batch_loss(model, task, (x, y))      # the same mean loss, no graph
+    optimizer.parallel = workers.parameter_groups       # each thread updates its share of the parameters
+
+A batch is a tuple of row-indexed parts ((x, y), (PaddedBatch, labels), ...); slice i
+is every part's rows a:b.
 
 Exactness: each thread gets its gradients from `autograd.grad` (returned, not accumulated,
-so no two threads write one `.grad`), weighted by rows_i / B; then each thread adds the
-slices' gradients into `.grad` for its share of the parameters, in slice order. The same
-thread count gives the same numbers on every run; another thread count adds in another
-order (float32 results differ in the last bits, float64 ones by ~1e-15 relative).
+so no two threads write one `.grad`), weighted by its share of the batch: the slice's
+`task.weight` (its rows for a mean over equally many tokens per row; its counted target
+tokens for the masked instruction loss) over the batch's, so the weighted slices give
+exactly the batch mean. Then each thread adds the slices' gradients into `.grad` for its
+share of the parameters, in slice order. The same thread count gives the same numbers on
+every run; another thread count adds in another order (float32 results differ in the
+last bits, float64 ones by ~1e-15 relative).
 
 Dropout: each slice draws its masks from its own generator, spawned from the model's
 shared one at every step (so the run stays repeatable and resumable).
 
-Left out: CuPy arrays (a GPU is one device; use one thread), losses that are not a mean
-over equally many tokens per row (masked finetuning losses, where weighting slices by
-rows would not give the batch mean), and splitting single sequences across threads.
+Left out: CuPy arrays (a GPU is one device; use one thread), and splitting single
+sequences across threads.
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from autograd import grad, no_grad
+from tinyllm.strategy import SingleProcess
 
 
 def default_threads() -> int:
@@ -84,8 +94,12 @@ class _BlasThreads:
         return self._controller.limit(limits=1, user_api="blas")
 
 
-class DataThreads:
-    """`threads` threads (this one and threads - 1 workers) that split every batch by rows."""
+class DataThreads(SingleProcess):
+    """`threads` threads (this one and threads - 1 workers) that split every batch by rows.
+
+    A strategy: the one-process strategy's norm, saving and stop, with `gradients` and
+    `batch_loss` run on the threads.
+    """
 
     def __init__(self, threads: int):
         if not isinstance(threads, int) or threads < 1:
@@ -111,24 +125,32 @@ class DataThreads:
                 results = [f.result() for f in futures]  # wait for all, even when this thread failed
             return [first] + results
 
-    def gradients(self, model, batches) -> float:
-        """Forward and backward every (x, y) micro-batch, each split across the threads.
+    def _slices(self, task, batch) -> tuple:
+        """([slice of the batch], [its weight]) for the non-empty slices: one per thread."""
+        slices = [tuple(part[a:b] for part in batch) for a, b in split_rows(len(batch[-1]), self.threads)]
+        weights = [task.weight(piece) for piece in slices]
+        kept = [(piece, w) for piece, w in zip(slices, weights) if w > 0]  # a slice with nothing to count
+        return [piece for piece, _ in kept], [w for _, w in kept]
+
+    def gradients(self, model, task, batches, step: int = 0) -> float:
+        """Forward and backward every micro-batch, each split across the threads.
 
         Returns the mean loss; adds d(mean loss)/d(param) into every trainable parameter's
-        `.grad` (a drop-in for tinyllm.train.compute_gradients).
+        `.grad` (tinyllm.strategy.compute_gradients's numbers, up to the order of additions).
         """
         params = [p for p in model.parameters() if p.requires_grad]
         scale = 1.0 / len(batches)
         total = 0.0
-        for x, y in batches:
-            ranges = split_rows(len(x), self.threads)
-            generators = model.generator.spawn(len(ranges))
-            jobs = [(model, params, x[a:b], y[a:b], scale * (b - a) / len(x), g)
-                    for (a, b), g in zip(ranges, generators)]
+        for batch in batches:
+            slices, weights = self._slices(task, batch)
+            whole = sum(weights)
+            generators = model.generator.spawn(len(slices))
+            jobs = [(model, task, params, piece, scale * w / whole, g)
+                    for piece, w, g in zip(slices, weights, generators)]
             results = self._run(_slice_gradients, jobs)
             slice_grads = [grads for _, grads in results]
             self.parameter_groups(lambda group: _add_slices(group, slice_grads), list(enumerate(params)))
-            total += sum(loss * (b - a) / len(x) for (loss, _), (a, b) in zip(results, ranges))
+            total += sum(loss * w / whole for (loss, _), w in zip(results, weights))
         return total * scale
 
     def parameter_groups(self, fn, named: list) -> None:
@@ -140,16 +162,17 @@ class DataThreads:
         groups = [named[a:b] for a, b in split_by_size([int(p.size) for _, p in named], self.threads)]
         self._run(fn, [(g,) for g in groups])
 
-    def loss(self, model, x, y) -> float:
-        """The model's mean loss on (x, y), without a graph, the rows split across the threads."""
-        ranges = split_rows(len(x), self.threads)
-        losses = self._run(_slice_loss, [(model, x[a:b], y[a:b]) for a, b in ranges])
-        return sum(loss * (b - a) / len(x) for loss, (a, b) in zip(losses, ranges))
+    def batch_loss(self, model, task, batch) -> float:
+        """The batch's mean loss, without a graph, the rows split across the threads."""
+        slices, weights = self._slices(task, batch)
+        whole = sum(weights)
+        losses = self._run(_slice_loss, [(model, task, piece) for piece in slices])
+        return sum(loss * w / whole for loss, w in zip(losses, weights))
 
 
-def _slice_gradients(model, params, x, y, weight: float, generator) -> tuple:
+def _slice_gradients(model, task, params, batch, weight: float, generator) -> tuple:
     with model.generator.use(generator):
-        _, loss = model(x, y)
+        loss = task.loss(model, batch)
         grads = grad(loss, params, grad_output=weight)
     return float(loss.item()), grads
 
@@ -169,7 +192,6 @@ def _add_slices(group: list, slice_grads: list) -> None:
             p.grad += g
 
 
-def _slice_loss(model, x, y) -> float:
+def _slice_loss(model, task, batch) -> float:
     with no_grad():
-        _, loss = model(x, y)
-    return float(loss.item())
+        return float(task.loss(model, batch).item())

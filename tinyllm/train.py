@@ -1,56 +1,62 @@
-"""The training loop: one process, or (through parallel/) one pipeline stage.
+"""Pretraining: the settings of a run (TrainConfig), the pretraining task, and building a run.
 
     config = TrainConfig(out="runs/demo", max_iters=300)
-    result = train(config)            # data -> model -> AdamW -> steps, evals, checkpoints
+    result = train(config)            # data -> model -> AdamW -> Trainer(model, task, strategy).run()
 
-One optimisation step, in order (each piece replaceable, for parallel/):
+`build_trainer(config)` reads (or tokenizes and caches) the corpus, builds the GPT from
+the seed and the optimizer, picks the strategy (one thread, or each batch split across
+`--threads` threads on a CPU: tinyllm/threads.py), and restores `<out>/last` with
+`--resume`; the loop itself is tinyllm/trainer.py. parallel/runner.py builds the same
+task on every rank of a pipeline.
 
-    batches = grad_accum micro-batches from the seeded train sampler
-    loss    = compute_gradients(model, batches)     # mean loss; grads accumulate in .grad
-                                                    # (on a CPU, each batch split by rows across
-                                                    # --threads threads: tinyllm/threads.py)
-    norm    = grad_norm_fn(params)                  # global L2 norm (a pipeline all-reduces)
-    clip to grad_clip, optimizer.step(lr = schedule(step)), zero the grads
+The pretraining task (`PretrainingTask`): micro-batches of random windows of
+`block_size + 1` tokens from the train split (a seeded BatchSampler whose generator state
+the checkpoint keeps); evaluation is the mean loss over `eval_iters` batches of each split,
+drawn by a generator re-seeded at every evaluation (seed + 1 for train, seed + 2 for val),
+so every evaluation sees the same batches and they need no state. A run of 20 steps and a
+run of 10 steps + resume + 10 steps give bitwise-equal losses and weights
+(tests/train/test_train.py).
 
-then, every `log_interval` steps a line (or the tqdm bar) and a metrics.jsonl record, and
-every `eval_interval` steps the mean train and val loss over `eval_iters` fixed batches
-and a checkpoint (`last`, and `best` when val improved). A non-finite loss or gradient
-norm stops the run before the optimizer touches the weights (NonFiniteLossError names
-the step and the last good checkpoint, which is left alone). SIGINT and SIGTERM finish
-the current step, save `last`, and return with status "interrupted".
+Every TrainConfig field carries its description (`setting(default, help)`); the command
+line's --help shows it (tinyllm/commands/common.py).
 
-Exact resume: the checkpoint holds the weights, the AdamW moments and step counter, the
-train sampler's generator state, the dropout generator's state and the step; evaluation
-batches come from a generator re-seeded at every evaluation, so they need no state. A
-run of 20 steps and a run of 10 steps + resume + 10 steps give bitwise-equal losses and
-weights (tests/train/test_train.py).
-
-Left out: mixed precision, learning-rate finders, early stopping, multi-GPU in one
-process (parallel/ spreads a model across processes instead).
+Left out: multi-GPU in one process (parallel/ spreads a model across processes instead).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm import io
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
 from tinyllm.model import GPT, GPTConfig, unknown_fields
-from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW, clip_grad_norm, global_grad_norm, make_schedule
+from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW
+from tinyllm.strategy import NextTokenLoss, SingleProcess
 from tinyllm.threads import DataThreads, default_threads
+from tinyllm.trainer import NonFiniteLossError, RunResult, Trainer
+
+__all__ = ["TrainConfig", "ConfigError", "NonFiniteLossError", "PretrainingTask", "build_trainer", "train",
+           "make_optimizer", "make_strategy", "resolve_threads", "resume_checkpoint", "check_resumable",
+           "estimate_loss", "setting", "required", "load_gpt", "MODEL_FIELDS"]
 
 # TrainConfig fields that shape the model: None means "the preset's value".
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "norm", "mlp",
                 "position", "rope_theta", "bias", "tie_embeddings")
+
+
+def setting(default, help: str):  # noqa: A002 - argparse's word for it
+    """A config field with its one description, which `tinyllm ... --help` shows as the flag's help."""
+    return field(default=default, metadata={"help": help})
+
+
+def required(help: str):  # noqa: A002
+    """A config field without a default, with its description."""
+    return field(metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -58,57 +64,58 @@ class TrainConfig:
     """Every hyperparameter of a run (nanoGPT's names). Saved whole in the run directory."""
 
     # data
-    data: str | None = None           # file, directory, glob, "stdlib"; None = built-in pydoc topics
-    data_ext: str = ",".join(DEFAULT_EXTENSIONS)  # extensions read from a --data directory
-    tokenizer: str = "char"           # "char", "bpe" (trained on the corpus) or a tokenizer file
-    vocab_size: int = 512             # BPE vocabulary size (tokenizer "bpe" only)
-    val_fraction: float = 0.1         # the last fraction of the tokens is validation
-    out: str = "runs/demo"            # run directory: config, metrics, data cache, checkpoints
+    data: str | None = setting(None, "a text file, a directory, a glob, or 'stdlib' "
+                                     "(default: the built-in pydoc topics corpus)")
+    data_ext: str = setting(",".join(DEFAULT_EXTENSIONS), "extensions read from a --data directory, comma-separated")
+    tokenizer: str = setting("char", "'char', 'bpe' (trained on the corpus) or a tokenizer file")
+    vocab_size: int = setting(512, "BPE vocabulary size (with --tokenizer bpe)")
+    val_fraction: float = setting(0.1, "the last fraction of the tokens held out for validation")
+    out: str = setting("runs/demo", "run directory: config, metrics, data cache, checkpoints")
     # model: a preset, then any field overridden (None = the preset's value)
-    preset: str = "baby"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_kv_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    dropout: float | None = None
-    norm: str | None = None
-    mlp: str | None = None
-    position: str | None = None
-    rope_theta: float | None = None
-    bias: bool | None = None
-    tie_embeddings: bool | None = None
+    preset: str = setting("baby", "model shape to start from; the model settings below override it")
+    n_layer: int | None = setting(None, "transformer blocks")
+    n_head: int | None = setting(None, "attention heads")
+    n_kv_head: int | None = setting(None, "key/value heads (grouped-query attention)")
+    n_embd: int | None = setting(None, "residual width")
+    block_size: int | None = setting(None, "context length in tokens")
+    dropout: float | None = setting(None, "dropout probability")
+    norm: str | None = setting(None, "layernorm or rmsnorm")
+    mlp: str | None = setting(None, "gelu or swiglu")
+    position: str | None = setting(None, "learned or rope")
+    rope_theta: float | None = setting(None, "RoPE base")
+    bias: bool | None = setting(None, "biases in linear layers and norms (true/false)")
+    tie_embeddings: bool | None = setting(None, "share the token embedding with the output head (true/false)")
     # optimisation
-    optimizer: str = "adamw"          # "adamw" or "sgd"
-    batch_size: int = 12              # sequences per micro-batch
-    grad_accum: int = 1               # micro-batches per optimizer step
-    max_iters: int = 1000             # optimizer steps (about 3 minutes on 2 cores with the baby preset)
-    lr: float = 1e-3                  # peak learning rate
-    min_lr: float = 1e-4              # cosine decays to this
-    warmup_iters: int = 100           # linear warmup steps
-    lr_schedule: str = "cosine"       # "cosine" or "constant"
-    weight_decay: float = 0.1         # decoupled, matrices and embeddings only
-    beta1: float = 0.9
-    beta2: float = 0.99               # nanoGPT's choice for small char-level models
-    eps: float = 1e-8
-    momentum: float = 0.9             # SGD only
-    grad_clip: float = 1.0            # clip the global gradient norm to this (0 = no clipping)
+    optimizer: str = setting("adamw", "adamw or sgd")
+    batch_size: int = setting(12, "sequences per micro-batch")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    max_iters: int = setting(1000, "optimizer steps")
+    lr: float = setting(1e-3, "peak learning rate")
+    min_lr: float = setting(1e-4, "final learning rate of the cosine schedule")
+    warmup_iters: int = setting(100, "linear warmup steps")
+    lr_schedule: str = setting("cosine", "cosine or constant")
+    weight_decay: float = setting(0.1, "AdamW decoupled weight decay (matrices and embeddings only)")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.99, "AdamW beta2 (nanoGPT's choice for small char-level models)")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    momentum: float = setting(0.9, "SGD momentum")
+    grad_clip: float = setting(1.0, "clip the global gradient norm to this (0 = off)")
     # evaluation, logging, checkpoints
-    eval_interval: int = 250          # evaluate and checkpoint every N steps (and at the end)
-    eval_iters: int = 20              # batches per split in an evaluation
-    log_interval: int = 10            # a progress line and metrics.jsonl record every N steps
-    seed: int = 1337                  # weights, dropout masks and batches all follow from it
-    dtype: str = "float32"            # "float32" or "float64"
-    device: str = "cpu"               # "cpu" or "cuda"
-    threads: int = 0                  # threads splitting each batch by rows (0 = OMP_NUM_THREADS or the cores)
-    resume: bool = False              # continue from <out>/last
-    progress: str = "auto"            # "auto" (bar on a terminal, lines otherwise), "bar", "log", "none"
+    eval_interval: int = setting(250, "evaluate and checkpoint every N steps (and at the end)")
+    eval_iters: int = setting(20, "batches per split in each evaluation")
+    log_interval: int = setting(10, "a progress line and metrics record every N steps")
+    seed: int = setting(1337, "seed for weights, dropout masks and batches")
+    dtype: str = setting("float32", "float32 or float64")
+    device: str = setting("cpu", "cpu or cuda (CuPy)")
+    threads: int = setting(0, "threads splitting each batch by rows (0 = OMP_NUM_THREADS if set, else one per core)")
+    resume: bool = setting(False, "continue the run in --out from its last checkpoint")
+    progress: str = setting("auto", "auto (bar on a terminal, lines otherwise), bar, log or none")
     # pipeline and data parallelism (parallel/ runs these; 1 = a single process)
-    pipeline_stages: int = 1
-    microbatches: int | None = None   # micro-batches per step in a pipeline (None = grad_accum)
-    schedule: str = "1f1b"            # "gpipe" or "1f1b"
-    data_parallel: int = 1
-    partition: str = "uniform"        # how blocks are split across stages
+    pipeline_stages: int = setting(1, "pipeline stages (needs mpiexec and the mpi extra)")
+    microbatches: int | None = setting(None, "micro-batches per step in a pipeline (default: --grad-accum)")
+    schedule: str = setting("1f1b", "pipeline schedule: gpipe or 1f1b")
+    data_parallel: int = setting(1, "data-parallel replicas (needs mpiexec and the mpi extra)")
+    partition: str = setting("uniform", "how blocks are split across pipeline stages: uniform, params or time")
 
     def __post_init__(self):
         positive = ("vocab_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
@@ -174,10 +181,6 @@ class ConfigError(ValueError):
     """A setting the user can fix; the message names the flag and the value."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN or infinite; nothing was saved from that step."""
-
-
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -188,52 +191,6 @@ def _check(config, name, ok, message) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}")
 
 
-# ---- the replaceable pieces of one step ---------------------------------------------------
-
-
-def compute_gradients(model, batches) -> float:
-    """Forward and backward every (x, y) micro-batch; return the mean loss.
-
-    Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summed
-    gradient is that of the mean loss: with equal micro-batches, the same as one batch
-    holding them all. parallel/ replaces this with a pipeline schedule.
-    """
-    scale = 1.0 / len(batches)
-    total = 0.0
-    for x, y in batches:
-        _, loss = model(x, y)
-        (loss * scale).backward()
-        total += float(loss.item())
-    return total * scale
-
-
-def batch_loss(model, x, y) -> float:
-    """The model's mean loss on one batch, without a graph."""
-    with no_grad():
-        _, loss = model(x, y)
-    return float(loss.item())
-
-
-def estimate_loss(model, tokens, block_size: int, batch_size: int, eval_iters: int, seed: int,
-                  batch_loss=batch_loss) -> float:
-    """Mean loss over `eval_iters` batches drawn by a generator seeded with `seed` (same batches each call)."""
-    sampler = BatchSampler(tokens, block_size, batch_size, seed)
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for _ in range(eval_iters):
-        x, y = sampler.next_batch()
-        total += batch_loss(model, x, y)
-    model.train(was_training)
-    return total / eval_iters
-
-
-def flops_per_token(model) -> float:
-    """Training FLOPs per token: 6 N (forward + backward through N parameters) + 12 L T C (attention)."""
-    c = model.config
-    return 6 * model.num_parameters() + 12 * c.n_layer * c.block_size * c.n_embd
-
-
 def make_optimizer(config: TrainConfig, named_parameters):
     if config.optimizer == "sgd":
         return SGD(named_parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -241,286 +198,67 @@ def make_optimizer(config: TrainConfig, named_parameters):
                  weight_decay=config.weight_decay)
 
 
-# ---- output: progress, metrics ------------------------------------------------------------
+def resolve_threads(config: TrainConfig) -> int:
+    """How many threads split each batch: --threads, else OMP_NUM_THREADS or the cores; 1 on a GPU."""
+    if config.device != "cpu":
+        return 1
+    return min(config.threads or default_threads(), config.batch_size)
 
 
-class MetricsLog:
-    """DIR/metrics.jsonl: one JSON object per logged step, flushed as written."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        import json  # noqa: PLC0415
-        self._json = json
-        self.path = path
-        if resume_step is None:
-            path.write_text("", encoding="utf-8")
-        elif path.is_file():  # drop records past the checkpoint we resume from
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            io.write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(self._json.dumps(record) + "\n")
+def make_strategy(config: TrainConfig, optimizer):
+    """The one-process strategy: DataThreads over resolve_threads(config) threads (the optimizer's
+    updates split across them too), or SingleProcess when that is one."""
+    threads = resolve_threads(config)
+    if threads == 1:
+        return SingleProcess()
+    workers = DataThreads(threads)
+    optimizer.parallel = workers.parameter_groups
+    return workers
 
 
-class Progress:
-    """A tqdm bar on a terminal, plain log lines otherwise (or nothing)."""
-
-    def __init__(self, mode: str, total: int, initial: int, stream=None):
-        self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if hasattr(self.stream, "isatty") and self.stream.isatty() else "log"
-        self.mode = mode
-        self.bar = None
-        if mode == "bar":
-            from tqdm import tqdm  # noqa: PLC0415
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", file=self.stream,
-                            dynamic_ncols=True)
-
-    def step(self, step: int, total: int, loss: float, lr: float, tokens_per_s: float, eta_s: float,
-             log_now: bool, flops: str = "") -> None:
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            if log_now:
-                self.bar.set_postfix_str(f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops}",
-                                         refresh=False)
-        elif self.mode == "log" and log_now:
-            self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops} | "
-                         f"eta {_duration(eta_s)}")
-
-    def message(self, text: str) -> None:
-        if self.mode == "none":
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+# ---- the pretraining task ---------------------------------------------------------------------
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+def estimate_loss(batch_loss, tokens, block_size: int, batch_size: int, eval_iters: int, seed: int) -> float:
+    """Mean of batch_loss(batch) over `eval_iters` batches drawn by a generator seeded with `seed`."""
+    sampler = BatchSampler(tokens, block_size, batch_size, seed)
+    total = 0.0
+    for _ in range(eval_iters):
+        total += batch_loss(sampler.next_batch())
+    return total / eval_iters
 
 
-# ---- the trainer ----------------------------------------------------------------------------
+class PretrainingTask(NextTokenLoss):
+    """Next-token prediction on random windows of a corpus (see the module docstring).
 
-
-@dataclass
-class RunResult:
-    status: str                     # "finished" or "interrupted"
-    step: int
-    train_losses: list = field(default_factory=list)   # the loss of every step this call ran
-    last_eval: dict | None = None   # {"train": ..., "val": ...} of the last evaluation
-    best_val_loss: float | None = None
-    run_dir: str | None = None
-    stop_signal: int | None = None  # the signal number that interrupted the run
-
-
-class Trainer:
-    """Runs optimisation steps on a model; see the module docstring for one step.
-
-    compute_gradients(model, batches) -> mean loss and grad_norm_fn(params) -> float are the
-    seams parallel/ replaces; compute_gradients and batch_loss(model, x, y) -> float are the
-    ones tinyllm.threads.DataThreads fills. `run_dir=None` trains without writing anything.
+    loss(model, batch) and weight(batch) are NextTokenLoss's: batches are (x, y) windows.
     """
 
-    def __init__(self, config: TrainConfig, model, optimizer, train_tokens, val_tokens, *, tokenizer=None,
-                 run_dir=None, compute_gradients=compute_gradients, grad_norm_fn=global_grad_norm,
-                 batch_loss=batch_loss, progress_stream=None, is_writer: bool = True):
-        backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
-        self.config = config
-        self.model = model
-        self.optimizer = optimizer
-        self.params = [p for _, p in optimizer.params]
+    def __init__(self, train_tokens, val_tokens, block_size: int, batch_size: int, eval_iters: int, seed: int):
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
-        self.tokenizer = tokenizer
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.compute_gradients = compute_gradients
-        self.grad_norm_fn = grad_norm_fn
-        self.batch_loss = batch_loss
-        self.flops_per_token = flops_per_token(model)
-        self.is_writer = is_writer
-        self.block_size = model.config.block_size
-        self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
-                                      config.max_iters)
-        self.sampler = BatchSampler(train_tokens, self.block_size, config.batch_size, config.seed)
-        self.step = 0
-        self.tokens_seen = 0
-        self.elapsed_s = 0.0
-        self.best_val_loss = None
-        self.last_checkpoint = None
-        self._saved_step = None
-        self.progress_stream = progress_stream
-        self._stop_signal = None
+        self.block_size, self.batch_size, self.eval_iters, self.seed = block_size, batch_size, eval_iters, seed
+        self.sampler = BatchSampler(train_tokens, block_size, batch_size, seed)
 
-    # ---- state for checkpoints ------------------------------------------------------------
-    def checkpoint_state(self, train_loss=None, val_loss=None) -> dict:
-        dropout_state = self.model.generator.state() if self.model.generator.device == "cpu" else None
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
-                "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
-                "num_parameters": self.model.num_parameters(),
-                "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
-                "rng": {"train_sampler": self.sampler.state(), "dropout": dropout_state}}
+    @classmethod
+    def from_config(cls, config: TrainConfig, dataset, block_size: int) -> "PretrainingTask":
+        return cls(dataset.train, dataset.val, block_size, config.batch_size, config.eval_iters, config.seed)
 
-    def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
-        """Continue exactly where `checkpoint` stopped (weights, optimizer, generators, counters)."""
-        ckpt.load_model_state(self.model, checkpoint)
-        ckpt.load_optimizer_state(self.optimizer, checkpoint)
-        state = checkpoint.state
-        self.step = int(state["step"])
-        self.tokens_seen = int(state["tokens_seen"])
-        self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.best_val_loss = state.get("best_val_loss")
-        self.sampler.set_state(state["rng"]["train_sampler"])
-        if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
-            self.model.generator.set_state(state["rng"]["dropout"])
-        self.last_checkpoint = str(checkpoint.path.resolve())
-        self._saved_step = self.step
+    def next_batch(self) -> tuple:
+        return self.sampler.next_batch()   # (x, y): (B, T) int64 each
 
-    def save(self, best: bool = False, train_loss=None, val_loss=None) -> Path | None:
-        if self.run_dir is None or not self.is_writer:
-            return None
-        if self._saved_step == self.step and not best:  # e.g. an interrupt right after an evaluation's save
-            return Path(self.last_checkpoint)
-        path = ckpt.save_checkpoint(self.run_dir, model=self.model, optimizer=self.optimizer,
-                                    tokenizer=self.tokenizer, state=self.checkpoint_state(train_loss, val_loss),
-                                    best=best)
-        self.last_checkpoint = str(path)
-        self._saved_step = self.step
-        return path
-
-    # ---- one step, one evaluation ----------------------------------------------------------
-    def train_step(self) -> tuple:
-        """One optimizer step; returns (mean loss, grad norm before clipping, lr)."""
-        cfg = self.config
-        lr = self.schedule(self.step)
-        batches = [self.sampler.next_batch() for _ in range(cfg.grad_accum)]
-        self.optimizer.zero_grad()
-        loss = self.compute_gradients(self.model, batches)
-        norm = self.grad_norm_fn(self.params)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            self.optimizer.zero_grad()
-            where = self.last_checkpoint or "none (no checkpoint was saved yet)"
-            raise NonFiniteLossError(
-                f"step {self.step + 1}: the {'loss' if not math.isfinite(loss) else 'gradient norm'} is "
-                f"{loss if not math.isfinite(loss) else norm}; the run stopped before updating the weights. "
-                f"Last good checkpoint: {where}. Try a lower --lr, a --grad-clip, or --dtype float64")
-        clip_grad_norm(self.params, cfg.grad_clip, norm)
-        self.optimizer.step(lr)
-        self.optimizer.zero_grad()
-        self.step += 1
-        self.tokens_seen += cfg.batch_size * cfg.grad_accum * self.block_size
-        return loss, norm, lr
-
-    def evaluate(self) -> dict:
-        cfg = self.config
-        return {split: estimate_loss(self.model, tokens, self.block_size, cfg.batch_size, cfg.eval_iters,
-                                     seed=cfg.seed + offset, batch_loss=self.batch_loss)
+    def evaluate(self, model, batch_loss) -> dict:
+        return {split: estimate_loss(batch_loss, tokens, self.block_size, self.batch_size, self.eval_iters,
+                                     self.seed + offset)
                 for split, tokens, offset in (("train", self.train_tokens, 1), ("val", self.val_tokens, 2))}
 
-    # ---- the loop ----------------------------------------------------------------------------
-    def run(self, stop_at: int | None = None) -> RunResult:
-        """Train to config.max_iters (or stop after step `stop_at`, as an interruption would)."""
-        cfg = self.config
-        end = cfg.max_iters if stop_at is None else min(stop_at, cfg.max_iters)
-        result = RunResult(status="finished", step=self.step, best_val_loss=self.best_val_loss,
-                           run_dir=str(self.run_dir) if self.run_dir else None)
-        metrics = None
-        if self.run_dir is not None and self.is_writer:
-            metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.step if cfg.resume or self.step else None)
-        progress = Progress(cfg.progress if self.is_writer else "none", cfg.max_iters, self.step,
-                            self.progress_stream)
-        restore_signals = self._install_signal_handlers()
-        ranks = cfg.pipeline_stages * cfg.data_parallel
-        gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * ranks
-        across = f", {ranks} ranks x this rank's rate" if ranks > 1 else ""
-        progress.message(f"yardstick: {cfg.dtype} matrix products run at {gemm:.1f} GFLOP/s here{across}; "
-                         f"a step is {self.flops_per_token * cfg.tokens_per_step / 1e9:.2f} GFLOP "
-                         "(6 N + 12 L T C per token)")
-        self.model.train()
-        try:
-            if self.step == 0:
-                result.last_eval = self._evaluate_and_log(progress, metrics, lr=self.schedule(0), save=False)
-            window_start, window_tokens = time.perf_counter(), 0
-            while self.step < end:
-                t0 = time.perf_counter()
-                loss, norm, lr = self.train_step()
-                self.elapsed_s += time.perf_counter() - t0
-                result.train_losses.append(loss)
-                window_tokens += cfg.batch_size * cfg.grad_accum * self.block_size
-                log_now = self.step % cfg.log_interval == 0 or self.step == end
-                now = time.perf_counter()
-                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
-                eta = (cfg.max_iters - self.step) * cfg.tokens_per_step / max(tokens_per_s, 1e-9)
-                gflops = tokens_per_s * self.flops_per_token / 1e9
-                progress.step(self.step, cfg.max_iters, loss, lr, tokens_per_s, eta, log_now,
-                              flops=f" | {gflops:.1f} GFLOP/s ({100 * gflops / gemm:.0f}% of GEMM)")
-                record = {"step": self.step, "train_loss": loss, "lr": lr, "grad_norm": norm,
-                          "tokens_per_s": round(tokens_per_s, 1), "gflop_per_s": round(gflops, 2),
-                          "elapsed_s": round(self.elapsed_s, 3), "tokens_seen": self.tokens_seen}
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
-                    result.last_eval = self._evaluate_and_log(progress, None, lr=lr, save=True, train_loss=loss)
-                    record["val_loss"] = result.last_eval["val"]
-                    record["eval_train_loss"] = result.last_eval["train"]
-                    log_now = True
-                if log_now:
-                    if metrics is not None:
-                        metrics.write(record)
-                    window_start, window_tokens = time.perf_counter(), 0
-                if self._stop_signal is not None:
-                    result.status, result.stop_signal = "interrupted", int(self._stop_signal)
-                    saved = self.save(train_loss=loss)
-                    progress.message(f"interrupted by {self._stop_signal.name} at step {self.step}: saved {saved}; "
-                                     f"continue with: tinyllm train --out {cfg.out} --resume")
-                    break
-            if result.status == "finished" and self.step == end and end < cfg.max_iters:
-                self.save()  # stopped early on request (stop_at): keep the state to resume from
-        finally:
-            restore_signals()
-            progress.close()
-        result.step = self.step
-        result.best_val_loss = self.best_val_loss
-        return result
+    def state(self) -> dict:
+        return self.sampler.state()
 
-    def _evaluate_and_log(self, progress, metrics, lr, save: bool, train_loss=None) -> dict:
-        losses = self.evaluate()
-        improved = self.best_val_loss is None or losses["val"] < self.best_val_loss
-        if improved and self.step > 0:
-            self.best_val_loss = losses["val"]
-        progress.message(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-                         + (" (best)" if improved and self.step > 0 else ""))
-        if metrics is not None:
-            metrics.write({"step": self.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                           "eval_train_loss": losses["train"], "tokens_seen": self.tokens_seen,
-                           "elapsed_s": round(self.elapsed_s, 3)})
-        if save:
-            self.save(best=improved, train_loss=train_loss, val_loss=losses["val"])
-        return losses
+    def set_state(self, state: dict) -> None:
+        self.sampler.set_state(state)
 
-    def _install_signal_handlers(self):
-        """SIGINT/SIGTERM set a flag the loop checks after each step; a second signal aborts."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {}
-
-        def handler(signum, frame):
-            if self._stop_signal is not None:
-                raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-
-        def restore():
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-        return restore
+    def checkpoint_entries(self) -> dict:
+        return {}
 
 
 # ---- building a run from a config -------------------------------------------------------------
@@ -538,8 +276,27 @@ def resume_checkpoint(config: TrainConfig):
     return None
 
 
+def check_resumable(checkpoint, model_config: GPTConfig, tokenizer) -> None:
+    """The checkpoint was made with this model shape and tokenizer, or a CheckpointError naming the difference."""
+    saved_config = GPTConfig.from_dict(checkpoint.state["model_config"])
+    if saved_config != model_config:
+        diffs = [f"{k}: checkpoint {v!r}, now {getattr(model_config, k)!r}"
+                 for k, v in saved_config.to_dict().items() if getattr(model_config, k) != v]
+        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: the checkpoint's model differs "
+                                   f"from this run's ({'; '.join(diffs)}); resume with the same settings "
+                                   "(or the same corpus and tokenizer)")
+    if checkpoint.tokenizer().hash() != tokenizer.hash():
+        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.TOKENIZER_FILE}: the tokenizer differs from the "
+                                   "one built for this run's corpus; resume with the same --data and --tokenizer")
+
+
+def write_run_config(run_dir: Path, entries: dict) -> None:
+    """DIR/config.json: the resolved settings of the run, as used ({"train": ..., "model": ..., ...})."""
+    io.write_json(Path(run_dir) / "config.json", {name: value.to_dict() for name, value in entries.items()})
+
+
 def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Trainer:
-    """Data, tokenizer, model and optimizer for `config` (restored from <out>/last if resuming)."""
+    """Data, tokenizer, model, optimizer, task and strategy for `config` (restored from <out>/last if resuming)."""
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
     run_dir = Path(config.out)
     checkpoint = resume_checkpoint(config)
@@ -550,31 +307,18 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     model_config = config.model_config(dataset.vocab_size)
     check_split_fits(dataset, model_config.block_size)
     if checkpoint is not None:
-        saved_config = GPTConfig.from_dict(checkpoint.state["model_config"])
-        if saved_config != model_config:
-            diffs = [f"{k}: checkpoint {v!r}, now {getattr(model_config, k)!r}"
-                     for k, v in saved_config.to_dict().items() if getattr(model_config, k) != v]
-            raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: the checkpoint's model differs "
-                                       f"from this run's ({'; '.join(diffs)}); resume with the same settings "
-                                       "(or the same corpus and tokenizer)")
-        saved_tokenizer = checkpoint.tokenizer()
-        if saved_tokenizer.hash() != dataset.tokenizer.hash():
-            raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.TOKENIZER_FILE}: the tokenizer differs from the "
-                                       "one built for this run's corpus; resume with the same --data and --tokenizer")
+        check_resumable(checkpoint, model_config, dataset.tokenizer)
     model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
     optimizer = make_optimizer(config, list(model.named_parameters()))
-    threads = resolve_threads(config)
-    seams = {}
-    if threads > 1:
-        workers = DataThreads(threads)
-        seams = {"compute_gradients": workers.gradients, "batch_loss": workers.loss}
-        optimizer.parallel = workers.parameter_groups
-    trainer = Trainer(config, model, optimizer, dataset.train, dataset.val, tokenizer=dataset.tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream, **seams)
+    strategy = make_strategy(config, optimizer)
+    task = PretrainingTask.from_config(config, dataset, model_config.block_size)
+    trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
+                      run_dir=run_dir, progress_stream=progress_stream)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
-    io.write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model_config.to_dict()})
+    write_run_config(run_dir, {"train": config, "model": model_config})
+    threads = resolve_threads(config)
     log(f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, {model_config.n_head} heads, "
         f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
         f"{config.tokens_per_step:,} tokens per step; {threads} thread{'s' if threads > 1 else ''}; "
@@ -582,15 +326,25 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     return trainer
 
 
-def resolve_threads(config: TrainConfig) -> int:
-    """How many threads split each batch: --threads, else OMP_NUM_THREADS or the cores; 1 on a GPU."""
-    if config.device != "cpu":
-        return 1
-    return min(config.threads or default_threads(), config.batch_size)
+def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
+    """(GPT with the checkpoint's weights, the Checkpoint) from a checkpoint or run directory.
+
+    dtype None: the dtype the run trained in. The one loader of a checkpoint's GPT: `tinyllm
+    sample` and `eval` load with it, finetuning loads its base model with it.
+    """
+    checkpoint = ckpt.load_checkpoint(path, with_optimizer=False)
+    try:
+        model_config = GPTConfig.from_dict(checkpoint.state["model_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: model_config is unusable ({error})") from None
+    if dtype is None:
+        dtype = checkpoint.state.get("train_config", {}).get("dtype", "float32")
+    model = GPT(model_config, dtype=dtype, device=device)
+    ckpt.load_model_state(model, checkpoint)
+    return model, checkpoint
 
 
 def train(config: TrainConfig, progress_stream=None, stop_at: int | None = None) -> RunResult:
     """Build the run for `config` and train it; see the module docstring."""
     trainer = build_trainer(config, progress_stream=progress_stream)
     return trainer.run(stop_at=stop_at)
-

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyllm import cli
-from tinyllm.commands.finetune import add_sample_flags, instruct_prompt, prepare_sample
+from tinyllm.commands.sample import add_sample_flags, instruct_prompt, prepare_sample
 from tinyllm.finetune import ALPACA, load_finetuned
 
 FAST = ["--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "8", "--progress", "none"]
@@ -98,3 +98,4 @@ def test_sample_instruct_uses_the_training_template(tinyllm, make_base, copy_dat
     assert instruct_prompt("Name a colour.") == ALPACA.format("Name a colour.")
     args = parser.parse_args(["--ckpt", str(base), "--instruct", "--prompt", "hello"])
     assert prepare_sample(args)[2] == ALPACA.format("hello")  # a pretrained checkpoint: the default template
+

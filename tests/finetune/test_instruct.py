@@ -108,6 +108,26 @@ def test_instruction_finetuning_lowers_the_masked_loss(make_base, copy_data, tmp
     assert result.train_losses[-1] < result.train_losses[0]
 
 
+def test_threads_give_the_one_thread_numbers_of_the_masked_loss(make_base, write_jsonl, records, tmp_path):
+    """Responses of 4 to 13 tokens: each thread's slice is weighted by the response tokens it counts,
+    so 3 threads give one thread's losses (float64, to rounding), not a mean of per-slice means."""
+    rows = records["copy"](24)
+    for i, row in enumerate(rows):
+        row["output"] = row["output"] * (1 + i % 4)
+    data = write_jsonl(rows, "varied.jsonl")
+    template = tmp_path / "short.json"
+    template.write_text(json.dumps({"with_input": "{instruction}: {input}\n", "without_input": "{instruction}\n"}))
+    config = FinetuneConfig(task="instruct", init_from=str(make_base(dtype="float64")), data=str(data),
+                            template=str(template), val_fraction=0.25, test_fraction=0.0)
+    runs = {threads: finetune(config, TrainConfig(out=str(tmp_path / f"threads-{threads}"), max_iters=3,
+                                                  eval_interval=3, eval_iters=2, batch_size=6, dtype="float64",
+                                                  weight_decay=0.0, threads=threads, progress="none"))
+            for threads in (1, 3)}
+    np.testing.assert_allclose(runs[3].train_losses, runs[1].train_losses, rtol=1e-12)
+    for split in ("train", "val"):
+        assert runs[3].last_eval[split] == pytest.approx(runs[1].last_eval[split], rel=1e-12)
+
+
 def test_custom_template_from_a_file(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"name": "short", "with_input": "Q: {instruction} ({input})\nA: ",

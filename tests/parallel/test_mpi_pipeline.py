@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.mpi, pytest.mark.skipif(
     reason="needs mpiexec and mpi4py (pip install 'tinyllm[mpi]')")]
 
 REPO = Path(__file__).resolve().parents[2]
+OLD = REPO / "tests" / "old_checkpoints"   # made by the code before the Trainer restructuring
 TIMEOUT_S = 120
 BASE = dict(n_layer=4, n_head=2, n_embd=16, block_size=8, dropout=0.0, batch_size=12, max_iters=4,
             eval_interval=4, eval_iters=2, lr=1e-2, warmup_iters=1, dtype="float64", progress="none", seed=3)
@@ -191,3 +192,25 @@ def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("error (rank") == 1, proc.stderr
     assert "needs 2 MPI ranks, but mpiexec started 3: run `mpiexec -n 2 ...`" in proc.stderr
+
+
+def test_an_old_pipeline_checkpoint_resumes_pipelined_to_the_old_codes_numbers(tmp_path):
+    """A checkpoint sharded by the code before the Trainer(model, task, strategy) restructuring
+    continues on 2 stages to exactly the losses that old code got (expected.json, written by it;
+    tests/old_checkpoints/make_old_checkpoints.py)."""
+    expected = json.loads((OLD / "expected.json").read_text())["pipeline"]["pipelined"]
+    out = tmp_path / "run"
+    shutil.copytree(OLD / "pipeline", out / "checkpoints" / "step-old")
+    os.symlink(Path("checkpoints") / "step-old", out / "last")
+    config = {**ckpt.read_state(out)["train_config"], "data": str(OLD / "corpus.txt"), "out": str(out), "resume": True}
+    proc = mpirun(2, config, tmp_path / "w")
+    assert proc.returncode == 0, proc.stderr
+    sys.path.insert(0, str(OLD))
+    from platform_id import platform_fingerprint
+    if platform_fingerprint() == json.loads((OLD / "expected.json").read_text())["platform"]:
+        assert proc.result["train_losses"] == expected["train_losses"]     # bit for bit
+        assert proc.result["last_eval"] == expected["last_eval"]
+    else:  # another BLAS kernel sums in another order
+        np.testing.assert_allclose(proc.result["train_losses"], expected["train_losses"], rtol=1e-12)
+        for split in ("train", "val"):
+            assert proc.result["last_eval"][split] == pytest.approx(expected["last_eval"][split], rel=1e-12)

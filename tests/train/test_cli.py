@@ -124,6 +124,29 @@ def test_every_command_has_help_with_examples(capsys):
         assert "examples:" in capsys.readouterr().out
 
 
+def test_flag_help_is_the_config_fields_description(capsys, monkeypatch):
+    """One source for what a setting means: the TrainConfig / FinetuneConfig field's description is
+    its flag's help, in `tinyllm train --help` and, for the shared flags, `tinyllm finetune --help`."""
+    import dataclasses
+
+    from tinyllm.finetune import FinetuneConfig
+    from tinyllm.train import TrainConfig
+    monkeypatch.setenv("COLUMNS", "2000")   # no wrapping
+
+    def help_text(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+    train_help, finetune_help = help_text("train"), help_text("finetune")
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata["help"] in train_help, f.name
+    assert "--n-layer LAYER transformer blocks (default: the preset's)" in train_help
+    assert "--lr LR peak learning rate (default: 0.001)" in train_help
+    assert "--lr LR peak learning rate (default: 0.0005)" in finetune_help        # finetuning's own default
+    for f in dataclasses.fields(FinetuneConfig):
+        assert f.metadata["help"] in finetune_help, f.name
+
+
 def test_plot_without_matplotlib_says_how_to_install(trained_run, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, _, err = run_cli(capsys, "plot", str(trained_run))
@@ -158,21 +181,37 @@ def test_data_download_command(tmp_path, capsys, monkeypatch):
     assert code == 2 and "could not download" in err
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file):
-    run = tmp_path / "run"
+def interrupt_after_step(argv: list, step: int, sig=signal.SIGTERM) -> tuple:
+    """Run `tinyllm ARGV --max-iters 100000 ...` in a subprocess, send `sig` once it logs `step`;
+    returns (exit status, what it printed after that)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus_file), "--out",
-                             str(run), "--max-iters", "100000", "--eval-interval", "100000", "--log-interval", "1",
-                             *TINY[:-2], "--progress", "log"],
+    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", *map(str, argv), "--max-iters", "100000",
+                             "--eval-interval", "100000", "--log-interval", "1", "--progress", "log"],
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
     for line in proc.stderr:  # wait until training steps are running
-        if line.startswith("step") and "/100000" in line and int(line.split()[1].split("/")[0]) >= 3:
+        if line.startswith("step") and "/100000" in line and int(line.split()[1].split("/")[0]) >= step:
             break
         assert time.monotonic() < deadline, "training did not start within 60 s"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM" in rest and "Traceback" not in rest
+    return proc.wait(timeout=60), rest
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_sigterm_saves_a_checkpoint_and_exits_128_plus_the_signal(command, tmp_path, corpus_file, trained_run):
+    """Both training commands: finish the step, save DIR/last, exit 143 (`tinyllm finetune` exited 130 before)."""
+    run = tmp_path / "run"
+    if command == "train":
+        argv = ["train", "--data", corpus_file, "--out", run, *TINY[:-2]]
+    else:
+        labelled = tmp_path / "labels.jsonl"
+        labelled.write_text("".join(json.dumps({"text": f"the {w} sat", "label": w}) + "\n"
+                                    for w in ("cat", "dog") * 10))
+        argv = ["finetune", "--task", "classify", "--init-from", trained_run, "--data", labelled, "--out", run,
+                "--eval-iters", "1", "--batch-size", "4"]
+    status, rest = interrupt_after_step(argv, 3)
+    assert status == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in rest and "--resume" in rest and "Traceback" not in rest
     saved = ckpt.load_checkpoint(run)
     assert saved.step >= 3 and saved.optimizer_state is not None

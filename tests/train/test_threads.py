@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from autograd import Tensor, grad_enabled, no_grad
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW
+from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads, default_threads, split_by_size, split_rows
-from tinyllm.train import TrainConfig, batch_loss, compute_gradients, resolve_threads
+from tinyllm.train import TrainConfig, resolve_threads
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+TOKENS = NextTokenLoss()   # the task of (x, y) token batches
 
 
 def _batch(rows, seed=0):
@@ -66,10 +68,40 @@ def test_threaded_gradients_equal_one_thread_in_float64(rows, threads):
     workers = DataThreads(threads)
     try:
         expected = compute_gradients(one, batches)
-        got = workers.gradients(split, batches)
+        got = workers.gradients(split, TOKENS, batches)
     finally:
         workers.close()
     assert got == pytest.approx(expected, abs=1e-12)
+    for (name, p), (_, q) in zip(one.named_parameters(), split.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=0, atol=1e-12, err_msg=name)
+
+
+class MaskedTokens(NextTokenLoss):
+    """A masked loss (targets -100 are ignored), weighted by the targets it counts, as instruction tuning's."""
+
+    def weight(self, batch) -> int:
+        return int((batch[1] != -100).sum())
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_exact_batch_mean_of_a_masked_loss(threads):
+    """Rows with very different numbers of counted targets: slices weighted by their counts give the
+    one-thread mean and gradients (weighting by rows would not)."""
+    x, y = _batch(6, 0)
+    y = y.copy()
+    y[:3, 1:] = -100                       # the first three rows count one target each, the others all eight
+    one, split = GPT(CONFIG, seed=3, dtype="float64"), GPT(CONFIG, seed=3, dtype="float64")
+    masked = MaskedTokens()
+    workers = DataThreads(threads)
+    try:
+        expected = compute_gradients(one, [(x, y)], masked.loss)
+        got = workers.gradients(split, masked, [(x, y)])
+        assert workers.batch_loss(split, masked, (x, y)) == pytest.approx(expected, abs=1e-12)
+        by_rows = workers.batch_loss(split, TOKENS, (x, y))
+    finally:
+        workers.close()
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert abs(by_rows - expected) > 1e-3
     for (name, p), (_, q) in zip(one.named_parameters(), split.named_parameters()):
         np.testing.assert_allclose(q.grad, p.grad, rtol=0, atol=1e-12, err_msg=name)
 
@@ -79,7 +111,8 @@ def test_threaded_loss_equals_one_thread_and_records_no_graph():
     x, y = _batch(7)
     workers = DataThreads(3)
     try:
-        assert workers.loss(model, x, y) == pytest.approx(batch_loss(model, x, y), abs=1e-12)
+        assert workers.batch_loss(model, TOKENS, (x, y)) == pytest.approx(
+            SingleProcess().batch_loss(model, TOKENS, (x, y)), abs=1e-12)
     finally:
         workers.close()
     assert all(p.grad is None for p in model.parameters())
@@ -92,7 +125,7 @@ def test_threaded_steps_are_bitwise_repeatable_with_dropout():
     for _ in range(2):
         model = GPT(config, seed=5)
         workers = DataThreads(2)
-        losses = [workers.gradients(model, [(x, y)]) for _ in range(3)]
+        losses = [workers.gradients(model, TOKENS, [(x, y)]) for _ in range(3)]
         workers.close()
         runs.append((losses, [p.grad.copy() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
@@ -117,7 +150,7 @@ def test_each_slice_draws_its_own_dropout_masks():
     model.forward = spy
     workers = DataThreads(2)
     try:
-        workers.gradients(model, [(x, y)])
+        workers.gradients(model, TOKENS, [(x, y)])
     finally:
         workers.close()
     assert len(seen) == 2 and seen[0] != seen[1]
@@ -131,7 +164,7 @@ def test_an_error_in_a_worker_reaches_the_caller():
     workers = DataThreads(2)
     try:
         with pytest.raises(Exception, match="99"):
-            workers.gradients(model, [(x, y)])
+            workers.gradients(model, TOKENS, [(x, y)])
     finally:
         workers.close()
 

@@ -1,5 +1,7 @@
 """The training loop: learning happens, accumulation is exact, resume is bitwise, NaN stops safely."""
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -7,8 +9,8 @@ import pytest
 from tinyllm import checkpoint as ckpt
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW
-from tinyllm.train import (NonFiniteLossError, TrainConfig, build_trainer, compute_gradients,
-                           estimate_loss)
+from tinyllm.strategy import SingleProcess, compute_gradients
+from tinyllm.train import NonFiniteLossError, TrainConfig, build_trainer, estimate_loss
 
 
 def test_loss_falls_on_a_tiny_corpus(tmp_path, corpus_file, tiny):
@@ -79,13 +81,13 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_fi
 
 def test_non_finite_loss_stops_before_touching_weights_and_keeps_the_checkpoint(tmp_path, corpus_file, tiny,
                                                                                  monkeypatch):
-    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", eval_interval=5), log=lambda m: None)
-    real = trainer.compute_gradients
+    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", eval_interval=5, threads=1), log=lambda m: None)
 
-    def poisoned(model, batches):
-        loss = real(model, batches)
-        return float("nan") if trainer.step == 7 else loss
-    trainer.compute_gradients = poisoned
+    class Poisoned(SingleProcess):
+        def gradients(self, model, task, batches, step=0):
+            loss = super().gradients(model, task, batches, step)
+            return float("nan") if step == 8 else loss
+    trainer.strategy = Poisoned()
     with pytest.raises(NonFiniteLossError, match=r"step 8: the loss is nan.*step-0000005"):
         trainer.run()
     assert trainer.step == 7
@@ -96,10 +98,47 @@ def test_non_finite_loss_stops_before_touching_weights_and_keeps_the_checkpoint(
     assert all(np.isfinite(w).all() for w in weights.values())
 
 
+def test_a_signal_during_an_evaluation_stops_the_run_after_the_next_agreement(tmp_path, corpus_file, tiny):
+    """The stop is decided once per step, by strategy.agree_stop, before evaluating and saving: a
+    signal that lands later (here during step 4's evaluation) stops the run after step 5, so no
+    rank of a pipeline can enter a checkpoint save the others skip."""
+    run = tmp_path / "run"
+    trainer = build_trainer(tiny(corpus_file, run, eval_interval=4, threads=1), log=lambda m: None)
+    events = []
+
+    class Signalling(SingleProcess):
+        def batch_loss(self, model, task, batch):
+            if trainer.step == 4 and "kill" not in events:
+                events.append("kill")
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().batch_loss(model, task, batch)
+
+        def agree_stop(self, seen):
+            events.append(("agree", trainer.step, seen))
+            return seen
+
+        def save(self, run_dir, **kwargs):
+            events.append(("save", trainer.step))
+            return super().save(run_dir, **kwargs)
+    trainer.strategy = Signalling()
+    result = trainer.run()
+    assert (result.status, result.step, result.stop_signal, result.exit_status) == ("interrupted", 5, 15, 143)
+    assert events[events.index("kill"):] == ["kill", ("save", 4), ("agree", 5, signal.SIGTERM), ("save", 5)]
+    assert ckpt.load_checkpoint(run).step == 5
+
+
 def test_eval_uses_the_same_batches_every_time():
-    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    seen = []
+
+    def batch_loss(batch):
+        seen.append(batch[0].copy())
+        return float(batch[0].sum())
     tokens = np.arange(200) % 7
-    assert estimate_loss(model, tokens, 4, 3, 2, seed=5) == estimate_loss(model, tokens, 4, 3, 2, seed=5)
+    first = estimate_loss(batch_loss, tokens, 4, 3, 2, seed=5)
+    assert estimate_loss(batch_loss, tokens, 4, 3, 2, seed=5) == first
+    assert len(seen) == 4 and all(np.array_equal(a, b) for a, b in zip(seen[:2], seen[2:]))
+    assert not np.array_equal(seen[0], seen[1])                 # two different batches per evaluation
+    assert estimate_loss(batch_loss, tokens, 4, 3, 2, seed=6) != first
 
 
 def test_config_errors_name_the_flag():
@@ -118,7 +157,7 @@ def test_achieved_flops_are_reported_against_the_measured_gemm_rate(tmp_path, co
     import io
 
     from autograd import backend
-    from tinyllm.train import flops_per_token
+    from tinyllm.trainer import flops_per_token
     trainer = build_trainer(tiny(corpus_file, tmp_path / "run", max_iters=4, log_interval=2, eval_interval=4,
                                  progress="log"), log=lambda m: None)
     c = trainer.model.config
@@ -138,7 +177,7 @@ def test_achieved_flops_are_reported_against_the_measured_gemm_rate(tmp_path, co
 def test_progress_bar_and_log_lines_show_step_loss_lr_and_throughput():
     import io
 
-    from tinyllm.train import Progress
+    from tinyllm.trainer import Progress
     stream = io.StringIO()
     bar = Progress("bar", total=10, initial=0, stream=stream)
     bar.step(5, 10, loss=2.5, lr=1e-3, tokens_per_s=1234.0, eta_s=4.0, log_now=True)

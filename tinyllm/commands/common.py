@@ -1,12 +1,22 @@
-"""Helpers the subcommands share: usage errors, help formatting, loading a checkpoint's model.
+"""What the subcommands share: usage errors, help formatting, the flag table, loading a checkpoint's model.
 
-Left out: anything command-specific (each command module owns its flags).
+The flags of `tinyllm train` and `tinyllm finetune` are the fields of TrainConfig and
+FinetuneConfig: `config_flags(TrainConfig)` reads each field's name (`max_iters` ->
+`--max-iters`), type (from its annotation) and help (the description the field carries,
+`setting(default, help)` in tinyllm/train.py), so the dataclass is the one place a
+setting is described. TRAIN_FLAGS is that table for TrainConfig; `tinyllm finetune` takes
+the optimisation flags from it.
+
+Left out: anything command-specific (each command module owns its other flags).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
 
-from tinyllm import checkpoint as ckpt
+from tinyllm.train import TrainConfig, load_gpt
 
 
 class UsageError(ValueError):
@@ -33,18 +43,78 @@ def positive_int(text: str) -> int:
     return value
 
 
-def load_model(ckpt_path, device: str = "cpu", dtype: str | None = None):
-    """(model, tokenizer, checkpoint) from a checkpoint or run directory, weights loaded."""
-    from tinyllm.model import GPT, GPTConfig  # noqa: PLC0415
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
 
-    checkpoint = ckpt.load_checkpoint(ckpt_path, with_optimizer=False)
-    try:
-        config = GPTConfig.from_dict(checkpoint.state["model_config"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: model_config is unusable ({error})") from None
-    if dtype is None:
-        dtype = checkpoint.state.get("train_config", {}).get("dtype", "float32")
-    model = GPT(config, dtype=dtype, device=device)
-    ckpt.load_model_state(model, checkpoint)
+
+# ---- the flag table: one flag per config field ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag for a config field: `--max-iters N` sets TrainConfig.max_iters."""
+
+    field: str          # the config field, e.g. "max_iters"
+    type: typing.Callable   # str -> value (a comma list stays a str: the command splits it)
+    help: str           # the field's description
+    default: object     # the field's default (dataclasses.MISSING when it has none)
+
+    @property
+    def name(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def metavar(self) -> str:
+        return self.field.split("_")[-1].upper()
+
+
+def config_flags(config_class, exclude=()) -> dict:
+    """field name -> Flag for every field of the dataclass `config_class` (but `exclude`), in field order."""
+    hints = typing.get_type_hints(config_class)
+    flags = {}
+    for f in dataclasses.fields(config_class):
+        if f.name in exclude:
+            continue
+        kinds = [k for k in typing.get_args(hints[f.name]) or (hints[f.name],) if k is not type(None)]
+        kind = parse_bool if kinds[0] is bool else kinds[0] if kinds[0] in (int, float) else str
+        flags[f.name] = Flag(f.name, kind, f.metadata.get("help", ""), f.default)
+    return flags
+
+
+TRAIN_FLAGS = config_flags(TrainConfig, exclude=("resume",))   # `--resume` is a switch, not a value
+
+
+def add_flags(parser, flags, defaults: dict | None = None, shown: dict | None = None) -> None:
+    """Add each Flag (value flags left unset unless given, so a config file or checkpoint can fill them).
+
+    The help ends with "(default: X)": X from `shown` (field -> text), else `defaults` (field ->
+    value) or the field's default, as repr (a tuple as the comma list the flag takes); a default
+    of None is explained by the help itself.
+    """
+    for flag in flags:
+        default = (defaults or {}).get(flag.field, flag.default)
+        text = (shown or {}).get(flag.field)
+        if text is None and default is not None and default is not dataclasses.MISSING:
+            text = ",".join(default) if isinstance(default, tuple) else repr(default)
+        parser.add_argument(flag.name, type=flag.type, default=argparse.SUPPRESS, metavar=flag.metavar,
+                            help=flag.help + (f" (default: {text})" if text else ""))
+
+
+def given(args, fields) -> dict:
+    """field -> value for the flags of `fields` the user gave (argparse.SUPPRESS leaves the others out)."""
+    return {name: getattr(args, name) for name in fields if hasattr(args, name)}
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+
+def load_model(ckpt_path, device: str = "cpu", dtype: str | None = None):
+    """(model in eval mode, tokenizer, checkpoint) from a checkpoint or run directory."""
+    model, checkpoint = load_gpt(ckpt_path, device, dtype)
     model.eval()
     return model, checkpoint.tokenizer(), checkpoint

@@ -1,19 +1,17 @@
-"""`tinyllm finetune` and `tinyllm classify`, and the prompt side of `tinyllm sample --instruct`.
+"""`tinyllm finetune` and `tinyllm classify`.
 
     tinyllm finetune --task classify --init-from runs/demo --data reviews.csv --out runs/clf
     tinyllm classify --ckpt runs/clf "what a great film"
     tinyllm finetune --task instruct --init-from gpt2/ --data alpaca.json --out runs/chat --lora-rank 8
     tinyllm sample --ckpt runs/chat --instruct --prompt "Name three colours."
 
-The optimisation flags are `tinyllm train`'s (same names, same TrainConfig fields) with
-defaults suited to finetuning; the task flags are FinetuneConfig's. With `--resume` the
-run continues from DIR/last with the settings it was started with; flags given change
-only those settings (e.g. `--max-iters`).
-
-For `tinyllm sample`: `add_sample_flags(parser)` adds --instruct, --input and --template,
-and `prepare_sample(args)` returns (model, tokenizer, prompt text): a finetuned
-checkpoint is rebuilt on its base model (LoRA adapters merged for speed), and with
---instruct the prompt is formatted with the template the model was finetuned with.
+The optimisation flags are `tinyllm train`'s (the same table, commands/common.py
+TRAIN_FLAGS: TrainConfig's fields) with defaults suited to finetuning; the task flags are
+FinetuneConfig's fields. With `--resume` the run continues from DIR/last with the settings
+it was started with; flags given change only those settings (e.g. `--max-iters`).
+Interrupted by SIGINT or SIGTERM, it saves DIR/last and exits with 128 + the signal (130,
+143), as `tinyllm train` does. `tinyllm sample --instruct` (commands/sample.py) prompts an
+instruction-finetuned checkpoint.
 
 Left out: batch classification of files (use tinyllm.finetune.classify_texts), chat loops.
 """
@@ -24,12 +22,10 @@ import json
 import sys
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.commands.common import UsageError, add_command, load_model
-from tinyllm.commands.train import _FLAGS as TRAIN_FLAGS
-from tinyllm.finetune import (POOLINGS, TASKS, TEMPLATES, FinetuneConfig, build_finetune, classify_texts,
-                              is_finetune_checkpoint, load_finetuned, load_template)
-from tinyllm.lora import merge_lora, parse_targets
-from tinyllm.train import TrainConfig
+from tinyllm.commands.common import TRAIN_FLAGS, UsageError, add_command, add_flags, config_flags, given
+from tinyllm.finetune import FinetuneConfig, classify_texts, finetune, load_finetuned, load_template
+from tinyllm.lora import parse_targets
+from tinyllm.train import NonFiniteLossError, TrainConfig
 
 FINETUNE_EXAMPLES = """\
 tinyllm finetune --task classify --init-from runs/demo --data reviews.csv --out runs/clf
@@ -44,35 +40,15 @@ tinyllm classify --ckpt runs/clf --json "first text" "second text"
 cat texts.txt | tinyllm classify --ckpt runs/clf -"""
 
 # the train flags a finetuning run uses (data, model shape and pipeline flags do not apply)
-SHARED_TRAIN_FLAGS = ("optimizer", "batch-size", "grad-accum", "max-iters", "lr", "min-lr", "warmup-iters",
-                      "lr-schedule", "weight-decay", "beta1", "beta2", "eps", "momentum", "grad-clip",
-                      "eval-interval", "eval-iters", "log-interval", "seed", "dtype", "device", "progress")
+SHARED_TRAIN_FLAGS = ("optimizer", "batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters",
+                      "lr_schedule", "weight_decay", "beta1", "beta2", "eps", "momentum", "grad_clip",
+                      "eval_interval", "eval_iters", "log_interval", "seed", "dtype", "device", "threads", "progress")
 
 # finetuning defaults that differ from pretraining's
 TRAIN_DEFAULTS = {"max_iters": 300, "lr": 5e-4, "min_lr": 5e-5, "warmup_iters": 20, "batch_size": 8,
                   "eval_interval": 50, "eval_iters": 10, "weight_decay": 0.0}
 
-# flag -> (type, help, default); the FinetuneConfig field is the flag with underscores
-TASK_FLAGS = {
-    "task": (str, f"what to finetune for: {' or '.join(TASKS)}", None),
-    "init-from": (str, "the base model: a `tinyllm train` run or checkpoint directory, or a Hugging Face "
-                       "directory (config.json + model.safetensors)", None),
-    "data": (str, "classify: .csv/.tsv/.jsonl with text and label; instruct: .json/.jsonl Alpaca records", None),
-    "tokenizer": (str, "a tokenizer file (default: the base model's)", None),
-    "text-field": (str, "classify: the text column / key", "text"),
-    "label-field": (str, "classify: the label column / key", "label"),
-    "labels": (str, "classify: the allowed labels in class order, comma-separated (default: sorted labels found)",
-               None),
-    "pooling": (str, f"classify: features from the {' or '.join(POOLINGS)} hidden state(s)", "last"),
-    "val-fraction": (float, "examples held out for validation", 0.1),
-    "test-fraction": (float, "examples held out for the final test", 0.1),
-    "template": (str, f"instruct: prompt template, {', '.join(TEMPLATES)} or a JSON file with "
-                      "with_input and without_input", "alpaca"),
-    "freeze": (str, "none, all, all-but-last:N, or parameter-name prefixes such as wte,wpe,blocks.0", "none"),
-    "lora-rank": (int, "LoRA adapter rank; 0 = no LoRA (full finetuning of what --freeze leaves)", 0),
-    "lora-alpha": (float, "LoRA scale numerator: updates are scaled by alpha / rank", 16.0),
-    "lora-targets": (str, "LoRA on which Linear layers: attn, mlp, head, or layer names (comma-separated)", "attn"),
-}
+TASK_FLAGS = config_flags(FinetuneConfig)
 
 
 def register(subparsers) -> None:
@@ -84,15 +60,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default=argparse.SUPPRESS, metavar="DIR", help="run directory (required)")
     parser.add_argument("--resume", action="store_true", default=False,
                         help="continue the run in --out from its last checkpoint")
-    for flag, (kind, help_text, default) in TASK_FLAGS.items():
-        parser.add_argument(f"--{flag}", type=kind, default=argparse.SUPPRESS, metavar=flag.split("-")[-1].upper(),
-                            help=f"{help_text}" + (f" (default: {default!r})" if default is not None else ""))
-    for flag in SHARED_TRAIN_FLAGS:
-        kind, help_text = TRAIN_FLAGS[flag]
-        name = flag.replace("-", "_")
-        default = TRAIN_DEFAULTS.get(name, getattr(TrainConfig, name, None))
-        parser.add_argument(f"--{flag}", type=kind, default=argparse.SUPPRESS, metavar=flag.split("-")[-1].upper(),
-                            help=f"{help_text} (default: {default!r})")
+    add_flags(parser, TASK_FLAGS.values())
+    add_flags(parser, [TRAIN_FLAGS[name] for name in SHARED_TRAIN_FLAGS], defaults=TRAIN_DEFAULTS)
     parser.set_defaults(handler=run_finetune)
 
     classify = add_command(subparsers, "classify", "label texts with a finetuned classifier",
@@ -105,15 +74,10 @@ def register(subparsers) -> None:
     classify.set_defaults(handler=run_classify)
 
 
-def _given(args, flags) -> dict:
-    """field -> value for the flags the user gave (argparse.SUPPRESS leaves the others out)."""
-    return {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in flags if hasattr(args, f.replace("-", "_"))}
-
-
 def resolve_configs(args) -> tuple:
     """(FinetuneConfig, TrainConfig) from defaults (or the checkpoint's settings with --resume) and the flags."""
-    task = _given(args, TASK_FLAGS)
-    train = _given(args, SHARED_TRAIN_FLAGS)
+    task = given(args, TASK_FLAGS)
+    train = given(args, SHARED_TRAIN_FLAGS)
     if not hasattr(args, "out"):
         raise UsageError("--out DIR is required: the run directory for checkpoints and metrics")
     if args.resume:
@@ -153,12 +117,13 @@ def _task_values(given: dict) -> dict:
 
 
 def run_finetune(args) -> int:
-    from tinyllm.finetune import finetune as run  # noqa: PLC0415
     config, train_config = resolve_configs(args)
-    result = run(config, train_config)
-    if result.status == "interrupted":
-        return 130
-    return 0
+    try:
+        result = finetune(config, train_config)
+    except NonFiniteLossError as error:
+        print(f"tinyllm finetune: error: {error}", file=sys.stderr)
+        return 1
+    return result.exit_status  # 0, or 128 + the signal that interrupted it (130 SIGINT, 143 SIGTERM)
 
 
 def read_texts(texts) -> list:
@@ -187,46 +152,3 @@ def run_classify(args, out=None) -> int:
             out.write(f"{label}\t{shown}\n")
     out.flush()
     return 0
-
-
-# ---- for `tinyllm sample` -----------------------------------------------------------------------
-
-
-def add_sample_flags(parser) -> None:
-    """--instruct, --input and --template for `tinyllm sample`."""
-    parser.add_argument("--instruct", action="store_true",
-                        help="treat --prompt as an instruction and format it with the prompt template "
-                             "(the one the checkpoint was finetuned with, else --template)")
-    parser.add_argument("--input", default="", help="with --instruct: the optional input of the instruction")
-    parser.add_argument("--template", default=None,
-                        help=f"with --instruct: {', '.join(TEMPLATES)} or a JSON file (default: the checkpoint's, "
-                             "else alpaca)")
-
-
-def instruct_prompt(instruction: str, input: str = "", template="alpaca") -> str:  # noqa: A002
-    """The prompt text finetuning trained on: template (a name, JSON file or PromptTemplate) filled in."""
-    if not isinstance(template, str) and hasattr(template, "format"):
-        return template.format(instruction, input)
-    return load_template(template).format(instruction, input)
-
-
-def prepare_sample(args) -> tuple:
-    """(model, tokenizer, prompt text) for `tinyllm sample`; see the module docstring."""
-    template = None
-    if is_finetune_checkpoint(args.ckpt):
-        finetuned = load_finetuned(args.ckpt, device=getattr(args, "device", "cpu"))
-        if finetuned.config.task != "instruct":
-            raise UsageError(f"--ckpt {args.ckpt}: a classifier (finetuned with --task classify) does not generate "
-                             "text; use `tinyllm classify`")
-        model, tokenizer, template = finetuned.model, finetuned.tokenizer, finetuned.template
-        merge_lora(model)
-    else:
-        model, tokenizer, _ = load_model(args.ckpt, device=getattr(args, "device", "cpu"))
-    prompt = args.prompt
-    if getattr(args, "instruct", False):
-        if not prompt.strip():
-            raise UsageError("--instruct needs the instruction as --prompt TEXT")
-        if getattr(args, "template", None):
-            template = args.template
-        prompt = instruct_prompt(prompt, getattr(args, "input", ""), template or "alpaca")
-    return model, tokenizer, prompt

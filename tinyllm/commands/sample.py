@@ -5,6 +5,10 @@ starts from the end-of-text token if the tokenizer has one, else from a newline.
 are decoded incrementally (bytes through a UTF-8 decoder), so a multi-byte character
 split across BPE tokens prints whole. The same --seed gives the same text.
 
+A checkpoint of `tinyllm finetune --task instruct` is rebuilt on its base model (LoRA
+adapters merged for speed); with --instruct, --prompt is an instruction, formatted with
+the template the model was finetuned with (or --template), with an optional --input.
+
 Left out: batched sampling of several prompts at once, beam search.
 """
 from __future__ import annotations
@@ -13,6 +17,8 @@ import codecs
 import sys
 
 from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
+from tinyllm.finetune import TEMPLATES, is_finetune_checkpoint, load_finetuned, load_template
+from tinyllm.lora import merge_lora
 
 EXAMPLES = """\
 tinyllm sample --ckpt runs/demo
@@ -33,21 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=1337, help="random seed for the draws")
     parser.add_argument("--num-samples", type=positive_int, default=1, help="samples to draw, one after another")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
-    finetune = _finetune_commands()
-    if finetune is not None:  # --instruct, --input, --template for instruction-finetuned checkpoints
-        finetune.add_sample_flags(parser)
+    add_sample_flags(parser)
     parser.set_defaults(handler=run)
-
-
-def _finetune_commands():
-    """tinyllm.commands.finetune when this installation has it (it reads finetuned checkpoints)."""
-    try:
-        from tinyllm.commands import finetune  # noqa: PLC0415
-    except ModuleNotFoundError as error:
-        if error.name in ("tinyllm.commands.finetune", "tinyllm.finetune"):
-            return None
-        raise
-    return finetune
 
 
 def start_ids(tokenizer, prompt: str) -> list:
@@ -79,12 +72,7 @@ def run(args, out=None) -> int:
     out = out or sys.stdout
     top_k = args.top_k or None
     check_args(args)
-    finetune = _finetune_commands()
-    if finetune is not None:  # also rebuilds finetuned checkpoints and formats --instruct prompts
-        model, tokenizer, prompt = finetune.prepare_sample(args)
-    else:
-        model, tokenizer, _ = load_model(args.ckpt, device=args.device)
-        prompt = args.prompt
+    model, tokenizer, prompt = prepare_sample(args)
     try:
         prompt_ids = start_ids(tokenizer, prompt)
     except (KeyError, ValueError) as error:
@@ -114,3 +102,46 @@ def stream_sample(model, tokenizer, prompt: str, prompt_ids: list, max_new_token
                    seed=seed, eos_id=tokenizer.eot_id, stream=stream)
     out.write(decoder.decode(b"", final=True) + "\n")
     out.flush()
+
+
+# ---- instruction-finetuned checkpoints ---------------------------------------------------------
+
+
+def add_sample_flags(parser) -> None:
+    """--instruct, --input and --template for `tinyllm sample`."""
+    parser.add_argument("--instruct", action="store_true",
+                        help="treat --prompt as an instruction and format it with the prompt template "
+                             "(the one the checkpoint was finetuned with, else --template)")
+    parser.add_argument("--input", default="", help="with --instruct: the optional input of the instruction")
+    parser.add_argument("--template", default=None,
+                        help=f"with --instruct: {', '.join(TEMPLATES)} or a JSON file (default: the checkpoint's, "
+                             "else alpaca)")
+
+
+def instruct_prompt(instruction: str, input: str = "", template="alpaca") -> str:  # noqa: A002
+    """The prompt text finetuning trained on: template (a name, JSON file or PromptTemplate) filled in."""
+    if not isinstance(template, str) and hasattr(template, "format"):
+        return template.format(instruction, input)
+    return load_template(template).format(instruction, input)
+
+
+def prepare_sample(args) -> tuple:
+    """(model, tokenizer, prompt text) for `tinyllm sample`; see the module docstring."""
+    template = None
+    if is_finetune_checkpoint(args.ckpt):
+        finetuned = load_finetuned(args.ckpt, device=getattr(args, "device", "cpu"))
+        if finetuned.config.task != "instruct":
+            raise UsageError(f"--ckpt {args.ckpt}: a classifier (finetuned with --task classify) does not generate "
+                             "text; use `tinyllm classify`")
+        model, tokenizer, template = finetuned.model, finetuned.tokenizer, finetuned.template
+        merge_lora(model)
+    else:
+        model, tokenizer, _ = load_model(args.ckpt, device=getattr(args, "device", "cpu"))
+    prompt = args.prompt
+    if getattr(args, "instruct", False):
+        if not prompt.strip():
+            raise UsageError("--instruct needs the instruction as --prompt TEXT")
+        if getattr(args, "template", None):
+            template = args.template
+        prompt = instruct_prompt(prompt, getattr(args, "input", ""), template or "alpaca")
+    return model, tokenizer, prompt

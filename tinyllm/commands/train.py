@@ -1,4 +1,4 @@
-"""`tinyllm train`: pretrain a GPT from the command line (flags are TrainConfig's fields).
+"""`tinyllm train`: pretrain a GPT from the command line (flags are TrainConfig's fields: commands/common.py).
 
 Settings resolve in layers: TrainConfig's defaults, then a `--config FILE.toml`, then the
 flags given on the command line. With `--resume` the first layer is the checkpoint's own
@@ -10,14 +10,13 @@ Left out: hyperparameter sweeps, config inheritance between TOML files.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tomllib
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.commands.common import UsageError, add_command
+from tinyllm.commands.common import TRAIN_FLAGS, UsageError, add_command, add_flags, given
 from tinyllm.train import MODEL_FIELDS, NonFiniteLossError, TrainConfig, build_trainer
 
 EXAMPLES = """\
@@ -32,66 +31,6 @@ mpiexec -n 4 tinyllm train --pipeline-stages 2 --data-parallel 2 --microbatches 
 _DEFAULTS = TrainConfig()
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
-
-
-# flag -> (type, help); the TrainConfig field is the flag with dashes as underscores
-_FLAGS = {
-    "data": (str, "a text file, a directory, a glob, or 'stdlib'; default: the built-in pydoc topics corpus"),
-    "data-ext": (str, "extensions read from a --data directory, comma-separated"),
-    "tokenizer": (str, "'char', 'bpe' (trained on the corpus) or a tokenizer file"),
-    "vocab-size": (int, "BPE vocabulary size (with --tokenizer bpe)"),
-    "val-fraction": (float, "the last fraction of the tokens held out for validation"),
-    "out": (str, "run directory: config, metrics, data cache, checkpoints"),
-    "preset": (str, "model shape to start from; the model flags below override it"),
-    "n-layer": (int, "transformer blocks"),
-    "n-head": (int, "attention heads"),
-    "n-kv-head": (int, "key/value heads (grouped-query attention)"),
-    "n-embd": (int, "residual width"),
-    "block-size": (int, "context length in tokens"),
-    "dropout": (float, "dropout probability"),
-    "norm": (str, "layernorm or rmsnorm"),
-    "mlp": (str, "gelu or swiglu"),
-    "position": (str, "learned or rope"),
-    "rope-theta": (float, "RoPE base"),
-    "bias": (_bool, "biases in linear layers and norms (true/false)"),
-    "tie-embeddings": (_bool, "share the token embedding with the output head (true/false)"),
-    "optimizer": (str, "adamw or sgd"),
-    "batch-size": (int, "sequences per micro-batch"),
-    "grad-accum": (int, "micro-batches per optimizer step"),
-    "max-iters": (int, "optimizer steps"),
-    "lr": (float, "peak learning rate"),
-    "min-lr": (float, "final learning rate of the cosine schedule"),
-    "warmup-iters": (int, "linear warmup steps"),
-    "lr-schedule": (str, "cosine or constant"),
-    "weight-decay": (float, "AdamW decoupled weight decay (matrices and embeddings only)"),
-    "beta1": (float, "AdamW beta1"),
-    "beta2": (float, "AdamW beta2"),
-    "eps": (float, "AdamW epsilon"),
-    "momentum": (float, "SGD momentum"),
-    "grad-clip": (float, "clip the global gradient norm (0 = off)"),
-    "eval-interval": (int, "evaluate and checkpoint every N steps"),
-    "eval-iters": (int, "batches per split in each evaluation"),
-    "log-interval": (int, "a progress line and metrics record every N steps"),
-    "seed": (int, "seed for weights, dropout and batches"),
-    "dtype": (str, "float32 or float64"),
-    "device": (str, "cpu or cuda (CuPy)"),
-    "threads": (int, "threads splitting each batch by rows (0 = OMP_NUM_THREADS if set, else one per core)"),
-    "progress": (str, "auto (bar on a terminal), bar, log or none"),
-    "pipeline-stages": (int, "pipeline stages (needs mpiexec and the mpi extra)"),
-    "microbatches": (int, "micro-batches per step in a pipeline"),
-    "schedule": (str, "pipeline schedule: gpipe or 1f1b"),
-    "data-parallel": (int, "data-parallel replicas (needs mpiexec and the mpi extra)"),
-    "partition": (str, "how blocks are split across pipeline stages"),
-}
-
-
 def register(subparsers) -> None:
     parser = add_command(subparsers, "train", "pretrain a GPT",
                          "Pretrain a GPT on a text corpus: progress on the terminal, metrics in "
@@ -104,12 +43,7 @@ def register(subparsers) -> None:
                         help="after training, print a sample of N tokens from the model (0 = none)")
     parser.add_argument("--trace", metavar="FILE.json", default=None,
                         help="pipeline runs: write a Chrome/Perfetto trace of every rank (open in ui.perfetto.dev)")
-    for flag, (kind, help_text) in _FLAGS.items():
-        field_name = flag.replace("-", "_")
-        default = getattr(_DEFAULTS, field_name)
-        shown = "the preset's" if field_name in MODEL_FIELDS else repr(default)
-        parser.add_argument(f"--{flag}", type=kind, default=argparse.SUPPRESS, metavar=flag.split("-")[-1].upper(),
-                            help=f"{help_text} (default: {shown})")
+    add_flags(parser, TRAIN_FLAGS.values(), shown={name: "the preset's" for name in MODEL_FIELDS})
     parser.set_defaults(handler=run)
 
 
@@ -138,8 +72,7 @@ def read_toml(path: str) -> dict:
 def resolve_config(args) -> TrainConfig:
     """TrainConfig from the layers: defaults (or the checkpoint's config), TOML, flags."""
     settings = read_toml(args.config) if args.config else {}
-    settings.update({flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
-                     for flag in _FLAGS if hasattr(args, flag.replace("-", "_"))})
+    settings.update(given(args, TRAIN_FLAGS))
     if args.resume:
         out = settings.get("out", _DEFAULTS.out)
         if not (Path(out) / "last").exists():
@@ -173,7 +106,7 @@ def run(args) -> int:
         print(f"tinyllm train: error: {error}", file=sys.stderr)
         return 1
     if result.status == "interrupted":
-        return 128 + result.stop_signal  # the shell convention: 130 for SIGINT, 143 for SIGTERM
+        return result.exit_status  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     last = result.last_eval or {}
     print(f"done: step {result.step}, train loss {last.get('train', float('nan')):.4f}, "
           f"val loss {last.get('val', float('nan')):.4f}; checkpoint {config.out}/last; "

@@ -1,0 +1,106 @@
+"""The pipeline as a Trainer strategy: this rank's stage of a pipeline x data-parallel grid.
+
+    strategy = PipelineStrategy(grid, stage_model, engine, total_parameters)
+    Trainer(stage_model.model, PretrainingTask(...), strategy, config=..., optimizer=...).run()
+
+Every rank runs the same tinyllm.trainer.Trainer loop with the same task (the same seeded
+batches); the strategy is where the ranks meet:
+
+    gradients    the schedule (parallel.engine): the global batch -> this replica's shard ->
+                 m microbatches through the stages; gradients summed over replicas and over
+                 the tied embedding pair; the loss broadcast to every rank
+    grad_norm    the global norm: squared norms summed over the stages
+    batch_loss   evaluation: the batch forward only, stage to stage, the loss broadcast from the last
+    save         one shard per stage plus a manifest (parallel.checkpoint); every rank takes part
+    agree_stop   the largest signal number any rank saw (all-reduce MAX), so a SIGTERM that
+                 reached one rank stops every rank after the same step, as that signal
+
+Only rank 0 prints and writes metrics (`is_writer`). `fail_at` = (stage, step, signal or
+None) makes that stage raise (or send itself the signal) during that step: the failure
+tests' TINYLLM_PIPELINE_FAIL.
+
+Left out: tasks other than pretraining (a stage's forward is the GPT's own next-token
+loss; task.loss is not used), evaluation split across replicas (each replica evaluates the
+same batches).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from autograd import backend
+from autograd.tensor import Tensor
+
+from . import checkpoint as pipeline_ckpt
+
+
+class PipelineStrategy:
+    """One rank's part of every step, evaluation and checkpoint; see the module docstring."""
+
+    def __init__(self, grid, stage_model, engine, total_parameters: int, tracer=None, fail_at=None):
+        self.grid, self.stage_model, self.engine = grid, stage_model, engine
+        self.total_parameters = total_parameters
+        self.tracer = tracer
+        self.fail_at = fail_at
+        self.is_writer = grid.rank == 0
+        self.ranks = grid.world.Get_size()
+        self.gradients_done = None   # when the last step's gradients were ready (for the trace)
+
+    def gradients(self, model, task, batches, step: int) -> float:
+        if self.fail_at is not None and self.fail_at[:2] == (self.grid.stage, step):
+            if self.fail_at[2] is not None:
+                os.kill(os.getpid(), self.fail_at[2])       # as a scheduler stopping this rank alone would
+            else:
+                raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} "
+                                   "(TINYLLM_PIPELINE_FAIL)")
+        idx = np.concatenate([x for x, _ in batches], axis=0)       # (B, T): the global batch
+        targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
+        if self.tracer is not None:
+            self.tracer.step = step
+        loss = self.engine.compute_gradients(idx, targets)
+        self.gradients_done = time.perf_counter()
+        return loss
+
+    def grad_norm(self, params) -> float:
+        return self.engine.global_grad_norm()
+
+    def batch_loss(self, model, task, batch) -> float:
+        """The batch's mean loss: run forward stage to stage, broadcast from the last stage."""
+        idx, targets = batch
+        sm, grid, p2p = self.stage_model, self.grid, self.engine.p2p
+        if sm.is_first:
+            x = backend.module_for(sm.model.device).asarray(idx)
+        else:
+            x = backend.module_for(sm.model.device).empty((idx.shape[0], idx.shape[1], sm.config.n_embd),
+                                                          dtype=sm.model.dtype)   # (B, T, C)
+            p2p.recv_into(x, grid.stage - 1, tag=0)
+            x = Tensor.constant(x)
+        out = sm.forward(x, targets if sm.is_last else None)
+        value = np.array([float(out.item()) if sm.is_last else 0.0])
+        if not sm.is_last:
+            p2p.isend(out.data, grid.stage + 1, tag=0)
+            p2p.wait_sends()
+        grid.pipe.Bcast(value, root=grid.n_stages - 1)
+        return float(value[0])
+
+    def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str | None:
+        """Every rank writes its stage's shard (the stage's parameters are all it trains); the path on every rank."""
+        path = pipeline_ckpt.save_pipeline_checkpoint(self.grid, self.stage_model, optimizer, run_dir, state,
+                                                      tokenizer=tokenizer, best=best)
+        return self.grid.world.bcast(str(path) if path else None, root=0)
+
+    def agree_stop(self, seen):
+        """After the step's optimizer update (traced as such): the signal any rank saw, on every rank."""
+        from mpi4py import MPI  # noqa: PLC0415
+        if self.tracer is not None and self.gradients_done is not None:  # the global norm, clipping, the update
+            self.tracer.record("optimizer", self.gradients_done, time.perf_counter())
+        number = np.array([0 if seen is None else int(seen)], dtype=np.int64)
+        self.grid.world.Allreduce(MPI.IN_PLACE, number, op=MPI.MAX)
+        return signal.Signals(int(number[0])) if number[0] else None
+
+    def num_parameters(self, model) -> int:
+        """The whole model's (this rank holds only its stage)."""
+        return self.total_parameters

@@ -1,0 +1,84 @@
+"""How a training step's work is done: the one-process strategy, and the loss of token batches.
+
+A strategy (the protocol is in tinyllm/trainer.py) computes a step's gradients, their
+global norm and evaluation losses, saves checkpoints, and agrees on a stop with the
+other processes of the run, if any. Three exist:
+
+    SingleProcess     here: the batches one after the other in this thread
+    DataThreads       tinyllm/threads.py: each batch split by rows across the cores
+    PipelineStrategy  parallel/strategy.py: pipeline stages x data-parallel replicas over MPI
+
+    loss = compute_gradients(model, [(x, y), (x2, y2)])   # mean loss; grads accumulate in .grad
+
+Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summed
+gradient is that of the mean loss: with equal micro-batches, the same as one batch
+holding them all.
+
+Left out: mixed precision and loss scaling, gradient checkpointing.
+"""
+from __future__ import annotations
+
+from autograd import no_grad
+from tinyllm import checkpoint as ckpt
+from tinyllm.optim import global_grad_norm
+
+
+class NextTokenLoss:
+    """The loss of a batch (x, y) of token windows, and its weight in a mean over batches.
+
+    Every row holds T targets, so a batch counts by its rows. Tasks on such batches
+    (pretraining) take these two methods from here; so can a test that drives a strategy.
+    """
+
+    def loss(self, model, batch):
+        x, y = batch                      # (B, T) int64 each
+        _, loss = model(x, y)
+        return loss
+
+    def weight(self, batch) -> int:
+        return len(batch[0])
+
+
+def compute_gradients(model, batches, loss=NextTokenLoss().loss) -> float:
+    """Forward and backward every micro-batch; return the mean loss (see the module docstring).
+
+    loss(model, batch) -> scalar Tensor: the batch's mean loss (default: a GPT's on (x, y)).
+    """
+    scale = 1.0 / len(batches)
+    total = 0.0
+    for batch in batches:
+        value = loss(model, batch)
+        (value * scale).backward()
+        total += float(value.item())
+    return total * scale
+
+
+class SingleProcess:
+    """Everything in this process and thread: the default strategy (see the module docstring)."""
+
+    is_writer = True   # this process prints progress and writes metrics and checkpoints
+    ranks = 1          # processes sharing the work of a step
+
+    def gradients(self, model, task, batches, step: int = 0) -> float:
+        """Mean loss of the micro-batches; its gradient lands in .grad. `step` (1-based) is unused here."""
+        return compute_gradients(model, batches, task.loss)
+
+    def batch_loss(self, model, task, batch) -> float:
+        """The batch's mean loss, without a graph."""
+        with no_grad():
+            return float(task.loss(model, batch).item())
+
+    def grad_norm(self, params) -> float:
+        return global_grad_norm(params)
+
+    def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str:
+        """Write `weights` (anything with state_dict()), the optimizer, tokenizer and state as DIR/last."""
+        return str(ckpt.save_checkpoint(run_dir, model=weights, optimizer=optimizer, tokenizer=tokenizer,
+                                        state=state, best=best))
+
+    def agree_stop(self, signal):
+        """The stop this process takes after the step: the signal it saw, if any."""
+        return signal
+
+    def num_parameters(self, model) -> int:
+        return model.num_parameters()

@@ -1,0 +1,457 @@
+"""The training loop: `Trainer(model, task, strategy)`, the same loop for every kind of run.
+
+    trainer = Trainer(model, task, strategy, config=train_config, optimizer=optimizer,
+                      tokenizer=tokenizer, run_dir="runs/demo")
+    result = trainer.run()     # steps, evaluations, checkpoints, until config.max_iters
+
+What differs between runs is in two objects (their protocols, `Task` and `Strategy`, are below):
+
+    task      what to learn: its batches, its loss, its evaluation, its own checkpoint state.
+              tinyllm.train.PretrainingTask; tinyllm.finetune.FinetuneTask (classify, instruct)
+    strategy  how a step's work is done and agreed: gradients, their global norm, evaluation
+              losses, saving, stopping. tinyllm.strategy.SingleProcess, tinyllm.threads.DataThreads,
+              parallel.strategy.PipelineStrategy
+
+One step, in order (`train_step`, then `run`):
+
+    lr      = schedule(step)
+    batches = grad_accum micro-batches from the task
+    loss    = strategy.gradients(model, task, batches)   # mean loss; grads in .grad
+    norm    = strategy.grad_norm(params)                  # global L2 norm, before clipping
+    stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
+    clip to grad_clip, optimizer.step(lr), zero the grads
+    stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
+    log; evaluate and checkpoint when due; on a stop, checkpoint and return "interrupted"
+
+Every decision that involves other ranks (evaluate, save, stop) is taken from values all
+ranks share (the step counter, agreed losses, the agreed stop), so a pipeline never sends
+one rank into a collective alone.
+
+A checkpoint holds the weights the optimizer trains (all of a pretrained GPT; the adapters
+and head of a LoRA finetune), the optimizer state, the task's state (its batch sampler's
+generator; finetuning adds its settings) and the dropout generator's: a run stopped and
+resumed is bitwise the run that was never stopped. SIGINT and SIGTERM finish the step,
+save, and return with the signal (commands exit with 128 + it); a second signal aborts.
+
+Output: a yardstick line (this machine's matrix-product rate and the FLOPs of a step), a
+tqdm bar on a terminal or a line every `log_interval` steps, a line per evaluation, and
+DIR/metrics.jsonl (one JSON object per logged step).
+
+Left out: mixed precision, learning-rate finders, early stopping.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from autograd import backend, no_grad
+from tinyllm import checkpoint as ckpt
+from tinyllm import io
+from tinyllm.optim import clip_grad_norm, make_schedule
+
+
+class Task(Protocol):
+    """What to learn. A batch is a tuple of arrays (or row-sliceable parts) indexed by row first."""
+
+    def next_batch(self) -> tuple:
+        """The next training micro-batch."""
+
+    def loss(self, model, batch):
+        """The batch's mean loss, a scalar Tensor with its graph."""
+
+    def weight(self, batch) -> int:
+        """How much the batch counts in a mean over batches (its rows, or its counted target tokens)."""
+
+    def evaluate(self, model, batch_loss) -> dict:
+        """{"train": mean loss, "val": mean loss, other metrics...}; batch_loss(batch) -> float is the strategy's."""
+
+    def state(self) -> dict:
+        """The batch source's state (JSON), saved as the checkpoint's rng.train_sampler."""
+
+    def set_state(self, state: dict) -> None:
+        """Continue the batch source from `state()`."""
+
+    def checkpoint_entries(self) -> dict:
+        """Other entries of the checkpoint's state.json that describe the task ({} for pretraining)."""
+
+
+class Strategy(Protocol):
+    """How a step's work is done, and agreed between the processes of the run."""
+
+    is_writer: bool   # this process prints and writes metrics
+    ranks: int        # processes sharing a step
+
+    def gradients(self, model, task, batches, step: int) -> float:
+        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean loss."""
+
+    def grad_norm(self, params) -> float:
+        """The global L2 norm of the gradients (over every rank's parameters)."""
+
+    def batch_loss(self, model, task, batch) -> float:
+        """A batch's mean loss without a graph (the same value on every rank)."""
+
+    def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str | None:
+        """Write a checkpoint (collective where several ranks hold the model); returns its path."""
+
+    def agree_stop(self, seen):
+        """The signal every rank stops on after this step (`seen` here, or another rank's), or None."""
+
+    def num_parameters(self, model) -> int:
+        """The whole model's parameter count (a pipeline stage holds only part of it)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN or infinite; nothing was saved from that step."""
+
+
+@dataclass
+class RunResult:
+    status: str                     # "finished" or "interrupted"
+    step: int
+    train_losses: list = field(default_factory=list)   # the loss of every step this call ran
+    last_eval: dict | None = None   # the last evaluation: {"train": loss, "val": loss, other metrics}
+    best_val_loss: float | None = None
+    run_dir: str | None = None
+    stop_signal: int | None = None  # the signal number that interrupted the run
+
+    @property
+    def exit_status(self) -> int:
+        """0 when finished; 128 + the signal when interrupted (the shell's rule: 130 SIGINT, 143 SIGTERM)."""
+        return 128 + self.stop_signal if self.status == "interrupted" else 0
+
+
+class TrainedWeights:
+    """The parameters the optimizer trains, as a checkpoint saves and loads them.
+
+    ckpt.save_checkpoint reads `state_dict()`, ckpt.load_model_state checks the names of
+    `named_parameters()` and calls `load_state_dict`; the model's other (frozen) weights are
+    left as they are: they come from the base model the run started from.
+    """
+
+    def __init__(self, model, named_parameters):
+        self.model = model
+        self.named = list(named_parameters)
+
+    def named_parameters(self) -> list:
+        return self.named
+
+    def state_dict(self) -> dict:
+        return {name: p.data.copy() for name, p in self.named}
+
+    def load_state_dict(self, arrays: dict) -> None:
+        self.model.load_state_dict(arrays, strict=False)
+
+
+def flops_per_token(model, num_parameters: int | None = None) -> float:
+    """Training FLOPs per token: 6 N (forward + backward through N parameters) + 12 L T C (attention)."""
+    c = model.config
+    n = model.num_parameters() if num_parameters is None else num_parameters
+    return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
+
+
+class Trainer:
+    """Runs optimisation steps of `task` on `model` with `strategy`; see the module docstring.
+
+    config: a tinyllm.train.TrainConfig (steps, schedule, clipping, intervals, progress).
+    optimizer: over the parameters that train. `run_dir=None` trains without writing anything.
+    """
+
+    def __init__(self, model, task, strategy, *, config, optimizer, tokenizer=None, run_dir=None,
+                 progress_stream=None):
+        backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
+        self.model, self.task, self.strategy = model, task, strategy
+        self.config = config
+        self.optimizer = optimizer
+        self.params = [p for _, p in optimizer.params]
+        self.tokenizer = tokenizer
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress_stream = progress_stream
+        self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
+                                      config.max_iters)
+        self.tokens_per_step = config.batch_size * config.grad_accum * model.config.block_size
+        self.flops_per_token = flops_per_token(model, strategy.num_parameters(model))
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed_s = 0.0
+        self.best_val_loss = None
+        self.last_checkpoint = None   # path of the last checkpoint saved or resumed from
+        self.saved_step = None        # the step it holds
+        self.signal_seen = None       # SIGINT or SIGTERM received by this process during run()
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, stop_at: int | None = None) -> RunResult:
+        """Train to config.max_iters (or stop after step `stop_at`, saving, as an interruption would)."""
+        cfg = self.config
+        end = cfg.max_iters if stop_at is None else min(stop_at, cfg.max_iters)
+        result = RunResult(status="finished", step=self.step, run_dir=str(self.run_dir) if self.run_dir else None)
+        log = RunLog(self)
+        self.model.train()
+        try:
+            with self.catching_signals():
+                if self.step == 0:
+                    result.last_eval = self.evaluate_and_log(log, lr=self.schedule(0))
+                while self.step < end:
+                    loss, norm, lr = self.train_step()
+                    result.train_losses.append(loss)
+                    stop = self.strategy.agree_stop(self.signal_seen)
+                    logged = self.step % cfg.log_interval == 0 or self.step == end
+                    record = log.step(loss, norm, lr, logged)
+                    if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
+                        result.last_eval = self.evaluate_and_log(log, lr, train_loss=loss)
+                        record.update(val_loss=result.last_eval["val"], eval_train_loss=result.last_eval["train"])
+                        logged = True
+                    if logged:
+                        log.write_step(record)
+                    if stop is not None:
+                        result.status, result.stop_signal = "interrupted", int(stop)
+                        saved = self.save(train_loss=loss)
+                        log.message(f"interrupted by {stop.name} at step {self.step}: saved {saved}; "
+                                    "continue with the same command and --resume")
+                        break
+                if result.status == "finished" and self.step == end < cfg.max_iters:
+                    self.save()  # stopped early on request (stop_at): keep the state to resume from
+        finally:
+            log.close()
+        result.step, result.best_val_loss = self.step, self.best_val_loss
+        return result
+
+    def train_step(self) -> tuple:
+        """One optimizer step; returns (mean loss, grad norm before clipping, lr)."""
+        started = time.perf_counter()
+        lr = self.schedule(self.step)
+        batches = [self.task.next_batch() for _ in range(self.config.grad_accum)]
+        self.optimizer.zero_grad()
+        loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
+        norm = self.strategy.grad_norm(self.params)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self.optimizer.zero_grad()
+            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+            raise NonFiniteLossError(
+                f"step {self.step + 1}: the {what} is {value}; the run stopped before updating the weights. "
+                f"Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
+                "Try a lower --lr, a --grad-clip, or --dtype float64")
+        clip_grad_norm(self.params, self.config.grad_clip, norm)
+        self.optimizer.step(lr)
+        self.optimizer.zero_grad()
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        self.elapsed_s += time.perf_counter() - started
+        return loss, norm, lr
+
+    # ---- evaluation and checkpoints ----------------------------------------------------------
+    def evaluate(self, evaluation=None) -> dict:
+        """`evaluation(model, batch_loss)` (default: the task's) in eval mode, without gradients."""
+        evaluation = evaluation or self.task.evaluate
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with no_grad():
+                return evaluation(self.model, lambda batch: self.strategy.batch_loss(self.model, self.task, batch))
+        finally:
+            self.model.train(was_training)
+
+    def evaluate_and_log(self, log: "RunLog", lr: float, train_loss=None) -> dict:
+        """Evaluate, show and record the metrics; after step 0 also checkpoint (as best when val improved)."""
+        metrics = self.evaluate()
+        improved = self.best_val_loss is None or metrics["val"] < self.best_val_loss
+        if improved and self.step > 0:
+            self.best_val_loss = metrics["val"]
+        log.message(f"step {self.step}: train loss {metrics['train']:.4f}, val loss {metrics['val']:.4f}"
+                    + (" (best)" if improved and self.step > 0 else ""))
+        if self.step == 0:
+            log.write({"step": 0, "train_loss": metrics["train"], "val_loss": metrics["val"], "lr": lr,
+                       "eval_train_loss": metrics["train"], "tokens_seen": self.tokens_seen,
+                       "elapsed_s": round(self.elapsed_s, 3)})
+        others = {name: value for name, value in metrics.items() if name not in ("train", "val")}
+        if others:  # e.g. accuracy: its own line and record
+            log.message(f"step {self.step}: " + ", ".join(f"{name.replace('_', ' ')} {value:.4f}"
+                                                          for name, value in others.items()))
+            log.write({"step": self.step, "val_loss": metrics["val"], "eval_train_loss": metrics["train"], **others})
+        if self.step > 0:
+            self.save(best=improved, train_loss=train_loss, val_loss=metrics["val"])
+        return metrics
+
+    def checkpoint_state(self, train_loss=None, val_loss=None) -> dict:
+        generator = self.model.generator
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
+                "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
+                "num_parameters": self.strategy.num_parameters(self.model),
+                "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
+                "rng": {"train_sampler": self.task.state(),
+                        "dropout": generator.state() if generator.device == "cpu" else None},
+                **self.task.checkpoint_entries()}
+
+    def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
+        """Checkpoint as DIR/last (and DIR/best); a second save of the same step only to mark it best."""
+        if self.run_dir is None:
+            return None
+        if self.saved_step == self.step and not best:  # e.g. an interrupt right after an evaluation's save
+            return self.last_checkpoint
+        path = self.strategy.save(self.run_dir, weights=TrainedWeights(self.model, self.optimizer.params),
+                                  optimizer=self.optimizer, tokenizer=self.tokenizer,
+                                  state=self.checkpoint_state(train_loss, val_loss), best=best)
+        self.last_checkpoint, self.saved_step = path, self.step
+        return path
+
+    def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
+        """Continue exactly where `checkpoint` stopped (weights, optimizer, generators, counters)."""
+        ckpt.load_model_state(TrainedWeights(self.model, self.optimizer.params), checkpoint)
+        ckpt.load_optimizer_state(self.optimizer, checkpoint)
+        state = checkpoint.state
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.best_val_loss = state.get("best_val_loss")
+        self.task.set_state(state["rng"]["train_sampler"])
+        if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
+            self.model.generator.set_state(state["rng"]["dropout"])
+        self.last_checkpoint = str(checkpoint.path.resolve())
+        self.saved_step = self.step
+
+    @contextlib.contextmanager
+    def catching_signals(self):
+        """SIGINT/SIGTERM set `signal_seen`, which the loop acts on after the step; a second one aborts."""
+        self.signal_seen = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.signal_seen is not None:
+                raise KeyboardInterrupt
+            self.signal_seen = signal.Signals(signum)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+# ---- output: progress, metrics ------------------------------------------------------------
+
+
+class RunLog:
+    """What a run shows and records: progress (on the writing rank) and DIR/metrics.jsonl."""
+
+    def __init__(self, trainer: Trainer):
+        cfg = trainer.config
+        self.trainer = trainer
+        writer = trainer.strategy.is_writer
+        self.metrics = None
+        if trainer.run_dir is not None and writer:
+            resume_step = trainer.step if cfg.resume or trainer.step else None
+            self.metrics = MetricsLog(trainer.run_dir / "metrics.jsonl").start(resume_step)
+        self.progress = Progress(cfg.progress if writer else "none", cfg.max_iters, trainer.step,
+                                 trainer.progress_stream)
+        ranks = trainer.strategy.ranks
+        self.gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * ranks
+        across = f", {ranks} ranks x this rank's rate" if ranks > 1 else ""
+        self.message(f"yardstick: {cfg.dtype} matrix products run at {self.gemm:.1f} GFLOP/s here{across}; "
+                     f"a step is {trainer.flops_per_token * trainer.tokens_per_step / 1e9:.2f} GFLOP "
+                     "(6 N + 12 L T C per token)")
+        self.window_start, self.window_tokens = time.perf_counter(), 0   # tokens/s since the last record
+
+    def message(self, text: str) -> None:
+        self.progress.message(text)
+
+    def write(self, record: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    def step(self, loss: float, norm: float, lr: float, logged: bool) -> dict:
+        """Show the step just taken (a log line when `logged`); return its metrics record."""
+        trainer, cfg = self.trainer, self.trainer.config
+        self.window_tokens += trainer.tokens_per_step
+        tokens_per_s = self.window_tokens / max(time.perf_counter() - self.window_start, 1e-9)
+        eta = (cfg.max_iters - trainer.step) * trainer.tokens_per_step / max(tokens_per_s, 1e-9)
+        gflops = tokens_per_s * trainer.flops_per_token / 1e9
+        self.progress.step(trainer.step, cfg.max_iters, loss, lr, tokens_per_s, eta, logged,
+                           flops=f" | {gflops:.1f} GFLOP/s ({100 * gflops / self.gemm:.0f}% of GEMM)")
+        return {"step": trainer.step, "train_loss": loss, "lr": lr, "grad_norm": norm,
+                "tokens_per_s": round(tokens_per_s, 1), "gflop_per_s": round(gflops, 2),
+                "elapsed_s": round(trainer.elapsed_s, 3), "tokens_seen": trainer.tokens_seen}
+
+    def write_step(self, record: dict) -> None:
+        """Write a step's record, and start measuring the throughput afresh."""
+        self.write(record)
+        self.window_start, self.window_tokens = time.perf_counter(), 0
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+class MetricsLog:
+    """DIR/metrics.jsonl: one JSON object per logged step, appended and flushed as written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def start(self, resume_step: int | None) -> "MetricsLog":
+        """A new run empties the file; a resumed one drops the records past the step it resumes from."""
+        if resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        elif self.path.is_file():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            io.write_bytes(self.path, "".join(line + "\n" for line in kept).encode("utf-8"))
+        return self
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Progress:
+    """A tqdm bar on a terminal, plain log lines otherwise (or nothing)."""
+
+    def __init__(self, mode: str, total: int, initial: int, stream=None):
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if hasattr(self.stream, "isatty") and self.stream.isatty() else "log"
+        self.mode = mode
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm  # noqa: PLC0415
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", file=self.stream,
+                            dynamic_ncols=True)
+
+    def step(self, step: int, total: int, loss: float, lr: float, tokens_per_s: float, eta_s: float,
+             log_now: bool, flops: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if log_now:
+                self.bar.set_postfix_str(f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops}",
+                                         refresh=False)
+        elif self.mode == "log" and log_now:
+            self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops} | "
+                         f"eta {duration(eta_s)}")
+
+    def message(self, text: str) -> None:
+        if self.mode == "none":
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def duration(seconds: float) -> str:
+    """'1m15s', '2h03m00s'."""
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
