@@ -23,16 +23,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend, ops
-from .layers.activation import GELU_A, GELU_K, GeluErf, GeluTanh, Silu
-from .layers.attention import PackedSelfAttention, ScaledDotProductAttention, attention_probs, causal_mask
-from .layers.cross_entropy import CrossEntropy, check_reduction, check_targets
-from .layers.dropout import Dropout
-from .layers.embedding import Embedding
-from .layers.linear import Linear
-from .layers.norm import LayerNorm, RMSNorm
-from .layers.rope import Rope, rope_tables
-from .layers.softmax import LogSoftmax, Softmax
-from .layers.swiglu import SwiGLU
+from .layers.activation import GELU_A, GELU_K, GeluErfFunction, GeluTanhFunction, SiluFunction
+from .layers.attention import (PackedSelfAttentionFunction, ScaledDotProductAttentionFunction, attention_probs,
+                               causal_mask)
+from .layers.cross_entropy import CrossEntropyFunction, check_reduction, check_targets
+from .layers.dropout import DropoutFunction
+from .layers.embedding import EmbeddingFunction
+from .layers.linear import LinearFunction
+from .layers.norm import LayerNormFunction, RMSNormFunction
+from .layers.rope import RopeFunction, rope_tables
+from .layers.softmax import LogSoftmaxFunction, SoftmaxFunction
+from .layers.swiglu import SwiGLUFunction
 from .tensor import Tensor
 
 relu = ops.relu
@@ -58,14 +59,14 @@ def default_generator(device: str = "cpu"):
 
 def softmax(x: Tensor, axis: int = -1, fused: bool = True) -> Tensor:
     if fused:
-        return Softmax.apply(x, axis=axis)
+        return SoftmaxFunction.apply(x, axis=axis)
     e = ops.exp(x - ops.max(x, axis=axis, keepdims=True).detach())  # the max is a constant shift
     return e / ops.sum(e, axis=axis, keepdims=True)
 
 
 def log_softmax(x: Tensor, axis: int = -1, fused: bool = True) -> Tensor:
     if fused:
-        return LogSoftmax.apply(x, axis=axis)
+        return LogSoftmaxFunction.apply(x, axis=axis)
     shifted = x - ops.max(x, axis=axis, keepdims=True).detach()
     return shifted - ops.log(ops.sum(ops.exp(shifted), axis=axis, keepdims=True))
 
@@ -82,7 +83,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     if not np.issubdtype(targets.dtype, np.integer):
         raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
     if fused:
-        return CrossEntropy.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
+        return CrossEntropyFunction.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
     xp = logits.xp
     V = logits.shape[-1]
     t = targets.data.reshape(-1)
@@ -105,16 +106,16 @@ def gelu(x: Tensor, approximate: str = "tanh", fused: bool = True) -> Tensor:
         raise ValueError(f"gelu: approximate={approximate!r}; use 'tanh' or 'none'")
     if approximate == "none":
         if fused:
-            return GeluErf.apply(x)
+            return GeluErfFunction.apply(x)
         raise ValueError("gelu: the exact (erf) form has no composed path: erf is not a primitive")
     if fused:
-        return GeluTanh.apply(x)
+        return GeluTanhFunction.apply(x)
     return 0.5 * x * (1 + ops.tanh(GELU_K * (x + GELU_A * x * x * x)))
 
 
 def silu(x: Tensor, fused: bool = True) -> Tensor:
     if fused:
-        return Silu.apply(x)
+        return SiluFunction.apply(x)
     return x * ops.sigmoid(x)
 
 
@@ -127,7 +128,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     if not training or p == 0.0:
         return x
     gen = generator if generator is not None else default_generator(x.device)
-    return Dropout.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
+    return DropoutFunction.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
 
 
 def embedding(idx, weight: Tensor) -> Tensor:
@@ -139,7 +140,7 @@ def embedding(idx, weight: Tensor) -> Tensor:
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
         bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
         raise ValueError(f"embedding: id {bad} is outside the vocabulary [0, {V})")
-    return Embedding.apply(weight, Tensor.constant(ids))
+    return EmbeddingFunction.apply(weight, Tensor.constant(ids))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, fused: bool = True) -> Tensor:
@@ -148,7 +149,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, fused: bool = 
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {tuple(x.shape)}) "
                          f"but the weight {tuple(weight.shape)} expects {weight.shape[1]}")
     if fused:
-        return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+        return LinearFunction.apply(x, weight) if bias is None else LinearFunction.apply(x, weight, bias)
     y = x @ ops.transpose(weight)
     return y if bias is None else y + bias
 
@@ -302,7 +303,7 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
         gen = generator if generator is not None else default_generator(qkv.device)
         keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen)
     scale = 1.0 / float(np.sqrt(hs)) if scale is None else float(scale)
-    return PackedSelfAttention.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
+    return PackedSelfAttentionFunction.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
                                      scale=scale, keep_scaled=keep_scaled, causal_blocks=blocks)
 
 
@@ -316,24 +317,24 @@ def dropout_scaled_mask(shape, dtype, p: float, generator):
 
 def _fused_layer_norm(x, weight, bias, eps):
     params = [p for p in (weight, bias) if p is not None]
-    return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+    return LayerNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
 
 
 def _fused_rms_norm(x, weight, eps):
     params = [] if weight is None else [weight]
-    return RMSNorm.apply(x, *params, eps=eps, has_weight=weight is not None)
+    return RMSNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None)
 
 
 def _fused_swiglu(gate, up):
-    return SwiGLU.apply(gate, up)
+    return SwiGLUFunction.apply(gate, up)
 
 
 def _fused_rope(x, theta, offset):
-    return Rope.apply(x, theta=theta, offset=int(offset))
+    return RopeFunction.apply(x, theta=theta, offset=int(offset))
 
 
 def _fused_attention(q, k, v, allowed, scale, keep_scaled):
-    return ScaledDotProductAttention.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
+    return ScaledDotProductAttentionFunction.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
 
 
 def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:

@@ -56,11 +56,11 @@ import numpy as np
 
 from autograd import backend, ops
 from autograd import functional as F
-from autograd.layers.activation import GeluTanh
-from autograd.layers.attention import ScaledDotProductAttention
-from autograd.layers.linear import Linear as LinearFunction
-from autograd.layers.rope import Rope
-from autograd.layers.swiglu import SwiGLU
+from autograd.layers.activation import GeluTanhFunction
+from autograd.layers.attention import ScaledDotProductAttentionFunction
+from autograd.layers.linear import LinearFunction
+from autograd.layers.rope import RopeFunction
+from autograd.layers.swiglu import SwiGLUFunction
 from autograd.tensor import Tensor
 
 from . import nn
@@ -256,13 +256,13 @@ class CausalSelfAttention(nn.Module):
         heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)    # (B, nh + 2 nkv, T, hs)
         q, k, v = heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:]
         if self.config.position == "rope":
-            q = Rope.forward_only(q, theta=self.config.rope_theta, offset=start_pos)
-            k = Rope.forward_only(k, theta=self.config.rope_theta, offset=start_pos)
+            q = RopeFunction.forward_only(q, theta=self.config.rope_theta, offset=start_pos)
+            k = RopeFunction.forward_only(k, theta=self.config.rope_theta, offset=start_pos)
         if kv_cache_layer is not None:
             k, v = kv_cache_layer.append_arrays(k, v, start_pos)              # (B, nkv, start_pos + T, hs)
         if T == 1:
             # a decoding step: the one query may attend every cached key, so there is no mask
-            y = ScaledDotProductAttention.forward_only(q, k, v, scale=self.scale)
+            y = ScaledDotProductAttentionFunction.forward_only(q, k, v, scale=self.scale)
         else:
             # several positions (a prompt, a window refill): F builds the causal mask as forward's does
             y = F.scaled_dot_product_attention(Tensor.constant(q), Tensor.constant(k),
@@ -276,10 +276,10 @@ class CausalSelfAttention(nn.Module):
         heads = self.c_attn.forward_row(x).reshape(nh + 2 * nkv, 1, hs)      # (nh + 2 nkv, 1, hs)
         q, k, v = heads[:nh], heads[nh:nh + nkv], heads[nh + nkv:]
         if self.config.position == "rope":
-            q = Rope.forward_only(q, theta=self.config.rope_theta, offset=pos)
-            k = Rope.forward_only(k, theta=self.config.rope_theta, offset=pos)
+            q = RopeFunction.forward_only(q, theta=self.config.rope_theta, offset=pos)
+            k = RopeFunction.forward_only(k, theta=self.config.rope_theta, offset=pos)
         keys, values = kv_cache_layer.append_arrays(k[None], v[None], pos)    # (1, nkv, pos + 1, hs) each
-        y = ScaledDotProductAttention.forward_only(q[None], keys, values, scale=self.scale)  # (1, nh, 1, hs)
+        y = ScaledDotProductAttentionFunction.forward_only(q[None], keys, values, scale=self.scale)  # (1, nh, 1, hs)
         return self.c_proj.forward_row(y.reshape(-1))                         # (nh hs,) -> (C,)
 
 
@@ -311,18 +311,18 @@ class MLP(nn.Module):
         """forward on a raw array (B, T, C), eval mode (module docstring: inference path)."""
         h = self.c_fc.forward_arrays(x)                                       # (B, T, H) or (B, T, 2H)
         if self.kind == "swiglu":
-            h = SwiGLU.forward_only(h[..., :self.hidden], h[..., self.hidden:])   # silu(gate) * up
+            h = SwiGLUFunction.forward_only(h[..., :self.hidden], h[..., self.hidden:])   # silu(gate) * up
         else:
-            h = GeluTanh.forward_only(h)                                   # F.gelu(approximate="tanh")
+            h = GeluTanhFunction.forward_only(h)                                   # F.gelu(approximate="tanh")
         return self.c_proj.forward_arrays(h)
 
     def forward_row(self, x):
         """forward on one vector x (C,) (one-row decoding)."""
         h = self.c_fc.forward_row(x)                                          # (H,) or (2H,)
         if self.kind == "swiglu":
-            h = SwiGLU.forward_only(h[:self.hidden], h[self.hidden:])
+            h = SwiGLUFunction.forward_only(h[:self.hidden], h[self.hidden:])
         else:
-            h = GeluTanh.forward_only(h)
+            h = GeluTanhFunction.forward_only(h)
         return self.c_proj.forward_row(h)
 
 

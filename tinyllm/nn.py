@@ -38,11 +38,9 @@ import numpy as np
 
 from autograd import backend
 from autograd import functional as F
-from autograd.layers.embedding import Embedding as EmbeddingFunction
-from autograd.layers.linear import Linear as LinearFunction
-from autograd.layers.norm import LayerNorm as LayerNormFunction
-from autograd.layers.norm import RMSNorm as RMSNormFunction
-from autograd.layers.norm import layer_norm_row, rms_norm_row
+from autograd.layers.embedding import EmbeddingFunction
+from autograd.layers.linear import LinearFunction
+from autograd.layers.norm import LayerNormFunction, RMSNormFunction, layer_norm_row, rms_norm_row
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")

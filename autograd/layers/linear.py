@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..function import Function
 
 
-class Linear(Function):
+class LinearFunction(Function):
     def forward(self, x, weight, bias=None):
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])                             # (N, in)

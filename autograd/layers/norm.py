@@ -74,7 +74,7 @@ def _weight_grad_and_dxhat(grad, xhat, weight, need_w: bool, need_x: bool):
     return dw, work
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     def forward(self, x, *params, eps=1e-5, has_weight=False, has_bias=False):
         xp = get_array_module(x)
         weight = params[0] if has_weight else None
@@ -118,7 +118,8 @@ class LayerNorm(Function):
 
 
 def layer_norm_row(x, weight, bias, eps: float):
-    """LayerNorm.forward on one row x (C,): the same formula with scalar mu and rstd. weight, bias: (C,) or None."""
+    """LayerNormFunction.forward on one row x (C,): the same formula with scalar mu and rstd.
+    weight, bias: (C,) or None."""
     xp = get_array_module(x)
     C = x.shape[0]
     y = x - (np.add.reduce(x) if xp is np else x.sum()) / C          # (C,), x - mu
@@ -132,7 +133,7 @@ def layer_norm_row(x, weight, bias, eps: float):
 
 
 def rms_norm_row(x, weight, eps: float):
-    """RMSNorm.forward on one row x (C,): the same formula with a scalar rstd. weight: (C,) or None."""
+    """RMSNormFunction.forward on one row x (C,): the same formula with a scalar rstd. weight: (C,) or None."""
     xp = get_array_module(x)
     y = x * (1.0 / xp.sqrt(xp.dot(x, x) / x.shape[0] + eps))        # (C,), xhat
     if weight is not None:
@@ -140,7 +141,7 @@ def rms_norm_row(x, weight, eps: float):
     return y
 
 
-class RMSNorm(Function):
+class RMSNormFunction(Function):
     def forward(self, x, *params, eps=1e-6, has_weight=False):
         xp = get_array_module(x)
         weight = params[0] if has_weight else None

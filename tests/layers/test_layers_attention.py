@@ -229,7 +229,7 @@ def test_packed_self_attention_rejects_bad_widths():
 def test_block_causal_path_three_way(monkeypatch, heads, T, dropout_p):
     """Causal attention in query blocks (keys above the diagonal skipped) = the composed full attention."""
     from autograd import functional
-    from autograd.layers.attention import BlockCausalAttention
+    from autograd.layers.attention import BlockCausalAttentionFunction
     monkeypatch.setattr(functional, "CAUSAL_BLOCK", 4)       # T // 4 blocks, uneven ones included
     nh, nkv = heads
     hs = 3
@@ -239,13 +239,14 @@ def test_block_causal_path_three_way(monkeypatch, heads, T, dropout_p):
         return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
                                                  generator=np.random.default_rng(7))
     y = packed(True)(Tensor(qkv, requires_grad=True))
-    assert isinstance(y.grad_fn.inner, BlockCausalAttention) and len(y.grad_fn.inner.bounds) == T // 4
+    assert isinstance(y.grad_fn.inner, BlockCausalAttentionFunction) and len(y.grad_fn.inner.bounds) == T // 4
     assert_three_way(packed(True), packed(False), [qkv])
 
 
 def test_block_causal_path_is_taken_from_64_positions():
-    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention
-    for T, kind in [(63, ScaledDotProductAttention), (64, BlockCausalAttention), (300, BlockCausalAttention)]:
+    from autograd.layers.attention import BlockCausalAttentionFunction, ScaledDotProductAttentionFunction
+    for T, kind in [(63, ScaledDotProductAttentionFunction), (64, BlockCausalAttentionFunction),
+                    (300, BlockCausalAttentionFunction)]:
         y = F.packed_self_attention(Tensor(np.zeros((1, T, 6)), requires_grad=True), 1)
         assert type(y.grad_fn.inner) is kind, T
 
@@ -253,13 +254,13 @@ def test_block_causal_path_is_taken_from_64_positions():
 @given(st.integers(2, 24), st.integers(2, 6), st.sampled_from([(1, 1), (2, 1), (2, 2), (4, 2)]), st.integers(0, 10**6))
 def test_block_causal_equals_full_causal_attention_for_any_blocking(T, blocks, heads, seed):
     """Property: any number of query blocks gives the full causal attention's output and gradients."""
-    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention, causal_mask
+    from autograd.layers.attention import BlockCausalAttentionFunction, ScaledDotProductAttentionFunction, causal_mask
     nh, nkv = heads
     blocks = min(blocks, T)
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((2, n, T, 3)) for n in (nh, nkv, nkv))
     g = rng.standard_normal((2, nh, T, 3))
-    full, blocked = ScaledDotProductAttention(), BlockCausalAttention()
+    full, blocked = ScaledDotProductAttentionFunction(), BlockCausalAttentionFunction()
     full.needs_input_grad = blocked.needs_input_grad = (True, True, True)
     y_full = full.forward(q, k, v, allowed=causal_mask(T, T), scale=0.4)
     y_blocked = blocked.forward(q, k, v, blocks=blocks, scale=0.4)
