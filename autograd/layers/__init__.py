@@ -9,7 +9,7 @@ attention_probs, rope_tables, stable_softmax), with a trailing underscore when t
 in place (masked_softmax_).
 
 Every Function here has a composed reference in `autograd.functional` (built from the
-primitives in `autograd.ops`, with `fused=False`); tests check fused backward = composed
-backward = float64 finite differences. Each backward's terms are named in comments that
+primitives in `autograd.ops`, with `composed=True`); tests check hand-derived backward =
+composed backward = float64 finite differences. Each backward's terms are named in comments that
 match its page in docs/derivations/.
 """

@@ -1,4 +1,4 @@
-"""LayerNorm and RMSNorm: fused = composed = finite differences, invariances, extreme inputs, errors."""
+"""LayerNorm and RMSNorm: hand-derived = composed = finite differences, invariances, extreme inputs, errors."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -12,18 +12,18 @@ from layers_threeway import assert_close_scaled, assert_three_way, forward_backw
 AFFINE = [(True, True), (True, False), (False, True), (False, False)]
 
 
-def _layer_norm(fused, eps, has_weight, has_bias):
+def _layer_norm(composed, eps, has_weight, has_bias):
     def fn(x, *params):
         params = list(params)
         w = params.pop(0) if has_weight else None
         b = params.pop(0) if has_bias else None
-        return F.layer_norm(x, w, b, eps=eps, fused=fused)
+        return F.layer_norm(x, w, b, eps=eps, composed=composed)
     return fn
 
 
-def _rms_norm(fused, eps, has_weight):
+def _rms_norm(composed, eps, has_weight):
     def fn(x, *params):
-        return F.rms_norm(x, params[0] if has_weight else None, eps=eps, fused=fused)
+        return F.rms_norm(x, params[0] if has_weight else None, eps=eps, composed=composed)
     return fn
 
 
@@ -38,7 +38,7 @@ def test_layer_norm_three_way(has_weight, has_bias, shape, data):
     # A near-constant row makes the norm's derivative huge (1/sqrt(eps)); spread rows out.
     x = x + np.linspace(-1, 1, shape[-1])
     arrays = [x] + _params(data, shape[-1], has_weight + has_bias)
-    assert_three_way(_layer_norm(True, 1e-5, has_weight, has_bias), _layer_norm(False, 1e-5, has_weight, has_bias),
+    assert_three_way(_layer_norm(False, 1e-5, has_weight, has_bias), _layer_norm(True, 1e-5, has_weight, has_bias),
                      arrays)
 
 
@@ -47,7 +47,7 @@ def test_layer_norm_three_way(has_weight, has_bias, shape, data):
 def test_rms_norm_three_way(has_weight, shape, data):
     x = data.draw(float_arrays(shape)) + np.linspace(0.5, 1.5, shape[-1])
     arrays = [x] + _params(data, shape[-1], int(has_weight))
-    assert_three_way(_rms_norm(True, 1e-6, has_weight), _rms_norm(False, 1e-6, has_weight), arrays)
+    assert_three_way(_rms_norm(False, 1e-6, has_weight), _rms_norm(True, 1e-6, has_weight), arrays)
 
 
 @pytest.mark.parametrize("has_weight,has_bias", AFFINE)
@@ -91,16 +91,16 @@ def test_norms_at_extreme_magnitudes(magnitude):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 8)) * magnitude
     w = rng.standard_normal(8)
-    for fused_fn, composed_fn in [(lambda x, w: F.layer_norm(x, w, eps=0.0), lambda x, w: F.layer_norm(x, w, eps=0.0, fused=False)),
-                                  (lambda x, w: F.rms_norm(x, w, eps=0.0), lambda x, w: F.rms_norm(x, w, eps=0.0, fused=False))]:
+    for derived_fn, composed_fn in [(lambda x, w: F.layer_norm(x, w, eps=0.0), lambda x, w: F.layer_norm(x, w, eps=0.0, composed=True)),
+                                  (lambda x, w: F.rms_norm(x, w, eps=0.0), lambda x, w: F.rms_norm(x, w, eps=0.0, composed=True))]:
         gy = rng.standard_normal((3, 8))
-        y1, g1 = forward_backward(fused_fn, [x, w], gy)
+        y1, g1 = forward_backward(derived_fn, [x, w], gy)
         y2, g2 = forward_backward(composed_fn, [x, w], gy)
         assert_close_scaled(y1, y2, 1e-10, "output")
         for a, b in zip(g1, g2):
             assert_close_scaled(a, b, 1e-10, "gradient")
         # scale invariance: the normalised output does not depend on the magnitude
-        y_unit, _ = forward_backward(fused_fn, [x / magnitude, w], gy)
+        y_unit, _ = forward_backward(derived_fn, [x / magnitude, w], gy)
         assert_close_scaled(y1, y_unit, 1e-10, "output at unit scale")
 
 
@@ -114,7 +114,7 @@ def test_eps_keeps_a_constant_row_finite():
     y, (gx,) = forward_backward(lambda x: F.rms_norm(x, eps=1e-6), [np.zeros((2, 4))], np.ones((2, 4)))
     np.testing.assert_array_equal(y, 0)
     np.testing.assert_allclose(gx, 1 / np.sqrt(1e-6))   # d/dx of x / sqrt(eps) at x = 0
-    assert_three_way(lambda x: F.rms_norm(x, eps=1e-2), lambda x: F.rms_norm(x, eps=1e-2, fused=False),
+    assert_three_way(lambda x: F.rms_norm(x, eps=1e-2), lambda x: F.rms_norm(x, eps=1e-2, composed=True),
                      [np.zeros((2, 3))])
 
 
