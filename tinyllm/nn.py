@@ -40,7 +40,7 @@ from autograd import backend
 from autograd import functional as F
 from autograd.layers.embedding import EmbeddingFunction
 from autograd.layers.linear import LinearFunction
-from autograd.layers.norm import LayerNormFunction, RMSNormFunction, layer_norm_row, rms_norm_row
+from autograd.layers.norm import LayerNormFunction, RMSNormFunction
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")
@@ -366,7 +366,7 @@ class LayerNorm(Module):
 
     def forward_row(self, x):
         """forward on one vector x (C,)."""
-        return layer_norm_row(x, self.weight.data, None if self.bias is None else self.bias.data, self.eps)
+        return self.forward_arrays(x)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
@@ -389,7 +389,7 @@ class RMSNorm(Module):
 
     def forward_row(self, x):
         """forward on one vector x (C,)."""
-        return rms_norm_row(x, self.weight.data, self.eps)
+        return self.forward_arrays(x)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

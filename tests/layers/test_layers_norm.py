@@ -5,7 +5,6 @@ from hypothesis import given, strategies as st
 
 from autograd import Tensor
 from autograd import functional as F
-from autograd.layers.norm import layer_norm_row, rms_norm_row
 from autograd.testing import float_arrays, shapes
 from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
@@ -52,15 +51,22 @@ def test_rms_norm_three_way(has_weight, shape, data):
 
 @pytest.mark.parametrize("has_weight,has_bias", AFFINE)
 @given(C=st.integers(1, 9), data=st.data())
-def test_row_forms_equal_the_functions(has_weight, has_bias, C, data):
-    """layer_norm_row / rms_norm_row (one vector, scalar statistics) = the Functions' forward on one row."""
+def test_one_vector_is_one_row(has_weight, has_bias, C, data):
+    """A vector x (C,) (scalar statistics inside the Functions, for one-row decoding) gives the output
+    and gradients of the one-row matrix x[None] (column statistics), and passes the three-way check."""
     x = data.draw(float_arrays((C,))) + np.linspace(-1, 1, C)
-    w, b = _params(data, C, 2)
-    w, b = (w if has_weight else None), (b if has_bias else None)
-    ln = F.layer_norm(Tensor(x[None]), None if w is None else Tensor(w), None if b is None else Tensor(b), eps=1e-5)
-    np.testing.assert_allclose(layer_norm_row(x, w, b, 1e-5), ln.data[0], rtol=1e-12, atol=1e-12)
-    rms = F.rms_norm(Tensor(x[None]), None if w is None else Tensor(w), eps=1e-6)
-    np.testing.assert_allclose(rms_norm_row(x, w, 1e-6), rms.data[0], rtol=1e-12, atol=1e-12)
+    gy = np.linspace(-1, 2, C)
+    cases = [(_layer_norm(False, 1e-5, has_weight, has_bias), _layer_norm(True, 1e-5, has_weight, has_bias),
+              _params(data, C, has_weight + has_bias)),
+             (_rms_norm(False, 1e-6, has_weight), _rms_norm(True, 1e-6, has_weight), _params(data, C, int(has_weight)))]
+    for derived, composed, params in cases:
+        y_vec, g_vec = forward_backward(derived, [x] + params, gy)
+        y_row, g_row = forward_backward(derived, [x[None]] + params, gy[None])
+        assert_close_scaled(y_vec, y_row[0], 1e-12, "output")
+        assert_close_scaled(g_vec[0], g_row[0][0], 1e-12, "dx")
+        for i, (a, b) in enumerate(zip(g_vec[1:], g_row[1:])):
+            assert_close_scaled(a, b, 1e-12, f"gradient of parameter {i}")
+        assert_three_way(derived, composed, [x] + params)
 
 
 @given(x=float_arrays((2, 3, 5)), c=st.floats(0.01, 100.0))

@@ -141,6 +141,22 @@ def test_linear_three_way(with_bias, lead, n_in, n_out, data):
     assert_three_way(lambda *t: F.linear(*t), lambda *t: F.linear(*t, composed=True), arrays)
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_on_one_vector_is_a_matrix_vector_product(with_bias):
+    """x (in,) -> W x + b (one-row decoding's path), the one-row matrix's output and gradients."""
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(4), rng.standard_normal((3, 4))] + ([rng.standard_normal(3)] if with_bias else [])
+    gy = rng.standard_normal(3)
+    y_vec, g_vec = forward_backward(lambda *t: F.linear(*t), arrays, gy)
+    y_row, g_row = forward_backward(lambda *t: F.linear(*t), [arrays[0][None]] + arrays[1:], gy[None])
+    np.testing.assert_allclose(y_vec, arrays[1] @ arrays[0] + (arrays[2] if with_bias else 0), rtol=1e-14)
+    assert_close_scaled(y_vec, y_row[0], 1e-14, "output")
+    assert_close_scaled(g_vec[0], g_row[0][0], 1e-14, "dx")
+    for a, b in zip(g_vec[1:], g_row[1:]):
+        assert_close_scaled(a, b, 1e-14, "parameter gradient")
+    assert_three_way(lambda *t: F.linear(*t), lambda *t: F.linear(*t, composed=True), arrays)
+
+
 def test_linear_weight_only_and_extreme_values():
     rng = np.random.default_rng(1)
     x = Tensor(rng.standard_normal((2, 3, 4)) * 1e6)
