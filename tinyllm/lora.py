@@ -186,19 +186,6 @@ class LoRALinear(nn.Module):
 # ---- applying to a model -------------------------------------------------------------------
 
 
-def _parent_and_leaf(model: nn.Module, dotted: str):
-    modules = dict(model.named_modules())
-    parent_name, _, leaf = dotted.rpartition(".")
-    return modules[parent_name], leaf
-
-
-def _replace_child(parent: nn.Module, leaf: str, module: nn.Module) -> None:
-    """parent.<leaf> = module, keeping the child's place in the registration order (and so
-    the order of named_parameters(), which optimizers and checkpoints follow)."""
-    parent._modules[leaf] = module
-    object.__setattr__(parent, leaf, module)
-
-
 def _matches(name: str, target: str) -> bool:
     parent_name, _, leaf = name.rpartition(".")
     if target in TARGET_GROUPS:
@@ -250,9 +237,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig, freeze_base: bool = True) -
     if freeze_base:
         freeze(model)
     init_rng = np.random.default_rng(config.seed)
-    for name in names:
-        parent, leaf = _parent_and_leaf(model, name)
-        _replace_child(parent, leaf, LoRALinear(getattr(parent, leaf), config.rank, config.alpha, init_rng))
+    for name in names:   # set_submodule keeps each layer's place in the parameter order
+        model.set_submodule(name, LoRALinear(model.get_submodule(name), config.rank, config.alpha, init_rng))
     object.__setattr__(model, "lora_config", config)
     return names
 
@@ -284,8 +270,7 @@ def unmerge_lora(model: nn.Module) -> None:
 def remove_lora(model: nn.Module) -> None:
     """Replace every LoRALinear by a plain Linear (merge first to keep what the adapters learned)."""
     for name, layer in lora_layers(model):
-        parent, leaf = _parent_and_leaf(model, name)
-        _replace_child(parent, leaf, layer.to_linear())
+        model.set_submodule(name, layer.to_linear())
     if "lora_config" in model.__dict__:
         object.__delattr__(model, "lora_config")
 

@@ -163,6 +163,29 @@ class Module:
     def children(self):
         return iter(self._modules.values())
 
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at the dotted name `target` ('' is this module): get_submodule("blocks.0.attn")."""
+        module = self
+        for name in target.split(".") if target else ():
+            child = module._modules.get(name)
+            if child is None:
+                raise AttributeError(f"{type(self).__name__} has no submodule {target!r}: "
+                                     f"{type(module).__name__} has no child {name!r}")
+            module = child
+        return module
+
+    def set_submodule(self, target: str, module: "Module") -> None:
+        """Put `module` where the submodule `target` (a dotted name) is, in the same place of the
+        registration order, so named_parameters() keeps its order (optimizers and checkpoints follow it)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"set_submodule({target!r}, ...) needs a Module, got {type(module).__name__}")
+        parent_name, _, leaf = target.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if leaf not in parent._modules:
+            raise AttributeError(f"{type(self).__name__} has no submodule {target!r} to replace")
+        parent._modules[leaf] = module
+        object.__setattr__(parent, leaf, module)
+
     def named_parameters(self, prefix: str = ""):
         """(dotted name, Parameter) in definition order; a Parameter shared by two modules
         (tied embeddings) is listed once, under its first name."""

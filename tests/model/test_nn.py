@@ -181,3 +181,25 @@ def test_forward_row_is_forward_on_one_vector(dtype):
         out = layer.forward_row(x)
         assert out.shape == (layer.weight.shape[0],) and out.dtype == np.dtype(dtype), layer
         np.testing.assert_allclose(out, layer(Tensor(x[None], requires_grad=True)).data[0], rtol=tol, atol=tol)
+
+
+def test_get_and_set_submodule_keep_the_parameter_order():
+    """set_submodule replaces a module in place in the registration order (plain assignment would
+    move it to the end), so parameter names and order stay; get_submodule reads dotted names."""
+    model = Tiny()
+    names = [n for n, _ in model.named_parameters()]
+    assert model.get_submodule("") is model and model.get_submodule("norm") is model.norm
+    replacement = nn.LayerNorm(6, dtype="float64")
+    model.set_submodule("norm", replacement)
+    assert model.norm is replacement and model.get_submodule("norm") is replacement
+    assert [n for n, _ in model.named_parameters()] == names
+    inner = nn.Linear(6, 6, bias=False, dtype="float64")
+    model.set_submodule("layers.0", inner)
+    assert model.layers[0] is inner and model.get_submodule("layers.0") is inner
+    assert [n for n, _ in model.named_parameters()] == names
+    with pytest.raises(AttributeError, match="has no submodule 'nope'"):
+        model.get_submodule("nope")
+    with pytest.raises(AttributeError, match="no submodule 'nope' to replace"):
+        model.set_submodule("nope", replacement)
+    with pytest.raises(TypeError, match="needs a Module"):
+        model.set_submodule("norm", 3)
