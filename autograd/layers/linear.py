@@ -15,12 +15,13 @@ from ..function import Function
 class LinearFunction(Function):
     def forward(self, x, weight, bias=None):
         self.x_shape = x.shape
-        x2 = x.reshape(-1, x.shape[-1])                             # (N, in); one vector is N = 1
-        self.x2 = x2 if self.needs_input_grad[1] else None
         self.weight = weight if self.needs_input_grad[0] else None
-        if x.ndim == 1:
+        if x.ndim == 1:                                             # one vector: backward sees one row
+            self.x2 = x[None] if self.needs_input_grad[1] else None  # (1, in)
             y = weight @ x                                          # (out, in) @ (in,)
         else:
+            x2 = x.reshape(-1, x.shape[-1])                         # (N, in)
+            self.x2 = x2 if self.needs_input_grad[1] else None
             y = (x2 @ weight.T).reshape(*x.shape[:-1], weight.shape[0])   # (N, in) @ (in, out)
         if bias is not None:
             y += bias

@@ -42,7 +42,7 @@ def _row_mean(a):
     """mean over the last axis, keepdims: (..., C) -> (..., 1), a scalar for one vector (C,). The sum
     and division ndarray.mean does (the same numbers), without its Python-level bookkeeping (which
     dominates on one row)."""
-    if get_array_module(a) is not np:
+    if type(a) is not np.ndarray:                                    # CuPy
         return a.mean(axis=-1, keepdims=a.ndim > 1)
     if a.ndim == 1:
         return np.add.reduce(a) / a.shape[0]
@@ -52,11 +52,10 @@ def _row_mean(a):
 def _row_dot_mean(a, b):
     """mean over the last axis of a * b, keepdims, without an (..., C) temporary:
     (..., C), (..., C) -> (..., 1), a scalar for one vector (C,)."""
-    xp = get_array_module(a)
     C = a.shape[-1]
     if a.ndim == 1:
-        return xp.dot(a, b) / C
-    dots = xp.einsum("...c,...c->...", a, b)
+        return a.dot(b) / C
+    dots = get_array_module(a).einsum("...c,...c->...", a, b)
     return (dots / C)[..., None]
 
 
