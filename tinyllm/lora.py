@@ -109,14 +109,16 @@ def parse_targets(text: str) -> tuple:
 
 
 def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
-                scale: float) -> Tensor:
+                scale: float, linear=F.linear) -> Tensor:
     """x W^T + b + (x A^T) B^T * scale, composed from F.linear (its backward gives the gradients).
 
     x: (..., in), W: (out, in), A: (r, in), B: (out, r) -> (..., out)
+    linear(x, weight, bias=None): F.linear on Tensors; decoding (tinyllm/decode.py) passes the
+    same LinearFunction's forward on raw arrays, so the adapter's formula is written once.
     """
-    base = F.linear(x, weight, bias)                                      # (..., out)
-    low = F.linear(x, lora_A)                                             # (..., in) @ (in, r) -> (..., r)
-    return base + F.linear(low, lora_B) * scale                           # (..., r) @ (r, out) -> (..., out)
+    base = linear(x, weight, bias)                                        # (..., out)
+    low = linear(x, lora_A)                                               # (..., in) @ (in, r) -> (..., r)
+    return base + linear(low, lora_B) * scale                             # (..., r) @ (r, out) -> (..., out)
 
 
 class LoRALinear(nn.Module):
@@ -145,15 +147,6 @@ class LoRALinear(nn.Module):
         if self.merged:
             return F.linear(x, self.weight, self.bias)
         return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale)
-
-    def forward_arrays(self, x):
-        """The inference path on raw xp arrays (used by KV-cache decoding): forward without a graph."""
-        with no_grad():
-            return self.forward(Tensor.constant(x)).data
-
-    def forward_row(self, x):
-        """forward on one vector x (in,) (one-row decoding): forward_arrays on a one-row matrix."""
-        return self.forward_arrays(x[None])[0]
 
     def delta_weight(self):
         """scale * B A as an xp array (out, in): what merging adds to the weight."""

@@ -148,41 +148,6 @@ def test_linear_and_norm_gradients():
     assert check_backward(fn, [rng.standard_normal((4, 3))] + params).passed
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_arrays_is_forward_on_raw_arrays(dtype):
-    """Each layer's inference path runs the same Function forward: bitwise the same output, no graph."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 3, 6)).astype(dtype)
-    layers = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
-              nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype)]
-    for layer in layers:
-        for p in layer.parameters():                              # non-trivial norm weights and biases
-            p.data = rng.standard_normal(p.shape).astype(dtype)
-        out = layer.forward_arrays(x)
-        assert type(out) is np.ndarray and out.dtype == np.dtype(dtype)
-        assert np.array_equal(out, layer(Tensor(x, requires_grad=True)).data), layer
-    emb = nn.Embedding(7, 4, init_rng=rng, dtype=dtype)
-    idx = np.array([[0, 6, 6], [2, 1, 0]])
-    assert np.array_equal(emb.forward_arrays(idx), emb(idx).data)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_row_is_forward_on_one_vector(dtype):
-    """Linear and the norms on one vector (C,): forward's numbers to rounding (a matrix-vector
-    product and scalar statistics sum in another order), in the input's dtype."""
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal(6).astype(dtype) * 3 + 1
-    layers = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
-              nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype)]
-    tol = 1e-6 if dtype == "float32" else 1e-14
-    for layer in layers:
-        for p in layer.parameters():
-            p.data = rng.standard_normal(p.shape).astype(dtype)
-        out = layer.forward_row(x)
-        assert out.shape == (layer.weight.shape[0],) and out.dtype == np.dtype(dtype), layer
-        np.testing.assert_allclose(out, layer(Tensor(x[None], requires_grad=True)).data[0], rtol=tol, atol=tol)
-
-
 def test_get_and_set_submodule_keep_the_parameter_order():
     """set_submodule replaces a module in place in the registration order (plain assignment would
     move it to the end), so parameter names and order stay; get_submodule reads dotted names."""
