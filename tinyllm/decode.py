@@ -162,6 +162,14 @@ def cacheable(model) -> bool:
     return all(_knows(block) for block in model.blocks)
 
 
+def _check_cacheable(model) -> None:
+    for i, block in enumerate(model.blocks):
+        if not _knows(block):
+            kind = type(block).__name__ if type(block) is not Block else f"Block with a {type(block.attn).__name__}"
+            raise ValueError(f"decode: blocks.{i} is a {kind}, not a Block with a CausalSelfAttention, so it "
+                             "cannot read a KV cache; decode without a cache (generate does so by itself)")
+
+
 def attention(attn: CausalSelfAttention, x, cache_layer, start_pos: int):
     """attn on the raw array x (B, T, C), or one vector (C,), at positions start_pos ..;
     with cache_layer, the new keys and values are appended and every cached position is attended."""
@@ -193,14 +201,10 @@ def attention(attn: CausalSelfAttention, x, cache_layer, start_pos: int):
 def block_forward(block: Block, x, cache_layer, start_pos: int):
     """block on the raw array x (B, T, C) or (C,): x + attn(norm1(x)), then + mlp(norm2(x)).
 
-    A block this file does not know (module docstring) runs its own forward, on a whole
-    sequence without a cache only.
+    A block this file does not know (module docstring) runs its own forward: on a whole
+    sequence, without a cache (forward checks that first).
     """
     if not _knows(block):
-        if cache_layer is not None or start_pos:
-            raise ValueError(f"decode: a {type(block).__name__} block (or its attention) is not a Block with a "
-                             "CausalSelfAttention, so it cannot read a KV cache; decode without a cache "
-                             "(generate does so by itself for such a model)")
         return run(block, x)
     x = x + attention(block.attn, run(block.norm1, x), cache_layer, start_pos)
     return x + run(block.mlp, run(block.norm2, x))
@@ -233,6 +237,7 @@ def forward(model, idx, cache=None, last_only: bool = False, check: bool = True)
     if check:
         check_eval_mode(model, "decode.forward")
         if cache is not None:
+            _check_cacheable(model)
             cache.check_compatible(model, idx)
         idx = as_token_ids(idx, model.config, model.device, start_pos)
     x = run(model.wte, idx)                                                   # (B, T, C)
@@ -256,6 +261,7 @@ def forward_vector(model, token: int, cache, check: bool = True):
     pos = cache.length
     if check:
         check_eval_mode(model, "decode.forward_vector")
+        _check_cacheable(model)
         cache.check_compatible(model, np.zeros((1, 1), dtype=np.int64))
         check_token_ids(np.array([token]), c.vocab_size)
         if pos >= c.block_size:

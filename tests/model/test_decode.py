@@ -197,8 +197,10 @@ def test_a_block_decode_cannot_feed_from_a_cache_decodes_without_one():
     assert not decode.cacheable(model) and decode.cacheable(plain)
     idx = ids((2, 6))
     np.testing.assert_allclose(decode.forward(model, idx), model(idx)[0].data, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="MyAttention|cannot read a KV cache"):
-        decode.forward(model, idx, KVCache.for_model(model, 2))
+    cache = KVCache.for_model(model, 2)
+    with pytest.raises(ValueError, match="blocks.1 is a Block with a MyAttention, .* cannot read a KV cache"):
+        decode.forward(model, idx, cache)
+    assert cache.length == 0                                           # refused before any layer appended
     assert Decoder(model, 1).cache is None                             # generate recomputes each window
     kw = dict(max_new_tokens=12, temperature=1.0, seed=3)
     assert np.array_equal(model.generate([1, 2], **kw), model.generate([1, 2], use_cache=False, **kw))
