@@ -116,8 +116,8 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p
         return logits.argmax(axis=-1)
     z = _filter_logits_(logits / temperature, top_k, top_p)                     # (B, V), a fresh array
     z -= z.max(axis=-1, keepdims=True)
-    weights = np.exp(z, out=z)                                                   # softmax without the division:
-    cdf = np.cumsum(weights, axis=-1)                                            # the draw scales u by the total
+    weights = np.exp(z, out=z)                  # softmax without the division: the draw scales u by the total
+    cdf = np.add.accumulate(weights, axis=-1)   # np.cumsum's sums without its Python wrapper (3 us of ~50 a step)
     u = rng.random(weights.shape[0])[:, None] * cdf[:, -1:]                      # (B, 1) in [0, total)
     return (cdf > u).argmax(axis=-1)                                             # first token whose cdf passes u
 
@@ -168,22 +168,22 @@ class Decoder:
             return next_token_logits(self.model, window)                        # the reference: model forward
         if n == self.cached_until + 1 and self.cache.length == L - 1 and self.cache.length > 0:
             self.steps += 1                                                     # one new position:
-            new_ids = window[:, -1:]                                            # the cache is ours, so
-            V = self.model.config.vocab_size                                    # only its ids need a check
+            self.cached_until = n                                               # the cache is ours, so
+            new_ids = window[:, -1:]                                            # only its ids need a check
+            V = self.model.config.vocab_size
             if self.one_row:
                 token = int(new_ids[0, 0])
                 if not 0 <= token < V:
                     check_token_ids(new_ids, V)                                 # the error, with its message
-                logits = decode.forward_vector(self.model, token, self.cache, check=False)[None, None]
-            else:
-                check_token_ids(new_ids, V)
-                logits = decode.forward(self.model, backend.to_device(new_ids, self.device), self.cache,
-                                        last_only=True, check=False)            # (B, 1, V)
+                return decode.forward_vector(self.model, token, self.cache, check=False)[None].astype(np.float64)
+            check_token_ids(new_ids, V)
+            logits = decode.forward(self.model, backend.to_device(new_ids, self.device), self.cache,
+                                    last_only=True, check=False)                # (B, 1, V)
         else:
             self.refills += 1
             self.cache.reset()                                                  # prompt, or window refill
             logits = decode.forward(self.model, window, self.cache, last_only=True)
-        self.cached_until = n
+            self.cached_until = n
         return backend.to_numpy(logits[:, 0]).astype(np.float64)
 
 
