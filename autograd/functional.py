@@ -1,9 +1,10 @@
 """autograd.functional (F): the layers a language model needs, as functions on Tensors.
 
 Most are hand-derived Functions from `autograd.layers` (forward and backward side by
-side, with a page each in docs/derivations/). Where a layer has a `fused` flag,
-`fused=False` builds the same result from primitives instead: the reference the
-hand-derived backward is tested against, and a readable statement of the math.
+side, with a page each in docs/derivations/). Where a layer takes `composed`,
+`composed=True` builds the same result from primitives instead: the reference the
+hand-derived backward is tested against, and a readable statement of the math
+(`composed=False`, the default, is the hand-derived Function).
 
     F.softmax(x, axis=-1)            F.log_softmax(x, axis=-1)
     F.cross_entropy(logits, targets, ignore_index=-100, reduction="mean")
@@ -23,55 +24,51 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend, ops
-from .layers.activation import GELU_A, GELU_K, GeluErf, GeluTanh, Silu
-from .layers.attention import PackedSelfAttention, ScaledDotProductAttention, attention_probs, causal_mask
-from .layers.cross_entropy import CrossEntropy, check_reduction, check_targets
-from .layers.dropout import Dropout
-from .layers.embedding import Embedding
-from .layers.linear import Linear
-from .layers.norm import LayerNorm, RMSNorm
-from .layers.rope import Rope, rope_tables
-from .layers.softmax import LogSoftmax, Softmax
-from .layers.swiglu import SwiGLU
+from .layers.activation import GELU_A, GELU_K, GeluErfFunction, GeluTanhFunction, SiluFunction
+from .layers.attention import (PackedSelfAttentionFunction, ScaledDotProductAttentionFunction, attention_probs,
+                               causal_mask)
+from .layers.cross_entropy import CrossEntropyFunction, check_reduction, check_targets
+from .layers.dropout import DropoutFunction
+from .layers.embedding import EmbeddingFunction
+from .layers.linear import LinearFunction
+from .layers.norm import LayerNormFunction, RMSNormFunction
+from .layers.rope import RopeFunction, rope_tables
+from .layers.softmax import LogSoftmaxFunction, SoftmaxFunction
+from .layers.swiglu import SwiGLUFunction
 from .tensor import Tensor
 
 relu = ops.relu
 sigmoid = ops.sigmoid
 tanh = ops.tanh
 
-_default_generators: dict = {}
-
-
-def manual_seed(seed: int) -> None:
-    """Reseed the default generators used by dropout when no generator is passed."""
-    _default_generators.clear()
-    _default_generators["seed"] = seed
+_default_generators: dict = {}   # device -> the generator dropout draws from when none is passed
 
 
 def default_generator(device: str = "cpu"):
+    """The generator (seed 0) that dropout uses when the caller passes none; the model passes its own."""
     if device not in _default_generators:
-        _default_generators[device] = backend.new_generator(_default_generators.get("seed", 0), device)
+        _default_generators[device] = backend.new_generator(0, device)
     return _default_generators[device]
 
 
 # ---- softmax family --------------------------------------------------------------------
 
-def softmax(x: Tensor, axis: int = -1, fused: bool = True) -> Tensor:
-    if fused:
-        return Softmax.apply(x, axis=axis)
-    e = ops.exp(x - ops.max(x, axis=axis, keepdims=True).detach())  # the max is a constant shift
-    return e / ops.sum(e, axis=axis, keepdims=True)
+def softmax(x: Tensor, axis: int = -1, composed: bool = False) -> Tensor:
+    if composed:
+        e = ops.exp(x - ops.max(x, axis=axis, keepdims=True).detach())  # the max is a constant shift
+        return e / ops.sum(e, axis=axis, keepdims=True)
+    return SoftmaxFunction.apply(x, axis=axis)
 
 
-def log_softmax(x: Tensor, axis: int = -1, fused: bool = True) -> Tensor:
-    if fused:
-        return LogSoftmax.apply(x, axis=axis)
-    shifted = x - ops.max(x, axis=axis, keepdims=True).detach()
-    return shifted - ops.log(ops.sum(ops.exp(shifted), axis=axis, keepdims=True))
+def log_softmax(x: Tensor, axis: int = -1, composed: bool = False) -> Tensor:
+    if composed:
+        shifted = x - ops.max(x, axis=axis, keepdims=True).detach()
+        return shifted - ops.log(ops.sum(ops.exp(shifted), axis=axis, keepdims=True))
+    return LogSoftmaxFunction.apply(x, axis=axis)
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean",
-                  fused: bool = True) -> Tensor:
+                  composed: bool = False) -> Tensor:
     """Mean (or sum, or per-position) negative log-likelihood of integer `targets` under softmax(logits).
 
     logits: (..., V) floats; targets: (...) ints in [0, V) or ignore_index.
@@ -81,13 +78,13 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     check_reduction(reduction)
     if not np.issubdtype(targets.dtype, np.integer):
         raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
-    if fused:
-        return CrossEntropy.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
+    if not composed:
+        return CrossEntropyFunction.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
     xp = logits.xp
     V = logits.shape[-1]
     t = targets.data.reshape(-1)
     valid = t != ignore_index
-    logp = log_softmax(logits.reshape(-1, V), axis=-1, fused=False)       # (N, V)
+    logp = log_softmax(logits.reshape(-1, V), axis=-1, composed=True)     # (N, V)
     picked = logp[xp.arange(t.shape[0]), xp.where(valid, t, 0)]           # (N,)
     losses = -ops.where(valid, picked, 0.0)
     if reduction == "none":
@@ -99,23 +96,23 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
 
 # ---- activations -----------------------------------------------------------------------
 
-def gelu(x: Tensor, approximate: str = "tanh", fused: bool = True) -> Tensor:
+def gelu(x: Tensor, approximate: str = "tanh", composed: bool = False) -> Tensor:
     """GELU; approximate="tanh" (GPT-2's) or "none" (exact, with erf)."""
     if approximate not in ("tanh", "none"):
         raise ValueError(f"gelu: approximate={approximate!r}; use 'tanh' or 'none'")
     if approximate == "none":
-        if fused:
-            return GeluErf.apply(x)
-        raise ValueError("gelu: the exact (erf) form has no composed path: erf is not a primitive")
-    if fused:
-        return GeluTanh.apply(x)
-    return 0.5 * x * (1 + ops.tanh(GELU_K * (x + GELU_A * x * x * x)))
+        if composed:
+            raise ValueError("gelu: the exact (erf) form has no composed path: erf is not a primitive")
+        return GeluErfFunction.apply(x)
+    if composed:
+        return 0.5 * x * (1 + ops.tanh(GELU_K * (x + GELU_A * x * x * x)))
+    return GeluTanhFunction.apply(x)
 
 
-def silu(x: Tensor, fused: bool = True) -> Tensor:
-    if fused:
-        return Silu.apply(x)
-    return x * ops.sigmoid(x)
+def silu(x: Tensor, composed: bool = False) -> Tensor:
+    if composed:
+        return x * ops.sigmoid(x)
+    return SiluFunction.apply(x)
 
 
 # ---- dropout, embedding, linear --------------------------------------------------------
@@ -127,7 +124,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     if not training or p == 0.0:
         return x
     gen = generator if generator is not None else default_generator(x.device)
-    return Dropout.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
+    return DropoutFunction.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
 
 
 def embedding(idx, weight: Tensor) -> Tensor:
@@ -139,24 +136,24 @@ def embedding(idx, weight: Tensor) -> Tensor:
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
         bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
         raise ValueError(f"embedding: id {bad} is outside the vocabulary [0, {V})")
-    return Embedding.apply(weight, Tensor.constant(ids))
+    return EmbeddingFunction.apply(weight, Tensor.constant(ids))
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, fused: bool = True) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, composed: bool = False) -> Tensor:
     """x @ weight.T + bias, weight stored (out, in)."""
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {tuple(x.shape)}) "
                          f"but the weight {tuple(weight.shape)} expects {weight.shape[1]}")
-    if fused:
-        return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
-    y = x @ ops.transpose(weight)
-    return y if bias is None else y + bias
+    if composed:
+        y = x @ ops.transpose(weight)
+        return y if bias is None else y + bias
+    return LinearFunction.apply(x, weight) if bias is None else LinearFunction.apply(x, weight, bias)
 
 
 # =======================================================================================
 # ---- transformer layers: normalisation, attention, rotary embedding, SwiGLU ------------
 # Hand-derived Functions live in autograd/layers/{norm,attention,rope,swiglu}.py, each with
-# a page in docs/derivations/. `fused=False` composes the same math from primitives: the
+# a page in docs/derivations/. `composed=True` builds the same math from primitives: the
 # reference the hand-derived backward is tested against.
 # =======================================================================================
 
@@ -172,7 +169,7 @@ def _check_eps(op: str, eps: float) -> None:
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5,
-               fused: bool = True) -> Tensor:
+               composed: bool = False) -> Tensor:
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (population variance).
 
     x: (..., C); weight, bias: (C,) or None.
@@ -180,49 +177,51 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     _check_eps("layer_norm", eps)
     _check_last_axis_param("layer_norm", "weight", weight, x)
     _check_last_axis_param("layer_norm", "bias", bias, x)
-    if fused:
-        return _fused_layer_norm(x, weight, bias, eps)
-    centered = x - ops.mean(x, axis=-1, keepdims=True)
-    variance = ops.mean(centered * centered, axis=-1, keepdims=True)
-    y = centered / ops.sqrt(variance + eps)
-    if weight is not None:
-        y = y * weight
-    return y if bias is None else y + bias
+    if composed:
+        centered = x - ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.mean(centered * centered, axis=-1, keepdims=True)
+        y = centered / ops.sqrt(variance + eps)
+        if weight is not None:
+            y = y * weight
+        return y if bias is None else y + bias
+    params = [p for p in (weight, bias) if p is not None]
+    return LayerNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
 
 
-def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6, fused: bool = True) -> Tensor:
+def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6, composed: bool = False) -> Tensor:
     """x / sqrt(mean(x^2) + eps) * weight over the last axis.  x: (..., C); weight: (C,) or None."""
     _check_eps("rms_norm", eps)
     _check_last_axis_param("rms_norm", "weight", weight, x)
-    if fused:
-        return _fused_rms_norm(x, weight, eps)
-    y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + eps)
-    return y if weight is None else y * weight
+    if composed:
+        y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + eps)
+        return y if weight is None else y * weight
+    params = [] if weight is None else [weight]
+    return RMSNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None)
 
 
-def swiglu(gate: Tensor, up: Tensor, fused: bool = True) -> Tensor:
+def swiglu(gate: Tensor, up: Tensor, composed: bool = False) -> Tensor:
     """silu(gate) * up, elementwise (the MLP does the projections)."""
     if tuple(gate.shape) != tuple(up.shape):
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have the same shape")
-    if fused:
-        return _fused_swiglu(gate, up)
-    return silu(gate, fused=False) * up
+    if composed:
+        return silu(gate, composed=True) * up
+    return SwiGLUFunction.apply(gate, up)
 
 
-def rope(x: Tensor, theta: float = 10000.0, offset: int = 0, fused: bool = True) -> Tensor:
+def rope(x: Tensor, theta: float = 10000.0, offset: int = 0, composed: bool = False) -> Tensor:
     """Rotary position embedding, "rotate_half" layout (GPT-NeoX / Hugging Face Llama).
 
     x: (B, nh, T, hs), hs even. Position t (counted from `offset`) rotates the pair
     (x_i, x_{i+hs/2}) by the angle (offset + t) * theta^(-2i/hs).
     """
     _check_rope_input(x, theta, offset)
-    if fused:
-        return _fused_rope(x, theta, offset)
-    cos, sin = _rope_tables_full(x, theta, offset)                       # (T, hs) each
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]                                # (B, nh, T, hs/2)
-    rotated_half = ops.concatenate([-x2, x1], axis=-1)                   # (B, nh, T, hs)
-    return x * cos + rotated_half * sin
+    if composed:
+        cos, sin = _rope_tables_full(x, theta, offset)                   # (T, hs) each
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]                            # (B, nh, T, hs/2)
+        rotated_half = ops.concatenate([-x2, x1], axis=-1)               # (B, nh, T, hs)
+        return x * cos + rotated_half * sin
+    return RopeFunction.apply(x, theta=theta, offset=int(offset))
 
 
 def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scale: float | None = None) -> Tensor:
@@ -235,7 +234,7 @@ def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scal
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, mask=None,
-                                 dropout_p: float = 0.0, generator=None, fused: bool = True,
+                                 dropout_p: float = 0.0, generator=None, composed: bool = False,
                                  scale: float | None = None) -> Tensor:
     """softmax(q k^T * scale + masks) v, with grouped-query heads, padding mask and dropout.
 
@@ -258,25 +257,26 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         B, nh, T, _ = q.shape
         gen = generator if generator is not None else default_generator(q.device)
         keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen)
-    if fused:
-        return _fused_attention(q, k, v, allowed, scale, keep_scaled)
-    probs = _composed_attention_probs(q, k, allowed, scale)            # (B, nh, T, S)
-    if keep_scaled is not None:
-        probs = probs * Tensor.constant(keep_scaled)
-    return probs @ _repeat_kv(v, q.shape[1])                            # (B, nh, T, S) @ (B, nh, S, hs)
+    if composed:
+        probs = _composed_attention_probs(q, k, allowed, scale)        # (B, nh, T, S)
+        if keep_scaled is not None:
+            probs = probs * Tensor.constant(keep_scaled)
+        return probs @ _repeat_kv(v, q.shape[1])                        # (B, nh, T, S) @ (B, nh, S, hs)
+    return ScaledDotProductAttentionFunction.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
 
 
 CAUSAL_BLOCK = 32  # query rows per block in packed_self_attention's causal block path
 
 
 def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None, causal: bool = True,
-                          dropout_p: float = 0.0, generator=None, fused: bool = True,
+                          dropout_p: float = 0.0, generator=None, composed: bool = False,
                           scale: float | None = None) -> Tensor:
     """Causal self-attention on a fused QKV projection: (B, T, (nh + 2 nkv) hs) -> (B, T, nh hs).
 
     The columns of `qkv` are [q heads | k heads | v heads], hs each, as the model's c_attn
     produces them. Equal to splitting the heads, calling scaled_dot_product_attention and
-    merging the heads again; the fused path does it without the slicing and transposes.
+    merging the heads again (which composed=True does); the hand-derived Function does it
+    without the slicing and transposes.
     """
     n_kv_head = n_head if n_kv_head is None else n_kv_head
     if qkv.ndim != 3 or n_head <= 0 or n_kv_head <= 0 or qkv.shape[-1] % (n_head + 2 * n_kv_head):
@@ -284,11 +284,11 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
                          f"for n_head={n_head}, n_kv_head={n_kv_head}")
     B, T, W = qkv.shape
     hs = W // (n_head + 2 * n_kv_head)
-    if not fused:
+    if composed:
         heads = qkv.reshape(B, T, n_head + 2 * n_kv_head, hs).transpose(1, 2)   # (B, nh + 2 nkv, T, hs)
         q, k, v = heads[:, :n_head], heads[:, n_head:n_head + n_kv_head], heads[:, n_head + n_kv_head:]
         y = scaled_dot_product_attention(q, k, v, causal=causal, dropout_p=dropout_p, generator=generator,
-                                         fused=False, scale=scale)               # (B, nh, T, hs)
+                                         composed=True, scale=scale)             # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, n_head * hs)
     if n_head % n_kv_head:
         raise ValueError(f"packed_self_attention: n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
@@ -302,8 +302,8 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
         gen = generator if generator is not None else default_generator(qkv.device)
         keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen)
     scale = 1.0 / float(np.sqrt(hs)) if scale is None else float(scale)
-    return PackedSelfAttention.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
-                                     scale=scale, keep_scaled=keep_scaled, causal_blocks=blocks)
+    return PackedSelfAttentionFunction.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
+                                             scale=scale, keep_scaled=keep_scaled, causal_blocks=blocks)
 
 
 def dropout_scaled_mask(shape, dtype, p: float, generator):
@@ -313,28 +313,6 @@ def dropout_scaled_mask(shape, dtype, p: float, generator):
 
 
 # ---- helpers of the transformer layers --------------------------------------------------
-
-def _fused_layer_norm(x, weight, bias, eps):
-    params = [p for p in (weight, bias) if p is not None]
-    return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
-
-
-def _fused_rms_norm(x, weight, eps):
-    params = [] if weight is None else [weight]
-    return RMSNorm.apply(x, *params, eps=eps, has_weight=weight is not None)
-
-
-def _fused_swiglu(gate, up):
-    return SwiGLU.apply(gate, up)
-
-
-def _fused_rope(x, theta, offset):
-    return Rope.apply(x, theta=theta, offset=int(offset))
-
-
-def _fused_attention(q, k, v, allowed, scale, keep_scaled):
-    return ScaledDotProductAttention.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
-
 
 def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
     op = "scaled_dot_product_attention"
@@ -398,13 +376,13 @@ def _composed_attention_probs(q: Tensor, k: Tensor, allowed, scale: float) -> Te
     S = k.shape[2]
     scores = (q @ ops.transpose(_repeat_kv(k, nh))) * scale              # (B, nh, T, hs) @ (B, nh, hs, S)
     if allowed is None:
-        return softmax(scores, axis=-1, fused=False)
+        return softmax(scores, axis=-1, composed=True)
     xp = q.xp
     allowed = xp.broadcast_to(allowed, (B, nh, T, S))
     live = allowed.any(axis=-1, keepdims=True)                           # (B, nh, T, 1): rows with a key
     # A dead row attends everything (finite softmax) and is then multiplied by 0.
     scores = ops.masked_fill(scores, ~(allowed | ~live), -np.inf)
-    probs = softmax(scores, axis=-1, fused=False)
+    probs = softmax(scores, axis=-1, composed=True)
     return probs * Tensor.constant(live.astype(q.dtype))
 
 

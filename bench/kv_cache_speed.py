@@ -1,9 +1,10 @@
 """KV-cache sampling vs full recompute: 256 new tokens with the baby shape, same seed, same tokens.
 
 Both runs call `model.generate` with the same arguments (temperature 0.8, top_k 50, seed 0,
-a 1-token prompt); one decodes with the KV cache, the other recomputes the whole context
-window at every step (`use_cache=False`, the same windows, so the tokens must be equal and
-the script asserts it). A third column recomputes nanoGPT's window (the last block_size
+a 1-token prompt); one decodes with the KV cache (tinyllm/decode.py: the layers' Functions
+on raw arrays, on vectors for one row), the other recomputes the whole context window at
+every step through the model's forward (`use_cache=False`, the same windows, so the tokens
+must be equal and the script asserts it). A third column recomputes nanoGPT's window (the last block_size
 tokens, `window_keep=block_size`): a different conditioning rule, so its tokens differ;
 it is shown because it is the usual baseline. Runs alternate, best of --repeats, so drift
 on a shared machine cancels.

@@ -24,7 +24,6 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("autograd", "tinyllm", "parallel")
@@ -187,12 +186,10 @@ def _cycles(graph: dict) -> list:
     return components
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the restructuring is under way")
 def test_no_import_cycles():
     assert violations()["cycles"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the restructuring is under way")
 def test_no_private_names_across_modules():
     assert violations()["private"] == []
 

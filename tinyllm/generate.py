@@ -1,4 +1,4 @@
-"""Sampling from a GPT, and the KV cache that makes it fast.
+"""Sampling from a GPT: the context window, the KV-cache decoder and the draw.
 
     out = generate(model, idx, max_new_tokens=100, temperature=0.8, top_k=50, top_p=None, seed=0)
     out = model.generate(...)        # the same
@@ -8,15 +8,15 @@ Generator seeded by `seed`, so the same call gives the same tokens. The next-tok
 distribution is computed in float64 on the host (B x V numbers per step), so the draw is
 the same on CPU and GPU for the same logits.
 
-KV cache: every attention layer keeps the keys and values of the positions it has seen in
-preallocated buffers (B, nkv, block_size, hs); a decoding step feeds only the newest
-token and attends to the cached keys, so a step costs one position instead of a whole
-window. The logits are those of a full recompute of the same context (tested at every
-step, in float64, to ~1e-10). The cached decoder runs the model's inference path
-(`model.forward_arrays`: the same layer Functions on raw arrays, no Tensors or graph; for
-one row on the CPU, `model.forward_row`, the same layers on vectors) and checks each step's
-new ids only, since the cache is its own; `use_cache=False` calls `model(...)` itself, the
-reference both are compared with.
+KV cache: every attention layer keeps the keys and values of the positions it has seen
+(tinyllm/kvcache.py); a decoding step feeds only the newest token and attends to the cached
+keys, so a step costs one position instead of a whole window. The cached steps run
+tinyllm/decode.py (the model's layers' Functions on raw arrays; for one row on the CPU, on
+vectors) and check each step's new ids only, since the cache is the decoder's own. The
+logits are those of a full recompute of the same context (tested at every step, in float64,
+to ~1e-10). `use_cache=False` calls the model's own forward: the reference both are
+compared with, and what a model whose blocks decode.py cannot feed from a cache gets
+anyway (`decode.cacheable`).
 
 The context window past block_size (one rule for both paths, so `use_cache` changes the
 speed, never the result). A model sees at most block_size = W positions. Simply keeping
@@ -43,109 +43,15 @@ from __future__ import annotations
 import numpy as np
 
 from autograd import backend, no_grad
+from autograd.layers.softmax import stable_softmax
 from autograd.tensor import Tensor
-from autograd import ops
 
-from .model import check_token_ids
+from . import decode
+from .config import check_token_ids
+from .kvcache import KVCache
 
-
-class KVCacheLayer:
-    """The cached keys and values of one attention layer: (B, nkv, block_size, hs) each."""
-
-    def __init__(self, batch_size: int, n_kv_head: int, max_length: int, head_size: int, dtype, xp):
-        self.k = xp.zeros((batch_size, n_kv_head, max_length, head_size), dtype=dtype)
-        self.v = xp.zeros_like(self.k)
-        self.max_length = max_length
-        self.length = 0
-
-    def append(self, k: Tensor, v: Tensor, start_pos: int):
-        """Store k, v (B, nkv, T, hs) at positions [length, length + T); return the keys and
-        values of all positions so far, (B, nkv, length + T, hs) each.
-
-        When k and v carry gradients (a cached forward under autograd), the new positions are
-        concatenated as Tensors so their gradients flow; earlier positions are constants.
-        """
-        L = self.length
-        all_k, all_v = self.append_arrays(k.data, v.data, start_pos)
-        if k.requires_grad or v.requires_grad:
-            past_k = Tensor.constant(self.k[:, :, :L])
-            past_v = Tensor.constant(self.v[:, :, :L])
-            return ops.concatenate([past_k, k], axis=2), ops.concatenate([past_v, v], axis=2)
-        return Tensor.constant(all_k), Tensor.constant(all_v)
-
-    def append_arrays(self, k, v, start_pos: int):
-        """append on raw arrays: store k, v (B, nkv, T, hs); return views of the buffers
-        holding every position so far, (B, nkv, length + T, hs) each."""
-        L, T = self.length, k.shape[2]
-        if start_pos != L:
-            raise ValueError(f"KV cache holds {L} positions but the input starts at position {start_pos}; "
-                             "feed tokens in order, or reset() the cache")
-        if L + T > self.max_length:
-            raise ValueError(f"KV cache overflow: {L} cached + {T} new positions > block_size={self.max_length}; "
-                             "reset() the cache and refill it with a cropped context")
-        self.k[:, :, L:L + T] = k
-        self.v[:, :, L:L + T] = v
-        self.length = L + T
-        return self.k[:, :, :L + T], self.v[:, :, :L + T]
-
-    def reset(self) -> None:
-        self.length = 0
-
-
-class KVCache:
-    """Per-layer key/value buffers for incremental decoding with one model.
-
-        cache = KVCache.for_model(model, batch_size=B)
-        logits, _ = model(prompt, kv_cache=cache)         # prefill: cache.length == T
-        logits, _ = model(next_ids[:, None], kv_cache=cache)  # one step: cache.length == T + 1
-    """
-
-    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_length: int, head_size: int,
-                 dtype="float32", device: str = "cpu"):
-        xp = backend.module_for(device)
-        self.batch_size = batch_size
-        self.dtype = np.dtype(dtype)
-        self.device = device
-        self.layers = [KVCacheLayer(batch_size, n_kv_head, max_length, head_size, self.dtype, xp)
-                       for _ in range(n_layer)]
-
-    @classmethod
-    def for_model(cls, model, batch_size: int, max_length: int | None = None) -> "KVCache":
-        """A cache for `model`, holding up to max_length positions (default and at most block_size)."""
-        c = model.config
-        max_length = c.block_size if max_length is None else min(max_length, c.block_size)
-        return cls(c.n_layer, batch_size, c.num_kv_heads, max_length, c.head_size,
-                   dtype=model.wte.weight.dtype, device=model.wte.weight.device)
-
-    @property
-    def length(self) -> int:
-        """Positions cached (the same in every layer between forward passes)."""
-        return self.layers[0].length if self.layers else 0
-
-    @property
-    def max_length(self) -> int:
-        return self.layers[0].max_length
-
-    def reset(self) -> None:
-        for layer in self.layers:
-            layer.reset()
-
-    def check_compatible(self, model, idx) -> None:
-        c = model.config
-        shape = tuple(getattr(idx, "shape", np.shape(idx)))
-        problems = []
-        if len(self.layers) != c.n_layer:
-            problems.append(f"{len(self.layers)} layers, the model has {c.n_layer}")
-        if len(shape) == 2 and shape[0] != self.batch_size:
-            problems.append(f"batch size {self.batch_size}, the input has {shape[0]} rows")
-        if self.dtype != model.wte.weight.dtype:
-            problems.append(f"dtype {self.dtype}, the model is {model.wte.weight.dtype}")
-        if self.layers and (self.layers[0].k.shape[1], self.layers[0].k.shape[3]) != (c.num_kv_heads, c.head_size):
-            problems.append(f"{self.layers[0].k.shape[1]} kv heads of size {self.layers[0].k.shape[3]}, "
-                            f"the model has {c.num_kv_heads} of size {c.head_size}")
-        if problems:
-            raise ValueError("KV cache does not fit this model: " + "; ".join(problems)
-                             + "; make one with KVCache.for_model(model, batch_size)")
+__all__ = ["Decoder", "KVCache", "context_length", "default_window_keep", "filter_logits", "generate",
+           "next_token_logits", "sample_next"]   # KVCache lives in kvcache.py; importing it from here still works
 
 
 # ---- the context window ------------------------------------------------------------------------
@@ -190,7 +96,7 @@ def _filter_logits_(z: np.ndarray, top_k: int | None, top_p: float | None) -> np
         kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k:V - top_k + 1]    # (B, 1)
         np.copyto(z, -np.inf, where=z < kth)
     if top_p is not None and top_p < 1.0:
-        probs = _softmax(z)
+        probs = stable_softmax(z)
         order = np.argsort(-probs, axis=-1, kind="stable")                       # (B, V) most likely first
         sorted_probs = np.take_along_axis(probs, order, axis=-1)
         mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs            # mass of strictly likelier tokens
@@ -202,11 +108,6 @@ def _filter_logits_(z: np.ndarray, top_k: int | None, top_p: float | None) -> np
     return z
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
                 rng: np.random.Generator) -> np.ndarray:
     """One token id per row of logits (B, V): argmax when temperature is 0, else a draw."""
@@ -215,27 +116,20 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p
         return logits.argmax(axis=-1)
     z = _filter_logits_(logits / temperature, top_k, top_p)                     # (B, V), a fresh array
     z -= z.max(axis=-1, keepdims=True)
-    weights = np.exp(z, out=z)                                                   # softmax without the division:
-    cdf = np.cumsum(weights, axis=-1)                                            # the draw scales u by the total
+    weights = np.exp(z, out=z)                  # softmax without the division: the draw scales u by the total
+    cdf = np.add.accumulate(weights, axis=-1)   # np.cumsum's sums without its Python wrapper (3 us of ~50 a step)
     u = rng.random(weights.shape[0])[:, None] * cdf[:, -1:]                      # (B, 1) in [0, total)
     return (cdf > u).argmax(axis=-1)                                             # first token whose cdf passes u
 
 
 # ---- decoding --------------------------------------------------------------------------------------
 
-def next_token_logits(model, ids, kv_cache: KVCache | None = None) -> np.ndarray:
-    """Logits for the token after ids (B, T), as float64 NumPy (B, V).
-
-    The pieces of GPT.forward, with the head applied to the last position only.
-    With kv_cache, ids continue the cached positions and are added to the cache.
-    """
-    start_pos = 0
-    if kv_cache is not None:
-        kv_cache.check_compatible(model, ids)
-        start_pos = kv_cache.length
-    x = model.embed(ids, start_pos)                                              # (B, T, C)
-    for i, block in enumerate(model.blocks):
-        x = block(x, None if kv_cache is None else kv_cache.layers[i], start_pos)
+def next_token_logits(model, ids) -> np.ndarray:
+    """Logits for the token after ids (B, T), as float64 NumPy (B, V), from the model's own forward:
+    the pieces of GPT.forward, with the head applied to the last position only."""
+    x = model.embed(ids)                                                         # (B, T, C)
+    for block in model.blocks:
+        x = block(x)
     logits = model.head(x[:, -1:, :])                                            # (B, 1, V)
     return backend.to_numpy(logits.data[:, 0]).astype(np.float64)
 
@@ -248,8 +142,9 @@ class Decoder:
 
     Calls with n growing by one reuse the cache (one new position per call); any other call,
     and a full cache, refills it from the context window (module docstring). Without the
-    cache every call recomputes the window. `refills` and `steps` count the two kinds of
-    cached calls (for tests and measurements).
+    cache (use_cache=False, or a model decode.py cannot feed from one) every call recomputes
+    the window. `refills` and `steps` count the two kinds of cached calls (for tests and
+    measurements).
     """
 
     def __init__(self, model, batch_size: int, use_cache: bool = True, window_keep: int | None = None,
@@ -259,9 +154,10 @@ class Decoder:
         if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= W:
             raise ValueError(f"window_keep={window_keep!r} must be an integer in [1, block_size={W}]")
         self.model, self.block_size, self.keep = model, W, int(keep)
+        use_cache = use_cache and decode.cacheable(model)
         self.cache = KVCache.for_model(model, batch_size, max_length) if use_cache else None
-        self.device = model.wte.weight.device
-        self.one_row = batch_size == 1 and self.device == "cpu"   # steps through model.forward_row
+        self.device = model.device
+        self.one_row = batch_size == 1 and self.device == "cpu"   # steps through decode.forward_vector
         self.cached_until = 0          # the cache holds the window that ends before token cached_until
         self.refills = self.steps = 0
 
@@ -272,18 +168,22 @@ class Decoder:
             return next_token_logits(self.model, window)                        # the reference: model forward
         if n == self.cached_until + 1 and self.cache.length == L - 1 and self.cache.length > 0:
             self.steps += 1                                                     # one new position:
-            new_ids = window[:, -1:]                                            # the cache is ours, so
-            check_token_ids(new_ids, self.model.config.vocab_size)              # only its ids need a check
+            self.cached_until = n                                               # the cache is ours, so
+            new_ids = window[:, -1:]                                            # only its ids need a check
+            V = self.model.config.vocab_size
             if self.one_row:
-                logits = self.model.forward_row(int(new_ids[0, 0]), self.cache, validate=False)[None, None]
-            else:
-                logits = self.model.forward_arrays(backend.to_device(new_ids, self.device), self.cache,
-                                                   last_only=True, validate=False)  # (B, 1, V)
+                token = int(new_ids[0, 0])
+                if not 0 <= token < V:
+                    check_token_ids(new_ids, V)                                 # the error, with its message
+                return decode.forward_vector(self.model, token, self.cache, check=False)[None].astype(np.float64)
+            check_token_ids(new_ids, V)
+            logits = decode.forward(self.model, backend.to_device(new_ids, self.device), self.cache,
+                                    last_only=True, check=False)                # (B, 1, V)
         else:
             self.refills += 1
             self.cache.reset()                                                  # prompt, or window refill
-            logits = self.model.forward_arrays(window, self.cache, last_only=True)
-        self.cached_until = n
+            logits = decode.forward(self.model, window, self.cache, last_only=True)
+            self.cached_until = n
         return backend.to_numpy(logits[:, 0]).astype(np.float64)
 
 

@@ -109,14 +109,16 @@ def parse_targets(text: str) -> tuple:
 
 
 def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
-                scale: float) -> Tensor:
+                scale: float, linear=F.linear) -> Tensor:
     """x W^T + b + (x A^T) B^T * scale, composed from F.linear (its backward gives the gradients).
 
     x: (..., in), W: (out, in), A: (r, in), B: (out, r) -> (..., out)
+    linear(x, weight, bias=None): F.linear on Tensors; decoding (tinyllm/decode.py) passes the
+    same LinearFunction's forward on raw arrays, so the adapter's formula is written once.
     """
-    base = F.linear(x, weight, bias)                                      # (..., out)
-    low = F.linear(x, lora_A)                                             # (..., in) @ (in, r) -> (..., r)
-    return base + F.linear(low, lora_B) * scale                           # (..., r) @ (r, out) -> (..., out)
+    base = linear(x, weight, bias)                                        # (..., out)
+    low = linear(x, lora_A)                                               # (..., in) @ (in, r) -> (..., r)
+    return base + linear(low, lora_B) * scale                             # (..., r) @ (r, out) -> (..., out)
 
 
 class LoRALinear(nn.Module):
@@ -145,15 +147,6 @@ class LoRALinear(nn.Module):
         if self.merged:
             return F.linear(x, self.weight, self.bias)
         return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale)
-
-    def forward_arrays(self, x):
-        """The inference path on raw xp arrays (used by KV-cache decoding): forward without a graph."""
-        with no_grad():
-            return self.forward(Tensor.constant(x)).data
-
-    def forward_row(self, x):
-        """forward on one vector x (in,) (one-row decoding): forward_arrays on a one-row matrix."""
-        return self.forward_arrays(x[None])[0]
 
     def delta_weight(self):
         """scale * B A as an xp array (out, in): what merging adds to the weight."""
@@ -184,19 +177,6 @@ class LoRALinear(nn.Module):
 
 
 # ---- applying to a model -------------------------------------------------------------------
-
-
-def _parent_and_leaf(model: nn.Module, dotted: str):
-    modules = dict(model.named_modules())
-    parent_name, _, leaf = dotted.rpartition(".")
-    return modules[parent_name], leaf
-
-
-def _replace_child(parent: nn.Module, leaf: str, module: nn.Module) -> None:
-    """parent.<leaf> = module, keeping the child's place in the registration order (and so
-    the order of named_parameters(), which optimizers and checkpoints follow)."""
-    parent._modules[leaf] = module
-    object.__setattr__(parent, leaf, module)
 
 
 def _matches(name: str, target: str) -> bool:
@@ -250,9 +230,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig, freeze_base: bool = True) -
     if freeze_base:
         freeze(model)
     init_rng = np.random.default_rng(config.seed)
-    for name in names:
-        parent, leaf = _parent_and_leaf(model, name)
-        _replace_child(parent, leaf, LoRALinear(getattr(parent, leaf), config.rank, config.alpha, init_rng))
+    for name in names:   # set_submodule keeps each layer's place in the parameter order
+        model.set_submodule(name, LoRALinear(model.get_submodule(name), config.rank, config.alpha, init_rng))
     object.__setattr__(model, "lora_config", config)
     return names
 
@@ -284,8 +263,7 @@ def unmerge_lora(model: nn.Module) -> None:
 def remove_lora(model: nn.Module) -> None:
     """Replace every LoRALinear by a plain Linear (merge first to keep what the adapters learned)."""
     for name, layer in lora_layers(model):
-        parent, leaf = _parent_and_leaf(model, name)
-        _replace_child(parent, leaf, layer.to_linear())
+        model.set_submodule(name, layer.to_linear())
     if "lora_config" in model.__dict__:
         object.__delattr__(model, "lora_config")
 

@@ -14,15 +14,13 @@ then moved, so the same seed gives the same weights in float32, float64, on CPU 
 (float32 weights are the float64 draws rounded). Dropout draws its masks from a
 `SharedGenerator`, one seeded generator a model owns and can checkpoint.
 
-Inference path: each layer also has `forward_arrays(x)`, the same forward on raw xp arrays
-with no Tensors and no graph. It calls the same autograd Function's `forward` (via
-`Function.forward_only`), so each formula has one source; it only skips the per-op bookkeeping of
-`Function.apply`, which dominates when a KV-cache decoding step runs one position at a time.
-Dropout is the identity there (eval mode). Linear and the norms also have `forward_row(x)`
-for one vector (C,) (one-row KV-cache decoding, tinyllm/generate.py): the same formula as
-a matrix-vector product or with scalar statistics (`layer_norm_row`, `rms_norm_row`, beside
-the Functions in autograd/layers/norm.py), because a vector op costs about half a
-broadcasting (1, C) one in NumPy calls.
+One forward per module: `forward` on Tensors, through autograd.functional (F), which is
+what training and every full forward pass run. Cached decoding does not call it: it runs the
+same layers' autograd Functions on raw arrays (tinyllm/decode.py), and a module it does not
+know through this `forward` on constant Tensors, so a new module needs nothing more.
+
+Layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the activations GELU and
+SwiGLU (a module each, so a model's activation is a part that can be swapped), ModuleList.
 
 Left out: buffers (nothing here needs persistent non-parameter state), hooks, parameter
 groups (the optimizer builds its own), lazy shapes.
@@ -36,13 +34,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from autograd import backend
+from autograd import backend, ops
 from autograd import functional as F
-from autograd.layers.embedding import Embedding as EmbeddingFunction
-from autograd.layers.linear import Linear as LinearFunction
-from autograd.layers.norm import LayerNorm as LayerNormFunction
-from autograd.layers.norm import RMSNorm as RMSNormFunction
-from autograd.layers.norm import layer_norm_row, rms_norm_row
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")
@@ -165,6 +158,29 @@ class Module:
     def children(self):
         return iter(self._modules.values())
 
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at the dotted name `target` ('' is this module): get_submodule("blocks.0.attn")."""
+        module = self
+        for name in target.split(".") if target else ():
+            child = module._modules.get(name)
+            if child is None:
+                raise AttributeError(f"{type(self).__name__} has no submodule {target!r}: "
+                                     f"{type(module).__name__} has no child {name!r}")
+            module = child
+        return module
+
+    def set_submodule(self, target: str, module: "Module") -> None:
+        """Put `module` where the submodule `target` (a dotted name) is, in the same place of the
+        registration order, so named_parameters() keeps its order (optimizers and checkpoints follow it)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"set_submodule({target!r}, ...) needs a Module, got {type(module).__name__}")
+        parent_name, _, leaf = target.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if leaf not in parent._modules:
+            raise AttributeError(f"{type(self).__name__} has no submodule {target!r} to replace")
+        parent._modules[leaf] = module
+        object.__setattr__(parent, leaf, module)
+
     def named_parameters(self, prefix: str = ""):
         """(dotted name, Parameter) in definition order; a Parameter shared by two modules
         (tied embeddings) is listed once, under its first name."""
@@ -255,13 +271,15 @@ class Module:
 
     @property
     def dtype(self):
-        params = self.parameters()
-        return params[0].dtype if params else None
+        """The first parameter's dtype (None without parameters); found without listing them all."""
+        first = next(self.named_parameters(), None)
+        return None if first is None else first[1].dtype
 
     @property
     def device(self) -> str:
-        params = self.parameters()
-        return params[0].device if params else "cpu"
+        """The first parameter's device ('cpu' without parameters)."""
+        first = next(self.named_parameters(), None)
+        return "cpu" if first is None else first[1].device
 
     def extra_repr(self) -> str:
         return ""
@@ -313,19 +331,6 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
 
-    def forward_arrays(self, x):
-        """forward on a raw array (..., in) -> (..., out); the caller has checked the shape."""
-        if self.bias is None:
-            return LinearFunction.forward_only(x, self.weight.data)
-        return LinearFunction.forward_only(x, self.weight.data, self.bias.data)
-
-    def forward_row(self, x):
-        """forward on one vector x (in,) -> (out,): W x + b."""
-        y = self.weight.data @ x                                      # (out, in) @ (in,)
-        if self.bias is not None:
-            y += self.bias.data
-        return y
-
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -344,10 +349,6 @@ class Embedding(Module):
     def forward(self, idx) -> Tensor:
         return F.embedding(idx, self.weight)
 
-    def forward_arrays(self, ids):
-        """forward on a raw integer array already checked to lie in [0, num_embeddings)."""
-        return EmbeddingFunction.forward_only(self.weight.data, ids)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
@@ -365,16 +366,6 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
-    def forward_arrays(self, x):
-        if self.bias is None:
-            return LayerNormFunction.forward_only(x, self.weight.data, eps=self.eps, has_weight=True)
-        return LayerNormFunction.forward_only(x, self.weight.data, self.bias.data, eps=self.eps,
-                           has_weight=True, has_bias=True)
-
-    def forward_row(self, x):
-        """forward on one vector x (C,)."""
-        return layer_norm_row(x, self.weight.data, None if self.bias is None else self.bias.data, self.eps)
-
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
 
@@ -390,13 +381,6 @@ class RMSNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, self.weight, eps=self.eps)
-
-    def forward_arrays(self, x):
-        return RMSNormFunction.forward_only(x, self.weight.data, eps=self.eps, has_weight=True)
-
-    def forward_row(self, x):
-        """forward on one vector x (C,)."""
-        return rms_norm_row(x, self.weight.data, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -422,6 +406,33 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class GELU(Module):
+    """gelu(x), the tanh approximation (GPT-2's, approximate="tanh") or the exact erf form ("none")."""
+
+    def __init__(self, approximate: str = "tanh"):
+        super().__init__()
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"GELU: approximate={approximate!r}; use 'tanh' or 'none'")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SwiGLU(Module):
+    """The gate of a SwiGLU MLP: x (..., 2H) holds [gate | up] along its last axis -> silu(gate) * up (..., H).
+
+    The MLP computes gate and up with one projection (rows [gate | up]); this splits and gates them.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = ops.split(x, 2, axis=-1)                           # (..., H) each
+        return F.swiglu(gate, up)
 
 
 class ModuleList(Module):

@@ -45,7 +45,7 @@ import numpy as np
 from safetensors import safe_open
 
 from . import io
-from .model import GPTConfig
+from .config import GPTConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -185,15 +185,16 @@ def config_from_hf(hf: dict) -> GPTConfig:
 
 def family_of(config: GPTConfig) -> str:
     """'gpt2' or 'llama': the Hugging Face architecture a config can be written as."""
-    gpt2 = dict(norm="layernorm", mlp="gelu", position="learned", bias=True, num_kv_heads=config.n_head)
+    sizes = config.resolved()
+    gpt2 = dict(norm="layernorm", mlp="gelu", position="learned", bias=True, n_kv_head=config.n_head)
     llama = dict(norm="rmsnorm", mlp="swiglu", position="rope", bias=False)
     for family, wanted in (("gpt2", gpt2), ("llama", llama)):
-        if all(getattr(config, key) == value for key, value in wanted.items()):
+        if all(getattr(sizes, key) == value for key, value in wanted.items()):
             return family
     raise PretrainedFormatError(
         "this config mixes the GPT-2 and Llama families, which no Hugging Face architecture holds: "
         f"norm={config.norm}, mlp={config.mlp}, position={config.position}, bias={config.bias}, "
-        f"n_kv_head={config.num_kv_heads}/n_head={config.n_head}; GPT-2 needs layernorm/gelu/learned/bias "
+        f"n_kv_head={sizes.n_kv_head}/n_head={config.n_head}; GPT-2 needs layernorm/gelu/learned/bias "
         "without kv groups, Llama rmsnorm/swiglu/rope/no bias (save with tinyllm.checkpoint instead)")
 
 
@@ -208,9 +209,9 @@ def config_to_hf(config: GPTConfig, dtype) -> dict:
                 "layer_norm_epsilon": config.norm_eps, "activation_function": "gelu_new",
                 "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout}
     return {**common, "model_type": "llama", "architectures": ["LlamaForCausalLM"],
-            "hidden_size": config.n_embd, "intermediate_size": config.mlp_hidden_size,
+            "hidden_size": config.n_embd, "intermediate_size": config.resolved().mlp_hidden,
             "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
-            "num_key_value_heads": config.num_kv_heads, "rms_norm_eps": config.norm_eps,
+            "num_key_value_heads": config.resolved().n_kv_head, "rms_norm_eps": config.norm_eps,
             "rope_theta": config.rope_theta, "max_position_embeddings": config.block_size,
             "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
             "attention_dropout": config.dropout}
@@ -323,10 +324,11 @@ def state_dict_to_hf(state: dict, config: GPTConfig) -> dict:
 
 
 def _llama_split_sizes(config: GPTConfig, ours: str) -> list:
+    sizes = config.resolved()
     if ours.endswith("attn.c_attn.weight"):
-        hs = config.head_size
-        return [config.n_head * hs, config.num_kv_heads * hs, config.num_kv_heads * hs]
-    return [config.mlp_hidden_size, config.mlp_hidden_size]   # mlp.c_fc: gate, up
+        hs = sizes.head_size
+        return [sizes.n_head * hs, sizes.n_kv_head * hs, sizes.n_kv_head * hs]
+    return [sizes.mlp_hidden, sizes.mlp_hidden]   # mlp.c_fc: gate, up
 
 
 # ---- entry points ------------------------------------------------------------------------------

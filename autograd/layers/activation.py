@@ -30,7 +30,7 @@ def stable_sigmoid(x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-class GeluTanh(Function):
+class GeluTanhFunction(Function):
     """GPT-2's GELU. Forward and backward are cache-blocked ufunc chains (autograd/blocked.py)."""
 
     def forward(self, x):
@@ -74,7 +74,7 @@ def _gelu_tanh_backward(outs, ins):
     dx *= grad
 
 
-class GeluErf(Function):
+class GeluErfFunction(Function):
     def forward(self, x):
         self.x = x
         self.cdf = 0.5 * (1 + erf(x * INV_SQRT2))
@@ -87,7 +87,7 @@ class GeluErf(Function):
         return grad * (self.cdf + x * pdf)                             # term 1: Phi(x), term 2: x phi(x)
 
 
-class Silu(Function):
+class SiluFunction(Function):
     def forward(self, x):
         self.x = x
         self.s = stable_sigmoid(x)

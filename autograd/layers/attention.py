@@ -25,10 +25,10 @@ are never copied, and dK, dV sum over the group automatically inside the matmul.
 A query row with no allowed key (a fully masked padding row) has P = 0: output 0 and zero
 gradient, never NaN.
 
-Causal self-attention over long sequences (BlockCausalAttention) cuts the queries into
-blocks and gives block [a, b) only the keys [0, b): the scores above the diagonal are never
-computed, exponentiated or multiplied, which saves (n - 1) / 2n of the work for n blocks
-(3/8 at n = 4). Each block is the math above with the keys truncated; dK and dV add up
+Causal self-attention over long sequences (BlockCausalAttentionFunction) cuts the queries
+into blocks and gives block [a, b) only the keys [0, b): the scores above the diagonal are
+never computed, exponentiated or multiplied, which saves (n - 1) / 2n of the work for n
+blocks (3/8 at n = 4). Each block is the math above with the keys truncated; dK and dV add up
 over the blocks that see each key.
 
 Left out: online-softmax (flash) tiling over keys, attention biases (ALiBi),
@@ -77,7 +77,7 @@ def attention_probs(q_scaled, k, allowed):
     return masked_softmax_(scores.reshape(B, nh, T, S), allowed)
 
 
-class ScaledDotProductAttention(Function):
+class ScaledDotProductAttentionFunction(Function):
     def forward(self, q, k, v, allowed=None, scale=1.0, keep_scaled=None):
         B, nh, T, hs = q.shape
         nkv, S = k.shape[1], k.shape[2]
@@ -125,11 +125,11 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv
 
 
-class BlockCausalAttention(Function):
+class BlockCausalAttentionFunction(Function):
     """Causal self-attention (T queries on the same T keys) computed in `blocks` query blocks.
 
     Query block [a, b) attends to keys [0, b) under the mask key j <= query i; the result
-    equals ScaledDotProductAttention with the (T, T) causal mask (to rounding: the dK and dV
+    equals ScaledDotProductAttentionFunction with the (T, T) causal mask (to rounding: the dK and dV
     sums are split at block edges). Same inputs, saved state and terms as that Function.
     """
 
@@ -187,12 +187,12 @@ class BlockCausalAttention(Function):
         return dq, dk, dv
 
 
-class PackedSelfAttention(Function):
+class PackedSelfAttentionFunction(Function):
     """Self-attention from the fused QKV projection straight to the merged heads.
 
         qkv (B, T, (nh + 2 nkv) hs)  ->  y (B, T, nh hs)
 
-    The same math as ScaledDotProductAttention, which it runs on views of `qkv`; what it
+    The same math as ScaledDotProductAttentionFunction, which it runs on views of `qkv`; what it
     saves is the graph around it: no slicing of q, k, v (whose backward would scatter three
     zero-filled (B, T, W) arrays and add them), no transposes or reshapes of the heads.
     Backward writes dq, dk, dv straight into their places in one (B, T, W) gradient.
@@ -205,11 +205,11 @@ class PackedSelfAttention(Function):
         heads = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)    # (B, nh + 2 nkv, T, hs), a view
         q, k, v = heads[:, :nh], heads[:, nh:nh + nkv], heads[:, nh + nkv:]
         if causal_blocks:                                                    # causal, in query blocks
-            self.inner = BlockCausalAttention()
+            self.inner = BlockCausalAttentionFunction()
             self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
             out = self.inner.forward(q, k, v, blocks=causal_blocks, scale=scale, keep_scaled=keep_scaled)
         else:
-            self.inner = ScaledDotProductAttention()
+            self.inner = ScaledDotProductAttentionFunction()
             self.inner.needs_input_grad = (self.needs_input_grad[0],) * 3
             out = self.inner.forward(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)  # (B, nh, T, hs)
         self.heads_shape = (B, T, nh, nkv, hs)

@@ -19,7 +19,7 @@ from ..function import Function
 REDUCTIONS = ("mean", "sum", "none")
 
 
-class CrossEntropy(Function):
+class CrossEntropyFunction(Function):
     def forward(self, logits, targets, ignore_index=-100, reduction="mean"):
         xp = get_array_module(logits)
         V = logits.shape[-1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..function import Function
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
     def forward(self, x, scaled_mask):
         self.scaled_mask = scaled_mask
         return x * scaled_mask

@@ -10,7 +10,7 @@ from ..backend import get_array_module, scatter_add_rows
 from ..function import Function
 
 
-class Embedding(Function):
+class EmbeddingFunction(Function):
     def forward(self, weight, idx):
         self.idx, self.weight_shape = idx, weight.shape
         return weight[idx]

@@ -18,10 +18,10 @@ Only the input (a reference, no copy) and the per-row statistics (mu, rstd: one 
 row) are saved; xhat is recomputed in backward, which then works in two row-sized buffers
 it owns, in place. Weight and bias are optional (elementwise_affine=False style).
 
-`layer_norm_row` and `rms_norm_row` are the same forwards for one vector (C,), for
-inference: scalar statistics instead of (..., 1) columns, nothing saved. One-row decoding
-(tinyllm/generate.py) runs them once per layer per token, where NumPy's per-call cost, not
-arithmetic, is the time, and a vector op with a scalar costs half a broadcast (1, C) op.
+One vector x of shape (C,) is one row whose statistics are scalars, not (..., 1) columns:
+the same formula, forward and backward. One-row decoding (tinyllm/decode.py) runs the
+norms on a vector once per layer per token, where NumPy's per-call cost, not arithmetic,
+is the time, and a vector op with a scalar costs about half a broadcast (1, C) op.
 
 Left out: normalising over more than the last axis, running statistics (that is batch norm).
 """
@@ -39,18 +39,23 @@ def _sum_over_rows(a):
 
 
 def _row_mean(a):
-    """mean over the last axis, keepdims: (..., C) -> (..., 1). The sum and division ndarray.mean
-    does (the same numbers), without its Python-level bookkeeping (which dominates on one row)."""
-    if get_array_module(a) is not np:
-        return a.mean(axis=-1, keepdims=True)
+    """mean over the last axis, keepdims: (..., C) -> (..., 1), a scalar for one vector (C,). The sum
+    and division ndarray.mean does (the same numbers), without its Python-level bookkeeping (which
+    dominates on one row)."""
+    if type(a) is not np.ndarray:                                    # CuPy
+        return a.mean(axis=-1, keepdims=a.ndim > 1)
+    if a.ndim == 1:
+        return np.add.reduce(a) / a.shape[0]
     return np.add.reduce(a, axis=-1, keepdims=True) / a.dtype.type(a.shape[-1])
 
 
 def _row_dot_mean(a, b):
-    """mean over the last axis of a * b, keepdims: (..., C), (..., C) -> (..., 1), without an (..., C) temporary."""
-    xp = get_array_module(a)
+    """mean over the last axis of a * b, keepdims, without an (..., C) temporary:
+    (..., C), (..., C) -> (..., 1), a scalar for one vector (C,)."""
     C = a.shape[-1]
-    dots = xp.einsum("...c,...c->...", a, b)
+    if a.ndim == 1:
+        return a.dot(b) / C
+    dots = get_array_module(a).einsum("...c,...c->...", a, b)
     return (dots / C)[..., None]
 
 
@@ -74,15 +79,15 @@ def _weight_grad_and_dxhat(grad, xhat, weight, need_w: bool, need_x: bool):
     return dw, work
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     def forward(self, x, *params, eps=1e-5, has_weight=False, has_bias=False):
         xp = get_array_module(x)
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        mu = _row_mean(x)                                            # (..., 1)
+        mu = _row_mean(x)                                            # (..., 1), a scalar for x (C,)
         y = x - mu                                                   # (..., C), the output buffer
         variance = _row_dot_mean(y, y)
-        rstd = 1.0 / xp.sqrt(variance + eps)                         # (..., 1)
+        rstd = 1.0 / xp.sqrt(variance + eps)                         # (..., 1), a scalar for x (C,)
         y *= rstd                                                    # xhat
         self.x, self.mu, self.rstd, self.weight = x, mu, rstd, weight
         self.has_weight, self.has_bias = has_weight, has_bias
@@ -117,34 +122,11 @@ class LayerNorm(Function):
         return grads
 
 
-def layer_norm_row(x, weight, bias, eps: float):
-    """LayerNorm.forward on one row x (C,): the same formula with scalar mu and rstd. weight, bias: (C,) or None."""
-    xp = get_array_module(x)
-    C = x.shape[0]
-    y = x - (np.add.reduce(x) if xp is np else x.sum()) / C          # (C,), x - mu
-    rstd = 1.0 / xp.sqrt(xp.dot(y, y) / C + eps)                     # scalar: 1 / sqrt(var + eps)
-    y *= rstd                                                        # xhat
-    if weight is not None:
-        y *= weight
-    if bias is not None:
-        y += bias
-    return y
-
-
-def rms_norm_row(x, weight, eps: float):
-    """RMSNorm.forward on one row x (C,): the same formula with a scalar rstd. weight: (C,) or None."""
-    xp = get_array_module(x)
-    y = x * (1.0 / xp.sqrt(xp.dot(x, x) / x.shape[0] + eps))        # (C,), xhat
-    if weight is not None:
-        y *= weight
-    return y
-
-
-class RMSNorm(Function):
+class RMSNormFunction(Function):
     def forward(self, x, *params, eps=1e-6, has_weight=False):
         xp = get_array_module(x)
         weight = params[0] if has_weight else None
-        rstd = 1.0 / xp.sqrt(_row_dot_mean(x, x) + eps)              # (..., 1)
+        rstd = 1.0 / xp.sqrt(_row_dot_mean(x, x) + eps)              # (..., 1), a scalar for x (C,)
         y = x * rstd                                                 # (..., C): xhat, the output buffer
         self.x, self.rstd, self.weight, self.has_weight = x, rstd, weight, has_weight
         if weight is not None:

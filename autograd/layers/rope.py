@@ -81,7 +81,7 @@ def rotate_pairs(x, tables: RopeTables, inverse: bool = False):
     return out
 
 
-class Rope(Function):
+class RopeFunction(Function):
     def forward(self, x, theta=10000.0, offset=0):
         xp = get_array_module(x)
         T, hs = x.shape[-2], x.shape[-1]

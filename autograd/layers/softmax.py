@@ -29,7 +29,7 @@ def stable_log_softmax(x, axis: int = -1):
     return shifted
 
 
-class Softmax(Function):
+class SoftmaxFunction(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
         self.y = stable_softmax(x, axis)
@@ -41,7 +41,7 @@ class Softmax(Function):
         return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
 
 
-class LogSoftmax(Function):
+class LogSoftmaxFunction(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
         self.z = stable_log_softmax(x, axis)

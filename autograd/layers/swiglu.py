@@ -15,7 +15,7 @@ from ..backend import get_array_module
 from ..function import Function
 
 
-class SwiGLU(Function):
+class SwiGLUFunction(Function):
     def forward(self, gate, up):
         xp = get_array_module(gate)
         half = gate.dtype.type(0.5)

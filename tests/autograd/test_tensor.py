@@ -190,11 +190,11 @@ def test_cuda_without_cupy_gives_clear_error():
 
 
 def test_forward_only_equals_apply_without_a_graph():
-    from autograd.layers.softmax import Softmax
+    from autograd.layers.softmax import SoftmaxFunction
     x = np.random.default_rng(0).standard_normal((3, 5))
     with no_grad():
-        expected = Softmax.apply(Tensor(x, requires_grad=True), axis=-1).data
-    out = Softmax.forward_only(x, axis=-1)
+        expected = SoftmaxFunction.apply(Tensor(x, requires_grad=True), axis=-1).data
+    out = SoftmaxFunction.forward_only(x, axis=-1)
     assert isinstance(out, np.ndarray) and np.array_equal(out, expected)
 
 

@@ -78,7 +78,7 @@ def test_merged_weights_give_the_unmerged_logits(config):
 
 @pytest.mark.parametrize("config", [GPT2_TINY, LLAMA_TINY], ids=["gpt2", "llama"])
 def test_sampling_with_adapters_uses_them(config):
-    """generate (one row: model.forward_row through the adapted layers) samples the tokens a full
+    """generate (one row: decode.forward_vector through the adapted layers) samples the tokens a full
     recompute of the adapted model samples, and they differ from the base model's."""
     model = GPT(config, seed=5, dtype="float64")
     base = model.generate([1, 2], max_new_tokens=20, temperature=0)
@@ -87,6 +87,23 @@ def test_sampling_with_adapters_uses_them(config):
     cached = model.generate([1, 2], max_new_tokens=20, temperature=0)
     assert np.array_equal(cached, model.generate([1, 2], max_new_tokens=20, temperature=0, use_cache=False))
     assert not np.array_equal(cached, base)
+
+
+def test_an_adapter_on_the_untied_head_is_used():
+    """target "head" adapts lm_head: the forward runs the adapted layer (it used to read lm_head.weight
+    and skip the adapter, whose parameters then got no gradient), and merging keeps the logits."""
+    model = GPT(LLAMA_TINY, seed=2, dtype="float64")
+    x = ids()
+    base, _ = model(x)
+    assert target_names(model, ("head",)) == ["lm_head"]
+    apply_lora(model, LoRAConfig(rank=2, alpha=4, targets=("head",)))
+    randomise_adapters(model, scale=1.0)
+    adapted, loss = model(x, np.roll(x, -1, axis=1))
+    assert np.abs(adapted.data - base.data).max() > 1e-3
+    loss.backward()
+    assert np.abs(model.lm_head.lora_B.grad).sum() > 0 and np.abs(model.lm_head.lora_A.grad).sum() > 0
+    merge_lora(model)
+    np.testing.assert_allclose(model(x)[0].data, adapted.data, rtol=0, atol=1e-12)
 
 
 def test_remove_after_merge_leaves_a_plain_model_with_the_same_names():

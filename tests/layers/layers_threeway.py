@@ -1,7 +1,7 @@
 """Shared by the tests in tests/layers/: the three-way check of a hand-derived layer.
 
-    fused backward == composed backward (float64, to ~1e-12 of the gradients' scale)
-    fused backward == float64 central differences (check_backward)
+    hand-derived backward == composed backward (float64, to ~1e-12 of the gradients' scale)
+    hand-derived backward == float64 central differences (check_backward)
 
 Not a test module itself (no test_ prefix); the test files import it by name.
 """
@@ -30,19 +30,20 @@ def assert_close_scaled(actual, expected, tol, what):
     assert err <= tol * scale, f"{what}: max |diff| {err:.3g} > {tol:g} * {scale:.3g}"
 
 
-def assert_three_way(fused_fn, composed_fn, arrays, tol=1e-12, gradcheck=True, seed=0, **check_kwargs):
-    """Fused output and gradients equal the composed ones to `tol`; fused passes check_backward."""
+def assert_three_way(derived_fn, composed_fn, arrays, tol=1e-12, gradcheck=True, seed=0, **check_kwargs):
+    """The hand-derived output and gradients equal the composed ones to `tol`; the hand-derived
+    path passes check_backward."""
     arrays = [np.asarray(a, dtype=np.float64) if np.issubdtype(np.asarray(a).dtype, np.floating) else np.asarray(a)
               for a in arrays]
-    y = fused_fn(*[Tensor(a) for a in arrays])
+    y = derived_fn(*[Tensor(a) for a in arrays])
     rng = np.random.default_rng(seed)
     grad_output = rng.standard_normal(y.shape)
-    y_fused, g_fused = forward_backward(fused_fn, arrays, grad_output)
+    y_derived, g_derived = forward_backward(derived_fn, arrays, grad_output)
     y_composed, g_composed = forward_backward(composed_fn, arrays, grad_output)
-    assert_close_scaled(y_fused, y_composed, tol, "output")
-    for i, (a, b) in enumerate(zip(g_fused, g_composed)):
+    assert_close_scaled(y_derived, y_composed, tol, "output")
+    for i, (a, b) in enumerate(zip(g_derived, g_composed)):
         assert_close_scaled(a, b, tol, f"gradient of input {i}")
     if gradcheck:
-        result = check_backward(fused_fn, arrays, seed=seed, **check_kwargs)
+        result = check_backward(derived_fn, arrays, seed=seed, **check_kwargs)
         assert result.passed
-    return y_fused, g_fused
+    return y_derived, g_derived

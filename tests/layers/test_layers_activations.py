@@ -1,4 +1,4 @@
-"""GELU (tanh and erf forms), SiLU and SwiGLU: fused = composed = finite differences, extreme inputs."""
+"""GELU (tanh and erf forms), SiLU and SwiGLU: hand-derived = composed = finite differences, extreme inputs."""
 import math
 
 import numpy as np
@@ -16,19 +16,19 @@ EXTREMES = np.array([-1e4, -800.0, -40.0, -1e-8, 0.0, 1e-8, 40.0, 800.0, 1e4])
 
 @given(x=shapes(0, 3, 1, 5).flatmap(lambda s: float_arrays(s, min_value=-6, max_value=6)))
 def test_gelu_tanh_three_way(x):
-    assert_three_way(lambda x: F.gelu(x), lambda x: F.gelu(x, fused=False), [x])
+    assert_three_way(lambda x: F.gelu(x), lambda x: F.gelu(x, composed=True), [x])
 
 
 @given(x=shapes(0, 3, 1, 5).flatmap(lambda s: float_arrays(s, min_value=-6, max_value=6)))
 def test_silu_three_way(x):
-    assert_three_way(lambda x: F.silu(x), lambda x: F.silu(x, fused=False), [x])
+    assert_three_way(lambda x: F.silu(x), lambda x: F.silu(x, composed=True), [x])
 
 
 @given(shape=shapes(0, 3, 1, 5), data=st.data())
 def test_swiglu_three_way(shape, data):
     gate = data.draw(float_arrays(shape, min_value=-6, max_value=6))
     up = data.draw(float_arrays(shape))
-    assert_three_way(lambda a, u: F.swiglu(a, u), lambda a, u: F.swiglu(a, u, fused=False), [gate, up])
+    assert_three_way(lambda a, u: F.swiglu(a, u), lambda a, u: F.swiglu(a, u, composed=True), [gate, up])
 
 
 @given(x=shapes(0, 3, 1, 5).flatmap(lambda s: float_arrays(s, min_value=-6, max_value=6)))
@@ -60,9 +60,9 @@ def test_activations_at_extreme_inputs(name):
     np.testing.assert_allclose(g[4], 0.5, atol=1e-12)          # every one has slope 1/2 at 0
 
 
-def test_swiglu_at_extreme_inputs_and_fused_equals_composed():
+def test_swiglu_at_extreme_inputs_and_hand_derived_equals_composed():
     up = np.linspace(-2, 2, EXTREMES.size)
-    assert_three_way(lambda a, u: F.swiglu(a, u), lambda a, u: F.swiglu(a, u, fused=False), [EXTREMES, up],
+    assert_three_way(lambda a, u: F.swiglu(a, u), lambda a, u: F.swiglu(a, u, composed=True), [EXTREMES, up],
                      gradcheck=False)
     _, (g_gate, g_up) = forward_backward(lambda a, u: F.swiglu(a, u), [EXTREMES, up], np.ones_like(up))
     np.testing.assert_allclose(g_up[-1], 1e4)                  # d/du = silu(a) = a for large a

@@ -1,4 +1,4 @@
-"""Scaled dot-product attention: fused = composed = finite differences on generated shapes, masks,
+"""Scaled dot-product attention: hand-derived = composed = finite differences on generated shapes, masks,
 grouped-query heads and dropout; causality, probability rows, dead rows, KV-cache offsets, errors."""
 import numpy as np
 import pytest
@@ -32,20 +32,20 @@ def attention_case(draw, allow_dropout=True):
     return q, k, v, causal, mask, dropout_p
 
 
-def _sdpa(fused, causal, mask, dropout_p=0.0, seed=0, scale=None):
+def _sdpa(composed, causal, mask, dropout_p=0.0, seed=0, scale=None):
     def fn(q, k, v):
         gen = np.random.default_rng(seed)  # a fresh, seeded generator: the same dropout mask on every call
         return F.scaled_dot_product_attention(q, k, v, causal=causal, mask=mask, dropout_p=dropout_p,
-                                              generator=gen, fused=fused, scale=scale)
+                                              generator=gen, composed=composed, scale=scale)
     return fn
 
 
 @given(case=attention_case())
 def test_attention_three_way(case):
     q, k, v, causal, mask, dropout_p = case
-    # full element-by-element differences up to 128 inputs, random directions beyond (fused = composed
+    # full element-by-element differences up to 128 inputs, random directions beyond (hand-derived = composed
     # is compared element by element anyway)
-    assert_three_way(_sdpa(True, causal, mask, dropout_p), _sdpa(False, causal, mask, dropout_p), [q, k, v],
+    assert_three_way(_sdpa(False, causal, mask, dropout_p), _sdpa(True, causal, mask, dropout_p), [q, k, v],
                      full_limit=128)
 
 
@@ -53,7 +53,7 @@ def test_attention_three_way(case):
 def test_attention_explicit_scale(scale):
     rng = np.random.default_rng(0)
     q, k, v = rng.standard_normal((1, 2, 4, 3)), rng.standard_normal((1, 2, 4, 3)), rng.standard_normal((1, 2, 4, 3))
-    assert_three_way(_sdpa(True, True, None, scale=scale), _sdpa(False, True, None, scale=scale), [q, k, v])
+    assert_three_way(_sdpa(False, True, None, scale=scale), _sdpa(True, True, None, scale=scale), [q, k, v])
     probs = F.attention_weights(Tensor(q), Tensor(k), causal=False, scale=scale).data
     s = (q @ k.swapaxes(-1, -2)) * (1 / np.sqrt(3) if scale is None else scale)
     expected = np.exp(s - s.max(-1, keepdims=True))
@@ -71,9 +71,9 @@ def test_causality_later_positions_never_change_earlier_outputs(case, t, data):
     q2[:, :, t + 1:] = data.draw(float_arrays(q2[:, :, t + 1:].shape))
     k2[:, :, first_changed_key:] = data.draw(float_arrays(k2[:, :, first_changed_key:].shape))
     v2[:, :, first_changed_key:] = data.draw(float_arrays(v2[:, :, first_changed_key:].shape))
-    for fused in (True, False):
-        a = _sdpa(fused, True, None)(Tensor(q), Tensor(k), Tensor(v)).data
-        b = _sdpa(fused, True, None)(Tensor(q2), Tensor(k2), Tensor(v2)).data
+    for composed in (False, True):
+        a = _sdpa(composed, True, None)(Tensor(q), Tensor(k), Tensor(v)).data
+        b = _sdpa(composed, True, None)(Tensor(q2), Tensor(k2), Tensor(v2)).data
         np.testing.assert_array_equal(a[:, :, :t + 1], b[:, :, :t + 1])
 
 
@@ -96,14 +96,14 @@ def test_attention_weights_are_probabilities_and_dead_rows_are_zero(case):
     np.testing.assert_array_equal(probs.sum(-1)[~live], 0.0)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_fully_masked_padding_row_gives_zero_output_and_gradient(fused):
+@pytest.mark.parametrize("composed", [False, True])
+def test_fully_masked_padding_row_gives_zero_output_and_gradient(composed):
     rng = np.random.default_rng(4)
     q, k, v = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 2, 3, 4))
     mask = np.ones((2, 1, 3, 3), bool)
     mask[1, 0, 2, :] = False               # batch 1, query 2 may attend nothing
     mask[0] = False                        # batch 0 is padding only
-    y, (gq, gk, gv) = forward_backward(_sdpa(fused, True, mask), [q, k, v], np.ones((2, 2, 3, 4)))
+    y, (gq, gk, gv) = forward_backward(_sdpa(composed, True, mask), [q, k, v], np.ones((2, 2, 3, 4)))
     for g in (y, gq, gk, gv):
         assert not np.any(np.isnan(g))
     np.testing.assert_array_equal(y[0], 0)
@@ -112,7 +112,7 @@ def test_fully_masked_padding_row_gives_zero_output_and_gradient(fused):
     np.testing.assert_array_equal(gq[1, :, 2], 0)
     np.testing.assert_array_equal(gk[0], 0)
     np.testing.assert_array_equal(gv[0], 0)
-    assert_three_way(_sdpa(True, True, mask), _sdpa(False, True, mask), [q, k, v])
+    assert_three_way(_sdpa(False, True, mask), _sdpa(True, True, mask), [q, k, v])
 
 
 @given(case=attention_case())
@@ -121,8 +121,8 @@ def test_grouped_query_attention_equals_mha_with_repeated_kv_heads(case):
     group = q.shape[1] // k.shape[1]
     k_rep, v_rep = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)   # head j -> heads j*g .. j*g+g-1
     gy = np.random.default_rng(0).standard_normal(q.shape)
-    y_gqa, (gq1, gk1, gv1) = forward_backward(_sdpa(True, causal, mask, dropout_p), [q, k, v], gy)
-    y_mha, (gq2, gk2, gv2) = forward_backward(_sdpa(True, causal, mask, dropout_p), [q, k_rep, v_rep], gy)
+    y_gqa, (gq1, gk1, gv1) = forward_backward(_sdpa(False, causal, mask, dropout_p), [q, k, v], gy)
+    y_mha, (gq2, gk2, gv2) = forward_backward(_sdpa(False, causal, mask, dropout_p), [q, k_rep, v_rep], gy)
     assert_close_scaled(y_gqa, y_mha, 1e-12, "output")
     assert_close_scaled(gq1, gq2, 1e-12, "dq")
     B, nkv, S, hs = k.shape
@@ -130,26 +130,26 @@ def test_grouped_query_attention_equals_mha_with_repeated_kv_heads(case):
     assert_close_scaled(gv1, gv2.reshape(B, nkv, group, S, hs).sum(2), 1e-12, "dv summed over the group")
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_kv_cache_queries_are_the_last_positions(fused):
+@pytest.mark.parametrize("composed", [False, True])
+def test_kv_cache_queries_are_the_last_positions(composed):
     """Attention of the last T queries against all S keys equals the last T rows of full causal attention."""
     rng = np.random.default_rng(5)
     S, T = 6, 2
     q, k, v = rng.standard_normal((1, 2, S, 4)), rng.standard_normal((1, 1, S, 4)), rng.standard_normal((1, 1, S, 4))
-    full = _sdpa(fused, True, None)(Tensor(q), Tensor(k), Tensor(v)).data
-    tail = _sdpa(fused, True, None)(Tensor(q[:, :, S - T:]), Tensor(k), Tensor(v)).data
+    full = _sdpa(composed, True, None)(Tensor(q), Tensor(k), Tensor(v)).data
+    tail = _sdpa(composed, True, None)(Tensor(q[:, :, S - T:]), Tensor(k), Tensor(v)).data
     np.testing.assert_allclose(tail, full[:, :, S - T:], atol=1e-14)
 
 
 @pytest.mark.parametrize("magnitude", [30.0, 1e3])
 def test_attention_at_extreme_scores(magnitude):
-    """Huge scores saturate the softmax to one-hot rows; stable: finite, and fused = composed."""
+    """Huge scores saturate the softmax to one-hot rows; stable: finite, and hand-derived = composed."""
     rng = np.random.default_rng(6)
     q, k, v = (rng.standard_normal((1, 2, 4, 3)) * magnitude, rng.standard_normal((1, 2, 5, 3)) * magnitude,
                rng.standard_normal((1, 2, 5, 3)))
     gy = rng.standard_normal((1, 2, 4, 3))
-    y1, g1 = forward_backward(_sdpa(True, True, None), [q, k, v], gy)
-    y2, g2 = forward_backward(_sdpa(False, True, None), [q, k, v], gy)
+    y1, g1 = forward_backward(_sdpa(False, True, None), [q, k, v], gy)
+    y2, g2 = forward_backward(_sdpa(True, True, None), [q, k, v], gy)
     assert_close_scaled(y1, y2, 1e-10, "output")
     for a, b in zip(g1, g2):
         assert_close_scaled(a, b, 1e-9, "gradient")
@@ -163,9 +163,9 @@ def test_dropout_is_seeded_and_scales_the_kept_weights():
     rng = np.random.default_rng(7)
     q, k, v = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 5, 4))
     p = 0.4
-    a = _sdpa(True, True, None, p, seed=3)(Tensor(q), Tensor(k), Tensor(v)).data
-    b = _sdpa(True, True, None, p, seed=3)(Tensor(q), Tensor(k), Tensor(v)).data
-    c = _sdpa(True, True, None, p, seed=4)(Tensor(q), Tensor(k), Tensor(v)).data
+    a = _sdpa(False, True, None, p, seed=3)(Tensor(q), Tensor(k), Tensor(v)).data
+    b = _sdpa(False, True, None, p, seed=3)(Tensor(q), Tensor(k), Tensor(v)).data
+    c = _sdpa(False, True, None, p, seed=4)(Tensor(q), Tensor(k), Tensor(v)).data
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     keep = np.random.default_rng(3).random((2, 2, 5, 5)) >= p
@@ -207,15 +207,15 @@ def test_packed_self_attention_three_way_and_equals_split_heads(heads, dropout_p
     B, T, hs = 2, 5, 4
     qkv = np.random.default_rng(nh * 10 + nkv).standard_normal((B, T, (nh + 2 * nkv) * hs))
 
-    def packed(fused):
-        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
+    def packed(composed):
+        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, composed=composed,
                                                  generator=np.random.default_rng(7))
-    assert_three_way(packed(True), packed(False), [qkv])
+    assert_three_way(packed(False), packed(True), [qkv])
     # The same numbers as splitting the heads by hand and calling the 4-D attention.
     heads_ = qkv.reshape(B, T, nh + 2 * nkv, hs).transpose(0, 2, 1, 3)
     q, k, v = (Tensor(np.ascontiguousarray(a)) for a in (heads_[:, :nh], heads_[:, nh:nh + nkv], heads_[:, nh + nkv:]))
     split = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, generator=np.random.default_rng(7))
-    np.testing.assert_allclose(packed(True)(Tensor(qkv)).data, split.data.transpose(0, 2, 1, 3).reshape(B, T, nh * hs),
+    np.testing.assert_allclose(packed(False)(Tensor(qkv)).data, split.data.transpose(0, 2, 1, 3).reshape(B, T, nh * hs),
                                rtol=1e-13, atol=1e-13)
 
 
@@ -229,23 +229,24 @@ def test_packed_self_attention_rejects_bad_widths():
 def test_block_causal_path_three_way(monkeypatch, heads, T, dropout_p):
     """Causal attention in query blocks (keys above the diagonal skipped) = the composed full attention."""
     from autograd import functional
-    from autograd.layers.attention import BlockCausalAttention
+    from autograd.layers.attention import BlockCausalAttentionFunction
     monkeypatch.setattr(functional, "CAUSAL_BLOCK", 4)       # T // 4 blocks, uneven ones included
     nh, nkv = heads
     hs = 3
     qkv = np.random.default_rng(T).standard_normal((2, T, (nh + 2 * nkv) * hs))
 
-    def packed(fused):
-        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, fused=fused,
+    def packed(composed):
+        return lambda t: F.packed_self_attention(t, nh, nkv, dropout_p=dropout_p, composed=composed,
                                                  generator=np.random.default_rng(7))
-    y = packed(True)(Tensor(qkv, requires_grad=True))
-    assert isinstance(y.grad_fn.inner, BlockCausalAttention) and len(y.grad_fn.inner.bounds) == T // 4
-    assert_three_way(packed(True), packed(False), [qkv])
+    y = packed(False)(Tensor(qkv, requires_grad=True))
+    assert isinstance(y.grad_fn.inner, BlockCausalAttentionFunction) and len(y.grad_fn.inner.bounds) == T // 4
+    assert_three_way(packed(False), packed(True), [qkv])
 
 
 def test_block_causal_path_is_taken_from_64_positions():
-    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention
-    for T, kind in [(63, ScaledDotProductAttention), (64, BlockCausalAttention), (300, BlockCausalAttention)]:
+    from autograd.layers.attention import BlockCausalAttentionFunction, ScaledDotProductAttentionFunction
+    for T, kind in [(63, ScaledDotProductAttentionFunction), (64, BlockCausalAttentionFunction),
+                    (300, BlockCausalAttentionFunction)]:
         y = F.packed_self_attention(Tensor(np.zeros((1, T, 6)), requires_grad=True), 1)
         assert type(y.grad_fn.inner) is kind, T
 
@@ -253,13 +254,13 @@ def test_block_causal_path_is_taken_from_64_positions():
 @given(st.integers(2, 24), st.integers(2, 6), st.sampled_from([(1, 1), (2, 1), (2, 2), (4, 2)]), st.integers(0, 10**6))
 def test_block_causal_equals_full_causal_attention_for_any_blocking(T, blocks, heads, seed):
     """Property: any number of query blocks gives the full causal attention's output and gradients."""
-    from autograd.layers.attention import BlockCausalAttention, ScaledDotProductAttention, causal_mask
+    from autograd.layers.attention import BlockCausalAttentionFunction, ScaledDotProductAttentionFunction, causal_mask
     nh, nkv = heads
     blocks = min(blocks, T)
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((2, n, T, 3)) for n in (nh, nkv, nkv))
     g = rng.standard_normal((2, nh, T, 3))
-    full, blocked = ScaledDotProductAttention(), BlockCausalAttention()
+    full, blocked = ScaledDotProductAttentionFunction(), BlockCausalAttentionFunction()
     full.needs_input_grad = blocked.needs_input_grad = (True, True, True)
     y_full = full.forward(q, k, v, allowed=causal_mask(T, T), scale=0.4)
     y_blocked = blocked.forward(q, k, v, blocks=blocks, scale=0.4)

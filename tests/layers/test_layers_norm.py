@@ -1,29 +1,28 @@
-"""LayerNorm and RMSNorm: fused = composed = finite differences, invariances, extreme inputs, errors."""
+"""LayerNorm and RMSNorm: hand-derived = composed = finite differences, invariances, extreme inputs, errors."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from autograd import Tensor
 from autograd import functional as F
-from autograd.layers.norm import layer_norm_row, rms_norm_row
 from autograd.testing import float_arrays, shapes
 from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
 AFFINE = [(True, True), (True, False), (False, True), (False, False)]
 
 
-def _layer_norm(fused, eps, has_weight, has_bias):
+def _layer_norm(composed, eps, has_weight, has_bias):
     def fn(x, *params):
         params = list(params)
         w = params.pop(0) if has_weight else None
         b = params.pop(0) if has_bias else None
-        return F.layer_norm(x, w, b, eps=eps, fused=fused)
+        return F.layer_norm(x, w, b, eps=eps, composed=composed)
     return fn
 
 
-def _rms_norm(fused, eps, has_weight):
+def _rms_norm(composed, eps, has_weight):
     def fn(x, *params):
-        return F.rms_norm(x, params[0] if has_weight else None, eps=eps, fused=fused)
+        return F.rms_norm(x, params[0] if has_weight else None, eps=eps, composed=composed)
     return fn
 
 
@@ -38,7 +37,7 @@ def test_layer_norm_three_way(has_weight, has_bias, shape, data):
     # A near-constant row makes the norm's derivative huge (1/sqrt(eps)); spread rows out.
     x = x + np.linspace(-1, 1, shape[-1])
     arrays = [x] + _params(data, shape[-1], has_weight + has_bias)
-    assert_three_way(_layer_norm(True, 1e-5, has_weight, has_bias), _layer_norm(False, 1e-5, has_weight, has_bias),
+    assert_three_way(_layer_norm(False, 1e-5, has_weight, has_bias), _layer_norm(True, 1e-5, has_weight, has_bias),
                      arrays)
 
 
@@ -47,20 +46,27 @@ def test_layer_norm_three_way(has_weight, has_bias, shape, data):
 def test_rms_norm_three_way(has_weight, shape, data):
     x = data.draw(float_arrays(shape)) + np.linspace(0.5, 1.5, shape[-1])
     arrays = [x] + _params(data, shape[-1], int(has_weight))
-    assert_three_way(_rms_norm(True, 1e-6, has_weight), _rms_norm(False, 1e-6, has_weight), arrays)
+    assert_three_way(_rms_norm(False, 1e-6, has_weight), _rms_norm(True, 1e-6, has_weight), arrays)
 
 
 @pytest.mark.parametrize("has_weight,has_bias", AFFINE)
 @given(C=st.integers(1, 9), data=st.data())
-def test_row_forms_equal_the_functions(has_weight, has_bias, C, data):
-    """layer_norm_row / rms_norm_row (one vector, scalar statistics) = the Functions' forward on one row."""
+def test_one_vector_is_one_row(has_weight, has_bias, C, data):
+    """A vector x (C,) (scalar statistics inside the Functions, for one-row decoding) gives the output
+    and gradients of the one-row matrix x[None] (column statistics), and passes the three-way check."""
     x = data.draw(float_arrays((C,))) + np.linspace(-1, 1, C)
-    w, b = _params(data, C, 2)
-    w, b = (w if has_weight else None), (b if has_bias else None)
-    ln = F.layer_norm(Tensor(x[None]), None if w is None else Tensor(w), None if b is None else Tensor(b), eps=1e-5)
-    np.testing.assert_allclose(layer_norm_row(x, w, b, 1e-5), ln.data[0], rtol=1e-12, atol=1e-12)
-    rms = F.rms_norm(Tensor(x[None]), None if w is None else Tensor(w), eps=1e-6)
-    np.testing.assert_allclose(rms_norm_row(x, w, 1e-6), rms.data[0], rtol=1e-12, atol=1e-12)
+    gy = np.linspace(-1, 2, C)
+    cases = [(_layer_norm(False, 1e-5, has_weight, has_bias), _layer_norm(True, 1e-5, has_weight, has_bias),
+              _params(data, C, has_weight + has_bias)),
+             (_rms_norm(False, 1e-6, has_weight), _rms_norm(True, 1e-6, has_weight), _params(data, C, int(has_weight)))]
+    for derived, composed, params in cases:
+        y_vec, g_vec = forward_backward(derived, [x] + params, gy)
+        y_row, g_row = forward_backward(derived, [x[None]] + params, gy[None])
+        assert_close_scaled(y_vec, y_row[0], 1e-12, "output")
+        assert_close_scaled(g_vec[0], g_row[0][0], 1e-12, "dx")
+        for i, (a, b) in enumerate(zip(g_vec[1:], g_row[1:])):
+            assert_close_scaled(a, b, 1e-12, f"gradient of parameter {i}")
+        assert_three_way(derived, composed, [x] + params)
 
 
 @given(x=float_arrays((2, 3, 5)), c=st.floats(0.01, 100.0))
@@ -91,16 +97,16 @@ def test_norms_at_extreme_magnitudes(magnitude):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 8)) * magnitude
     w = rng.standard_normal(8)
-    for fused_fn, composed_fn in [(lambda x, w: F.layer_norm(x, w, eps=0.0), lambda x, w: F.layer_norm(x, w, eps=0.0, fused=False)),
-                                  (lambda x, w: F.rms_norm(x, w, eps=0.0), lambda x, w: F.rms_norm(x, w, eps=0.0, fused=False))]:
+    for derived_fn, composed_fn in [(lambda x, w: F.layer_norm(x, w, eps=0.0), lambda x, w: F.layer_norm(x, w, eps=0.0, composed=True)),
+                                  (lambda x, w: F.rms_norm(x, w, eps=0.0), lambda x, w: F.rms_norm(x, w, eps=0.0, composed=True))]:
         gy = rng.standard_normal((3, 8))
-        y1, g1 = forward_backward(fused_fn, [x, w], gy)
+        y1, g1 = forward_backward(derived_fn, [x, w], gy)
         y2, g2 = forward_backward(composed_fn, [x, w], gy)
         assert_close_scaled(y1, y2, 1e-10, "output")
         for a, b in zip(g1, g2):
             assert_close_scaled(a, b, 1e-10, "gradient")
         # scale invariance: the normalised output does not depend on the magnitude
-        y_unit, _ = forward_backward(fused_fn, [x / magnitude, w], gy)
+        y_unit, _ = forward_backward(derived_fn, [x / magnitude, w], gy)
         assert_close_scaled(y1, y_unit, 1e-10, "output at unit scale")
 
 
@@ -114,7 +120,7 @@ def test_eps_keeps_a_constant_row_finite():
     y, (gx,) = forward_backward(lambda x: F.rms_norm(x, eps=1e-6), [np.zeros((2, 4))], np.ones((2, 4)))
     np.testing.assert_array_equal(y, 0)
     np.testing.assert_allclose(gx, 1 / np.sqrt(1e-6))   # d/dx of x / sqrt(eps) at x = 0
-    assert_three_way(lambda x: F.rms_norm(x, eps=1e-2), lambda x: F.rms_norm(x, eps=1e-2, fused=False),
+    assert_three_way(lambda x: F.rms_norm(x, eps=1e-2), lambda x: F.rms_norm(x, eps=1e-2, composed=True),
                      [np.zeros((2, 3))])
 
 

@@ -1,4 +1,4 @@
-"""Rotary position embedding: fused = composed = finite differences, the rotate_half layout,
+"""Rotary position embedding: hand-derived = composed = finite differences, the rotate_half layout,
 norm preservation, relative positions, offsets (KV cache), the table cache, errors."""
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ def rope_input(draw):
 @given(x=rope_input(), offset=st.integers(0, 50), theta=st.sampled_from([10000.0, 500000.0, 10.0]))
 def test_rope_three_way(x, offset, theta):
     assert_three_way(lambda x: F.rope(x, theta=theta, offset=offset),
-                     lambda x: F.rope(x, theta=theta, offset=offset, fused=False), [x])
+                     lambda x: F.rope(x, theta=theta, offset=offset, composed=True), [x])
 
 
 @given(x=rope_input(), offset=st.integers(0, 1000))
@@ -74,7 +74,7 @@ def test_backward_is_the_inverse_rotation():
 @pytest.mark.parametrize("magnitude", [1e-8, 1e8])
 def test_rope_at_extreme_magnitudes_and_positions(magnitude):
     x = np.random.default_rng(3).standard_normal((1, 1, 3, 8)) * magnitude
-    assert_three_way(lambda x: F.rope(x, offset=100000), lambda x: F.rope(x, offset=100000, fused=False), [x],
+    assert_three_way(lambda x: F.rope(x, offset=100000), lambda x: F.rope(x, offset=100000, composed=True), [x],
                      gradcheck=False)
     y = F.rope(Tensor(x), offset=100000).data
     np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12)

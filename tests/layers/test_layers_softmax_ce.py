@@ -1,4 +1,4 @@
-"""Softmax, log-softmax, cross-entropy, embedding, linear and matmul: fused = composed = finite
+"""Softmax, log-softmax, cross-entropy, embedding, linear and matmul: hand-derived = composed = finite
 differences on generated shapes; shift invariance; extreme logits; ignore_index and reductions."""
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def array_and_axis(draw):
 def test_softmax_family_three_way(name, case):
     x, axis = case
     op = getattr(F, name)
-    assert_three_way(lambda x: op(x, axis=axis), lambda x: op(x, axis=axis, fused=False), [x])
+    assert_three_way(lambda x: op(x, axis=axis), lambda x: op(x, axis=axis, composed=True), [x])
 
 
 @given(case=array_and_axis(), c=st.floats(-1e3, 1e3))
@@ -42,7 +42,7 @@ def test_softmax_family_at_extreme_logits(name):
     op = getattr(F, name)
     y, (g,) = forward_backward(lambda x: op(x), [x], np.ones_like(x) * [[1, 2, 3, 4]])
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
-    assert_three_way(lambda x: op(x), lambda x: op(x, fused=False), [x], gradcheck=False)
+    assert_three_way(lambda x: op(x), lambda x: op(x, composed=True), [x], gradcheck=False)
     if name == "log_softmax":
         np.testing.assert_allclose(y[0, 1], -2e4 - np.log1p(np.exp(-1.0)), rtol=1e-12)
 
@@ -61,7 +61,7 @@ def ce_case(draw):
 def test_cross_entropy_three_way(case):
     logits, targets, reduction = case
     assert_three_way(lambda x: F.cross_entropy(x, targets, reduction=reduction),
-                     lambda x: F.cross_entropy(x, targets, reduction=reduction, fused=False), [logits])
+                     lambda x: F.cross_entropy(x, targets, reduction=reduction, composed=True), [logits])
 
 
 def test_cross_entropy_values_ignore_index_and_reductions():
@@ -78,10 +78,10 @@ def test_cross_entropy_values_ignore_index_and_reductions():
     np.testing.assert_allclose(x.grad[0], ([0.5, 0.25, 0.25] - np.eye(3)[0]) / 2, atol=1e-14)  # (p - onehot) / n
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_cross_entropy_all_ignored_is_zero_not_nan(fused):
+@pytest.mark.parametrize("composed", [False, True])
+def test_cross_entropy_all_ignored_is_zero_not_nan(composed):
     x = Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
-    loss = F.cross_entropy(x, np.full(3, -100), fused=fused)
+    loss = F.cross_entropy(x, np.full(3, -100), composed=composed)
     loss.backward()
     assert loss.item() == 0.0
     np.testing.assert_array_equal(x.grad, 0)
@@ -98,7 +98,7 @@ def test_cross_entropy_at_extreme_logits(reduction):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(g))
     assert_three_way(lambda x: F.cross_entropy(x, targets, reduction=reduction),
-                     lambda x: F.cross_entropy(x, targets, reduction=reduction, fused=False), [logits], gradcheck=False)
+                     lambda x: F.cross_entropy(x, targets, reduction=reduction, composed=True), [logits], gradcheck=False)
 
 
 def test_cross_entropy_errors():
@@ -138,7 +138,23 @@ def test_linear_three_way(with_bias, lead, n_in, n_out, data):
     arrays = [data.draw(float_arrays(tuple(lead) + (n_in,))), data.draw(float_arrays((n_out, n_in)))]
     if with_bias:
         arrays.append(data.draw(float_arrays((n_out,))))
-    assert_three_way(lambda *t: F.linear(*t), lambda *t: F.linear(*t, fused=False), arrays)
+    assert_three_way(lambda *t: F.linear(*t), lambda *t: F.linear(*t, composed=True), arrays)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_on_one_vector_is_a_matrix_vector_product(with_bias):
+    """x (in,) -> W x + b (one-row decoding's path), the one-row matrix's output and gradients."""
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(4), rng.standard_normal((3, 4))] + ([rng.standard_normal(3)] if with_bias else [])
+    gy = rng.standard_normal(3)
+    y_vec, g_vec = forward_backward(lambda *t: F.linear(*t), arrays, gy)
+    y_row, g_row = forward_backward(lambda *t: F.linear(*t), [arrays[0][None]] + arrays[1:], gy[None])
+    np.testing.assert_allclose(y_vec, arrays[1] @ arrays[0] + (arrays[2] if with_bias else 0), rtol=1e-14)
+    assert_close_scaled(y_vec, y_row[0], 1e-14, "output")
+    assert_close_scaled(g_vec[0], g_row[0][0], 1e-14, "dx")
+    for a, b in zip(g_vec[1:], g_row[1:]):
+        assert_close_scaled(a, b, 1e-14, "parameter gradient")
+    assert_three_way(lambda *t: F.linear(*t), lambda *t: F.linear(*t, composed=True), arrays)
 
 
 def test_linear_weight_only_and_extreme_values():

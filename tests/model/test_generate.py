@@ -3,9 +3,9 @@ too), sampling filters, reproducibility, eos, streaming, errors."""
 import numpy as np
 import pytest
 
-from autograd import Tensor, no_grad
+from autograd import no_grad, ops
 from autograd.tensor import grad_enabled
-from tinyllm import GPT, GPTConfig
+from tinyllm import GPT, GPTConfig, decode, nn
 from tinyllm.generate import (Decoder, KVCache, context_length, filter_logits, generate, next_token_logits,
                               sample_next)
 
@@ -36,7 +36,7 @@ def test_context_length_rule():
 def test_cached_logits_equal_full_recompute_at_every_step(config, B, keep):
     """For n = 1 .. 3 block_size: the cached decoder's logits for token n equal a full forward of the
     same cropped window; the cache really is used (single-position steps), and refilled past block_size.
-    One row steps through model.forward_row (vectors), several through forward_arrays."""
+    One row steps through decode.forward_vector (vectors), several through decode.forward."""
     model = model_for(config)
     N = 3 * config.block_size + 1
     seq = np.random.default_rng(1).integers(0, config.vocab_size, (B, N))
@@ -55,32 +55,19 @@ def test_cached_logits_equal_full_recompute_at_every_step(config, B, keep):
         assert decoder.refills == 1 + (N - W)              # keep == W: every step past W refills
 
 
-@CONFIGS
-def test_forward_with_kv_cache_equals_full_forward(config):
-    model = model_for(config)
-    idx = np.random.default_rng(2).integers(0, config.vocab_size, (2, 8))
-    full, _ = model(idx)
-    cache = KVCache.for_model(model, 2)
-    parts = [model(idx[:, :3], kv_cache=cache)[0]]            # prefill (with autograd on: concat path)
-    with no_grad():
-        for t in range(3, 8):
-            parts.append(model(idx[:, t:t + 1], kv_cache=cache)[0])
-    assert cache.length == 8
-    np.testing.assert_allclose(np.concatenate([p.data for p in parts], axis=1), full.data, rtol=0, atol=1e-10)
-
-
 def test_kv_cache_errors():
     model = model_for(LEARNED)
     cache = KVCache.for_model(model, 1)
-    model(np.array([[1, 2, 3]]), kv_cache=cache)
+    decode.forward(model, np.array([[1, 2, 3]]), cache)
     with pytest.raises(ValueError, match=r"6 tokens starting at position 3 exceeds block_size=8"):
-        model(np.zeros((1, 6), dtype=np.int64), kv_cache=cache)
+        decode.forward(model, np.zeros((1, 6), dtype=np.int64), cache)
     with pytest.raises(ValueError, match="batch size 1, the input has 2 rows"):
-        model(np.zeros((2, 1), dtype=np.int64), kv_cache=cache)
+        decode.forward(model, np.zeros((2, 1), dtype=np.int64), cache)
     with pytest.raises(ValueError, match="holds 3 positions but the input starts at position 0"):
-        cache.layers[0].append(Tensor(np.zeros((1, 2, 1, 4))), Tensor(np.zeros((1, 2, 1, 4))), 0)
+        cache.layers[0].append(np.zeros((1, 2, 1, 4)), np.zeros((1, 2, 1, 4)), 0)
     with pytest.raises(ValueError, match="dtype float32, the model is float64"):
-        model(np.zeros((1, 1), dtype=np.int64), kv_cache=KVCache.for_model(model_for(LEARNED, "float32"), 1))
+        decode.forward(model, np.zeros((1, 1), dtype=np.int64), KVCache.for_model(model_for(LEARNED, "float32"), 1))
+    assert cache.length == 3
     cache.reset()
     assert cache.length == 0
 
@@ -222,3 +209,50 @@ def test_decoder_checks_the_ids_of_a_cached_step():
     z = np.array([[0.0, 1.0, 2.0]])
     filter_logits(z, top_k=1, top_p=0.5)
     assert np.array_equal(z, [[0.0, 1.0, 2.0]])                          # filter_logits leaves its input alone
+
+
+# ---- a swapped activation (issue 18) ---------------------------------------------------------------
+
+class SquaredRelu(nn.Module):
+    """relu(x)^2 (Primer's activation), composed from primitives: a module decode.py does not know."""
+
+    def forward(self, x):
+        r = ops.relu(x)
+        return r * r
+
+
+def bilinear_glu(x):
+    """A plain function on Tensors as the activation: gate * up on x = [gate | up] (GLU without a nonlinearity)."""
+    gate, up = ops.split(x, 2, axis=-1)
+    return gate * up
+
+
+@pytest.mark.parametrize("config, activation", [(LEARNED, SquaredRelu), (ROPE_GQA, lambda: bilinear_glu)],
+                         ids=["gelu->module", "swiglu->function"])
+def test_a_swapped_activation_changes_training_and_generate_alike(config, activation):
+    """Replacing mlp.activation changes the loss and the sampled tokens, and cached decoding (which
+    runs the unknown activation through its own forward) still equals a full recompute at every step,
+    for one row and for a batch, across window refills."""
+    base, model = GPT(config, seed=2, dtype="float64"), GPT(config, seed=2, dtype="float64")
+    for base_param, param in zip(base.parameters(), model.parameters()):   # weights large enough that the
+        base_param.data *= 5                                              # MLP sways the distribution
+        param.data *= 5
+    for block in model.blocks:
+        block.mlp.activation = activation()
+    idx = np.random.default_rng(3).integers(0, config.vocab_size, (2, 6))
+    assert abs(model(idx, idx)[1].item() - base(idx, idx)[1].item()) > 1e-6              # training sees it
+    kw = dict(max_new_tokens=2 * config.block_size, temperature=1.0, top_k=None, seed=4)
+    out = model.generate([1, 2], **kw)
+    assert not np.array_equal(out, base.generate([1, 2], **kw))                          # generate sees it
+    assert np.array_equal(out, model.generate([1, 2], use_cache=False, **kw))
+    N = 2 * config.block_size + 3
+    for B in (1, 2):
+        seq = np.random.default_rng(5).integers(0, config.vocab_size, (B, N))
+        decoder = Decoder(model, B, window_keep=3)
+        assert decoder.cache is not None
+        with no_grad():
+            for n in range(1, N + 1):
+                L = context_length(n, config.block_size, decoder.keep)
+                np.testing.assert_allclose(decoder.logits(seq, n), model(seq[:, n - L:n])[0].data[:, -1],
+                                           rtol=0, atol=1e-10)
+        assert decoder.steps > N // 2

@@ -43,8 +43,10 @@ def test_config_rejects_bad_values(overrides, message):
 
 
 def test_config_derived_sizes_and_presets():
-    assert GPT2_TINY.num_kv_heads == 2 and GPT2_TINY.head_size == 4 and GPT2_TINY.mlp_hidden_size == 32
-    assert GPTConfig(n_embd=4096, n_head=32, mlp="swiglu").mlp_hidden_size == 11008   # Llama 7B's width
+    sizes = GPT2_TINY.resolved()
+    assert (GPT2_TINY.n_kv_head, GPT2_TINY.mlp_hidden) == (None, None)       # what was asked stays
+    assert sizes.n_kv_head == 2 and sizes.head_size == 4 and sizes.mlp_hidden == 32
+    assert GPTConfig(n_embd=4096, n_head=32, mlp="swiglu").resolved().mlp_hidden == 11008   # Llama 7B's width
     assert {"baby", "gpt2", "gpt2-medium", "llama-tiny"} <= set(GPTConfig.presets())
     baby = GPTConfig.preset("baby")
     assert (baby.n_layer, baby.n_head, baby.n_embd, baby.block_size, baby.vocab_size) == (4, 4, 128, 64, 65)
@@ -52,7 +54,7 @@ def test_config_derived_sizes_and_presets():
     llama = GPTConfig.preset("llama-tiny")
     assert (llama.norm, llama.mlp, llama.position, llama.bias, llama.tie_embeddings) == \
         ("rmsnorm", "swiglu", "rope", False, False)
-    assert llama.num_kv_heads < llama.n_head
+    assert llama.resolved().n_kv_head == llama.n_kv_head == 2 < llama.n_head
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: baby"):
         GPTConfig.preset("nope")
     with pytest.raises(ValueError, match="unknown field.*n_layers"):
@@ -64,6 +66,23 @@ def test_config_json_round_trip_and_frozen():
         assert GPTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(Exception):
         GPT2_TINY.n_layer = 3
+
+
+def test_none_sizes_follow_the_other_fields():
+    """n_kv_head=None means one kv head per query head whatever n_head becomes: a config derived with
+    dataclasses.replace keeps following it (resolving None at construction would freeze the old n_head
+    and silently turn attention grouped), and a checkpoint's model_config with n_kv_head: null loads
+    and compares equal to the config that wrote it."""
+    import dataclasses
+    wider = dataclasses.replace(GPT2_TINY, n_head=4)
+    assert wider.n_kv_head is None and wider.resolved().n_kv_head == 4
+    assert dataclasses.replace(GPT2_TINY, n_embd=16).resolved().mlp_hidden == 64
+    saved = json.loads(json.dumps(GPT2_TINY.to_dict()))
+    assert saved["n_kv_head"] is None and saved["mlp_hidden"] is None
+    assert GPTConfig.from_dict(saved) == GPT2_TINY
+    resolved = GPT2_TINY.resolved()
+    assert resolved.resolved() == resolved and GPT(resolved, dtype="float64").num_parameters() == \
+        GPT(GPT2_TINY, dtype="float64").num_parameters()
 
 
 def test_gpt2_preset_parameter_count():
@@ -197,74 +216,6 @@ def test_forward_is_the_composition_of_the_pieces(config):
     ref_logits, ref_loss = model(idx, targets)
     assert np.array_equal(logits.data, ref_logits.data)
     assert model.loss(logits, targets).item() == ref_loss.item()
-
-
-@CONFIGS
-def test_forward_arrays_equals_forward(config):
-    """The inference path (raw arrays, no graph) gives forward's logits: whole sequences, the last
-    position only, and a KV cache filled by a prompt then one position at a time; with autograd on."""
-    from tinyllm.generate import KVCache
-    model = _model_for(config)
-    idx = ids((2, 7))
-    full = model(idx)[0].data                                          # (B, T, V), grad mode on
-    logits = model.forward_arrays(idx)
-    assert type(logits) is np.ndarray
-    np.testing.assert_allclose(logits, full, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(model.forward_arrays(idx, last_only=True), full[:, -1:], rtol=0, atol=1e-12)
-    cache = KVCache.for_model(model, 2)
-    parts = [model.forward_arrays(idx[:, :3], kv_cache=cache)]
-    parts += [model.forward_arrays(idx[:, t:t + 1], kv_cache=cache) for t in range(3, 7)]
-    assert cache.length == 7
-    np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-10)
-
-
-@CONFIGS
-def test_forward_row_equals_forward(config):
-    """One-row decoding (vectors, scalar norm statistics, matrix-vector products) continues a
-    cache filled by a prompt with forward's logits at every position, up to block_size."""
-    from tinyllm.generate import KVCache
-    model = _model_for(config)
-    T = config.block_size
-    idx = ids((1, T))
-    full = model(idx)[0].data[0]                                       # (T, V)
-    cache = KVCache.for_model(model, 1)
-    model.forward_arrays(idx[:, :3], kv_cache=cache)                   # prompt of 3 positions
-    for t in range(3, T):
-        logits = model.forward_row(int(idx[0, t]), cache)              # position t
-        assert logits.shape == (config.vocab_size,) and cache.length == t + 1
-        np.testing.assert_allclose(logits, full[t], rtol=0, atol=1e-10)
-    cache.reset()                                                      # from an empty cache too
-    np.testing.assert_allclose(model.forward_row(int(idx[0, 0]), cache), full[0], rtol=0, atol=1e-10)
-
-
-def test_forward_row_checks_its_input():
-    from tinyllm.generate import KVCache
-    model = GPT(GPTConfig(**{**GPT2_TINY.to_dict(), "dropout": 0.1}), dtype="float64")
-    cache = KVCache.for_model(model, 1)
-    with pytest.raises(RuntimeError, match=r"training mode with dropout=0.1; call model.eval\(\) first"):
-        model.forward_row(1, cache)
-    model.eval()
-    with pytest.raises(ValueError, match="token id 13 is outside the vocabulary"):
-        model.forward_row(13, cache)
-    with pytest.raises(ValueError, match="batch size 2, the input has 1 rows"):
-        model.forward_row(1, KVCache.for_model(model, 2))
-    for t in range(GPT2_TINY.block_size):
-        model.forward_row(t % 13, cache)
-    with pytest.raises(ValueError, match=r"already holds block_size=8 positions; reset\(\) it"):
-        model.forward_row(1, cache)
-    assert cache.length == GPT2_TINY.block_size
-
-
-def test_forward_arrays_is_inference_only():
-    config = GPTConfig(**{**GPT2_TINY.to_dict(), "dropout": 0.1})
-    model = GPT(config, dtype="float64")
-    with pytest.raises(RuntimeError, match=r"training mode with dropout=0.1; call model.eval\(\) first"):
-        model.forward_arrays(ids((1, 3)))
-    model.eval()
-    with no_grad():
-        np.testing.assert_allclose(model.forward_arrays(ids((1, 3))), model(ids((1, 3)))[0].data, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="token id 13 is outside the vocabulary"):
-        model.forward_arrays(np.array([[13]]))
 
 
 @settings(deadline=None)

@@ -148,36 +148,23 @@ def test_linear_and_norm_gradients():
     assert check_backward(fn, [rng.standard_normal((4, 3))] + params).passed
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_arrays_is_forward_on_raw_arrays(dtype):
-    """Each layer's inference path runs the same Function forward: bitwise the same output, no graph."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 3, 6)).astype(dtype)
-    layers = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
-              nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype)]
-    for layer in layers:
-        for p in layer.parameters():                              # non-trivial norm weights and biases
-            p.data = rng.standard_normal(p.shape).astype(dtype)
-        out = layer.forward_arrays(x)
-        assert type(out) is np.ndarray and out.dtype == np.dtype(dtype)
-        assert np.array_equal(out, layer(Tensor(x, requires_grad=True)).data), layer
-    emb = nn.Embedding(7, 4, init_rng=rng, dtype=dtype)
-    idx = np.array([[0, 6, 6], [2, 1, 0]])
-    assert np.array_equal(emb.forward_arrays(idx), emb(idx).data)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_row_is_forward_on_one_vector(dtype):
-    """Linear and the norms on one vector (C,): forward's numbers to rounding (a matrix-vector
-    product and scalar statistics sum in another order), in the input's dtype."""
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal(6).astype(dtype) * 3 + 1
-    layers = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
-              nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype)]
-    tol = 1e-6 if dtype == "float32" else 1e-14
-    for layer in layers:
-        for p in layer.parameters():
-            p.data = rng.standard_normal(p.shape).astype(dtype)
-        out = layer.forward_row(x)
-        assert out.shape == (layer.weight.shape[0],) and out.dtype == np.dtype(dtype), layer
-        np.testing.assert_allclose(out, layer(Tensor(x[None], requires_grad=True)).data[0], rtol=tol, atol=tol)
+def test_get_and_set_submodule_keep_the_parameter_order():
+    """set_submodule replaces a module in place in the registration order (plain assignment would
+    move it to the end), so parameter names and order stay; get_submodule reads dotted names."""
+    model = Tiny()
+    names = [n for n, _ in model.named_parameters()]
+    assert model.get_submodule("") is model and model.get_submodule("norm") is model.norm
+    replacement = nn.LayerNorm(6, dtype="float64")
+    model.set_submodule("norm", replacement)
+    assert model.norm is replacement and model.get_submodule("norm") is replacement
+    assert [n for n, _ in model.named_parameters()] == names
+    inner = nn.Linear(6, 6, bias=False, dtype="float64")
+    model.set_submodule("layers.0", inner)
+    assert model.layers[0] is inner and model.get_submodule("layers.0") is inner
+    assert [n for n, _ in model.named_parameters()] == names
+    with pytest.raises(AttributeError, match="has no submodule 'nope'"):
+        model.get_submodule("nope")
+    with pytest.raises(AttributeError, match="no submodule 'nope' to replace"):
+        model.set_submodule("nope", replacement)
+    with pytest.raises(TypeError, match="needs a Module"):
+        model.set_submodule("norm", 3)

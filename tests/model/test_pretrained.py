@@ -157,7 +157,7 @@ def test_llama_logits_match_independent_reference(tmp_path, tied):
         del tensors["lm_head.weight"]
     model = GPT.from_pretrained(write_dir(tmp_path / "llama", hf, tensors), dtype="float64")
     c = model.config
-    assert (c.num_kv_heads, c.mlp_hidden_size, c.rope_theta, c.norm_eps, c.position) == (2, 20, 500.0, 1e-6, "rope")
+    assert (c.n_kv_head, c.mlp_hidden, c.rope_theta, c.norm_eps, c.position) == (2, 20, 500.0, 1e-6, "rope")
     np.testing.assert_allclose(logits_of(model, IDS), reference_llama(tensors, hf, IDS), rtol=0, atol=1e-10)
 
 

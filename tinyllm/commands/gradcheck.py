@@ -5,8 +5,8 @@
     tinyllm gradcheck --model --seed 3     # also a whole tiny GPT (both families) on sampled parameters
 
 Each check runs `autograd.gradcheck.check_backward` in float64 on small random inputs
-(seeded) through the fused path of the op, and prints one row: op, input shapes, the
-largest absolute and relative error, pass or FAIL. The exit status is 1 when any check
+(seeded) through the hand-derived path of the op (not `composed=True`), and prints one row:
+op, input shapes, the largest absolute and relative error, pass or FAIL. The exit status is 1 when any check
 fails, 2 for an unknown op name (the message lists the valid ones).
 
 `--model` builds two tiny GPTs in float64 (GPT-2 style: LayerNorm, GELU, learned positions,

@@ -1,0 +1,187 @@
+"""GPTConfig: the shape and family of a GPT, its named presets, and the checks of token ids against it.
+
+    config = GPTConfig.preset("baby", vocab_size=65)          # or GPTConfig(vocab_size=..., n_layer=...)
+    sizes = config.resolved()                                 # every None filled in
+    sizes.n_kv_head, sizes.mlp_hidden, config.head_size
+
+One code path covers both families; the config picks the parts:
+
+    GPT-2:  layernorm, gelu MLP,   learned positions, biases, tied head
+    Llama:  rmsnorm,   SwiGLU MLP, rotary positions,  no biases, untied head, grouped-query kv heads
+
+One name per idea. Two fields may be None, meaning "the family's default": n_kv_head
+(None = n_head: one kv head per query head) and mlp_hidden (None = 4 C for gelu, Llama's
+width for swiglu). The config keeps what was asked, None included, so that
+`dataclasses.replace(config, n_head=16)` still means one kv head per query head, and a
+checkpoint's `model_config` (which may hold `n_kv_head: null`) loads and compares equal to
+the config that wrote it. Code that needs the numbers reads them from `config.resolved()`,
+the same config with every None filled in: `config.resolved().n_kv_head` is an int.
+
+Invalid combinations raise ValueError at construction, naming the values and the fix.
+Below the model: this file imports no other part of tinyllm, so the model, the KV cache,
+decoding and the Hugging Face reader all build on it.
+
+Left out: per-layer shapes (every block is alike), rope scaling, attention variants.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from autograd import backend
+from autograd.tensor import Tensor
+
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+POSITIONS = ("learned", "rope")
+
+
+def llama_mlp_hidden(n_embd: int, multiple_of: int = 256) -> int:
+    """Llama's SwiGLU width: 2/3 of 4 n_embd (same parameter count as a 4x GELU MLP),
+    rounded up to a multiple of `multiple_of` (Meta's reference code uses 256)."""
+    hidden = int(2 * 4 * n_embd / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape and family of a GPT. Defaults are GPT-2 small (124M parameters).
+
+    `GPTConfig.preset("baby", vocab_size=65)` gives a named shape with overrides.
+    Invalid combinations raise ValueError at construction, naming the values.
+    """
+
+    vocab_size: int = 50257          # GPT-2's BPE vocabulary; 65 for character-level Shakespeare
+    block_size: int = 1024           # longest context (positions) the model sees at once
+    n_layer: int = 12                # transformer blocks
+    n_head: int = 12                 # query heads per attention layer
+    n_kv_head: int | None = None     # key/value heads (grouped-query attention); None = n_head
+    n_embd: int = 768                # residual stream width C; head size hs = C / n_head
+    norm: str = "layernorm"          # "layernorm" (GPT-2) or "rmsnorm" (Llama)
+    norm_eps: float = 1e-5           # epsilon inside the norms (GPT-2 and Llama 2 both use 1e-5)
+    mlp: str = "gelu"                # "gelu" (GPT-2, tanh approximation) or "swiglu" (Llama)
+    mlp_hidden: int | None = None    # MLP width H; None = 4 C for gelu, llama_mlp_hidden(C) for swiglu
+    position: str = "learned"        # "learned" absolute embeddings (GPT-2) or "rope" (Llama)
+    rope_theta: float = 10000.0      # RoPE base; Llama 3 uses 500000
+    bias: bool = True                # biases in Linear layers and LayerNorm (GPT-2 yes, Llama no)
+    tie_embeddings: bool = True      # the LM head reuses the token embedding matrix (GPT-2 yes, Llama no)
+    dropout: float = 0.0             # dropout on embeddings, attention weights and residual branches
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_kv_head", "mlp_hidden"):
+            value = getattr(self, name)
+            if value is None and name in ("n_kv_head", "mlp_hidden"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"GPTConfig: {name}={value!r} must be a positive integer")
+            object.__setattr__(self, name, int(value))   # NumPy integers become plain ints (JSON)
+        for name, value, allowed in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
+                                     ("position", self.position, POSITIONS)):
+            if value not in allowed:
+                raise ValueError(f"GPTConfig: {name}={value!r} is not known; use one of {', '.join(allowed)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                             "choose n_embd a multiple of n_head")
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ValueError(f"GPTConfig: n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}; "
+                             "each kv head must serve a whole group of query heads")
+        if self.position == "rope" and self.head_size % 2:
+            raise ValueError(f"GPTConfig: position='rope' needs an even head size, but n_embd={self.n_embd} / "
+                             f"n_head={self.n_head} = {self.head_size}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"GPTConfig: dropout={self.dropout!r} must be in [0, 1)")
+        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
+            raise ValueError(f"GPTConfig: norm_eps={self.norm_eps!r} must be a positive number (e.g. 1e-5)")
+        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
+            raise ValueError(f"GPTConfig: rope_theta={self.rope_theta!r} must be a positive number (e.g. 10000.0)")
+        for name in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig: {name}={getattr(self, name)!r} must be True or False")
+
+    # ---- sizes -------------------------------------------------------------------------
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def resolved(self) -> "GPTConfig":
+        """This config with every None filled in (module docstring): n_kv_head = n_head, mlp_hidden =
+        4 C (gelu) or llama_mlp_hidden(C) (swiglu). Read sizes from it; derive new configs from self."""
+        n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
+        mlp_hidden = self.mlp_hidden
+        if mlp_hidden is None:
+            mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else llama_mlp_hidden(self.n_embd)
+        return dataclasses.replace(self, n_kv_head=n_kv_head, mlp_hidden=mlp_hidden)
+
+    # ---- presets and serialisation -----------------------------------------------------
+    @staticmethod
+    def presets() -> list:
+        return list(_PRESETS)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "GPTConfig":
+        """A named shape (see `presets()`), with any field overridden."""
+        if name not in _PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(_PRESETS)}")
+        return cls.from_dict({**_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GPTConfig":
+        unknown = unknown_fields(cls, values)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown field(s) {', '.join(unknown)}; "
+                             f"known fields: {', '.join(sorted(f.name for f in dataclasses.fields(cls)))}")
+        return cls(**values)
+
+
+def unknown_fields(config_class, values: dict) -> list:
+    """The keys of `values` that are not fields of the dataclass `config_class`, sorted
+    (every config's from_dict rejects them with its own message)."""
+    return sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
+
+
+# name -> field values (the rest take the defaults above)
+_PRESETS = {
+    # nanoGPT's CPU "baby" shape for character-level Shakespeare
+    "baby": dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),
+    "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": dict(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+    # a small Llama-style model: RMSNorm, SwiGLU, RoPE, no biases, untied head, 4 query heads per kv head
+    "llama-tiny": dict(vocab_size=65, block_size=128, n_layer=4, n_head=8, n_kv_head=2, n_embd=256,
+                       norm="rmsnorm", mlp="swiglu", position="rope", bias=False, tie_embeddings=False),
+}
+
+
+# ---- token ids -------------------------------------------------------------------------------
+
+def check_token_ids(ids, vocab_size: int) -> None:
+    """A ValueError naming the first id of the integer array `ids` outside [0, vocab_size)."""
+    if ids.size:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"token id {low if low < 0 else high} is outside the vocabulary [0, {vocab_size}) "
+                             f"(vocab_size={vocab_size}); check the tokenizer matches the model")
+
+
+def as_token_ids(idx, config: GPTConfig, device: str, start_pos: int = 0):
+    """idx (a list, NumPy/CuPy array or Tensor of shape (B, T)) as an integer xp array on `device`,
+    or an error naming the problem: its shape, dtype, an id outside the vocabulary, or positions
+    start_pos .. start_pos + T - 1 past block_size."""
+    ids = idx.data if isinstance(idx, Tensor) else idx
+    ids = backend.to_device(ids if hasattr(ids, "shape") else np.asarray(ids), device)
+    if ids.ndim != 2:
+        raise ValueError(f"idx must have shape (B, T), got shape {tuple(ids.shape)}; "
+                         "for a single sequence use idx[None, :]")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"idx must hold integer token ids, got dtype {ids.dtype}")
+    T = ids.shape[1]
+    check_token_ids(ids, config.vocab_size)
+    if start_pos < 0 or start_pos + T > config.block_size:
+        raise ValueError(f"a sequence of {T} tokens starting at position {start_pos} exceeds "
+                         f"block_size={config.block_size}; crop the input to its last "
+                         f"{config.block_size} tokens (generate() does this for you)")
+    return ids
