@@ -346,8 +346,9 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.weight = _normal(init_rng, (num_embeddings, embedding_dim), std, dtype, device)
 
-    def forward(self, idx) -> Tensor:
-        return F.embedding(idx, self.weight)
+    def forward(self, idx, check_ids: bool = True) -> Tensor:
+        """check_ids=False: the caller checked the ids are in range (F.embedding)."""
+        return F.embedding(idx, self.weight, check_ids=check_ids)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"

@@ -18,6 +18,7 @@ One step, in order (`train_step`, then `run`):
     batches = grad_accum micro-batches from the task
     loss    = strategy.gradients(model, task, batches)   # mean loss; grads in .grad
     norm    = strategy.grad_norm(params)                  # global L2 norm, before clipping
+    read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
     clip to grad_clip, optimizer.step(lr), zero the grads
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
@@ -89,11 +90,12 @@ class Strategy(Protocol):
     is_writer: bool   # this process prints and writes metrics
     ranks: int        # processes sharing a step
 
-    def gradients(self, model, task, batches, step: int) -> float:
-        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean loss."""
+    def gradients(self, model, task, batches, step: int):
+        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean
+        loss (a number, or a one-element device array: the loop reads it with the norm, in one copy)."""
 
-    def grad_norm(self, params) -> float:
-        """The global L2 norm of the gradients (over every rank's parameters)."""
+    def grad_norm(self, params):
+        """The global L2 norm of the gradients (over every rank's parameters); a number or a device scalar."""
 
     def batch_loss(self, model, task, batch) -> float:
         """A batch's mean loss without a graph (the same value on every rank)."""
@@ -231,6 +233,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
         norm = self.strategy.grad_norm(self.params)
+        loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad()
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
