@@ -186,6 +186,12 @@ def synchronize(array=None) -> None:
         _cupy.cuda.get_current_stream().synchronize()
 
 
+def scalar_array(xp, value, dtype):
+    """A 0-d array of `value` in xp's memory: a CuPy one is filled on the device, since
+    cupy.asarray of a number copies it from the host (once per op that takes a number)."""
+    return np.asarray(value, dtype=dtype) if xp is np else xp.full((), value, dtype=dtype)
+
+
 def read_scalars(*values) -> list:
     """Python floats of `values` (numbers, NumPy scalars or one-element device arrays), read
     with at most one device-to-host copy: the device ones are gathered into one array first.

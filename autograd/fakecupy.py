@@ -347,18 +347,22 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     # ---- indexing -----------------------------------------------------------------------------
     def __getitem__(self, key):
-        return _wrap(self._a[_host_index(key)])
+        key, a = _host_index(key), _host(self)
+        view = a[key]
+        if not isinstance(view, np.ndarray):             # CuPy's a[i] is a 0-d view, not a scalar copy
+            view = a[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
+        return _wrap(view)
 
     def __setitem__(self, key, value) -> None:
-        self._a[_host_index(key)] = _host(value, "value")
+        _host(self)[_host_index(key)] = _host(value, "value")
 
 
 def _binary(op, reflected: bool = False):
     def method(self, other):
         if not isinstance(other, (ndarray, np.ndarray) + _SCALARS):
             return NotImplemented                          # e.g. a Tensor: its reflected operator runs
-        b = _host(other)
-        return _wrap(op(b, self._a) if reflected else op(self._a, b))
+        a, b = _host(self), _host(other)
+        return _wrap(op(b, a) if reflected else op(a, b))
     return method
 
 
@@ -366,7 +370,7 @@ def _inplace(op):
     def method(self, other):
         if not isinstance(other, (ndarray, np.ndarray) + _SCALARS):
             return NotImplemented
-        op(self._a, _host(other))
+        op(_host(self), _host(other))
         return self
     return method
 
@@ -380,13 +384,13 @@ for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"
 for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(ndarray, f"__{_name}__", _binary(getattr(operator, _name)))
 for _name, _op in (("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs), ("invert", operator.invert)):
-    setattr(ndarray, f"__{_name}__", lambda self, _op=_op: _wrap(_op(self._a)))
+    setattr(ndarray, f"__{_name}__", lambda self, _op=_op: _wrap(_op(_host(self))))
 
 
 def _method(name: str):
     def method(self, *args, **kwargs):
         out = kwargs.get("out")
-        result = getattr(self._a, name)(*_host_args(args), **_host_kwargs(kwargs))
+        result = getattr(_host(self), name)(*_host_args(args), **_host_kwargs(kwargs))
         return _as_result(result, out)
     method.__name__ = name
     return method

@@ -66,9 +66,9 @@ class SharedGenerator:
     """One seeded random generator shared by the dropout layers of a model.
 
     Keeping one generator per model (not a global one) makes a training run repeatable
-    and lets a checkpoint store and restore its state for an exact resume.
-    Moving to another device starts a fresh generator there from the same seed
-    (NumPy and CuPy generators have different states).
+    and lets a checkpoint store and restore its state for an exact resume, on the CPU and on
+    a GPU. Moving to another device starts a fresh generator there from the same seed
+    (NumPy and CuPy generators draw different numbers).
 
     Threads that run the model at once (tinyllm/threads.py) each draw from a generator of
     their own: `spawn(n)` seeds n generators from this one (advancing it, so the run stays
@@ -101,14 +101,11 @@ class SharedGenerator:
             self._local.generator = previous
 
     def state(self) -> dict:
-        """A JSON-serialisable snapshot of the generator (CPU generators only)."""
-        if self.device != "cpu":
-            raise NotImplementedError("state(): only the CPU (NumPy) generator state can be saved")
+        """A JSON-serialisable snapshot of the generator, on the CPU or a GPU (backend.generator_state)."""
         return backend.generator_state(self._generator)
 
     def set_state(self, state: dict) -> None:
-        if self.device != "cpu":
-            raise NotImplementedError("set_state(): only the CPU (NumPy) generator state can be restored")
+        """Continue from `state()`; a ValueError when it is another device's (the masks differ anyway)."""
         backend.set_generator_state(self._generator, state)
 
     def to(self, device: str) -> "SharedGenerator":

@@ -288,8 +288,7 @@ class Trainer:
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
                 "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
-                "rng": {"train_sampler": self.task.state(),
-                        "dropout": generator.state() if generator.device == "cpu" else None},
+                "rng": {"train_sampler": self.task.state(), "dropout": generator.state()},
                 **self.task.checkpoint_entries()}
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
@@ -314,10 +313,21 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best_val_loss = state.get("best_val_loss")
         self.task.set_state(state["rng"]["train_sampler"])
-        if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
-            self.model.generator.set_state(state["rng"]["dropout"])
+        self.restore_dropout(state["rng"].get("dropout"), checkpoint.path)
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
+
+    def restore_dropout(self, state, path) -> None:
+        """The dropout generator continues from `state`; one saved on another device (a run moved
+        between CPU and GPU) cannot continue there: the generator restarts from the seed, said once."""
+        if state is None:
+            return
+        try:
+            self.model.generator.set_state(state)
+        except ValueError as error:
+            if self.strategy.is_writer and self.model.config.dropout > 0:
+                print(f"note: {path}: dropout masks restart from the seed ({error})",
+                      file=self.progress_stream or sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def catching_signals(self):
