@@ -240,6 +240,24 @@ def device_name(index: int | None = None) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def cuda_versions() -> dict:
+    """CuPy's version and the CUDA runtime and driver it runs on ({} without CuPy), for reports."""
+    if _CUDA_BACKEND != "cupy":
+        return {"cupy": _CUDA_BACKEND} if _CUDA_BACKEND else {}
+    runtime = _cupy.cuda.runtime
+    return {"cupy": _cupy.__version__, "cuda_runtime": runtime.runtimeGetVersion(),
+            "cuda_driver": runtime.driverGetVersion()}
+
+
+def device_memory() -> dict:
+    """CuPy's memory pool on the current device: bytes in use by arrays, and held by the pool
+    (it keeps freed blocks, so its total is the high-water mark of a run: its peak). The stand-in
+    keeps no account (0, 0)."""
+    check_device("cuda")
+    pool = _cupy.get_default_memory_pool()
+    return {"used_bytes": int(pool.used_bytes()), "pool_bytes": int(pool.total_bytes())}
+
+
 # ---- random generators ------------------------------------------------------------------------
 
 class DeviceGenerator:

@@ -224,9 +224,12 @@ class Module:
         params = dict(self.named_parameters())
         missing = [name for name in params if name not in state_dict]
         unexpected = [name for name in state_dict if name not in params]
-        mismatched = [f"{name}: checkpoint {tuple(np.shape(state_dict[name]))}, model {tuple(param.shape)}"
+        def shape(value) -> tuple:  # of a NumPy or CuPy array, a Tensor, or a nested list
+            return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+        mismatched = [f"{name}: checkpoint {shape(state_dict[name])}, model {tuple(param.shape)}"
                       for name, param in params.items()
-                      if name in state_dict and tuple(np.shape(state_dict[name])) != tuple(param.shape)]
+                      if name in state_dict and shape(state_dict[name]) != tuple(param.shape)]
 
         def more(items: list) -> str:  # the count past the first four named
             return f" and {len(items) - 4} more" if len(items) > 4 else ""

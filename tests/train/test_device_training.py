@@ -108,5 +108,8 @@ def test_a_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(tmp_path, co
         for name, p in model.named_parameters():
             np.testing.assert_array_equal(backend.to_numpy(p.data), checkpoint.model_state[name])
     np.testing.assert_allclose(logits[device], logits["cpu"], rtol=0, atol=1e-10)
+    on_cpu, on_device = load_gpt(tmp_path / "run")[0], load_gpt(tmp_path / "run", device=device)[0]
+    on_cpu.load_state_dict(on_device.state_dict())                          # device arrays into a CPU model
+    on_device.load_state_dict(on_cpu.state_dict())                          # and host arrays back
     resumed = build_trainer(config.replace(resume=True, max_iters=4, device="cpu"), log=lambda m: None)
     assert resumed.step == 3 and resumed.run().step == 4   # the device's checkpoint resumes on the CPU
