@@ -41,7 +41,7 @@ def test_the_gpu_check_runs_end_to_end_on_the_stand_in(tmp_path):
     assert parts["environment"]["cuda_backend"] == "stand-in" and report["fake_cuda"] and report["small"]
     assert parts["train"]["tokens_per_s"] > 0 and len(parts["train"]["losses"]) == 3
     assert parts["decode"]["rows_8"]["new_tokens_per_s"] > 0
-    assert "checks passed (float64 on cuda" in parts["gradcheck"]["summary"]
+    assert "all 4 checks passed (float64 on cuda" in parts["gradcheck"]["summary"]
     assert parts["device_tests"]["passed"] > 0 and "failed" not in parts["device_tests"]
     assert report["tinyllm_vs_torch"]["tokens_per_s"] == [parts["train"]["tokens_per_s"], 100.0]
     log = (out / "gpu_check.log").read_text()

@@ -13,7 +13,7 @@ from tinyllm.train import TrainConfig
 
 
 def run(config, out, device):
-    return finetune(config, TrainConfig(out=str(out), max_iters=4, eval_interval=2, eval_iters=2, batch_size=8,
+    return finetune(config, TrainConfig(out=str(out), max_iters=3, eval_interval=3, eval_iters=1, batch_size=8,
                                         lr=3e-3, warmup_iters=1, dtype="float64", progress="none", threads=1,
                                         device=device))
 
