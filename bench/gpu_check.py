@@ -45,7 +45,7 @@ SMALL = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, warmup
 PART_LIMITS_S = {"environment": 60, "train": 150, "torch": 150, "decode": 60, "gradcheck": 90, "device_tests": 150,
                  "pipeline": 90}
 DEVICE_TESTS = ["tests/device", "tests/autograd/test_tensor.py", "tests/model/test_model.py",
-                "tests/model/test_device_decode.py", "tests/train/test_device_training.py",
+                "tests/model/test_device_decode.py", "tests/train/test_device_training.py", "tests/train/test_train.py",
                 "tests/finetune/test_device_finetune.py", "tests/parallel/test_device_pipeline.py"]
 
 

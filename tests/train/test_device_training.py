@@ -1,6 +1,7 @@
-"""Training on a device: the CPU's numbers (float64), bitwise resume with dropout, the NaN stop,
-AdamW and clipping, and checkpoints that move between devices. Each test runs on [cpu] and [cuda]
-(real CuPy on a GPU, else the CPU stand-in for CuPy: tests/conftest.py)."""
+"""Training on a device: the CPU's numbers (float64), the dropout generator, the NaN stop, AdamW and
+clipping, and checkpoints that move between devices. Each test runs on [cpu] and [cuda] (real CuPy on
+a GPU, else the CPU stand-in for CuPy: tests/conftest.py). Bitwise resume on the device, dropout
+included, is tests/train/test_train.py's resume test, parametrised over devices."""
 import numpy as np
 import pytest
 
@@ -25,25 +26,6 @@ def test_training_on_the_device_gives_the_cpu_numbers(tmp_path, corpus_file, tin
     cpu_state, device_state = ckpt.load_checkpoint(tmp_path / "cpu"), ckpt.load_checkpoint(tmp_path / "dev")
     for name, expected in cpu_state.model_state.items():
         np.testing.assert_allclose(device_state.model_state[name], expected, rtol=0, atol=1e-10, err_msg=name)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_resume_on_the_device_is_bitwise_with_dropout(tmp_path, corpus_file, tiny, device, dtype):
-    settings = dict(dtype=dtype, dropout=0.2, grad_accum=2, max_iters=8, eval_interval=4, threads=1, device=device)
-    straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
-    full = straight.run()
-    first = build_trainer(tiny(corpus_file, tmp_path / "b", **settings), log=lambda m: None)
-    head = first.run(stop_at=5)
-    dropout_state = ckpt.load_checkpoint(tmp_path / "b").state["rng"]["dropout"]
-    assert dropout_state is not None and dropout_state == first.model.generator.state()
-    resumed = build_trainer(tiny(corpus_file, tmp_path / "b", resume=True, **settings), log=lambda m: None)
-    tail = resumed.run()
-    assert head.train_losses + tail.train_losses == full.train_losses        # exact float equality
-    a, b = host_weights(straight), host_weights(resumed)
-    for name in a:
-        assert np.array_equal(a[name], b[name]), name
-    for key, value in straight.optimizer.state_arrays().items():
-        assert np.array_equal(backend.to_numpy(value), backend.to_numpy(resumed.optimizer.state_arrays()[key])), key
 
 
 def test_dropout_masks_differ_between_steps_and_repeat_by_seed(device):
