@@ -266,8 +266,10 @@ class DeviceGenerator:
 
     CuPy's generators keep their state in device memory with no way to save it, so a resumed
     run could not draw the dropout masks it would have drawn; this one restarts exactly from
-    `state()`. Philox's initialisation is one cheap kernel (no skip-ahead tables, unlike
-    XORWOW's), so a fresh bit generator per draw costs little next to the draw itself.
+    `state()`. A fresh bit generator per draw costs an allocation from CuPy's pool and one
+    initialisation kernel; Philox is the bit generator whose initialisation has no skip-ahead
+    (XORWOW's has), so that kernel should be small next to the draw (to be measured on a GPU;
+    dropout masks keyed by position, computed in xp, would remove generator state altogether).
     """
 
     KIND = "tinyllm-device-philox"
