@@ -12,11 +12,14 @@ other processes of the run, if any. Three exist:
 
 Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summed
 gradient is that of the mean loss: with equal micro-batches, the same as one batch
-holding them all.
+holding them all. On a GPU the losses are summed on the device: a step's loss and its
+gradient norm reach the host together, in one copy (Trainer.train_step).
 
 Left out: mixed precision and loss scaling, gradient checkpointing.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from autograd import no_grad
 from tinyllm import checkpoint as ckpt
@@ -39,8 +42,9 @@ class NextTokenLoss:
         return len(batch[0])
 
 
-def compute_gradients(model, batches, loss=NextTokenLoss().loss) -> float:
-    """Forward and backward every micro-batch; return the mean loss (see the module docstring).
+def compute_gradients(model, batches, loss=NextTokenLoss().loss):
+    """Forward and backward every micro-batch; return the mean loss (see the module docstring):
+    a float on the CPU, a 0-d float64 array on a GPU (nothing is read from the device here).
 
     loss(model, batch) -> scalar Tensor: the batch's mean loss (default: a GPT's on (x, y)).
     """
@@ -49,7 +53,7 @@ def compute_gradients(model, batches, loss=NextTokenLoss().loss) -> float:
     for batch in batches:
         value = loss(model, batch)
         (value * scale).backward()
-        total += float(value.item())
+        total = total + value.data.astype(np.float64)
     return total * scale
 
 
@@ -59,8 +63,9 @@ class SingleProcess:
     is_writer = True   # this process prints progress and writes metrics and checkpoints
     ranks = 1          # processes sharing the work of a step
 
-    def gradients(self, model, task, batches, step: int = 0) -> float:
-        """Mean loss of the micro-batches; its gradient lands in .grad. `step` (1-based) is unused here."""
+    def gradients(self, model, task, batches, step: int = 0):
+        """Mean loss of the micro-batches (on the device on a GPU); its gradient lands in .grad.
+        `step` (1-based) is unused here."""
         return compute_gradients(model, batches, task.loss)
 
     def batch_loss(self, model, task, batch) -> float:
@@ -68,7 +73,8 @@ class SingleProcess:
         with no_grad():
             return float(task.loss(model, batch).item())
 
-    def grad_norm(self, params) -> float:
+    def grad_norm(self, params):
+        """The global gradient norm (on the device on a GPU)."""
         return global_grad_norm(params)
 
     def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str:

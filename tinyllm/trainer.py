@@ -18,6 +18,7 @@ One step, in order (`train_step`, then `run`):
     batches = grad_accum micro-batches from the task
     loss    = strategy.gradients(model, task, batches)   # mean loss; grads in .grad
     norm    = strategy.grad_norm(params)                  # global L2 norm, before clipping
+    read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
     clip to grad_clip, optimizer.step(lr), zero the grads
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
@@ -89,11 +90,12 @@ class Strategy(Protocol):
     is_writer: bool   # this process prints and writes metrics
     ranks: int        # processes sharing a step
 
-    def gradients(self, model, task, batches, step: int) -> float:
-        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean loss."""
+    def gradients(self, model, task, batches, step: int):
+        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean
+        loss (a number, or a one-element device array: the loop reads it with the norm, in one copy)."""
 
-    def grad_norm(self, params) -> float:
-        """The global L2 norm of the gradients (over every rank's parameters)."""
+    def grad_norm(self, params):
+        """The global L2 norm of the gradients (over every rank's parameters); a number or a device scalar."""
 
     def batch_loss(self, model, task, batch) -> float:
         """A batch's mean loss without a graph (the same value on every rank)."""
@@ -231,6 +233,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
         norm = self.strategy.grad_norm(self.params)
+        loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad()
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
@@ -285,8 +288,7 @@ class Trainer:
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
                 "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
-                "rng": {"train_sampler": self.task.state(),
-                        "dropout": generator.state() if generator.device == "cpu" else None},
+                "rng": {"train_sampler": self.task.state(), "dropout": generator.state()},
                 **self.task.checkpoint_entries()}
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
@@ -311,10 +313,21 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best_val_loss = state.get("best_val_loss")
         self.task.set_state(state["rng"]["train_sampler"])
-        if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
-            self.model.generator.set_state(state["rng"]["dropout"])
+        self.restore_dropout(state["rng"].get("dropout"), checkpoint.path)
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
+
+    def restore_dropout(self, state, path) -> None:
+        """The dropout generator continues from `state`; one saved on another device (a run moved
+        between CPU and GPU) cannot continue there: the generator restarts from the seed, said once."""
+        if state is None:
+            return
+        try:
+            self.model.generator.set_state(state)
+        except ValueError as error:
+            if self.strategy.is_writer and self.model.config.dropout > 0:
+                print(f"note: {path}: dropout masks restart from the seed ({error})",
+                      file=self.progress_stream or sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def catching_signals(self):
