@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import io
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 
 BUILTIN = "builtin"
 STDLIB = "stdlib"
@@ -70,12 +72,14 @@ class Corpus:
     sources: tuple
 
     def texts(self):
-        """Yield each source's text, in order."""
+        """Yield each source's text, in order. A file that is not UTF-8 text (binary, UTF-16, invalid
+        UTF-8) is a TextFileError naming it: the rule of `tinyllm tokenizer train` (textstream.py)."""
+        from tinyllm.tokenizer import read_text_file  # noqa: PLC0415 - keeps `import tinyllm.data` light
         for source in self.sources:
             if source == BUILTIN:
                 yield builtin_text()
             else:
-                yield Path(source).read_text(encoding="utf-8", errors="replace")
+                yield read_text_file(source)
 
     def text(self) -> str:
         return DOCUMENT_SEPARATOR.join(self.texts())
@@ -109,6 +113,16 @@ def stdlib_sources() -> list:
     return sorted(files)
 
 
+def describe_file_type(path) -> str:
+    """'a character device', 'a named pipe (FIFO)', ... for a path that is not a regular file or directory."""
+    mode = os.stat(path).st_mode
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def _normalise_extensions(extensions) -> tuple:
     if isinstance(extensions, str):
         extensions = extensions.split(",")
@@ -130,6 +144,9 @@ def resolve_corpus(data: str | None, extensions=DEFAULT_EXTENSIONS) -> Corpus:
     path = Path(data).expanduser()
     if path.is_file():
         return Corpus(str(path), (str(path),))
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--data {data}: is {describe_file_type(path)}, not a text file or a directory; "
+                        "give a text file, a directory, a glob, or 'stdlib'")
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*")
                        if p.is_file() and (not extensions or p.suffix.lower() in extensions))
@@ -231,7 +248,7 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     if meta_path.is_file():
         try:
             return _open_cached(cache_dir, meta_path)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError) as error:
             log(f"data cache {cache_dir} is unusable ({error}); rebuilding it")
     log(f"tokenizing {corpus.name} ({len(corpus.sources)} source(s)) with tokenizer {tokenizer_spec!r}")
     text = corpus.text()
@@ -269,17 +286,25 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
 
 
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:
+    """The cached dataset, checked whole: the shards' CRC-32 and every id below the tokenizer's
+    vocabulary (one pass over the ids), so a damaged cache is found here and rebuilt, never met
+    as an out-of-range id steps later. Any problem raises ValueError or OSError (-> rebuild)."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415
 
+    check_file_size(meta_path, MAX_METADATA_BYTES, "meta.json")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != CACHE_FORMAT:
-        raise ValueError(f"cache format {meta.get('format')} is not {CACHE_FORMAT}")
-    train = tok.read_shard(cache_dir / "train.bin", tokenizer_hash=meta["tokenizer_hash"])
-    val = tok.read_shard(cache_dir / "val.bin", tokenizer_hash=meta["tokenizer_hash"])
-    if len(train) != meta["n_train"] or len(val) != meta["n_val"]:
-        raise ValueError("shard lengths do not match meta.json")
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache format {meta.get('format') if isinstance(meta, dict) else None} is not {CACHE_FORMAT}")
     tokenizer = tok.load_tokenizer(cache_dir / TOKENIZER_FILE)
-    return Dataset(train=train, val=val, tokenizer=tokenizer, cache_dir=str(cache_dir), meta=meta)
+    splits = {}
+    for split in ("train", "val"):
+        path = cache_dir / f"{split}.bin"
+        if tok.read_shard_header(path).vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"{path}: written for another vocabulary than {cache_dir / TOKENIZER_FILE}'s")
+        splits[split] = tok.read_shard(path, tokenizer_hash=meta.get("tokenizer_hash"), verify=True)
+        if len(splits[split]) != meta.get(f"n_{split}"):
+            raise ValueError("shard lengths do not match meta.json")
+    return Dataset(train=splits["train"], val=splits["val"], tokenizer=tokenizer, cache_dir=str(cache_dir), meta=meta)
 
 
 def check_split_fits(dataset: Dataset, block_size: int) -> None:
