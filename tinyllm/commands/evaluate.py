@@ -60,6 +60,14 @@ def evaluate_tokens(model, tokens: np.ndarray, batch_size: int) -> tuple:
     return total / count, count
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss); inf past what a float holds (a loss above ~709 nats: a badly broken model), not an OverflowError."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
 def run(args, out=None) -> int:
     out = out or sys.stdout
     model, tokenizer, checkpoint = load_model(args.ckpt, device=args.device)
@@ -81,10 +89,10 @@ def run(args, out=None) -> int:
         raise UsageError(f"--data {corpus.name}: fewer than 2 tokens to evaluate")
     loss, count = evaluate_tokens(model, tokens, args.batch_size)
     result = {"checkpoint": str(checkpoint.path), "step": checkpoint.step, "data": corpus.name, "split": split,
-              "tokens": count, "loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2)}
+              "tokens": count, "loss": loss, "perplexity": perplexity(loss), "bits_per_token": loss / math.log(2)}
     if args.json:
         out.write(json.dumps(result) + "\n")
     else:
         out.write(f"{corpus.name} ({split}, {count:,} tokens) at step {checkpoint.step}: loss {loss:.4f}, "
-                  f"perplexity {math.exp(loss):.3f}, {loss / math.log(2):.3f} bits/token\n")
+                  f"perplexity {result['perplexity']:.3f}, {loss / math.log(2):.3f} bits/token\n")
     return 0

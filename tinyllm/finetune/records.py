@@ -134,7 +134,11 @@ def load_classification_data(path, text_field: str = "text", label_field: str = 
         texts.append(_text_field(path, number, record, text_field))
         if label_field not in record or record[label_field] is None or str(record[label_field]).strip() == "":
             raise FinetuneDataError(f"{path}: record {number} has no {label_field!r} value")
-        raw_labels.append(str(record[label_field]).strip())
+        label = record[label_field]
+        if not isinstance(label, (str, int)):   # bool is an int; a list, object or float is not a class name
+            raise FinetuneDataError(f"{path}: record {number}: the label {label!r} is a {type(label).__name__}; "
+                                    "a label is a string, an integer or a boolean")
+        raw_labels.append(str(label).strip())
         numbers.append(number)
     if not texts:
         raise FinetuneDataError(f"{path}: no records")
