@@ -34,11 +34,12 @@ import traceback
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
+from tinyllm import runlock
 from tinyllm.io import write_json
 from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus
 from tinyllm.model import GPT
-from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_optimizer, resume_checkpoint,
-                           write_run_config)
+from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_optimizer, restore_run,
+                           resume_checkpoint, write_run_config)
 from tinyllm.trainer import Trainer
 
 from .engine import PipelineEngine, check_batch_split
@@ -119,13 +120,30 @@ def build_pipeline_run(config, progress_stream=None, trace_path: str | None = No
                           config.microbatches or config.grad_accum)
     except ValueError as error:
         raise FlagError(str(error)) from error
+    run_lock = hold_run_directory(config.out)
     try:
-        return _build(config, progress_stream, trace_path)
+        return _build(config, progress_stream, trace_path, run_lock)
     except (ValueError, OSError) as error:
         raise SetupError(str(error)) from error
 
 
-def _build(config, progress_stream, trace_path) -> tuple:
+def hold_run_directory(out: str):
+    """Rank 0 locks the run directory for every rank (tinyllm.runlock) and bcasts its verdict,
+    so a directory in use is every rank's FlagError: one line, status 2 everywhere."""
+    world = require_mpi().COMM_WORLD
+    lock, refusal = None, None
+    if world.Get_rank() == 0:
+        try:
+            lock = runlock.acquire(out)
+        except runlock.RunDirectoryError as error:
+            refusal = str(error)
+    refusal = world.bcast(refusal, root=0)
+    if refusal is not None:
+        raise FlagError(refusal)
+    return lock
+
+
+def _build(config, progress_stream, trace_path, run_lock) -> tuple:
     grid = Grid(GridShape(config.pipeline_stages, config.data_parallel), require_mpi().COMM_WORLD)
     is_root = grid.rank == 0
     stream = progress_stream or sys.stderr
@@ -167,9 +185,9 @@ def _build(config, progress_stream, trace_path) -> tuple:
     optimizer = make_optimizer(config, stage_model.named_parameters())
     task = PretrainingTask.from_config(config, dataset, model_config.block_size)
     trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream)
+                      run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
     if checkpoint is not None:
-        trainer.restore(ckpt.restrict(checkpoint, [n for n, _ in stage_model.named_parameters()]))
+        restore_run(trainer, ckpt.restrict(checkpoint, [n for n, _ in stage_model.named_parameters()]))
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     if is_root:
         write_run_config(run_dir, {"train": config, "model": model_config})

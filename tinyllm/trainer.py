@@ -162,10 +162,11 @@ class Trainer:
 
     config: a tinyllm.train.TrainConfig (steps, schedule, clipping, intervals, progress).
     optimizer: over the parameters that train. `run_dir=None` trains without writing anything.
+    run_lock: the run directory's lock (tinyllm.runlock), held as long as the trainer lives.
     """
 
     def __init__(self, model, task, strategy, *, config, optimizer, tokenizer=None, run_dir=None,
-                 progress_stream=None):
+                 progress_stream=None, run_lock=None):
         backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
         self.model, self.task, self.strategy = model, task, strategy
         self.config = config
@@ -173,6 +174,7 @@ class Trainer:
         self.params = [p for _, p in optimizer.params]
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_lock = run_lock
         self.progress_stream = progress_stream
         self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
                                       config.max_iters)
