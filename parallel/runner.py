@@ -50,8 +50,9 @@ from .stage import StageModel, block_parameter_counts, measure_block_times
 from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
 
-FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "STAGE:STEP[:SIGNAL]": on that stage at that step, raise (or send
-                                    # this rank SIGNAL, e.g. SIGTERM) -- for the failure tests
+FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "WHO:STEP[:SIGNAL[:POINT]]", a test hook: on stage WHO (or world rank R
+                                    # for "rR") at that step, raise (or send this rank SIGNAL, e.g. SIGTERM)
+                                    # at POINT (default "gradients"; PipelineStrategy lists the points)
 
 
 def require_mpi():
@@ -231,11 +232,12 @@ def write_pipeline_trace(strategy, config, trace_path: str, log) -> None:
 
 
 def _parse_fail(spec: str | None):
-    """FAIL_ENV's "STAGE:STEP[:SIGNAL]" -> (stage, step, signal or None)."""
+    """FAIL_ENV's "WHO:STEP[:SIGNAL[:POINT]]" -> (stage number or "rR", step, signal or None, point)."""
     if not spec:
         return None
-    stage, step, *sig = spec.split(":")
-    return int(stage), int(step), (signal.Signals[sig[0]] if sig else None)
+    who, step, *rest = spec.split(":")
+    sig = signal.Signals[rest[0]] if rest and rest[0] else None
+    return (who if who.startswith("r") else int(who)), int(step), sig, (rest[1] if len(rest) > 1 else "gradients")
 
 
 def train_pipelined(config, progress_stream=None, stop_at: int | None = None, trace: str | None = None):
