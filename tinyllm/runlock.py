@@ -18,8 +18,8 @@ kernel's, not the file's content:
   releases it, ends, crashes or is killed (SIGKILL included). So a lock never outlives its
   process on this host: the next run gets it at once, finds the dead run's line in the file
   (stale information, not a lock) and writes its own over it, saying so ("taking over the
-  lock of pid N, which is no longer running"). Releasing empties the file first, so a line
-  in it normally means a run that did not end cleanly.
+  lock left by pid N on host H"). Releasing empties the file first, so a line in it normally
+  means a run that did not end cleanly (or a copied run directory).
 - Linux's NFS client implements flock with byte-range locks that the server keeps, so two
   nodes sharing a run directory are kept apart too. A node that dies holding such a lock
   holds it until the server's lease expires (NFSv4: about 90 s).
@@ -92,8 +92,8 @@ class RunLock:
         """A line for the log when this acquire replaced a stale holder's line, else None."""
         if not self.took_over:
             return None
-        return (f"{self.path.parent}: taking over the lock of pid {self.took_over.get('pid', '?')} on host "
-                f"{self.took_over.get('host', '?')}, which is no longer running")
+        return (f"{self.path.parent}: taking over the lock left by pid {self.took_over.get('pid', '?')} on host "
+                f"{self.took_over.get('host', '?')} (that run no longer holds it)")
 
     def __enter__(self) -> "RunLock":
         return self
