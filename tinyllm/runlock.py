@@ -150,18 +150,19 @@ def _lock(path: Path, run_dir: Path, flag: str) -> tuple:
         raise RunDirectoryError(f"{flag} {run_dir}: cannot open its lock file {path} ({error.strerror}); "
                                 f"fix the directory's permissions or choose another {flag}") from None
     try:
-        previous = _read_holder(fd)
         try:
             import fcntl  # noqa: PLC0415 - POSIX only
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirectoryError(_busy(run_dir, flag, previous)) from None
+            raise RunDirectoryError(_busy(run_dir, flag, _wait_for_holder(fd))) from None
         except OSError as error:
             if error.errno not in NO_FLOCK_ERRNOS:
                 raise
+            previous = _read_holder(fd)
             if previous and (previous.get("host") != socket.gethostname() or _alive(previous.get("pid"))):
                 raise RunDirectoryError(_busy(run_dir, flag, previous) + f" (this file system has no flock: "
                                         f"if that run is gone, delete {path})") from None
+        previous = _read_holder(fd)   # we hold it: a line here was left by a run that did not release it
         stale = previous if previous and previous.get("pid") != os.getpid() else None
         os.ftruncate(fd, 0)
         os.pwrite(fd, holder_line().encode("utf-8"), 0)
@@ -170,6 +171,16 @@ def _lock(path: Path, run_dir: Path, flag: str) -> tuple:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _wait_for_holder(fd: int, timeout: float = 2.0) -> dict | None:
+    """The holder's line; a holder that got the lock a moment ago may not have written it yet."""
+    deadline = time.monotonic() + timeout
+    holder = _read_holder(fd)
+    while holder is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_holder(fd)
+    return holder
 
 
 def _read_holder(fd: int) -> dict | None:
