@@ -79,7 +79,10 @@ def load_hugging_face(path: Path, dtype: str, device: str) -> GPT:
         if not isinstance(hf, dict):
             raise TypeError(f"it holds a {type(hf).__name__}, not an object")
         config = pretrained.config_from_hf(hf)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as error:
+    except KeyError as error:
+        raise ConfigError(f"--init-from {path}: {config_file} lacks the field {error.args[0]!r} that model_type "
+                          f"{hf.get('model_type')!r} needs") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, RecursionError) as error:
         raise ConfigError(f"--init-from {path}: {config_file} is not a usable Hugging Face config "
                           f"({type(error).__name__}: {error})") from None
     check_model_fits(config, dtype, copies=1, source=f"--init-from {path} ({config_file})")
