@@ -119,10 +119,10 @@ def environment_error(error: OSError) -> str | None:
     hint = ENVIRONMENT_ERRNOS.get(error.errno)
     if hint is None:
         return None
-    where = error.filename if error.filename is not None else "a file"
+    where = f"{error.filename}: " if error.filename is not None else ""
     if error.errno == errno.ENOENT:
-        return f"{where}: {hint}"
-    return f"{where}: {error.strerror or os.strerror(error.errno)}; {hint}"
+        return f"{where}{hint}"
+    return f"{where}{error.strerror or os.strerror(error.errno)}; {hint}"
 
 
 def one_line(text: str) -> str:

@@ -34,7 +34,7 @@ from tinyllm import checkpoint as ckpt
 from tinyllm import io, runlock
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
-from tinyllm.limits import TRAINING_COPIES, check_model_fits
+from tinyllm.limits import TRAINING_COPIES, check_model_fits, parameter_count
 from tinyllm.model import GPT, GPTConfig, unknown_fields
 from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess
@@ -149,6 +149,11 @@ class TrainConfig:
         _check(self, "schedule", lambda v: v in ("gpipe", "1f1b"), "must be gpipe or 1f1b")
         _check(self, "preset", lambda v: v in GPTConfig.presets(), f"must be one of {', '.join(GPTConfig.presets())}")
         _check(self, "out", lambda v: isinstance(v, str) and v != "", "must name a directory")
+        _check(self, "data", lambda v: v is None or isinstance(v, str) and v != "",
+               "must be a text file, a directory, a glob or 'stdlib'")
+        _check(self, "data_ext", lambda v: isinstance(v, str), "must be extensions, comma-separated (e.g. .txt,.md)")
+        _check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
+        _check(self, "partition", lambda v: v in ("uniform", "params", "time"), "must be uniform, params or time")
 
     # ---- conversions ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -367,7 +372,12 @@ def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
         if dtype not in ("float32", "float64"):
             raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: train_config.dtype is {dtype!r}, "
                                        "not float32 or float64; the checkpoint is corrupted or was edited")
-    check_model_fits(model_config, dtype, copies=1, source=str(checkpoint.path / ckpt.STATE_FILE))
+    where = checkpoint.path / ckpt.STATE_FILE
+    stored = sum(int(array.size) for array in checkpoint.model_state.values())
+    if stored != parameter_count(model_config):   # checked before the model is built: a file cannot make it huge
+        raise ckpt.CheckpointError(f"{where}: model_config describes {parameter_count(model_config):,} parameters but "
+                                   f"the model files hold {stored:,}; the checkpoint is corrupted or was edited")
+    check_model_fits(model_config, dtype, copies=1, source=str(where))
     model = GPT(model_config, dtype=dtype, device=device)
     ckpt.load_model_state(model, checkpoint)
     return model, checkpoint

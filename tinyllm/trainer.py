@@ -402,15 +402,25 @@ class MetricsLog:
         """A new run empties the file; a resumed one drops the records past the step it resumes from."""
         if resume_step is None:
             self.path.write_text("", encoding="utf-8")
-        elif self.path.is_file():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+        elif self.path.is_file():   # a line torn by a crash mid-append (not a JSON object) is dropped too
+            kept = [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if _step_of(line) is not None and _step_of(line) <= resume_step]
             io.write_bytes(self.path, "".join(line + "\n" for line in kept).encode("utf-8"))
         return self
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str):
+    """The "step" of a metrics.jsonl line, or None for a line that is not a JSON object with one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
 
 
 class Progress:

@@ -17,6 +17,7 @@ import os
 import typing
 from dataclasses import dataclass
 
+from tinyllm.checkpoint import CheckpointError
 from tinyllm.train import TrainConfig, load_gpt
 
 
@@ -171,4 +172,8 @@ def load_model(ckpt_path, device: str = "cpu", dtype: str | None = None):
     check_device(device)
     model, checkpoint = load_gpt(ckpt_path, device, dtype)
     model.eval()
-    return model, checkpoint.tokenizer(), checkpoint
+    tokenizer = checkpoint.tokenizer()
+    if tokenizer.vocab_size != model.config.vocab_size:   # `tinyllm train` makes them equal
+        raise CheckpointError(f"{checkpoint.path / 'tokenizer.json'}: {tokenizer.vocab_size} ids, but the model has "
+                              f"vocab_size {model.config.vocab_size}; the checkpoint is corrupted or was edited")
+    return model, tokenizer, checkpoint
