@@ -421,3 +421,26 @@ def test_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TINYLLM_DEBUG", "1")
     code, _, err = cli(capsys, "info", "--ckpt", tmp_path / "nothing")
     assert code == 2 and "Traceback" in err
+
+
+# ---- going on as an attacker would -------------------------------------------------------------
+
+
+def test_a_metrics_line_torn_by_a_crash_does_not_stop_a_resume(trained, copy_of, capsys):
+    run = copy_of(trained)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train_lo')                  # a crash mid-append
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "6", "--progress", "none",
+                       "--sample-tokens", "0")
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and all(r["step"] != 5 for r in records)
+
+
+@pytest.mark.parametrize("line, flag", [("data = 5", "--data 5"), ("tokenizer = [1]", "--tokenizer [1]"),
+                                        ("partition = 'best'", "--partition 'best'"), ("data_ext = 7", "--data-ext 7")])
+def test_a_config_file_with_values_of_the_wrong_type_is_one_line(line, flag, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(line + "\n")
+    code, _, err = cli(capsys, "train", "--config", config, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "train", flag)
