@@ -45,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import io
-from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_fits_in_memory
 
 BUILTIN = "builtin"
 STDLIB = "stdlib"
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 DOCUMENT_SEPARATOR = "\n\n"
 CACHE_FORMAT = 1  # bump when the cache layout or the way text is joined changes
+CORPUS_MEMORY_FACTOR = 12  # bytes of memory per byte of corpus while tokenizing: its text, then int64 ids
 
 
 class DataError(ValueError):
@@ -251,6 +252,8 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
         except (OSError, ValueError) as error:
             log(f"data cache {cache_dir} is unusable ({error}); rebuilding it")
     log(f"tokenizing {corpus.name} ({len(corpus.sources)} source(s)) with tokenizer {tokenizer_spec!r}")
+    check_fits_in_memory(sum(os.path.getsize(s) for s in corpus.sources if s != BUILTIN), CORPUS_MEMORY_FACTOR,
+                         f"--data {corpus.name}", "train on less text (the corpus is tokenized in memory)")
     text = corpus.text()
     if not text:
         raise DataError(f"--data {corpus.name}: the corpus is empty")
@@ -383,13 +386,14 @@ def download(name: str, out: str | os.PathLike | None = None, url: str | None = 
     opener = opener or urllib.request.urlopen
     try:
         with opener(source, timeout=timeout) as response:
-            data = response.read()
+            data = response.read(spec.size + 1)   # never more than one byte past the known size
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DataError(f"could not download {name} from {source} ({reason}); check the network connection, "
                         f"or fetch the file another way and pass it with --data FILE") from None
     if len(data) != spec.size:
-        raise DataError(f"downloaded {name} from {source} has {len(data):,} bytes, expected {spec.size:,}; "
+        got = f"more than {spec.size:,}" if len(data) > spec.size else f"{len(data):,}"
+        raise DataError(f"downloaded {name} from {source} has {got} bytes, expected {spec.size:,}; "
                         "the download was cut short or the file changed: try again")
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec.sha256:

@@ -10,6 +10,7 @@ MemoryError or an hour of swapping into one line naming the file and the value:
     MAX_TOKENIZER_FILE_BYTES   a tokenizer file is at most 1 GiB
     check_model_fits           a model's weights (times the copies a use needs: 4 to train with AdamW)
                                fit in the memory this process may still use
+    check_fits_in_memory       a file read whole (a corpus, finetuning records) fits in it too
 
     check_model_fits(config, "float32", copies=1, source="runs/x/last/state.json")   # LimitError if not
 
@@ -42,6 +43,15 @@ def check_file_size(path, limit: int, what: str) -> int:
         raise LimitError(f"{path}: {size:,} bytes, more than any {what} has (at most {limit:,}); "
                          "the file is not what it should be")
     return size
+
+
+def check_fits_in_memory(nbytes: int, factor: int, what: str, fix: str) -> None:
+    """A LimitError when reading `nbytes` (taking `factor` times that in memory: text, ids) would not fit
+    in available_memory(): `what` names the file or flag, `fix` says what to do."""
+    available = available_memory()
+    if available is not None and nbytes * factor > available:
+        raise LimitError(f"{what}: {nbytes:,} bytes, which needs about {_gib(nbytes * factor)} of memory to read "
+                         f"(more than the {_gib(available)} available here); {fix}")
 
 
 def check_token_id(value: int, where: str) -> int:

@@ -444,3 +444,27 @@ def test_a_config_file_with_values_of_the_wrong_type_is_one_line(line, flag, tmp
     config.write_text(line + "\n")
     code, _, err = cli(capsys, "train", "--config", config, "--out", tmp_path / "run")
     assert_one_line_error(code, err, "train", flag)
+
+
+def test_a_download_that_never_ends_reads_one_byte_past_the_known_size(tmp_path, tinyllm, one_line_error):
+    code, _, err = tinyllm("data", "download", "tinyshakespeare", "--url", "file:///dev/zero", "--out",
+                           tmp_path / "shakespeare.txt")
+    one_line_error(code, err, "data", "has more than 1,115,394 bytes, expected 1,115,394")
+    assert not (tmp_path / "shakespeare.txt").exists()
+
+
+@pytest.mark.parametrize("what", ["corpus", "finetuning records", "settings file"])
+def test_huge_input_files_are_refused_before_they_are_read(what, tmp_path, tinyllm, one_line_error):
+    huge = tmp_path / {"corpus": "big.txt", "finetuning records": "big.jsonl", "settings file": "big.toml"}[what]
+    with open(huge, "wb") as f:
+        f.truncate(20 << 30)                                 # 20 GB, sparse
+    argv, command, fragment = {
+        "corpus": (["train", "--data", huge, "--out", tmp_path / "run", *TINY], "train",
+                   f"--data {huge}: 21,474,836,480 bytes, which needs about"),
+        "finetuning records": (["finetune", "--task", "classify", "--init-from", make_base(tmp_path), "--data", huge,
+                                "--out", tmp_path / "ft"], "finetune", f"{huge}: 21,474,836,480 bytes, which needs"),
+        "settings file": (["train", "--config", huge, "--out", tmp_path / "run"], "train",
+                          f"{huge}: 21,474,836,480 bytes, more than any settings file has"),
+    }[what]
+    code, _, err = tinyllm(*argv)
+    one_line_error(code, err, command, fragment)

@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, given,
                                      refuse_independent_copies)
 from tinyllm.train import MODEL_FIELDS, NonFiniteLossError, TrainConfig, build_trainer
@@ -51,11 +52,12 @@ def register(subparsers) -> None:
 def read_toml(path: str) -> dict:
     """Settings from a TOML file: flat keys named like the flags (dashes or underscores)."""
     try:
+        check_file_size(path, MAX_METADATA_BYTES, "settings file")
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise UsageError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path}: not valid TOML ({error})") from None
     if isinstance(raw.get("train"), dict):  # allow the settings under a [train] table
         raw = {**{k: v for k, v in raw.items() if k != "train"}, **raw["train"]}

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.data import DataError
+from tinyllm.limits import check_fits_in_memory
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+RECORDS_MEMORY_FACTOR = 20  # bytes of memory per byte of file: its text, then Python objects of each record
 
 
 class FinetuneDataError(DataError):
@@ -47,6 +49,8 @@ def read_records(path) -> list:
     """
     path = Path(path)
     kind = data_format(path)
+    check_fits_in_memory(path.stat().st_size, RECORDS_MEMORY_FACTOR, str(path),
+                         "use fewer records (the file is read whole)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
