@@ -141,3 +141,33 @@ def test_sigterm_to_one_rank_at_any_point_stops_every_rank_and_resumes_exactly(
         assert np.array_equal(final.model_state[name], expected), name
     for name, expected in reference_ckpt.optimizer_state.items():
         assert np.array_equal(final.optimizer_state[name], expected), name
+
+
+@pytest.mark.slow
+def test_sigterm_to_mpiexec_stops_every_rank_with_a_checkpoint(corpus, tmp_path):
+    """The issue's report: SIGTERM to mpiexec did not end the ranks (only SIGKILL did). mpiexec
+    forwards it to every rank; they agree on the stop, save, exit 143 (mpiexec too) and resume."""
+    out = tmp_path / "run"
+    config = {**CONFIG, "data": corpus, "out": str(out), "max_iters": 100000, "eval_interval": 100000}
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "parallel.runner", str(config_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + HANG_TIMEOUT_S
+        while not (out / "metrics.jsonl").is_file() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)      # to mpiexec alone
+        sent = time.monotonic()
+        _, stderr = proc.communicate(timeout=HANG_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("mpiexec and its ranks did not end after SIGTERM")
+    assert time.monotonic() - sent < STOP_WITHIN_S
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    stop = int(re.search(r"interrupted by SIGTERM at step (\d+)", stderr).group(1))
+    assert ckpt.read_state(out)["step"] == stop
+    code, stderr, resumed, _ = launch(2, {**config, "max_iters": stop + 2, "resume": True}, tmp_path / "resume")
+    assert code == 0 and resumed["step"] == stop + 2, stderr
