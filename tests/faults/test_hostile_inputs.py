@@ -468,3 +468,18 @@ def test_huge_input_files_are_refused_before_they_are_read(what, tmp_path, tinyl
     }[what]
     code, _, err = tinyllm(*argv)
     one_line_error(code, err, command, fragment)
+
+
+def test_a_hugging_face_weights_file_with_a_huge_header_is_one_line(tmp_path, tinyllm, one_line_error, write_records):
+    from tinyllm import GPT, GPTConfig
+    hf = tmp_path / "hf"
+    GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16)).save_pretrained(hf)
+    weights = hf / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.write((10 << 30).to_bytes(8, "little"))      # a 10 GB header...
+        f.truncate(20 << 30)                             # ...in a 20 GB sparse file
+    data = write_records()
+    code, _, err = tinyllm("finetune", "--task", "classify", "--init-from", hf, "--tokenizer", hf / "tok", "--data",
+                           data, "--out", tmp_path / "ft", "--max-iters", "1", "--progress", "none")
+    one_line_error(code, err, "finetune", f"--init-from {hf}", "a header of 10,737,418,240 bytes is more than "
+                   "safetensors allows")
