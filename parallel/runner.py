@@ -40,11 +40,12 @@ from pathlib import Path
 
 from autograd import backend
 from tinyllm import checkpoint as ckpt
+from tinyllm import runlock
 from tinyllm.io import write_json
 from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus
 from tinyllm.model import GPT
-from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_optimizer, resume_checkpoint,
-                           write_run_config)
+from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_optimizer, restore_run,
+                           resume_checkpoint, write_run_config)
 from tinyllm.trainer import Trainer
 
 from .engine import PipelineEngine, check_batch_split
@@ -55,8 +56,9 @@ from .stage import StageModel, block_parameter_counts, measure_block_times
 from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
 
-FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "STAGE:STEP[:SIGNAL]": on that stage at that step, raise (or send
-                                    # this rank SIGNAL, e.g. SIGTERM) -- for the failure tests
+FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "WHO:STEP[:SIGNAL[:POINT]]", a test hook: on stage WHO (or world rank R
+                                    # for "rR") at that step, raise (or send this rank SIGNAL, e.g. SIGTERM)
+                                    # at POINT (default "gradients"; PipelineStrategy lists the points)
 
 
 def require_mpi():
@@ -125,13 +127,30 @@ def build_pipeline_run(config, progress_stream=None, trace_path: str | None = No
                           config.microbatches or config.grad_accum)
     except ValueError as error:
         raise FlagError(str(error)) from error
+    run_lock = hold_run_directory(config.out)
     try:
-        return _build(config, progress_stream, trace_path)
+        return _build(config, progress_stream, trace_path, run_lock)
     except (ValueError, OSError) as error:
         raise SetupError(str(error)) from error
 
 
-def _build(config, progress_stream, trace_path) -> tuple:
+def hold_run_directory(out: str):
+    """Rank 0 locks the run directory for every rank (tinyllm.runlock) and bcasts its verdict,
+    so a directory in use is every rank's FlagError: one line, status 2 everywhere."""
+    world = require_mpi().COMM_WORLD
+    lock, refusal = None, None
+    if world.Get_rank() == 0:
+        try:
+            lock = runlock.acquire(out)
+        except runlock.RunDirectoryError as error:
+            refusal = str(error)
+    refusal = world.bcast(refusal, root=0)
+    if refusal is not None:
+        raise FlagError(refusal)
+    return lock
+
+
+def _build(config, progress_stream, trace_path, run_lock) -> tuple:
     grid = Grid(GridShape(config.pipeline_stages, config.data_parallel), require_mpi().COMM_WORLD)
     is_root = grid.rank == 0
     stream = progress_stream or sys.stderr
@@ -175,9 +194,9 @@ def _build(config, progress_stream, trace_path) -> tuple:
     optimizer = make_optimizer(config, stage_model.named_parameters())
     task = PretrainingTask.from_config(config, dataset, model_config.block_size)
     trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream)
+                      run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
     if checkpoint is not None:
-        trainer.restore(ckpt.restrict(checkpoint, [n for n, _ in stage_model.named_parameters()]))
+        restore_run(trainer, ckpt.restrict(checkpoint, [n for n, _ in stage_model.named_parameters()]))
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     if is_root:
         write_run_config(run_dir, {"train": config, "model": model_config})
@@ -234,11 +253,12 @@ def write_pipeline_trace(strategy, config, trace_path: str, log) -> None:
 
 
 def _parse_fail(spec: str | None):
-    """FAIL_ENV's "STAGE:STEP[:SIGNAL]" -> (stage, step, signal or None)."""
+    """FAIL_ENV's "WHO:STEP[:SIGNAL[:POINT]]" -> (stage number or "rR", step, signal or None, point)."""
     if not spec:
         return None
-    stage, step, *sig = spec.split(":")
-    return int(stage), int(step), (signal.Signals[sig[0]] if sig else None)
+    who, step, *rest = spec.split(":")
+    sig = signal.Signals[rest[0]] if rest and rest[0] else None
+    return (who if who.startswith("r") else int(who)), int(step), sig, (rest[1] if len(rest) > 1 else "gradients")
 
 
 def train_pipelined(config, progress_stream=None, stop_at: int | None = None, trace: str | None = None):

@@ -15,9 +15,13 @@ batches); the strategy is where the ranks meet:
     agree_stop   the largest signal number any rank saw (all-reduce MAX), so a SIGTERM that
                  reached one rank stops every rank after the same step, as that signal
 
-Only rank 0 prints and writes metrics (`is_writer`). `fail_at` = (stage, step, signal or
-None) makes that stage raise (or send itself the signal) during that step: the failure
-tests' TINYLLM_PIPELINE_FAIL.
+Only rank 0 prints and writes metrics (`is_writer`). `fail_at` = (who, step, signal or None,
+point) makes `who` (a stage number, or "rR" for world rank R alone) raise (or send itself
+the signal) once, at `point` of that step: "gradients" (before the schedule), "norm" (before
+the norm's all-reduce), "agreed" (just after the stop was agreed: between the step and its
+evaluation), "eval" (the first evaluation batch), "save" (before the collective save),
+"saved" (after it). A test hook, set by the failure tests' TINYLLM_PIPELINE_FAIL
+(parallel/runner.py); step 0's points are the evaluation before the first step.
 
 Left out: tasks other than pretraining (a stage's forward is the GPT's own next-token
 loss; task.loss is not used), evaluation split across replicas (each replica evaluates the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -48,14 +53,28 @@ class PipelineStrategy:
         self.is_writer = grid.rank == 0
         self.ranks = grid.world.Get_size()
         self.gradients_done = None   # when the last step's gradients were ready (for the trace)
+        self.step = 0                # the step whose work, evaluation and save are under way (fail_at)
+
+    def inject_failure(self, point: str) -> None:
+        """fail_at's failure, if this rank, this step and `point` are the chosen ones (once)."""
+        if self.fail_at is None:
+            return
+        who, step, sig, at = self.fail_at
+        me = f"r{self.grid.rank}" if isinstance(who, str) else self.grid.stage
+        if (who, step, at) != (me, self.step, point):
+            return
+        self.fail_at = None
+        if sig is not None:   # as a scheduler stopping this rank alone would; the line times it for the tests
+            print(f"TINYLLM_PIPELINE_FAIL: rank {self.grid.rank} sends itself {sig.name} at step {step} ({point}) "
+                  f"at {time.time():.3f}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), sig)
+        else:
+            raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} "
+                               "(TINYLLM_PIPELINE_FAIL)")
 
     def gradients(self, model, task, batches, step: int) -> float:
-        if self.fail_at is not None and self.fail_at[:2] == (self.grid.stage, step):
-            if self.fail_at[2] is not None:
-                os.kill(os.getpid(), self.fail_at[2])       # as a scheduler stopping this rank alone would
-            else:
-                raise RuntimeError(f"injected failure on stage {self.grid.stage} at step {step} "
-                                   "(TINYLLM_PIPELINE_FAIL)")
+        self.step = step
+        self.inject_failure("gradients")
         idx = np.concatenate([x for x, _ in batches], axis=0)       # (B, T): the global batch
         targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
         if self.tracer is not None:
@@ -65,10 +84,12 @@ class PipelineStrategy:
         return loss
 
     def grad_norm(self, params) -> float:
+        self.inject_failure("norm")
         return self.engine.global_grad_norm()
 
     def batch_loss(self, model, task, batch) -> float:
         """The batch's mean loss: run forward stage to stage, broadcast from the last stage."""
+        self.inject_failure("eval")
         idx, targets = batch
         sm, grid, p2p = self.stage_model, self.grid, self.engine.p2p
         if sm.is_first:
@@ -88,9 +109,12 @@ class PipelineStrategy:
 
     def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str | None:
         """Every rank writes its stage's shard (the stage's parameters are all it trains); the path on every rank."""
+        self.inject_failure("save")
         path = pipeline_ckpt.save_pipeline_checkpoint(self.grid, self.stage_model, optimizer, run_dir, state,
                                                       tokenizer=tokenizer, best=best)
-        return self.grid.world.bcast(str(path) if path else None, root=0)
+        path = self.grid.world.bcast(str(path) if path else None, root=0)
+        self.inject_failure("saved")
+        return path
 
     def agree_stop(self, seen):
         """After the step's optimizer update (traced as such): the signal any rank saw, on every rank."""
@@ -99,6 +123,7 @@ class PipelineStrategy:
             self.tracer.record("optimizer", self.gradients_done, time.perf_counter())
         number = np.array([0 if seen is None else int(seen)], dtype=np.int64)
         self.grid.world.Allreduce(MPI.IN_PLACE, number, op=MPI.MAX)
+        self.inject_failure("agreed")
         return signal.Signals(int(number[0])) if number[0] else None
 
     def num_parameters(self, model) -> int:

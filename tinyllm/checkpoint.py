@@ -35,8 +35,18 @@ merges the shards into one name -> array dict, so a checkpoint of any layout loa
 one process, and `restrict` hands a pipeline stage of any other layout its share.
 
 Loading never unpickles: tensors come from safetensors, everything else from JSON, so a
-checkpoint from someone else cannot run code. Each file's size and sha256 are checked
-against state.json first, so a truncated or corrupted file is reported by name.
+checkpoint from someone else cannot run code. Nothing in it is trusted before it is checked,
+and every problem is a CheckpointError naming the file (and the key or tensor):
+
+- state.json is at most 64 MiB and is checked by type, key by key (`check_state`: `step` a
+  non-negative integer, every `files` record a `size` and a 64-hex-digit `sha256`, ...);
+- a name in `files` is a plain file name inside the checkpoint directory (no `/`, no `..`),
+  and the file must be a regular file (not a link, a device or a pipe);
+- each file's size is compared with its record *before* it is read, and a tensor file
+  larger than the memory this process may still use is refused rather than read;
+- then the sha256 is compared, so a truncated or corrupted file is reported by name;
+- tensors must be floating point (F16, F32, F64) and finite: weights stored as integers or
+  booleans, or holding NaN or infinity, are refused naming the tensor.
 
 Left out: the collective save of a pipelined run (parallel/checkpoint.py writes the shards
 with `write_staged_file` and `write_checkpoint_files`), partial loads that read only one
@@ -48,13 +58,16 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from safetensors.numpy import load as safetensors_load
 
 from tinyllm import io
+from tinyllm.limits import MAX_METADATA_BYTES, available_memory
 
 FORMAT = "tinyllm-checkpoint"
 VERSION = 1
@@ -221,11 +234,43 @@ class Checkpoint:
         return load_tokenizer(file)
 
 
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def _open_regular(path: Path, record: dict):
+    """`path` opened for reading after the checks that need no read: a regular file (not a link,
+    device or pipe) of exactly the recorded size."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file missing from the checkpoint") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a link, a device or a pipe); a checkpoint holds "
+                              "plain files")
+    if info.st_size != record["size"]:
+        raise CheckpointError(f"{path}: truncated or altered: {info.st_size} bytes, state.json says {record['size']}")
+    return open(path, "rb")
+
+
+def _verify_file(path: Path, record: dict) -> None:
+    """Size, then sha256 read in chunks: a file checked but not loaded costs no memory."""
+    digest = hashlib.sha256()
+    with _open_regular(path, record) as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != record["sha256"]:
+        raise CheckpointError(f"{path}: corrupted: its sha256 does not match the one in state.json")
+
+
 def _read_verified(path: Path, record: dict) -> bytes:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file missing from the checkpoint")
-    data = path.read_bytes()
-    if len(data) != record["size"]:
+    """The bytes of a file to load: size checked before reading (and against the memory left), then sha256."""
+    available = available_memory()
+    if available is not None and record["size"] > available:
+        raise CheckpointError(f"{path}: {record['size']:,} bytes, more than the {available:,} bytes of memory "
+                              "available here; load it on a machine with more memory")
+    with _open_regular(path, record) as f:
+        data = f.read()
+    if len(data) != record["size"]:   # it changed while being read
         raise CheckpointError(f"{path}: truncated or altered: {len(data)} bytes, state.json says {record['size']}")
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise CheckpointError(f"{path}: corrupted: its sha256 does not match the one in state.json")
@@ -233,29 +278,147 @@ def _read_verified(path: Path, record: dict) -> bytes:
 
 
 def read_state(path) -> dict:
-    """state.json of the checkpoint at `path` (a checkpoint or run directory), validated."""
+    """state.json of the checkpoint at `path` (a checkpoint or run directory), validated (check_state)."""
     file = resolve_checkpoint_dir(path) / STATE_FILE
     try:
+        size = os.stat(file).st_size
+        if size > MAX_METADATA_BYTES:
+            raise CheckpointError(f"{file}: {size:,} bytes, more than a state.json ever holds "
+                                  f"({MAX_METADATA_BYTES:,}); the checkpoint is corrupted")
         state = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{file}: not valid JSON ({error}); the checkpoint is truncated or corrupted") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a tinyllm checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{file}: checkpoint version {state.get('version')} is not supported "
-                              f"(this tinyllm reads version {VERSION})")
-    for key in ("step", "files"):
-        if key not in state:
-            raise CheckpointError(f"{file}: missing the {key!r} entry")
+    check_state(state, file)
     return state
 
 
+# ---- what state.json may hold ----------------------------------------------------------------
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _natural(v) -> bool:
+    return _integer(v) and v >= 0
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def plain_file_name(name) -> bool:
+    """A name of a file directly inside the checkpoint directory: no separators, not . or .., no NUL."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and len(name) <= 255)
+
+
+# key -> (check, what it must be); keys a checkpoint may lack are optional
+STATE_KEYS = {
+    "step": (_natural, "a non-negative integer"),
+    "files": (lambda v: isinstance(v, dict) and bool(v), "an object of file records"),
+    "tokens_seen": (_natural, "a non-negative integer"),
+    "elapsed_s": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "best_val_loss": (_optional(_number), "a number or null"),
+    "train_loss": (_optional(_number), "a number or null"),
+    "val_loss": (_optional(_number), "a number or null"),
+    "num_parameters": (_optional(_natural), "a non-negative integer or null"),
+    "model_config": (lambda v: isinstance(v, dict), "an object"),
+    "train_config": (lambda v: isinstance(v, dict), "an object"),
+    "optimizer": (lambda v: isinstance(v, dict), "an object"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("train_sampler"), dict)
+            and (v.get("dropout") is None or isinstance(v.get("dropout"), dict)),
+            "an object with train_sampler (an object) and dropout (an object or null)"),
+    "pipeline": (lambda v: isinstance(v, dict), "an object (the pipeline manifest)"),
+    "finetune": (lambda v: isinstance(v, dict) and isinstance(v.get("config"), dict)
+                 and isinstance(v.get("frozen_sha256", ""), str) and _integer(v.get("pad_id", 0)),
+                 "an object with config (an object), frozen_sha256 and pad_id"),
+}
+REQUIRED_KEYS = ("step", "files")
+
+
+def check_state(state, file) -> None:
+    """A CheckpointError naming `file` and the key unless `state` has the types a checkpoint writes."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: not a tinyllm checkpoint "
+                              f"(format {state.get('format') if isinstance(state, dict) else None!r})")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r} is not supported "
+                              f"(this tinyllm reads version {VERSION})")
+    for key in REQUIRED_KEYS:
+        if key not in state:
+            raise CheckpointError(f"{file}: missing the {key!r} entry")
+    for key, (check, what) in STATE_KEYS.items():
+        if key in state and not check(state[key]):
+            raise CheckpointError(f"{file}: {key!r} is {_shown(state[key])}, not {what}; the checkpoint is "
+                                  "corrupted or was edited")
+    for name, record in state["files"].items():
+        if not plain_file_name(name):
+            raise CheckpointError(f"{file}: file name {_shown(name)} is not a plain file name inside the checkpoint "
+                                  "directory; the checkpoint is corrupted or was crafted")
+        if not (isinstance(record, dict) and _natural(record.get("size")) and _sha256(record.get("sha256"))):
+            raise CheckpointError(f"{file}: the record of {name} is {_shown(record)}, not "
+                                  '{"size": bytes, "sha256": 64 hex digits}; the checkpoint is corrupted or was edited')
+    if "pipeline" in state:
+        _check_manifest(state["pipeline"], file)
+    label_names = state.get("finetune", {}).get("label_names")
+    if label_names is not None and not (isinstance(label_names, list) and all(isinstance(n, str) for n in label_names)):
+        raise CheckpointError(f"{file}: finetune.label_names is {_shown(label_names)}, not a list of strings")
+
+
+def _check_manifest(manifest: dict, file) -> None:
+    shards = manifest.get("shards")
+    ok = _integer(manifest.get("n_stages")) and isinstance(shards, list) and len(shards) == manifest["n_stages"] > 0
+    for shard in shards if ok else ():
+        ok = ok and isinstance(shard, dict) and isinstance(shard.get("model"), str) \
+            and isinstance(shard.get("optimizer", ""), str) and isinstance(shard.get("parameters", []), list) \
+            and all(isinstance(n, str) for n in shard.get("parameters", []))
+    if not ok:
+        raise CheckpointError(f"{file}: the pipeline manifest is malformed ({_shown(manifest)}); the checkpoint is "
+                              "corrupted or was edited")
+
+
+def saved_config(config_class, values: dict, where):
+    """config_class.from_dict(values) for settings read from a checkpoint (`where`: its state.json):
+    a value of the wrong kind is the file's fault, a CheckpointError naming it, not a flag's."""
+    try:
+        return config_class.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the saved settings are unusable ({error}); the checkpoint is "
+                              "corrupted or was edited") from None
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+FLOAT_KINDS = ("float16", "float32", "float64")
+
+
 def load_tensors(path: Path, record: dict) -> dict:
+    """name -> array of a verified safetensors file; every tensor floating point and finite."""
     data = _read_verified(path, record)
     try:
-        return safetensors_load(data)
+        tensors = safetensors_load(data)
     except Exception as error:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: cannot be read as safetensors ({error})") from None
+    for name, array in tensors.items():
+        if array.dtype.name not in FLOAT_KINDS:
+            raise CheckpointError(f"{path}: tensor {name!r} is stored as {array.dtype.name}; checkpoint weights are "
+                                  f"floating point ({', '.join(FLOAT_KINDS)}): the file was not written by tinyllm")
+        if not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; this checkpoint cannot "
+                                  "be used (resume from an earlier one)")
+    return tensors
 
 
 def tensor_files(directory: Path, state: dict) -> tuple[list, list]:
@@ -289,7 +452,7 @@ def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
     model_files, optimizer_files = tensor_files(directory, state)
     for name, record in files.items():  # verify everything up front, even what is not loaded
         if name not in model_files and name not in optimizer_files:
-            _read_verified(directory / name, record)
+            _verify_file(directory / name, record)
     model_state = {}
     for name in model_files:
         model_state.update(load_tensors(directory / name, files[name]))
@@ -336,5 +499,6 @@ def load_optimizer_state(optimizer, checkpoint: Checkpoint) -> None:
         raise CheckpointError(f"{checkpoint.path}: holds no optimizer state, so it cannot be resumed exactly")
     try:
         optimizer.load_state(checkpoint.optimizer_state, checkpoint.state["optimizer"])
-    except ValueError as error:
-        raise CheckpointError(f"{checkpoint.path / OPTIMIZER_FILE}: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:   # the scalars come from state.json
+        raise CheckpointError(f"{checkpoint.path / OPTIMIZER_FILE}: the optimizer state is unusable "
+                              f"({error!r}); the checkpoint is corrupted or was edited") from None

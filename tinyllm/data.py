@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -44,12 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import io
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_fits_in_memory
 
 BUILTIN = "builtin"
 STDLIB = "stdlib"
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 DOCUMENT_SEPARATOR = "\n\n"
 CACHE_FORMAT = 1  # bump when the cache layout or the way text is joined changes
+CORPUS_MEMORY_FACTOR = 12  # bytes of memory per byte of corpus while tokenizing: its text, then int64 ids
 
 
 class DataError(ValueError):
@@ -70,12 +73,14 @@ class Corpus:
     sources: tuple
 
     def texts(self):
-        """Yield each source's text, in order."""
+        """Yield each source's text, in order. A file that is not UTF-8 text (binary, UTF-16, invalid
+        UTF-8) is a TextFileError naming it: the rule of `tinyllm tokenizer train` (textstream.py)."""
+        from tinyllm.tokenizer import read_text_file  # noqa: PLC0415 - keeps `import tinyllm.data` light
         for source in self.sources:
             if source == BUILTIN:
                 yield builtin_text()
             else:
-                yield Path(source).read_text(encoding="utf-8", errors="replace")
+                yield read_text_file(source)
 
     def text(self) -> str:
         return DOCUMENT_SEPARATOR.join(self.texts())
@@ -109,6 +114,16 @@ def stdlib_sources() -> list:
     return sorted(files)
 
 
+def describe_file_type(path) -> str:
+    """'a character device', 'a named pipe (FIFO)', ... for a path that is not a regular file or directory."""
+    mode = os.stat(path).st_mode
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def _normalise_extensions(extensions) -> tuple:
     if isinstance(extensions, str):
         extensions = extensions.split(",")
@@ -130,6 +145,9 @@ def resolve_corpus(data: str | None, extensions=DEFAULT_EXTENSIONS) -> Corpus:
     path = Path(data).expanduser()
     if path.is_file():
         return Corpus(str(path), (str(path),))
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--data {data}: is {describe_file_type(path)}, not a text file or a directory; "
+                        "give a text file, a directory, a glob, or 'stdlib'")
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*")
                        if p.is_file() and (not extensions or p.suffix.lower() in extensions))
@@ -231,9 +249,11 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     if meta_path.is_file():
         try:
             return _open_cached(cache_dir, meta_path)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError) as error:
             log(f"data cache {cache_dir} is unusable ({error}); rebuilding it")
     log(f"tokenizing {corpus.name} ({len(corpus.sources)} source(s)) with tokenizer {tokenizer_spec!r}")
+    check_fits_in_memory(sum(os.path.getsize(s) for s in corpus.sources if s != BUILTIN), CORPUS_MEMORY_FACTOR,
+                         f"--data {corpus.name}", "train on less text (the corpus is tokenized in memory)")
     text = corpus.text()
     if not text:
         raise DataError(f"--data {corpus.name}: the corpus is empty")
@@ -269,17 +289,25 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
 
 
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:
+    """The cached dataset, checked whole: the shards' CRC-32 and every id below the tokenizer's
+    vocabulary (one pass over the ids), so a damaged cache is found here and rebuilt, never met
+    as an out-of-range id steps later. Any problem raises ValueError or OSError (-> rebuild)."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415
 
+    check_file_size(meta_path, MAX_METADATA_BYTES, "meta.json")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != CACHE_FORMAT:
-        raise ValueError(f"cache format {meta.get('format')} is not {CACHE_FORMAT}")
-    train = tok.read_shard(cache_dir / "train.bin", tokenizer_hash=meta["tokenizer_hash"])
-    val = tok.read_shard(cache_dir / "val.bin", tokenizer_hash=meta["tokenizer_hash"])
-    if len(train) != meta["n_train"] or len(val) != meta["n_val"]:
-        raise ValueError("shard lengths do not match meta.json")
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache format {meta.get('format') if isinstance(meta, dict) else None} is not {CACHE_FORMAT}")
     tokenizer = tok.load_tokenizer(cache_dir / TOKENIZER_FILE)
-    return Dataset(train=train, val=val, tokenizer=tokenizer, cache_dir=str(cache_dir), meta=meta)
+    splits = {}
+    for split in ("train", "val"):
+        path = cache_dir / f"{split}.bin"
+        if tok.read_shard_header(path).vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"{path}: written for another vocabulary than {cache_dir / TOKENIZER_FILE}'s")
+        splits[split] = tok.read_shard(path, tokenizer_hash=meta.get("tokenizer_hash"), verify=True)
+        if len(splits[split]) != meta.get(f"n_{split}"):
+            raise ValueError("shard lengths do not match meta.json")
+    return Dataset(train=splits["train"], val=splits["val"], tokenizer=tokenizer, cache_dir=str(cache_dir), meta=meta)
 
 
 def check_split_fits(dataset: Dataset, block_size: int) -> None:
@@ -358,13 +386,14 @@ def download(name: str, out: str | os.PathLike | None = None, url: str | None = 
     opener = opener or urllib.request.urlopen
     try:
         with opener(source, timeout=timeout) as response:
-            data = response.read()
+            data = response.read(spec.size + 1)   # never more than one byte past the known size
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DataError(f"could not download {name} from {source} ({reason}); check the network connection, "
                         f"or fetch the file another way and pass it with --data FILE") from None
     if len(data) != spec.size:
-        raise DataError(f"downloaded {name} from {source} has {len(data):,} bytes, expected {spec.size:,}; "
+        got = f"more than {spec.size:,}" if len(data) > spec.size else f"{len(data):,}"
+        raise DataError(f"downloaded {name} from {source} has {got} bytes, expected {spec.size:,}; "
                         "the download was cut short or the file changed: try again")
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec.sha256:

@@ -55,6 +55,8 @@ __all__ = ["Decoder", "KVCache", "context_length", "default_window_keep", "filte
            "next_token_logits", "sample_next"]   # KVCache lives in kvcache.py; importing it from here still works
 
 
+INITIAL_ROOM = 4096   # new tokens `generate` makes room for at first; more as they come
+
 # ---- the context window ------------------------------------------------------------------------
 
 def default_window_keep(block_size: int) -> int:
@@ -225,7 +227,9 @@ def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, to
 
     rng = np.random.default_rng(seed)
     B = seq.shape[0]
-    out = np.empty((B, seq.shape[1] + max_new_tokens), dtype=np.int64)
+    # the tokens so far; grown by doubling as tokens come, so memory follows what was generated,
+    # never max_new_tokens (a huge count, or a stream stopped early, costs nothing up front)
+    out = np.empty((B, seq.shape[1] + min(max_new_tokens, INITIAL_ROOM)), dtype=np.int64)
     out[:, :seq.shape[1]] = seq
     n = seq.shape[1]
     done = np.zeros(B, dtype=bool)
@@ -233,8 +237,10 @@ def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, to
     model.eval()
     try:
         with no_grad():
-            decoder = Decoder(model, B, use_cache, window_keep, max_length=out.shape[1])
+            decoder = Decoder(model, B, use_cache, window_keep, max_length=seq.shape[1] + max_new_tokens)
             for _ in range(max_new_tokens):
+                if n == out.shape[1]:
+                    out = np.concatenate([out, np.empty_like(out)], axis=1)
                 token = sample_next(decoder.logits(out, n), temperature, top_k, top_p, rng)
                 token = backend.to_numpy(token)        # on a GPU the step's one copy to the host: B ids
                 if eos_id is not None:

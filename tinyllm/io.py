@@ -24,8 +24,9 @@ the target as it was.
 Checkpoints write many files into a staging directory that is then renamed as a whole;
 those files need no rename of their own (tinyllm/checkpoint.py, `write_staged_file`).
 
-Left out: file locking (two writers of one path: the last rename wins), Windows
-(directories cannot be opened to fsync there; that step is skipped).
+Left out: locking single files (two writers of one path: the last rename wins; a whole run
+directory is kept to one run by tinyllm/runlock.py), Windows (directories cannot be opened
+to fsync there; that step is skipped).
 """
 from __future__ import annotations
 

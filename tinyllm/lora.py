@@ -227,6 +227,11 @@ def apply_lora(model: nn.Module, config: LoRAConfig, freeze_base: bool = True) -
     if lora_layers(model):
         raise LoRAError("the model already has LoRA adapters; merge_lora + remove_lora first, or load into it")
     names = target_names(model, config.targets)
+    smallest = min((min(layer.in_features, layer.out_features), name)
+                   for name, layer in ((n, model.get_submodule(n)) for n in names))
+    if config.rank > smallest[0]:   # B A would have more parameters than the weight it adapts, and no lower rank
+        raise LoRAError(f"LoRA rank={config.rank} is larger than {smallest[1]}'s smaller dimension ({smallest[0]}); "
+                        f"a low-rank update needs rank <= {smallest[0]} here (4, 8 or 16 are usual)")
     if freeze_base:
         freeze(model)
     init_rng = np.random.default_rng(config.seed)

@@ -46,11 +46,13 @@ from safetensors import safe_open
 
 from . import io
 from .config import GPTConfig
+from .limits import MAX_METADATA_BYTES, check_file_size
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own bound on its JSON header
 
 # safetensors dtype name -> NumPy dtype, for the types we read with the raw reader or check
 _FLOAT_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None}
@@ -71,6 +73,9 @@ def read_safetensors_header(path) -> dict:
         if len(head) < 8:
             raise PretrainedFormatError(f"{path}: not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise PretrainedFormatError(f"{path}: a header of {n:,} bytes is more than safetensors allows "
+                                        f"({MAX_HEADER_BYTES:,}); the file is not safetensors")
         if n > size - 8:
             raise PretrainedFormatError(f"{path}: header length {n} runs past the end of the file ({size} bytes); "
                                         "the file is truncated or not safetensors")
@@ -128,6 +133,7 @@ def read_checkpoint_tensors(directory) -> dict:
     if single.is_file():
         return read_safetensors(single)
     if index.is_file():
+        check_file_size(index, MAX_METADATA_BYTES, "safetensors index")
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm import io
+from tinyllm import io, runlock
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
+from tinyllm.limits import TRAINING_COPIES, check_model_fits, parameter_count
 from tinyllm.model import GPT, GPTConfig, unknown_fields
 from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess
@@ -42,7 +43,7 @@ from tinyllm.trainer import NonFiniteLossError, RunResult, Trainer
 
 __all__ = ["TrainConfig", "ConfigError", "NonFiniteLossError", "PretrainingTask", "build_trainer", "train",
            "make_optimizer", "make_strategy", "resolve_threads", "resume_checkpoint", "check_resumable",
-           "estimate_loss", "setting", "required", "load_gpt", "MODEL_FIELDS"]
+           "estimate_loss", "setting", "required", "load_gpt", "saved_model_config", "restore_run", "MODEL_FIELDS"]
 
 # TrainConfig fields that shape the model: None means "the preset's value".
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "norm", "mlp",
@@ -148,6 +149,11 @@ class TrainConfig:
         _check(self, "schedule", lambda v: v in ("gpipe", "1f1b"), "must be gpipe or 1f1b")
         _check(self, "preset", lambda v: v in GPTConfig.presets(), f"must be one of {', '.join(GPTConfig.presets())}")
         _check(self, "out", lambda v: isinstance(v, str) and v != "", "must name a directory")
+        _check(self, "data", lambda v: v is None or isinstance(v, str) and v != "",
+               "must be a text file, a directory, a glob or 'stdlib'")
+        _check(self, "data_ext", lambda v: isinstance(v, str), "must be extensions, comma-separated (e.g. .txt,.md)")
+        _check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
+        _check(self, "partition", lambda v: v in ("uniform", "params", "time"), "must be uniform, params or time")
 
     # ---- conversions ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -266,9 +272,14 @@ class PretrainingTask(NextTokenLoss):
 
 def resume_checkpoint(config: TrainConfig):
     """The checkpoint to continue from with --resume; None for a new run. A new run never
-    writes over an existing one: that is an error naming --out and the two ways on."""
+    writes over an existing one, and a resumed run must have steps left to take: errors
+    naming --out or --max-iters and the way on."""
     run_dir = Path(config.out)
     if config.resume:
+        step = ckpt.read_state(run_dir)["step"]
+        if config.max_iters <= step:
+            raise ConfigError(f"--max-iters {config.max_iters}: the run in {config.out} is already at step {step}; "
+                              f"pass a larger --max-iters (e.g. --max-iters {step + config.max_iters}) to train further")
         return ckpt.load_checkpoint(run_dir)
     if (run_dir / "last").exists():
         raise ConfigError(f"--out {config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
@@ -278,7 +289,7 @@ def resume_checkpoint(config: TrainConfig):
 
 def check_resumable(checkpoint, model_config: GPTConfig, tokenizer) -> None:
     """The checkpoint was made with this model shape and tokenizer, or a CheckpointError naming the difference."""
-    saved_config = GPTConfig.from_dict(checkpoint.state["model_config"])
+    saved_config = saved_model_config(checkpoint)
     if saved_config != model_config:
         diffs = [f"{k}: checkpoint {v!r}, now {getattr(model_config, k)!r}"
                  for k, v in saved_config.to_dict().items() if getattr(model_config, k) != v]
@@ -290,6 +301,26 @@ def check_resumable(checkpoint, model_config: GPTConfig, tokenizer) -> None:
                                    "one built for this run's corpus; resume with the same --data and --tokenizer")
 
 
+def hold_run_directory(run_dir, log) -> "runlock.RunLock":
+    """This run's hold on `run_dir` (created if needed; tinyllm.runlock), or a RunDirectoryError."""
+    lock = runlock.acquire(run_dir)
+    if lock.takeover_message():
+        log(lock.takeover_message())
+    return lock
+
+
+def restore_run(trainer: Trainer, checkpoint) -> None:
+    """`trainer.restore(checkpoint)`; a state.json value of the wrong kind (an RNG state, a counter)
+    is a CheckpointError naming the file, not a crash deep in NumPy."""
+    try:
+        trainer.restore(checkpoint)
+    except ckpt.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: cannot be resumed from ({error!r}); "
+                                   "the checkpoint is corrupted or was edited") from None
+
+
 def write_run_config(run_dir: Path, entries: dict) -> None:
     """DIR/config.json: the resolved settings of the run, as used ({"train": ..., "model": ..., ...})."""
     io.write_json(Path(run_dir) / "config.json", {name: value.to_dict() for name, value in entries.items()})
@@ -299,8 +330,8 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     """Data, tokenizer, model, optimizer, task and strategy for `config` (restored from <out>/last if resuming)."""
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
     run_dir = Path(config.out)
+    run_lock = hold_run_directory(run_dir, log)
     checkpoint = resume_checkpoint(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
     corpus = resolve_corpus(config.data, config.data_ext)
     dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
                               val_fraction=config.val_fraction, log=log)
@@ -308,14 +339,16 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     check_split_fits(dataset, model_config.block_size)
     if checkpoint is not None:
         check_resumable(checkpoint, model_config, dataset.tokenizer)
+    check_model_fits(model_config, config.dtype, TRAINING_COPIES, f"--tokenizer {config.tokenizer} and the model flags",
+                     "use a smaller model or a tokenizer with fewer ids")
     model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
     optimizer = make_optimizer(config, list(model.named_parameters()))
     strategy = make_strategy(config, optimizer)
     task = PretrainingTask.from_config(config, dataset, model_config.block_size)
     trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream)
+                      run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
     if checkpoint is not None:
-        trainer.restore(checkpoint)
+        restore_run(trainer, checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     write_run_config(run_dir, {"train": config, "model": model_config})
     threads = resolve_threads(config)
@@ -333,15 +366,30 @@ def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
     sample` and `eval` load with it, finetuning loads its base model with it.
     """
     checkpoint = ckpt.load_checkpoint(path, with_optimizer=False)
-    try:
-        model_config = GPTConfig.from_dict(checkpoint.state["model_config"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: model_config is unusable ({error})") from None
+    model_config = saved_model_config(checkpoint)
     if dtype is None:
         dtype = checkpoint.state.get("train_config", {}).get("dtype", "float32")
+        if dtype not in ("float32", "float64"):
+            raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: train_config.dtype is {dtype!r}, "
+                                       "not float32 or float64; the checkpoint is corrupted or was edited")
+    where = checkpoint.path / ckpt.STATE_FILE
+    stored = sum(int(array.size) for array in checkpoint.model_state.values())
+    if stored != parameter_count(model_config):   # checked before the model is built: a file cannot make it huge
+        raise ckpt.CheckpointError(f"{where}: model_config describes {parameter_count(model_config):,} parameters but "
+                                   f"the model files hold {stored:,}; the checkpoint is corrupted or was edited")
+    check_model_fits(model_config, dtype, copies=1, source=str(where))
     model = GPT(model_config, dtype=dtype, device=device)
     ckpt.load_model_state(model, checkpoint)
     return model, checkpoint
+
+
+def saved_model_config(checkpoint) -> GPTConfig:
+    """The checkpoint's model_config as a GPTConfig, or a CheckpointError naming state.json."""
+    try:
+        return GPTConfig.from_dict(checkpoint.state["model_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: model_config is unusable ({error}); "
+                                   "the checkpoint is corrupted or was edited") from None
 
 
 def train(config: TrainConfig, progress_stream=None, stop_at: int | None = None) -> RunResult:

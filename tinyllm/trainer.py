@@ -164,10 +164,11 @@ class Trainer:
 
     config: a tinyllm.train.TrainConfig (steps, schedule, clipping, intervals, progress).
     optimizer: over the parameters that train. `run_dir=None` trains without writing anything.
+    run_lock: the run directory's lock (tinyllm.runlock), held as long as the trainer lives.
     """
 
     def __init__(self, model, task, strategy, *, config, optimizer, tokenizer=None, run_dir=None,
-                 progress_stream=None):
+                 progress_stream=None, run_lock=None):
         backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
         self.model, self.task, self.strategy = model, task, strategy
         self.config = config
@@ -175,6 +176,7 @@ class Trainer:
         self.params = [p for _, p in optimizer.params]
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_lock = run_lock
         self.progress_stream = progress_stream
         self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
                                       config.max_iters)
@@ -413,15 +415,25 @@ class MetricsLog:
         """A new run empties the file; a resumed one drops the records past the step it resumes from."""
         if resume_step is None:
             self.path.write_text("", encoding="utf-8")
-        elif self.path.is_file():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+        elif self.path.is_file():   # a line torn by a crash mid-append (not a JSON object) is dropped too
+            kept = [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if _step_of(line) is not None and _step_of(line) <= resume_step]
             io.write_bytes(self.path, "".join(line + "\n" for line in kept).encode("utf-8"))
         return self
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str):
+    """The "step" of a metrics.jsonl line, or None for a line that is not a JSON object with one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
 
 
 class Progress:

@@ -112,7 +112,7 @@ def test_resume_is_exact_and_lora_checkpoints_are_small(make_base, keyword_data,
     with pytest.raises(Exception, match="other finetuning settings"):
         build_finetune(FinetuneConfig(task="classify", init_from=str(base), data=str(keyword_data), lora_rank=4,
                                       lora_targets=("attn", "mlp")),
-                       train_config(tmp_path / "b", max_iters=6, dtype="float64", resume=True), log=lambda m: None)
+                       train_config(tmp_path / "b", max_iters=9, dtype="float64", resume=True), log=lambda m: None)
 
 
 def test_an_existing_run_is_not_overwritten(make_base, keyword_data, tmp_path):

@@ -13,14 +13,56 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 
+from tinyllm.checkpoint import CheckpointError
 from tinyllm.train import TrainConfig, load_gpt
 
 
 class UsageError(ValueError):
-    """A bad flag value or missing file: printed as one line, exit status 2."""
+    """A bad flag value or missing file: printed as one line, exit status 2.
+
+    `quiet=True`: exit 2 without printing (the other copies of a command mpiexec started,
+    whose rank 0 prints the line).
+    """
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+# (size, rank) environment variables of the MPI launchers: MPICH/Intel (hydra), Open MPI, MVAPICH
+MPI_LAUNCH_VARIABLES = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+                        ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"))
+
+
+def mpi_launch(environ=None) -> tuple | None:
+    """(rank, size) when mpiexec started this process as one of several ranks, else None."""
+    environ = os.environ if environ is None else environ
+    for size_name, rank_name in MPI_LAUNCH_VARIABLES:
+        try:
+            size, rank = int(environ.get(size_name, "")), int(environ.get(rank_name, "0"))
+        except ValueError:
+            continue
+        if size > 1:
+            return rank, size
+    return None
+
+
+def refuse_independent_copies(command: str, fix: str) -> None:
+    """Under `mpiexec -n N` (N > 1) a one-process command would run as N independent copies, each
+    writing the same --out: refuse on every rank (rank 0 prints the line, the others exit quietly).
+
+    The run directory's lock would stop all copies but one; refusing says what was meant instead.
+    """
+    launch = mpi_launch()
+    if launch is None:
+        return
+    rank, size = launch
+    raise UsageError(f"mpiexec started {size} copies of `tinyllm {command}` (this is rank {rank}), which "
+                     f"would be {size} independent runs writing one --out; {fix}", quiet=rank != 0)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -28,9 +70,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def add_command(subparsers, name: str, help_text: str, description: str, examples: str):
-    """A subparser whose --help ends with `examples` (one command per line)."""
-    return subparsers.add_parser(name, help=help_text, description=description,
-                                 epilog="examples:\n" + examples.rstrip() + "\n", formatter_class=HelpFormatter)
+    """A subparser whose --help ends with `examples` (one command per line), with --debug."""
+    parser = subparsers.add_parser(name, help=help_text, description=description,
+                                   epilog="examples:\n" + examples.rstrip() + "\n", formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error (also: TINYLLM_DEBUG=1)")
+    return parser
 
 
 def positive_int(text: str) -> int:
@@ -110,11 +155,25 @@ def given(args, fields) -> dict:
     return {name: getattr(args, name) for name in fields if hasattr(args, name)}
 
 
+def check_device(device: str, flag: str = "--device") -> None:
+    """`--device cuda` needs CuPy and a CUDA device: say so in one line (before any model is built)."""
+    if device == "cuda":
+        from autograd.backend import cupy_available  # noqa: PLC0415
+        if not cupy_available():
+            raise UsageError(f"{flag} cuda: CuPy with a CUDA device is not available here (install it on a machine "
+                             "with an NVIDIA GPU: pip install 'tinyllm[gpu]'); use --device cpu")
+
+
 # ---- models ---------------------------------------------------------------------------------
 
 
 def load_model(ckpt_path, device: str = "cpu", dtype: str | None = None):
     """(model in eval mode, tokenizer, checkpoint) from a checkpoint or run directory."""
+    check_device(device)
     model, checkpoint = load_gpt(ckpt_path, device, dtype)
     model.eval()
-    return model, checkpoint.tokenizer(), checkpoint
+    tokenizer = checkpoint.tokenizer()
+    if tokenizer.vocab_size != model.config.vocab_size:   # `tinyllm train` makes them equal
+        raise CheckpointError(f"{checkpoint.path / 'tokenizer.json'}: {tokenizer.vocab_size} ids, but the model has "
+                              f"vocab_size {model.config.vocab_size}; the checkpoint is corrupted or was edited")
+    return model, tokenizer, checkpoint

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from autograd import no_grad
+from tinyllm.checkpoint import CheckpointError
 from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
 from tinyllm.data import DEFAULT_EXTENSIONS, resolve_corpus, split_point
 
@@ -60,20 +61,41 @@ def evaluate_tokens(model, tokens: np.ndarray, batch_size: int) -> tuple:
     return total / count, count
 
 
+def saved_data(checkpoint) -> tuple:
+    """(data, data_ext, val_fraction) the run trained on, from its state.json (checked: a file's values)."""
+    saved = checkpoint.state.get("train_config", {})
+    data, data_ext = saved.get("data"), saved.get("data_ext", DEFAULT_EXTENSIONS)
+    val_fraction = saved.get("val_fraction", 0.1)
+    if not (data is None or isinstance(data, str)) or not isinstance(data_ext, (str, list, tuple)) \
+            or not all(isinstance(e, str) for e in data_ext) or isinstance(val_fraction, bool) \
+            or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise CheckpointError(f"{checkpoint.path / 'state.json'}: train_config's data, data_ext or val_fraction "
+                              f"({data!r}, {data_ext!r}, {val_fraction!r}) is unusable; pass --data to evaluate "
+                              "on a text of your choice")
+    return data, data_ext, float(val_fraction)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss); inf past what a float holds (a loss above ~709 nats: a badly broken model), not an OverflowError."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
 def run(args, out=None) -> int:
     out = out or sys.stdout
     model, tokenizer, checkpoint = load_model(args.ckpt, device=args.device)
-    train_config = checkpoint.state.get("train_config", {})
-    corpus = resolve_corpus(args.data if args.data is not None else train_config.get("data"),
-                            args.data_ext if args.data is not None else train_config.get("data_ext",
-                                                                                          DEFAULT_EXTENSIONS))
+    data, data_ext, val_fraction = saved_data(checkpoint)
+    corpus = resolve_corpus(args.data if args.data is not None else data,
+                            args.data_ext if args.data is not None else data_ext)
     try:
         tokens = np.asarray(tokenizer.encode_ordinary(corpus.text()), dtype=np.int64)
     except ValueError as error:
         raise UsageError(f"--data {corpus.name}: cannot be encoded with the checkpoint's tokenizer ({error})") from None
     split = "all"
     if args.data is None:
-        tokens = tokens[split_point(len(tokens), float(train_config.get("val_fraction", 0.1))):]
+        tokens = tokens[split_point(len(tokens), val_fraction):]
         split = "val"
     if args.max_tokens is not None:
         tokens = tokens[:args.max_tokens + 1]
@@ -81,10 +103,10 @@ def run(args, out=None) -> int:
         raise UsageError(f"--data {corpus.name}: fewer than 2 tokens to evaluate")
     loss, count = evaluate_tokens(model, tokens, args.batch_size)
     result = {"checkpoint": str(checkpoint.path), "step": checkpoint.step, "data": corpus.name, "split": split,
-              "tokens": count, "loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2)}
+              "tokens": count, "loss": loss, "perplexity": perplexity(loss), "bits_per_token": loss / math.log(2)}
     if args.json:
         out.write(json.dumps(result) + "\n")
     else:
         out.write(f"{corpus.name} ({split}, {count:,} tokens) at step {checkpoint.step}: loss {loss:.4f}, "
-                  f"perplexity {math.exp(loss):.3f}, {loss / math.log(2):.3f} bits/token\n")
+                  f"perplexity {result['perplexity']:.3f}, {loss / math.log(2):.3f} bits/token\n")
     return 0

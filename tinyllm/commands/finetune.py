@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.commands.common import TRAIN_FLAGS, UsageError, add_command, add_flags, config_flags, given
+from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, config_flags,
+                                     given, refuse_independent_copies)
 from tinyllm.finetune import FinetuneConfig, classify_texts, finetune, load_finetuned, load_template
 from tinyllm.lora import parse_targets
 from tinyllm.train import NonFiniteLossError, TrainConfig
@@ -86,7 +88,10 @@ def resolve_configs(args) -> tuple:
         if saved is None:
             raise UsageError(f"--out {args.out}: its checkpoint was not made by `tinyllm finetune`; "
                              "resume it with `tinyllm train --resume`")
+        where = Path(args.out) / "last" / ckpt.STATE_FILE
         task_settings = dict(saved["config"])
+        ckpt.saved_config(FinetuneConfig, task_settings, where)
+        ckpt.saved_config(TrainConfig, {**state.get("train_config", {}), "out": args.out, "resume": True}, where)
         for name, value in _task_values(task).items():
             if name in ("init_from", "data", "task") or value == task_settings.get(name):
                 task_settings[name] = value
@@ -102,7 +107,7 @@ def resolve_configs(args) -> tuple:
         task_settings = _task_values(task)
         train_settings = {**TRAIN_DEFAULTS, **train}
     train_settings.update(out=args.out, resume=bool(args.resume))
-    return FinetuneConfig(**task_settings), TrainConfig.from_dict(train_settings)
+    return FinetuneConfig.from_dict(task_settings), TrainConfig.from_dict(train_settings)
 
 
 def _task_values(given: dict) -> dict:
@@ -117,7 +122,10 @@ def _task_values(given: dict) -> dict:
 
 
 def run_finetune(args) -> int:
+    refuse_independent_copies("finetune", "finetuning runs in one process (--threads N uses the cores): "
+                              "run it without mpiexec")
     config, train_config = resolve_configs(args)
+    check_device(train_config.device)
     try:
         result = finetune(config, train_config)
     except NonFiniteLossError as error:
@@ -134,6 +142,7 @@ def read_texts(texts) -> list:
 
 def run_classify(args, out=None) -> int:
     out = out or sys.stdout
+    check_device(args.device)
     finetuned = load_finetuned(args.ckpt, device=args.device)
     if finetuned.config.task != "classify":
         raise UsageError(f"--ckpt {args.ckpt}: finetuned for {finetuned.config.task!r}; `tinyllm classify` "

@@ -46,8 +46,10 @@ def run(args, out=None) -> int:
         out.write(json.dumps(info, indent=2) + "\n")
         return 0
 
-    def fmt(value, spec=",") -> str:
-        return "-" if value is None else format(value, spec)
+    def fmt(value, spec=",") -> str:   # values a hand-edited state.json may hold of any type: shown as they are
+        if value is None:
+            return "-"
+        return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
     lines = [f"checkpoint     {info['checkpoint']}",
              f"step           {info['step']:,} of {fmt(info['max_iters'])}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import sys
 
-from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
+from tinyllm.commands.common import UsageError, add_command, check_device, load_model, positive_int
 from tinyllm.finetune import TEMPLATES, is_finetune_checkpoint, load_finetuned, load_template
 from tinyllm.lora import merge_lora
 
@@ -128,6 +128,7 @@ def instruct_prompt(instruction: str, input: str = "", template="alpaca") -> str
 def prepare_sample(args) -> tuple:
     """(model, tokenizer, prompt text) for `tinyllm sample`; see the module docstring."""
     template = None
+    check_device(getattr(args, "device", "cpu"))
     if is_finetune_checkpoint(args.ckpt):
         finetuned = load_finetuned(args.ckpt, device=getattr(args, "device", "cpu"))
         if finetuned.config.task != "instruct":

@@ -20,7 +20,9 @@ except ModuleNotFoundError:              # Python 3.10: the same parser, from Py
     import tomli as tomllib
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.commands.common import TRAIN_FLAGS, UsageError, add_command, add_flags, given
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
+from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, given,
+                                     refuse_independent_copies)
 from tinyllm.train import MODEL_FIELDS, NonFiniteLossError, TrainConfig, build_trainer
 
 EXAMPLES = """\
@@ -54,11 +56,12 @@ def register(subparsers) -> None:
 def read_toml(path: str) -> dict:
     """Settings from a TOML file: flat keys named like the flags (dashes or underscores)."""
     try:
+        check_file_size(path, MAX_METADATA_BYTES, "settings file")
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise UsageError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path}: not valid TOML ({error})") from None
     if isinstance(raw.get("train"), dict):  # allow the settings under a [train] table
         raw = {**{k: v for k, v in raw.items() if k != "train"}, **raw["train"]}
@@ -84,6 +87,7 @@ def resolve_config(args) -> TrainConfig:
                              "start the run without --resume, or give the run's --out")
         state = ckpt.read_state(out)
         base = dict(state.get("train_config", {}))
+        ckpt.saved_config(TrainConfig, {**base, "resume": True}, Path(out) / "last" / ckpt.STATE_FILE)
         changed = [name for name in MODEL_FIELDS + ("preset", "tokenizer", "vocab_size", "data", "val_fraction")
                    if name in settings and settings[name] != base.get(name)]
         if changed:
@@ -99,10 +103,13 @@ def resolve_config(args) -> TrainConfig:
 
 def run(args) -> int:
     config = resolve_config(args)
+    check_device(config.device)
     if args.sample_tokens < 0:
         raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
     if config.pipeline_stages > 1 or config.data_parallel > 1:
         return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
+    refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
+                              "(docs/pipeline.md), or run it without mpiexec")
     trainer = build_trainer(config)
     try:
         result = trainer.run()

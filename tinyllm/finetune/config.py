@@ -23,7 +23,7 @@ import numpy as np
 
 from autograd import backend
 from tinyllm import nn
-from tinyllm.lora import LoRAConfig, apply_lora, freeze, trainable_parameters
+from tinyllm.lora import LoRAConfig, LoRAError, apply_lora, freeze, trainable_parameters
 from tinyllm.model import GPT, unknown_fields
 from tinyllm.train import ConfigError, required, setting
 
@@ -73,10 +73,21 @@ class FinetuneConfig:
         if self.lora_rank and self.freeze not in ("none", "all"):
             raise ConfigError(f"--freeze {self.freeze!r} with --lora-rank: LoRA freezes the whole base model; "
                               "drop --freeze")
+        for name in ("init_from", "data", "text_field", "label_field", "template", "freeze", "tokenizer"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (name == "tokenizer" and value is None):
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: must be text (a path or a name)")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: must be a number in [0, 1)")
         for name in ("labels", "lora_targets"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
+            if value is None and name == "labels":
+                continue
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: must be a comma-separated list of names")
+            object.__setattr__(self, name, tuple(value))
 
     @property
     def lora(self) -> LoRAConfig | None:
@@ -132,7 +143,11 @@ def prepare_model(gpt: GPT, config: FinetuneConfig, num_classes: int | None = No
     parameters and their initial values follow from the config and seed alone."""
     lora = config.lora
     if lora is not None:
-        apply_lora(gpt, dataclasses.replace(lora, seed=seed))
+        try:
+            apply_lora(gpt, dataclasses.replace(lora, seed=seed))
+        except LoRAError as error:
+            raise ConfigError(f"--lora-rank {config.lora_rank} --lora-targets {','.join(config.lora_targets)}: "
+                              f"{error}") from None
     else:
         freeze(gpt, set(frozen_names(gpt, config.freeze)))
     model = gpt if config.task == "instruct" else SequenceClassifier(gpt, num_classes, config.pooling, seed=seed)

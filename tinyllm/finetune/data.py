@@ -239,7 +239,12 @@ class ExampleBatches:
         return {"epoch": self.epoch, "position": self.position}
 
     def set_state(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        epoch, position = state["epoch"], state["position"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, position)) \
+                or epoch < 0 or not 0 <= position < len(self.indices):
+            raise ValueError(f"the batch state {state!r} is not an epoch >= 0 and a position in "
+                             f"[0, {len(self.indices)}) of the training split")
+        self.epoch, self.position = epoch, position
         self._order = self._permutation(self.epoch)
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.data import DataError
+from tinyllm.limits import check_fits_in_memory
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+RECORDS_MEMORY_FACTOR = 20  # bytes of memory per byte of file: its text, then Python objects of each record
 
 
 class FinetuneDataError(DataError):
@@ -47,6 +49,8 @@ def read_records(path) -> list:
     """
     path = Path(path)
     kind = data_format(path)
+    check_fits_in_memory(path.stat().st_size, RECORDS_MEMORY_FACTOR, str(path),
+                         "use fewer records (the file is read whole)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -134,7 +138,11 @@ def load_classification_data(path, text_field: str = "text", label_field: str = 
         texts.append(_text_field(path, number, record, text_field))
         if label_field not in record or record[label_field] is None or str(record[label_field]).strip() == "":
             raise FinetuneDataError(f"{path}: record {number} has no {label_field!r} value")
-        raw_labels.append(str(record[label_field]).strip())
+        label = record[label_field]
+        if not isinstance(label, (str, int)):   # bool is an int; a list, object or float is not a class name
+            raise FinetuneDataError(f"{path}: record {number}: the label {label!r} is a {type(label).__name__}; "
+                                    "a label is a string, an integer or a boolean")
+        raw_labels.append(str(label).strip())
         numbers.append(number)
     if not texts:
         raise FinetuneDataError(f"{path}: no records")

@@ -28,8 +28,8 @@ import numpy as np
 from autograd import backend
 from tinyllm import checkpoint as ckpt
 from tinyllm.lora import lora_layers, save_lora, trainable_parameters
-from tinyllm.train import (ConfigError, TrainConfig, make_optimizer, make_strategy, resolve_threads, resume_checkpoint,
-                           write_run_config)
+from tinyllm.train import (ConfigError, TrainConfig, hold_run_directory, make_optimizer, make_strategy,
+                           resolve_threads, restore_run, resume_checkpoint, write_run_config)
 from tinyllm.trainer import MetricsLog, RunResult, Trainer
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model
@@ -145,6 +145,7 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
     train_config = train_config.replace(data=str(config.data))  # what `tinyllm info` shows as the data
     run_dir = Path(train_config.out)
+    run_lock = hold_run_directory(run_dir, log)
     checkpoint = resume_checkpoint(train_config)
     gpt, tokenizer = load_base_model(config.init_from, train_config.dtype, train_config.device, config.tokenizer)
     if tokenizer.vocab_size > gpt.config.vocab_size:
@@ -158,12 +159,11 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     strategy = make_strategy(train_config, optimizer)
     task = FinetuneTask(config, data, train_config.batch_size, train_config.eval_iters, train_config.seed,
                         frozen_sha256)
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(model, task, strategy, config=train_config, optimizer=optimizer, tokenizer=tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream)
+                      run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
     if checkpoint is not None:
         check_finetune_state(checkpoint, config, frozen_sha256)
-        trainer.restore(checkpoint)
+        restore_run(trainer, checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     write_run_config(run_dir, {"train": train_config, "finetune": config, "model": gpt.config})
     n_train = sum(int(p.size) for _, p in trainable_parameters(model))

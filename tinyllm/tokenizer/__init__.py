@@ -17,10 +17,11 @@ from .lines import TokenizerFileError
 from .patterns import GPT2_PATTERN, GPT4_PATTERN, split_text
 from .shards import (ShardError, ShardHeader, encode_files_to_shards, read_shard,
                      read_shard_header, write_shard)
+from .textstream import TextFileError, read_text_file
 
 __all__ = [
     "BPETokenizer", "CharTokenizer", "Tokenizer", "TokenizerFileError", "load_tokenizer",
     "EOT_TOKEN", "GPT2_PATTERN", "GPT4_PATTERN", "split_text", "gpt2_bytes_to_unicode",
     "ShardError", "ShardHeader", "write_shard", "read_shard", "read_shard_header",
-    "encode_files_to_shards",
+    "encode_files_to_shards", "TextFileError", "read_text_file",
 ]

@@ -34,7 +34,7 @@ import regex
 
 from tinyllm import io
 
-from .lines import FileLines, TokenizerFileError, json_string, parse_int, parse_json_string
+from .lines import FileLines, TokenizerFileError, check_ids, json_string, parse_id, parse_int, parse_json_string
 
 FORMAT_MAGIC = "tinyllm-tokenizer"
 FORMAT_VERSION = 1
@@ -49,6 +49,7 @@ class Tokenizer:
 
     def __init__(self, special_tokens: dict[str, int] | None = None):
         self.special_tokens: dict[str, int] = dict(special_tokens or {})  # str -> id
+        check_ids(self.special_tokens.values(), "special token id")
         self.special_id_to_text = {i: s for s, i in self.special_tokens.items()}  # id -> str
         if len(self.special_id_to_text) != len(self.special_tokens):
             raise ValueError(f"special tokens share ids: {self.special_tokens}")
@@ -198,7 +199,7 @@ class Tokenizer:
                 break
             if name == "special":
                 id_text, _, string_text = rest.partition(" ")
-                token_id = parse_int(reader, line_number, id_text, "special token id")
+                token_id = parse_id(reader, line_number, id_text, "special token id")
                 text = parse_json_string(reader, line_number, string_text)
                 if text in special_tokens:
                     raise reader.error(line_number, f"special token {text!r} appears twice")

@@ -38,10 +38,11 @@ from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from tinyllm import io
+from tinyllm.limits import MAX_TOKENIZER_FILE_BYTES, MAX_VOCAB, check_file_size
 
 from .base import Tokenizer
 from .bpe_train import tqdm_disable, train_bpe_merges
-from .lines import FileLines, TokenizerFileError, parse_json_string
+from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
 from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
                        resolve_pattern)
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
@@ -62,6 +63,7 @@ class BPETokenizer(Tokenizer):
         distinct from the ranks."""
         super().__init__(dict(special_tokens or {}))
         self.mergeable_ranks: dict[bytes, int] = dict(mergeable_ranks)  # bytes -> rank
+        check_ids(self.mergeable_ranks.values(), "rank")
         self.pattern: str = resolve_pattern(pattern)  # the split regex ("" = no split)
         self._compiled = compile_pattern(self.pattern)
         missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
@@ -323,7 +325,7 @@ class BPETokenizer(Tokenizer):
                 raise reader.error(line_number, f"{fields[0][:40]!r} is not base64") from None
             if not fields[1].isdigit():
                 raise reader.error(line_number, f"rank {fields[1]!r} is not a non-negative integer")
-            rank = int(fields[1])
+            rank = parse_id(reader, line_number, fields[1], "rank")
             if token in ranks:
                 raise reader.error(line_number, f"token {token!r} appears twice")
             if rank in seen_ranks:
@@ -352,6 +354,7 @@ class BPETokenizer(Tokenizer):
         encoder_path = os.fspath(encoder_json)
         if not os.path.isfile(encoder_path):
             raise FileNotFoundError(f"GPT-2 encoder file not found: {encoder_path!r}")
+        check_file_size(encoder_path, MAX_TOKENIZER_FILE_BYTES, "GPT-2 encoder file")
         try:
             with open(encoder_path, encoding="utf-8") as file:
                 encoder = json.load(file)
@@ -363,9 +366,9 @@ class BPETokenizer(Tokenizer):
         ranks: dict[bytes, int] = {}
         special_tokens: dict[str, int] = {}
         for token_text, token_id in encoder.items():
-            if not isinstance(token_id, int) or token_id < 0:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < MAX_VOCAB:
                 raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has id "
-                                         f"{token_id!r}, not a non-negative integer")
+                                         f"{token_id!r}, not an integer in [0, {MAX_VOCAB:,})")
             if token_text.startswith("<|") and token_text.endswith("|>"):
                 special_tokens[token_text] = token_id
                 continue
@@ -422,12 +425,13 @@ class BPETokenizer(Tokenizer):
             rank_text, _, literal = line.partition(" ")
             if not rank_text.isdigit():
                 raise reader.error(line_number, f"expected 'RANK b\"BYTES\"', got {line[:60]!r}")
+            rank = parse_id(reader, line_number, rank_text, "rank")
             token = _parse_bytes_literal(literal)
             if token is None:
                 raise reader.error(line_number, f"{literal[:60]!r} is not a Python bytes literal")
             if token in ranks:
                 raise reader.error(line_number, f"token {token!r} appears twice")
-            ranks[token] = int(rank_text)
+            ranks[token] = rank
         return _build_from_file(cls, reader, ranks, pattern, special_tokens)
 
     @property

@@ -14,23 +14,34 @@ Wiring it into the `tinyllm` console script takes two lines:
     from tinyllm.tokenizer import cli as tokenizer_cli
     tokenizer_cli.register(subparsers)   # adds `tokenizer` with `train` and `encode`
 
-Each subcommand sets `args.handler`; call `args.handler(args)`. Bad input (a missing
-file, a vocabulary under 256, a malformed tokenizer file) raises ValueError or
-FileNotFoundError with a one-line message naming the value; `main` turns it into
-`tinyllm tokenizer: error: ...` and exit status 2. Leaves out: everything about
-models and training (tinyllm/cli.py).
+Each subcommand sets `args.handler`; call `args.handler(args)`. Bad input raises an
+error with a one-line message naming the flag or file and the fix: a bad flag value (a
+vocabulary under 256 or over 2**24, a regex that does not compile, special tokens given
+twice, an --out that cannot be written) is a TokenizerCommandError; a file that is not
+UTF-8 text a TextFileError; a malformed tokenizer file a TokenizerFileError; a missing file
+a FileNotFoundError. `tinyllm` (tinyllm/cli.py) turns each into `tinyllm tokenizer: error:
+...` and exit status 2, as `main` here does. Leaves out: everything about models and
+training (tinyllm/cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+from tinyllm.limits import MAX_VOCAB
 
 from .base import EOT_TOKEN
 from .bpe import BPETokenizer
 from .files import load_tokenizer
+from .patterns import resolve_pattern
 from .shards import DEFAULT_SHARD_TOKENS, encode_files_to_shards, expand_data_paths
+
+
+class TokenizerCommandError(ValueError):
+    """A bad value of a `tinyllm tokenizer` flag; the message names the flag and the fix."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -52,6 +63,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--special-tokens", nargs="*", default=[EOT_TOKEN], metavar="TOKEN",
                        help=f"special tokens, given ids after the merges (default: {EOT_TOKEN}; "
                             "pass the flag alone for none)")
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error (also: TINYLLM_DEBUG=1)")
     train.set_defaults(handler=run_train)
 
     encode = commands.add_parser("encode", help="encode text files into token shards")
@@ -62,15 +75,49 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help=f"ids per shard (default: {DEFAULT_SHARD_TOKENS})")
     encode.add_argument("--no-eot", action="store_true",
                         help="do not append <|endoftext|> after each file")
+    encode.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error (also: TINYLLM_DEBUG=1)")
     encode.set_defaults(handler=run_encode)
     return parser
 
 
-def run_train(args: argparse.Namespace) -> int:
+def check_train_flags(args: argparse.Namespace) -> None:
+    """Every flag of `tokenizer train` checked before any file is read (TokenizerCommandError)."""
     if args.vocab_size < 256 + len(args.special_tokens):
-        raise ValueError(f"--vocab-size {args.vocab_size} is too small: a byte-level BPE needs "
-                         f"256 ids for the bytes plus {len(args.special_tokens)} for special "
-                         f"tokens; use at least {256 + len(args.special_tokens)}")
+        raise TokenizerCommandError(f"--vocab-size {args.vocab_size} is too small: a byte-level BPE needs "
+                                    f"256 ids for the bytes plus {len(args.special_tokens)} for special "
+                                    f"tokens; use at least {256 + len(args.special_tokens)}")
+    if args.vocab_size > MAX_VOCAB:
+        raise TokenizerCommandError(f"--vocab-size {args.vocab_size} is too large: ids must be below {MAX_VOCAB:,} "
+                                    "(2**24); ask for fewer")
+    repeated = sorted({t for t in args.special_tokens if args.special_tokens.count(t) > 1})
+    if repeated:
+        raise TokenizerCommandError(f"--special-tokens: {repeated[0]!r} is given twice; list each special token once")
+    if any(not token for token in args.special_tokens):
+        raise TokenizerCommandError("--special-tokens: an empty string is not a token; drop it")
+    try:
+        resolve_pattern(args.pattern)
+    except ValueError as error:
+        raise TokenizerCommandError(f"--pattern: {error}") from None
+    check_output_path(args.out, "--out", directory=False)
+
+
+def check_output_path(path: str, flag: str, directory: bool) -> None:
+    """`path` can be written as a file (or made a directory), or a TokenizerCommandError naming `flag`."""
+    if os.path.exists(path) and os.path.isdir(path) != directory:
+        raise TokenizerCommandError(f"{flag} {path}: is a {'file' if directory else 'directory'}; "
+                                    f"give the path of a {'directory' if directory else 'file'} to write")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):   # the first folder that exists must be a writable directory
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise TokenizerCommandError(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TokenizerCommandError(f"{flag} {path}: {parent} is not writable; choose a location you may write")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    check_train_flags(args)
     files = expand_data_paths(args.data)
     started = time.perf_counter()
     tokenizer = BPETokenizer.train_from_files(files, args.vocab_size, pattern=args.pattern,
@@ -84,7 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_encode(args: argparse.Namespace) -> int:
     if args.shard_tokens <= 0:
-        raise ValueError(f"--shard-tokens {args.shard_tokens} must be positive")
+        raise TokenizerCommandError(f"--shard-tokens {args.shard_tokens} must be positive")
+    check_output_path(args.out, "--out", directory=True)
     tokenizer = load_tokenizer(args.tokenizer)
     shards = encode_files_to_shards(tokenizer, args.data, args.out,
                                     shard_tokens=args.shard_tokens, append_eot=not args.no_eot)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from tinyllm.limits import MAX_TOKENIZER_FILE_BYTES, MAX_VOCAB
+
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that cannot be read; the message names the file and line."""
@@ -27,6 +29,10 @@ class FileLines:
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"tokenizer file not found: {self.path!r}")
+        size = os.path.getsize(self.path)
+        if size > MAX_TOKENIZER_FILE_BYTES:
+            raise TokenizerFileError(f"{self.path}: {size:,} bytes, more than a tokenizer file holds "
+                                     f"(at most {MAX_TOKENIZER_FILE_BYTES:,}); it is not a tokenizer file")
         try:
             with open(self.path, encoding="utf-8", newline="\n") as file:
                 self.lines = file.read().split("\n")  # list[str], line n at index n - 1
@@ -64,6 +70,23 @@ def parse_json_string(reader: FileLines, line_number: int, text: str) -> str:
 
 def parse_int(reader: FileLines, line_number: int, text: str, what: str) -> int:
     """A non-negative decimal integer on line `line_number`; `what` names it in the error."""
-    if not text.isdigit():
-        raise reader.error(line_number, f"{what} must be a non-negative integer, got {text!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise reader.error(line_number, f"{what} must be a non-negative integer, got {text[:40]!r}")
     return int(text)
+
+
+def parse_id(reader: FileLines, line_number: int, text: str, what: str) -> int:
+    """A token id (a rank, a special token's id) on line `line_number`: below MAX_VOCAB (2**24),
+    so that a file cannot ask for an embedding of any size it likes."""
+    value = parse_int(reader, line_number, text, what)
+    if value >= MAX_VOCAB:
+        raise reader.error(line_number, f"{what} {value:,} is out of range: token ids must be below {MAX_VOCAB:,} "
+                                        "(a vocabulary of at most 2**24 entries)")
+    return value
+
+
+def check_ids(ids, what: str) -> None:
+    """ValueError unless every id in `ids` is in [0, MAX_VOCAB) (for tokenizers built in Python)."""
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < MAX_VOCAB]
+    if bad:
+        raise ValueError(f"{what} {bad[0]!r} is out of range: token ids are integers in [0, {MAX_VOCAB:,})")

@@ -18,6 +18,12 @@ start of the last one. A custom regex that backtracks from the end of the text (
 example `a+b|a`) may differ at block boundaries; `block_bytes` large enough keeps such
 places rare. Leaves out: special tokens (a special token cut by a block boundary is
 read as ordinary text) and the "none" pattern, which needs the whole file as one chunk.
+
+Every text file tinyllm reads for training or tokenizer training goes through
+`iter_text_blocks` (or `read_text_file`, the same blocks joined), so one rule decides what
+text is: UTF-8 without NUL bytes. A UTF-16 or UTF-32 file (a byte-order mark, or NUL bytes
+between ASCII letters), a binary file (NUL bytes: an executable, an image) and bytes that
+are not UTF-8 are refused with a TextFileError naming the file, what was found and where.
 """
 
 from __future__ import annotations
@@ -27,13 +33,18 @@ import os
 from typing import Iterable, Iterator
 
 DEFAULT_BLOCK_BYTES = 1 << 20  # 1 MiB: big enough that per-block overhead vanishes
+WIDE_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16/32 (LE UTF-32 starts like LE UTF-16)
+
+
+class TextFileError(ValueError):
+    """A file that is not UTF-8 text; the message names the file, what was found and the fix."""
 
 
 def iter_text_blocks(path: str | os.PathLike, block_bytes: int = DEFAULT_BLOCK_BYTES
                      ) -> Iterator[tuple[str, int]]:
     """Yield (text, bytes_read) blocks of a UTF-8 file, bytes kept exactly (no newline
-    translation). A missing file raises FileNotFoundError and invalid UTF-8 raises
-    ValueError, both naming the file."""
+    translation). A missing file raises FileNotFoundError; a file that is not UTF-8 text
+    (see the module docstring) raises TextFileError; both name the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file not found: {path!r}")
@@ -43,18 +54,30 @@ def iter_text_blocks(path: str | os.PathLike, block_bytes: int = DEFAULT_BLOCK_B
         while True:
             raw = file.read(block_bytes)
             final = not raw
+            if offset == 0 and raw.startswith(WIDE_BYTE_ORDER_MARKS):
+                raise TextFileError(f"{path}: UTF-16 or UTF-32 text (it starts with a byte-order mark), not UTF-8; "
+                                    f"convert it first, e.g. iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8")
+            nul = raw.find(b"\0")
+            if nul >= 0:
+                raise TextFileError(f"{path}: binary data, or UTF-16 text without a byte-order mark (a NUL byte at "
+                                    f"byte {offset + nul}), not UTF-8 text; give text files (or convert the file)")
             try:
                 text = decoder.decode(raw, final=final)
             except UnicodeDecodeError as error:
-                raise ValueError(
+                raise TextFileError(
                     f"{path}: not valid UTF-8 near byte {offset + error.start} ({error.reason}); "
-                    "convert the file to UTF-8 first"
+                    "convert the file to UTF-8 first (e.g. iconv -f latin1 -t UTF-8)"
                 ) from None
             offset += len(raw)
             if text or raw:
                 yield text, len(raw)
             if final:
                 return
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file, checked as `iter_text_blocks` checks it."""
+    return "".join(text for text, _ in iter_text_blocks(path))
 
 
 def iter_chunk_lists(blocks: Iterable[tuple[str, int]], compiled_pattern,
