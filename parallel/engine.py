@@ -75,12 +75,15 @@ class PipelineEngine:
         model = stage_model.model
         shape = stage_model.activation_shape(self.micro_batch)
         simulated = simulate(schedule_fn, self.n_stages, n_microbatches)
-        # receive buffers: a stage input lives until its last use (its backward, or W for a split backward)
-        peak = max(simulated.peak_in_flight[self.stage], simulated.peak_until_weight[self.stage])
+        # receive buffers live until their last use: an activation until its backward, a gradient
+        # for the backward only; with a split backward both until W, which may read them
+        split = any(a.kind == S.BACKWARD_WEIGHT for a in self.actions)
+        peak = simulated.peak_until_weight[self.stage] if split else simulated.peak_in_flight[self.stage]
         receives_act = any(a.kind == S.RECV_ACT for a in self.actions)
         receives_grad = any(a.kind == S.RECV_GRAD for a in self.actions)
         self.act_pool = BufferPool(peak if receives_act else 0, shape, model.dtype, model.device)
-        self.grad_pool = BufferPool(1 if receives_grad else 0, shape, model.dtype, model.device)
+        self.grad_pool = BufferPool((self.stage + 1 if split else 1) if receives_grad else 0, shape, model.dtype,
+                                    model.device)
         self.peak_alive_activations = 0
         self._flat = None  # one buffer holding every gradient, for the data-parallel Allreduce
 
@@ -129,10 +132,10 @@ class PipelineEngine:
                         else grads[key])
                 if kind == S.BACKWARD:
                     out.backward(seed)
-                else:
+                    if key in grads:
+                        self.grad_pool.give_back(grads.pop(key))
+                else:                                      # W may read the received gradient (passed on by Add)
                     deferred[key] = split_backward(out, self.weights, seed)
-                if key in grads:
-                    self.grad_pool.give_back(grads.pop(key))
                 alive -= 1
             elif kind == S.SEND_GRAD:
                 self.p2p.isend(inputs.pop(key).grad, action.peer, self._tag(GRADIENT, mb, virtual - 1))
@@ -140,6 +143,8 @@ class PipelineEngine:
                     self.act_pool.give_back(received.pop(key))
             elif kind == S.BACKWARD_WEIGHT:
                 deferred.pop(key).run()
+                if key in grads:
+                    self.grad_pool.give_back(grads.pop(key))
                 if key in received and key not in inputs:  # its input gradient is sent: the buffer is free
                     self.act_pool.give_back(received.pop(key))
             elif kind == S.ALLREDUCE:
