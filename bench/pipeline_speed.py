@@ -217,17 +217,21 @@ def zero_worker(args) -> None:
     grid = Grid(GridShape(2, 2), MPI.COMM_WORLD)
     stage = StageModel(GPT(model_config(args), seed=0), uniform_partition(args.n_layer, 2), grid.stage)
     named = stage.named_parameters()
-    row = {"rank": grid.rank, "stage": grid.stage, "replica": grid.replica,
-           "parameter_bytes": sum(int(p.data.nbytes) for _, p in named)}
-    for zero in (0, 1):
+    parameter_bytes = sum(int(p.data.nbytes) for _, p in named)
+    row = {"rank": grid.rank, "stage": grid.stage, "replica": grid.replica, "parameter_bytes": parameter_bytes,
+           "zero0_buffer": parameter_bytes}   # the engine's flat gradient buffer for the all-reduce
+
+    def measured_adamw(own, zero):
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        opt = (ZeroOptimizer(named, lambda own: AdamW(own, lr=1e-4), grid.data) if zero else
-               AdamW(named, lr=1e-4))
-        row[f"zero{zero}_allocated"] = tracemalloc.get_traced_memory()[0] - before
+        opt = AdamW(own, lr=1e-4)
+        row[f"zero{zero}_allocated"] = tracemalloc.get_traced_memory()[0] - before   # m, v and AdamW's scratch
         tracemalloc.stop()
-        row[f"zero{zero}_state"] = sum(int(a.nbytes) for a in (opt.inner if zero else opt).state_arrays().values())
-        del opt
+        row[f"zero{zero}_state"] = sum(int(a.nbytes) for a in opt.state_arrays().values())   # m and v
+        return opt
+    measured_adamw(named, 0)
+    zero = ZeroOptimizer(named, lambda own: measured_adamw(own, 1), grid.data)
+    row["zero1_buffer"] = int(zero.flat.nbytes)
     rows = grid.world.gather(row, root=0)
     if grid.rank == 0:
         Path(args.worker_out).write_text(json.dumps(rows))
@@ -286,12 +290,13 @@ def tables(args, report: dict, zero_rows: list) -> str:
     for name in PIPELINED + MEMORY_ONLY:
         memory = sorted(report["contenders"][name]["memory"], key=lambda r: r["stage"])
         lines.append(f"| {name} | " + " | ".join(f"{r['peak_alive']}, {mib(r['peak_bytes'])}" for r in memory) + " |")
-    lines += ["", "| rank (stage, replica) | parameters MiB | optimizer MiB, unsharded | optimizer MiB, --zero 1 |",
-              "|---|---|---|---|"]
+    lines += ["", "| rank (stage, replica) | parameters | AdamW state (m, v, scratch): unsharded -> --zero 1 | "
+                  "of which m, v | gradient buffer for the replicas' sum |", "|---|---|---|---|---|"]
     for r in sorted(zero_rows, key=lambda r: r["rank"]):
-        lines.append(f"| {r['rank']} ({r['stage']}, {r['replica']}) | {mib(r['parameter_bytes'])} | "
-                     f"{mib(r['zero0_allocated'])} (m, v {mib(r['zero0_state'])}) | "
-                     f"{mib(r['zero1_allocated'])} (m, v {mib(r['zero1_state'])}) |")
+        lines.append(f"| {r['rank']} ({r['stage']}, {r['replica']}) | {mib(r['parameter_bytes'])} MiB | "
+                     f"{mib(r['zero0_allocated'])} -> {mib(r['zero1_allocated'])} MiB | "
+                     f"{mib(r['zero0_state'])} -> {mib(r['zero1_state'])} MiB | "
+                     f"{mib(r['zero0_buffer'])} -> {mib(r['zero1_buffer'])} MiB |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,10 @@ stage's parameters) and makes the same update. With it (after DeepSpeed's ZeRO-1
 Rajbhandari et al. 2020) the stage's parameters are dealt out to the D replicas and
 each keeps the state of, and updates, only its own:
 
-    gradients    packed into one flat buffer in parameter order, then `Reduce_scatter`:
-                 replica d receives the sum over replicas of its own parameters' part only
-                 (the other parameters' .grad are dropped, so clipping touches only its part)
+    gradients    packed into one flat buffer in parameter order, then `Reduce_scatter` in
+                 place: replica d receives, at the buffer's start, the sum over replicas of its
+                 own parameters' part only (the other parameters' .grad are dropped, so
+                 clipping touches only its part)
     norm         the engine sums squares over this replica's part, then over every rank
     update       the inner optimizer (AdamW or SGD from tinyllm.optim, unchanged) steps
                  the replica's own parameters
@@ -61,26 +62,27 @@ class ZeroOptimizer:
         self.inner = make_optimizer(self.own)
         first = self.params[0][1].data
         self.xp = backend.get_array_module(first)
-        self.flat = self.xp.empty(sum(sizes), dtype=first.dtype)     # every gradient in, every parameter out
-        self.shard = self.xp.empty(self.counts[self.replica], dtype=first.dtype)   # this replica's summed gradients
+        # every gradient in (this replica's sums land at its start), every parameter out
+        self.flat = self.xp.empty(sum(sizes), dtype=first.dtype)
 
     # ---- the step ----------------------------------------------------------------------------
     def reduce_scatter_gradients(self) -> None:
         """Sum gradients over the replicas, keeping only this replica's part (the others' .grad become None)."""
         from mpi4py import MPI  # noqa: PLC0415
         self._pack(self.params, (p.grad for _, p in self.params), 0)
-        flat, shard = self._for_mpi(self.flat), self._for_mpi(self.shard)
-        self.comm.Reduce_scatter(flat, shard, recvcounts=self.counts, op=MPI.SUM)
-        self._from_mpi(shard, self.shard)
+        flat = self._for_mpi(self.flat)
+        self.comm.Reduce_scatter(MPI.IN_PLACE, flat, recvcounts=self.counts, op=MPI.SUM)   # sums at flat's start
+        self._from_mpi(flat, self.flat)
         for _, p in self.params:
             p.grad = None
         offset = 0
-        for _, p in self.own:                           # views of the shard: clipping scales them in place
-            p.grad = self.shard[offset:offset + p.size].reshape(p.shape)
+        for _, p in self.own:                           # views of the sums: clipping scales them in place
+            p.grad = self.flat[offset:offset + p.size].reshape(p.shape)
             offset += p.size
 
     def step(self, lr: float | None = None) -> None:
-        """Update this replica's parameters, then every replica gets everyone's (Allgatherv)."""
+        """Update this replica's parameters, then every replica gets everyone's (Allgatherv; the gradients
+        at flat's start are used up by then)."""
         from mpi4py import MPI  # noqa: PLC0415
         self.inner.step(lr)
         start = self.displacements[self.replica]
