@@ -146,7 +146,7 @@ def worker(args) -> None:
         if grid.rank == 0 else {}
     data = batches(args, args.steps + args.warmup)
     names = list(ONE_PROCESS + PIPELINED)
-    times = {name: [] for name in names}
+    times = {name: [[] for _ in range(args.rounds)] for name in names}   # per round, the timed steps' seconds
     step_id = 0
     for rnd in range(args.rounds):
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:
@@ -157,7 +157,7 @@ def worker(args) -> None:
                         start = time.perf_counter()
                         single[name](x, y)
                         if i >= args.warmup:
-                            times[name].append(time.perf_counter() - start)
+                            times[name][rnd].append(time.perf_counter() - start)
                     grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
                 else:
                     wait_for_rank0(grid.world)
@@ -168,7 +168,7 @@ def worker(args) -> None:
                 start = time.perf_counter()
                 contender.step(x, y, step_id)
                 if i >= args.warmup:
-                    times[name].append(time.perf_counter() - start)
+                    times[name][rnd].append(time.perf_counter() - start)
                     contender.timed_steps.append(step_id)
     report = {"times": times if grid.rank == 0 else None, "contenders": {}}
     for name, contender in pipelined.items():
@@ -254,7 +254,8 @@ def mib(n: float) -> str:
 def tables(args, report: dict, zero_rows: list) -> str:
     """The markdown the run prints and `--write` puts in docs/pipeline.md."""
     from parallel.simulate import theoretical_bubble
-    times = {name: np.array(t) * 1e3 for name, t in report["times"].items()}
+    rounds = {name: [float(np.median(r)) for r in per_round] for name, per_round in report["times"].items()}
+    times = {name: np.concatenate(per_round) * 1e3 for name, per_round in report["times"].items()}
     median = {name: float(np.median(t)) for name, t in times.items()}
     whole, accumulated = median[ONE_PROCESS[0]], median[ONE_PROCESS[1]]
     m = args.microbatches
@@ -265,21 +266,22 @@ def tables(args, report: dict, zero_rows: list) -> str:
              f"thread per process; {args.rounds} rounds x {args.steps} timed steps per contender, order rotating.",
              "",
              "| run | ms/step, median (min-max) | speedup vs 1 process: m microbatches / whole batch | "
-             "bubble measured | simulated (measured costs) | formula |",
-             "|---|---|---|---|---|---|"]
+             "vs 1F1B, same round: median (min-max) | bubble measured | simulated (measured costs) | formula |",
+             "|---|---|---|---|---|---|---|"]
     for name in ONE_PROCESS + PIPELINED:
         t = times[name]
         row = f"| {name.replace('m microbatches', f'{m} microbatches')} | {median[name]:.0f} ({t.min():.0f}-{t.max():.0f}) |"
         if name in ONE_PROCESS:
-            lines.append(row + " 1 / - | | | |" if name == ONE_PROCESS[1] else row + " - / 1 | | | |")
+            lines.append(row + " 1 / - | | | | |" if name == ONE_PROCESS[1] else row + " - / 1 | | | | |")
             continue
+        paired = np.array(rounds["1f1b"]) / np.array(rounds[name])   # > 1: faster than 1F1B in that round
         c = report["contenders"][name]
         label = {"gpipe": "2 stages, GPipe", "1f1b": "2 stages, 1F1B", "interleaved": "2 stages, interleaved (v = 2)",
                  "zb-h1": "2 stages, ZB-H1", "1f1b --recompute": "2 stages, 1F1B --recompute"}[name]
         row = row.replace(f"| {name} |", f"| {label} |", 1)
         formula = theoretical_bubble(2, m, c["schedule"], c["chunks"])
         lines.append(row + f" {accumulated / median[name]:.2f}x / {whole / median[name]:.2f}x | "
-                     f"{c['measured_bubble']:.3f} | {c['simulated_bubble']:.3f} | {formula:.3f} |")
+                     f"{np.median(paired):.3f}x ({paired.min():.3f}-{paired.max():.3f}) | {c['measured_bubble']:.3f} | {c['simulated_bubble']:.3f} | {formula:.3f} |")
     means = {name: report["contenders"][name]["mean_seconds"] for name in ("1f1b", "zb-h1", "interleaved")}
     lines += ["", f"Mean compute per microbatch and stage (ms): 1F1B forward {means['1f1b']['forward'] * 1e3:.1f}, "
                   f"backward {means['1f1b']['backward'] * 1e3:.1f}; ZB-H1 forward {means['zb-h1']['forward'] * 1e3:.1f}, "

@@ -11,7 +11,10 @@ schedule computes the gradients, the norm is summed over the stages, evaluation 
 stages forward only, checkpoints are sharded per stage (`parallel.checkpoint`) and resume
 into any stage count, and a signal on any rank stops every rank after the same step. So
 clipping, AdamW, the learning-rate schedule, logging and metrics are the single process's
-code. Only rank 0 prints and writes metrics.
+code. The schedule (`--schedule`, `--virtual-stages` chunks per rank for interleaving), the
+optimizer (`--zero 1`: parallel.zero.ZeroOptimizer, sharded across the replicas) and
+`--recompute` (parallel.recompute, in the stage's forward) are chosen here. Only rank 0
+prints and writes metrics.
 
 Devices: with --device cuda each rank takes the GPU of its rank within its node (modulo the
 GPUs it sees; parallel/grid.py) before it makes any array, and rank 0's first line lists every

@@ -10,7 +10,8 @@ batches); the strategy is where the ranks meet:
                  m microbatches through the stages; gradients summed over replicas and over
                  the tied embedding pair; the loss broadcast to every rank
     grad_norm    the global norm: squared norms summed over the stages
-    batch_loss   evaluation: the batch forward only, stage to stage, the loss broadcast from the last
+    batch_loss   evaluation: the batch forward only, chunk to chunk in model order, the loss
+                 broadcast from the last stage
     save         one shard per stage plus a manifest (parallel.checkpoint); every rank takes part
     agree_stop   the largest signal number any rank saw (all-reduce MAX), so a SIGTERM that
                  reached one rank stops every rank after the same step, as that signal
