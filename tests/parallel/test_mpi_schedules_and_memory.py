@@ -9,6 +9,7 @@ import shutil
 import pytest
 from mpi_runs import BASE, assert_same_run, finished_after, mpirun, needs_mpi, single_process
 
+from parallel.schedules import schedule_for
 from tinyllm import checkpoint as ckpt
 from tinyllm.train import TrainConfig, train
 
@@ -51,6 +52,16 @@ def test_the_run_equals_the_single_process(ranks, overrides, corpus, references,
         assert {"backward_input 0", "backward_weight 0"} <= names and "backward 0" not in names
     if chunks == 2:                       # units are (microbatch, chunk)
         assert {"forward 0.0", "forward 0.1", "backward 1.1"} <= names
+    schedule = schedule_for(overrides["schedule"], chunks)
+    for rank in range(ranks):             # each rank ran its schedule's actions in the schedule's order
+        stage = rank % overrides["pipeline_stages"]
+        expected = [f"{a.kind} {a.microbatch}" + (f".{a.chunk}" if chunks > 1 else "")
+                    for a in schedule(overrides["pipeline_stages"], overrides["microbatches"], stage)
+                    if a.microbatch is not None]
+        ran = [e["name"] for e in sorted(trace["traceEvents"], key=lambda e: e.get("ts", 0))
+               if e["ph"] == "X" and e["pid"] == rank and e["args"]["step"] == BASE["max_iters"]
+               and e["name"].split()[0] not in ("idle", "allreduce", "optimizer")]
+        assert ran == expected, rank
 
 
 @pytest.mark.slow
