@@ -5,8 +5,9 @@
 
 Every process runs on one thread (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, set before
 NumPy loads). One `mpiexec -n 2` job holds every contender, built from the same seed on the
-same batches, and runs them in rounds, a few steps each, the order rotating every round, so
-a change in the machine's load (it is shared) falls on all of them alike:
+same batches, warms each up once, then runs them in rounds of `--steps` steps each (one by
+default), the order rotating every round, so a change in the machine's load (it is shared)
+falls on all of them alike:
 
     1 process      the whole batch, and the same m microbatches accumulated, on rank 0
                    (rank 1 sleeps meanwhile, polling every 2 ms, so it takes no core)
@@ -146,6 +147,18 @@ def worker(args) -> None:
         if grid.rank == 0 else {}
     data = batches(args, args.steps + args.warmup)
     names = list(ONE_PROCESS + PIPELINED)
+    for name in names:                                      # warm-up: allocations, caches, BLAS buffers
+        grid.world.Barrier()
+        if name in ONE_PROCESS:
+            if grid.rank == 0:
+                for x, y in data[args.steps:]:
+                    single[name](x, y)
+                grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
+            else:
+                wait_for_rank0(grid.world)
+        else:
+            for x, y in data[args.steps:]:
+                pipelined[name].step(x, y, 0)
     times = {name: [[] for _ in range(args.rounds)] for name in names}   # per round, the timed steps' seconds
     step_id = 0
     for rnd in range(args.rounds):
@@ -153,23 +166,21 @@ def worker(args) -> None:
             grid.world.Barrier()
             if name in ONE_PROCESS:
                 if grid.rank == 0:
-                    for i, (x, y) in enumerate(data):
+                    for x, y in data[:args.steps]:
                         start = time.perf_counter()
                         single[name](x, y)
-                        if i >= args.warmup:
-                            times[name][rnd].append(time.perf_counter() - start)
+                        times[name][rnd].append(time.perf_counter() - start)
                     grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
                 else:
                     wait_for_rank0(grid.world)
                 continue
             contender = pipelined[name]
-            for i, (x, y) in enumerate(data):
+            for x, y in data[:args.steps]:
                 step_id += 1
                 start = time.perf_counter()
                 contender.step(x, y, step_id)
-                if i >= args.warmup:
-                    times[name][rnd].append(time.perf_counter() - start)
-                    contender.timed_steps.append(step_id)
+                times[name][rnd].append(time.perf_counter() - start)
+                contender.timed_steps.append(step_id)
     report = {"times": times if grid.rank == 0 else None, "contenders": {}}
     for name, contender in pipelined.items():
         events = grid.world.gather(contender.tracer.events, root=0)
@@ -251,7 +262,7 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
 
-def tables(args, report: dict, zero_rows: list) -> str:
+def tables(args, report: dict, zero_rows: list, load: tuple) -> str:
     """The markdown the run prints and `--write` puts in docs/pipeline.md."""
     from parallel.simulate import theoretical_bubble
     rounds = {name: [float(np.median(r)) for r in per_round] for name, per_round in report["times"].items()}
@@ -263,7 +274,8 @@ def tables(args, report: dict, zero_rows: list) -> str:
     lines = [f"Machine: {cpu}, {os.cpu_count()} cores; float32 GEMM {gemm_gflops('float32'):.1f} GFLOP/s on one "
              f"thread. Model: {args.n_layer} layers x {args.n_embd} wide, {args.n_head} heads, block "
              f"{args.block_size}, vocab {args.vocab_size}; global batch {args.batch_size}, m = {m}; float32, one "
-             f"thread per process; {args.rounds} rounds x {args.steps} timed steps per contender, order rotating.",
+             f"thread per process; {args.rounds} rounds x {args.steps} timed step(s) per contender, order rotating; "
+             f"load average {load[0]:.1f} before, {load[1]:.1f} after.",
              "",
              "| run | ms/step, median (min-max) | speedup vs 1 process: m microbatches / whole batch | "
              "vs 1F1B, same round: median (min-max) | bubble measured | simulated (measured costs) | formula |",
@@ -332,9 +344,9 @@ def main(argv=None) -> None:
     parser.add_argument("--vocab-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--microbatches", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all contenders")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per contender and round")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds over all contenders")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per contender and round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each contender before the rounds")
     parser.add_argument("--write", action="store_true", help="put the tables in docs/pipeline.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--zero-worker", action="store_true", help=argparse.SUPPRESS)
@@ -345,9 +357,11 @@ def main(argv=None) -> None:
         return worker(args)
     if args.zero_worker:
         return zero_worker(args)
+    load_before = os.getloadavg()[0]      # the machine's other work, for reading the spread
     report = launch(args, 2, "worker")
+    load_after = os.getloadavg()[0]
     zero_rows = launch(args, 4, "zero-worker")
-    text = tables(args, report, zero_rows)
+    text = tables(args, report, zero_rows, (load_before, load_after))
     print(text)
     if args.write:
         write_docs(text)
