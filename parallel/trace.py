@@ -129,7 +129,8 @@ def render_svg(trace: dict, width: int = 900, row: int = 28, step: int | None = 
                 mb = e["name"].split()[-1]
                 parts.append(f'<text x="{x + 2:.1f}" y="{y + row * 0.55:.1f}" fill="white">{mb}</text>')
     y = 10 + len(ranks) * row + 12
-    legend = [("forward", "forward"), ("backward", "backward"), ("recv_act", "waiting (receive)"),
+    legend = [("forward", "forward"), ("backward", "backward or B"), ("backward_weight", "W"),
+              ("recv_act", "waiting (receive)"),
               ("send_act", "send"), ("allreduce", "all-reduce"), ("optimizer", "clip + AdamW")]
     x = label
     for kind, text in legend:
