@@ -57,8 +57,10 @@ from tinyllm.optim import AdamW, clip_grad_norm, global_grad_norm  # noqa: E402
 from tinyllm.strategy import compute_gradients  # noqa: E402
 
 ONE_PROCESS = ("1 process, whole batch", "1 process, m microbatches")
-PIPELINED = ("gpipe", "1f1b", "interleaved", "zb-h1", "1f1b --recompute")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
+PIPELINED = SCHEDULES + ("1f1b --recompute",)
 MEMORY_ONLY = ("gpipe --recompute",)
+FOUR_RANKS = {"n_layer": 8, "n_embd": 128, "rounds": 2}   # the oversubscribed job: 4 stages, 2 chunks each fit
 MARKERS = ("<!-- bench:pipeline_speed -->", "<!-- /bench:pipeline_speed -->")
 
 
@@ -99,7 +101,7 @@ class Contender:
         from parallel.trace import Tracer
         schedule, _, flag = name.partition(" ")
         self.schedule, self.chunks = schedule, 2 if schedule == "interleaved" else 1
-        stage = StageModel(GPT(model_config(args), seed=0), uniform_partition(args.n_layer, 2 * self.chunks),
+        stage = StageModel(GPT(model_config(args), seed=0), uniform_partition(args.n_layer, args.stages * self.chunks),
                            grid.stage, n_chunks=self.chunks, recompute=flag == "--recompute")
         self.tracer = Tracer(grid.rank, origin)
         self.engine = PipelineEngine(stage, grid, schedule, args.microbatches, args.batch_size, tracer=self.tracer)
@@ -107,8 +109,11 @@ class Contender:
         self.params = [p for _, p in stage.named_parameters()]
         self.timed_steps = []
 
-    def step(self, x, y, step_id: int) -> None:
-        self.tracer.step = step_id
+    def step(self, x, y, timed: bool) -> None:
+        """One training step; a timed one is traced under its own step number (others under 0)."""
+        if timed:
+            self.timed_steps.append(len(self.timed_steps) + 1)
+        self.tracer.step = self.timed_steps[-1] if timed else 0
         self.engine.compute_gradients(x, y)
         clip_grad_norm(self.params, 1.0, self.engine.global_grad_norm())
         self.opt.step()
@@ -135,68 +140,63 @@ def peak_step_bytes(step) -> int:
 
 
 def worker(args) -> None:
-    """The 2-rank job: every contender in rotating rounds, then traces and memory (module docstring)."""
+    """A pipeline job: every contender in rotating rounds, then traces and memory (module docstring).
+
+    With --stages 2 the contenders are the one-process runs and every pipelined one; with more
+    stages (oversubscribed: the order of actions and the exactness are what it shows) the four schedules.
+    """
     from mpi4py import MPI
 
     from parallel.grid import Grid, GridShape
-    grid = Grid(GridShape(2, 1), MPI.COMM_WORLD)
+    grid = Grid(GridShape(args.stages, 1), MPI.COMM_WORLD)
     keep_freed_memory()   # as tinyllm.trainer.Trainer does: freed activations are reused, not page-faulted in again
     origin = time.perf_counter()
-    pipelined = {name: Contender(args, grid, name, origin) for name in PIPELINED + MEMORY_ONLY}
+    two = args.stages == 2
+    pipelined = {name: Contender(args, grid, name, origin)
+                 for name in (PIPELINED + MEMORY_ONLY if two else SCHEDULES)}
     single = {name: one_process_step(args, accumulate=i == 1) for i, name in enumerate(ONE_PROCESS)} \
-        if grid.rank == 0 else {}
+        if two and grid.rank == 0 else {}
     data = batches(args, args.steps + args.warmup)
-    names = list(ONE_PROCESS + PIPELINED)
-    for name in names:                                      # warm-up: allocations, caches, BLAS buffers
+    names = list(ONE_PROCESS + PIPELINED) if two else list(SCHEDULES)
+
+    def run(name, steps, times=None):
+        """`steps` steps of contender `name` (rank 0 alone for a one-process run); their seconds into `times`."""
         grid.world.Barrier()
-        if name in ONE_PROCESS:
-            if grid.rank == 0:
-                for x, y in data[args.steps:]:
-                    single[name](x, y)
-                grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
+        if name in ONE_PROCESS and grid.rank != 0:
+            return wait_for_rank0(grid.world)
+        for x, y in steps:
+            start = time.perf_counter()
+            if name in ONE_PROCESS:
+                single[name](x, y)
             else:
-                wait_for_rank0(grid.world)
-        else:
-            for x, y in data[args.steps:]:
-                pipelined[name].step(x, y, 0)
+                pipelined[name].step(x, y, times is not None)
+            if times is not None:
+                times.append(time.perf_counter() - start)
+        if name in ONE_PROCESS:
+            grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
+
+    for name in names:                                      # warm-up: allocations, caches, BLAS buffers
+        run(name, data[args.steps:])
     times = {name: [[] for _ in range(args.rounds)] for name in names}   # per round, the timed steps' seconds
-    step_id = 0
     for rnd in range(args.rounds):
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:
-            grid.world.Barrier()
-            if name in ONE_PROCESS:
-                if grid.rank == 0:
-                    for x, y in data[:args.steps]:
-                        start = time.perf_counter()
-                        single[name](x, y)
-                        times[name][rnd].append(time.perf_counter() - start)
-                    grid.world.Send(np.ones(1, dtype=np.int64), dest=1, tag=77)
-                else:
-                    wait_for_rank0(grid.world)
-                continue
-            contender = pipelined[name]
-            for x, y in data[:args.steps]:
-                step_id += 1
-                start = time.perf_counter()
-                contender.step(x, y, step_id)
-                times[name][rnd].append(time.perf_counter() - start)
-                contender.timed_steps.append(step_id)
+            run(name, data[:args.steps], times[name][rnd])
     report = {"times": times if grid.rank == 0 else None, "contenders": {}}
     for name, contender in pipelined.items():
         events = grid.world.gather(contender.tracer.events, root=0)
         x, y = data[0]
-        peak = peak_step_bytes(lambda c=contender: c.step(x, y, -1))
+        peak = peak_step_bytes(lambda c=contender: c.step(x, y, False))
         memory = grid.world.gather({"stage": grid.stage, "peak_bytes": peak,
                                     "peak_alive": contender.engine.peak_alive_activations,
                                     "recv_buffers": contender.engine.act_pool.allocated}, root=0)
         if grid.rank == 0:
             report["contenders"][name] = {"schedule": contender.schedule, "chunks": contender.chunks,
-                                          "memory": memory, **trace_summary(events, contender)}
+                                          "memory": memory, **trace_summary(events, contender, grid.n_stages)}
     if grid.rank == 0:
         Path(args.worker_out).write_text(json.dumps(report))
 
 
-def trace_summary(events, contender) -> dict:
+def trace_summary(events, contender, n_stages: int) -> dict:
     """Measured bubble, mean compute times per kind (over ranks and timed steps) and the simulator's bubble."""
     from parallel.schedules import schedule_for
     from parallel.simulate import Costs, simulate
@@ -212,7 +212,7 @@ def trace_summary(events, contender) -> dict:
     mean = {kind: float(np.mean(spans)) for kind, spans in kinds.items()}
     costs = Costs(forward=mean["forward"], backward=mean.get("backward", 0.0),
                   backward_input=mean.get("backward_input", 0.0), backward_weight=mean.get("backward_weight", 0.0))
-    sim = simulate(schedule_for(contender.schedule, contender.chunks), 2, contender.engine.n_microbatches, costs)
+    sim = simulate(schedule_for(contender.schedule, contender.chunks), n_stages, contender.engine.n_microbatches, costs)
     return {"measured_bubble": measured_bubble(events, sorted(steps)), "mean_seconds": mean,
             "simulated_bubble": sim.bubble_fraction}
 
@@ -248,12 +248,14 @@ def zero_worker(args) -> None:
         Path(args.worker_out).write_text(json.dumps(rows))
 
 
-def launch(args, ranks: int, mode: str) -> object:
-    out = Path(args.tmp) / f"pipeline_speed_{mode}.json"
+def launch(args, ranks: int, mode: str, **changes) -> object:
+    """Run `mpiexec -n ranks` of this script in `mode` (worker, zero-worker) with args changed by `changes`."""
+    out = Path(args.tmp) / f"pipeline_speed_{mode}_{ranks}.json"
+    settings = {**vars(args), **changes}
     command = [shutil.which("mpiexec"), "-n", str(ranks), sys.executable, __file__, f"--{mode}",
-               "--worker-out", str(out)] + [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                                            ("n_layer", "n_head", "n_embd", "block_size", "vocab_size",
-                                             "batch_size", "microbatches", "steps", "warmup", "rounds")]
+               "--worker-out", str(out)] + [f"--{k.replace('_', '-')}={settings[k]}" for k in
+                                            ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size",
+                                             "microbatches", "steps", "warmup", "rounds", "stages")]
     subprocess.run(command, check=True, cwd=REPO, timeout=3600)
     return json.loads(out.read_text())
 
@@ -314,6 +316,22 @@ def tables(args, report: dict, zero_rows: list, load: tuple) -> str:
     return "\n".join(lines) + "\n"
 
 
+def four_rank_table(args, report: dict) -> str:
+    """The 4-stage job on 2 cores: measured bubble beside the simulator and the formula."""
+    from parallel.simulate import theoretical_bubble
+    lines = ["", f"4 stages on {os.cpu_count()} cores (oversubscribed, so the measured bubble includes waiting "
+                 f"for a core): {FOUR_RANKS['n_layer']} layers x {FOUR_RANKS['n_embd']} wide, otherwise as above; "
+                 f"{FOUR_RANKS['rounds']} rounds.", "",
+             "| schedule | ms/step, median | bubble measured | simulated (measured costs) | formula |",
+             "|---|---|---|---|---|"]
+    for name in SCHEDULES:
+        c = report["contenders"][name]
+        median = float(np.median(np.concatenate(report["times"][name]))) * 1e3
+        lines.append(f"| {name} | {median:.0f} | {c['measured_bubble']:.3f} | {c['simulated_bubble']:.3f} | "
+                     f"{theoretical_bubble(4, args.microbatches, c['schedule'], c['chunks']):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -352,6 +370,7 @@ def main(argv=None) -> None:
     parser.add_argument("--zero-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", default="/tmp", help="where workers leave their reports")
+    parser.add_argument("--stages", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -361,7 +380,9 @@ def main(argv=None) -> None:
     report = launch(args, 2, "worker")
     load_after = os.getloadavg()[0]
     zero_rows = launch(args, 4, "zero-worker")
-    text = tables(args, report, zero_rows, (load_before, load_after))
+    four = launch(args, 4, "worker", stages=4, n_layer=FOUR_RANKS["n_layer"], n_embd=FOUR_RANKS["n_embd"],
+                  rounds=FOUR_RANKS["rounds"])
+    text = tables(args, report, zero_rows, (load_before, load_after)) + four_rank_table(args, four)
     print(text)
     if args.write:
         write_docs(text)
