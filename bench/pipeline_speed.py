@@ -217,6 +217,38 @@ def trace_summary(events, contender, n_stages: int) -> dict:
             "simulated_bubble": sim.bubble_fraction}
 
 
+def split_costs(args, repeats: int = 20) -> dict:
+    """Best-of-`repeats` milliseconds of one microbatch through the last stage (half the blocks and the head):
+    forward, whole backward, and the split backward's B and W (autograd.tensor.split_backward), alternating."""
+    from autograd.tensor import Tensor, split_backward
+    from parallel.partition import uniform_partition
+    from parallel.stage import StageModel
+    stage = StageModel(GPT(model_config(args), seed=0), uniform_partition(args.n_layer, 2), 1)
+    weights = [p for _, p in stage.named_parameters()]
+    rng = np.random.default_rng(0)
+    b = args.batch_size // args.microbatches
+    x0 = rng.standard_normal((b, args.block_size, args.n_embd)).astype(np.float32)   # (B, T, C)
+    targets = rng.integers(0, args.vocab_size, size=(b, args.block_size))
+    best = {}
+
+    def timed(what, fn):
+        start = time.perf_counter()
+        result = fn()
+        best[what] = min(best.get(what, float("inf")), (time.perf_counter() - start) * 1e3)
+        return result
+    for _ in range(repeats):
+        for split in (False, True):
+            loss = timed("forward", lambda: stage.forward(Tensor(x0, requires_grad=True), targets))
+            if split:
+                deferred = timed("B", lambda: split_backward(loss, weights, np.float32(1.0)))
+                timed("W", deferred.run)
+            else:
+                timed("backward", lambda: loss.backward(np.float32(1.0)))
+            for p in weights:
+                p.grad = None
+    return best
+
+
 def zero_worker(args) -> None:
     """The 4-rank job (2 stages x 2 replicas): each rank's optimizer bytes without and with ZeRO-1."""
     from mpi4py import MPI
@@ -332,6 +364,24 @@ def four_rank_table(args, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def split_line(args, best: dict) -> str:
+    """The split backward's cost on one stage, and what the simulator makes of it for p = 2."""
+    from parallel.schedules import schedule_for
+    from parallel.simulate import Costs, simulate
+    f, full, b, w = best["forward"], best["backward"], best["B"], best["W"]
+    m = args.microbatches
+    whole = Costs(forward=f, backward=full)
+    spans = {name: simulate(schedule_for(name), 2, m, costs).makespan
+             for name, costs in (("1f1b", whole), ("zb-h1", Costs(forward=f, backward_input=b, backward_weight=w)))}
+    spans["interleaved"] = simulate(schedule_for("interleaved", 2), 2, m, Costs(forward=f / 2, backward=full / 2)).makespan
+    return (f"\nThe last stage ({args.n_layer // 2} blocks and the head), one microbatch, best of 20 in one process: "
+            f"forward {f:.1f} ms, whole backward {full:.1f} ms, split: B {b:.1f} ms + W {w:.1f} ms = {b + w:.1f} ms "
+            f"({100 * (b + w - full) / full:+.1f}%). The simulator with these costs, p = 2, m = {m}: 1F1B "
+            f"{spans['1f1b']:.0f} ms, ZB-H1 {spans['zb-h1']:.0f} ms ({100 * (spans['zb-h1'] / spans['1f1b'] - 1):+.1f}%), "
+            f"interleaved {spans['interleaved']:.0f} ms ({100 * (spans['interleaved'] / spans['1f1b'] - 1):+.1f}%, "
+            "chunks at half the stage's costs).\n")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -377,12 +427,14 @@ def main(argv=None) -> None:
     if args.zero_worker:
         return zero_worker(args)
     load_before = os.getloadavg()[0]      # the machine's other work, for reading the spread
+    costs = split_costs(args)
     report = launch(args, 2, "worker")
     load_after = os.getloadavg()[0]
     zero_rows = launch(args, 4, "zero-worker")
     four = launch(args, 4, "worker", stages=4, n_layer=FOUR_RANKS["n_layer"], n_embd=FOUR_RANKS["n_embd"],
                   rounds=FOUR_RANKS["rounds"])
-    text = tables(args, report, zero_rows, (load_before, load_after)) + four_rank_table(args, four)
+    text = (tables(args, report, zero_rows, (load_before, load_after)) + four_rank_table(args, four)
+            + split_line(args, costs))
     print(text)
     if args.write:
         write_docs(text)
