@@ -12,8 +12,8 @@ and last groups when balancing. Methods (`--partition`):
 stage cost (ties broken towards the earliest split, so the result is deterministic).
 
 Interleaved schedules cut the blocks into p * v groups (virtual stages) the same way; rank r
-runs groups r, r + p, ..., r + (v - 1) p (`virtual_stages_of`), so stage 0 of the model
-(the embeddings) and its last (the head) stay on the first and last ranks.
+runs groups r, r + p, ..., r + (v - 1) p (`virtual_stages_of`), so the first group (with
+the embeddings) stays on the first rank and the last (with the head) on the last.
 
 Left out: balancing a rank's v groups together (each group is balanced on its own) and
 memory-aware balancing.

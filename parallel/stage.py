@@ -32,9 +32,7 @@ exactness guarantee is for dropout 0), KV-cache decoding across stages.
 from __future__ import annotations
 
 from autograd import backend
-from autograd.tensor import Tensor
-
-from autograd.tensor import grad_enabled
+from autograd.tensor import Tensor, grad_enabled
 
 from .partition import Partition, virtual_stages_of
 from .recompute import recomputed
