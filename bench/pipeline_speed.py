@@ -296,7 +296,7 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
 
-def tables(args, report: dict, zero_rows: list, load: tuple) -> str:
+def tables(args, report: dict, zero_rows: list, load: tuple, gemm: float) -> str:
     """The markdown the run prints and `--write` puts in docs/pipeline.md."""
     from parallel.simulate import theoretical_bubble
     rounds = {name: [float(np.median(r)) for r in per_round] for name, per_round in report["times"].items()}
@@ -305,7 +305,7 @@ def tables(args, report: dict, zero_rows: list, load: tuple) -> str:
     whole, accumulated = median[ONE_PROCESS[0]], median[ONE_PROCESS[1]]
     m = args.microbatches
     cpu = cpu_model()
-    lines = [f"Machine: {cpu}, {os.cpu_count()} cores; float32 GEMM {gemm_gflops('float32'):.1f} GFLOP/s on one "
+    lines = [f"Machine: {cpu}, {os.cpu_count()} cores; float32 GEMM {gemm:.1f} GFLOP/s on one "
              f"thread. Model: {args.n_layer} layers x {args.n_embd} wide, {args.n_head} heads, block "
              f"{args.block_size}, vocab {args.vocab_size}; global batch {args.batch_size}, m = {m}; float32, one "
              f"thread per process; {args.rounds} rounds x {args.steps} timed step(s) per contender, order rotating; "
@@ -427,13 +427,14 @@ def main(argv=None) -> None:
     if args.zero_worker:
         return zero_worker(args)
     load_before = os.getloadavg()[0]      # the machine's other work, for reading the spread
+    gemm = gemm_gflops("float32")         # before the jobs, as the split costs: one thread alone
     costs = split_costs(args)
     report = launch(args, 2, "worker")
     load_after = os.getloadavg()[0]
     zero_rows = launch(args, 4, "zero-worker")
     four = launch(args, 4, "worker", stages=4, n_layer=FOUR_RANKS["n_layer"], n_embd=FOUR_RANKS["n_embd"],
                   rounds=FOUR_RANKS["rounds"])
-    text = (tables(args, report, zero_rows, (load_before, load_after)) + four_rank_table(args, four)
+    text = (tables(args, report, zero_rows, (load_before, load_after), gemm) + four_rank_table(args, four)
             + split_line(args, costs))
     print(text)
     if args.write:
