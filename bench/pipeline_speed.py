@@ -15,9 +15,11 @@ falls on all of them alike:
                    1F1B with --recompute
 
 Reported per contender: the median step time (forward + backward + clip + AdamW) over all
-timed steps with its spread, the speedup over one process, the bubble measured from the
-run's own trace (parallel.trace.measured_bubble over the timed steps), the simulator's bubble
-for the same schedule with the mean forward / backward / B / W times the trace measured,
+timed steps with its spread, the speedup over one process, the ratio to 1F1B round by
+round, the ratio of best steps (other work on a shared machine only ever adds time, so the
+best step is the least disturbed), the bubble measured from the run's own trace
+(parallel.trace.measured_bubble over the timed steps), the simulator's bubble for the same
+schedule with the mean forward / backward / B / W times the trace measured,
 and the formula (parallel.simulate.theoretical_bubble). Then per stage: microbatches alive
 at the peak and the peak bytes NumPy allocated in one step (tracemalloc), with and without
 recomputation; and a second job of 4 ranks (2 stages x 2 replicas, oversubscribed: memory
@@ -312,13 +314,14 @@ def tables(args, report: dict, zero_rows: list, load: tuple, gemm: float) -> str
              f"load average {load[0]:.1f} before, {load[1]:.1f} after.",
              "",
              "| run | ms/step, median (min-max) | speedup vs 1 process: m microbatches / whole batch | "
-             "vs 1F1B, same round: median (min-max) | bubble measured | simulated (measured costs) | formula |",
-             "|---|---|---|---|---|---|---|"]
+             "vs 1F1B, same round: median (min-max) | best step vs 1F1B's best | bubble measured | "
+             "simulated (measured costs) | formula |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ONE_PROCESS + PIPELINED:
         t = times[name]
         row = f"| {name.replace('m microbatches', f'{m} microbatches')} | {median[name]:.0f} ({t.min():.0f}-{t.max():.0f}) |"
         if name in ONE_PROCESS:
-            lines.append(row + " 1 / - | | | | |" if name == ONE_PROCESS[1] else row + " - / 1 | | | | |")
+            lines.append(row + " 1 / - | | | | | |" if name == ONE_PROCESS[1] else row + " - / 1 | | | | | |")
             continue
         paired = np.array(rounds["1f1b"]) / np.array(rounds[name])   # > 1: faster than 1F1B in that round
         c = report["contenders"][name]
@@ -327,7 +330,8 @@ def tables(args, report: dict, zero_rows: list, load: tuple, gemm: float) -> str
         row = row.replace(f"| {name} |", f"| {label} |", 1)
         formula = theoretical_bubble(2, m, c["schedule"], c["chunks"])
         lines.append(row + f" {accumulated / median[name]:.2f}x / {whole / median[name]:.2f}x | "
-                     f"{np.median(paired):.3f}x ({paired.min():.3f}-{paired.max():.3f}) | {c['measured_bubble']:.3f} | {c['simulated_bubble']:.3f} | {formula:.3f} |")
+                     f"{np.median(paired):.3f}x ({paired.min():.3f}-{paired.max():.3f}) | "
+                     f"{times['1f1b'].min() / times[name].min():.3f}x | {c['measured_bubble']:.3f} | {c['simulated_bubble']:.3f} | {formula:.3f} |")
     means = {name: report["contenders"][name]["mean_seconds"] for name in ("1f1b", "zb-h1", "interleaved")}
     lines += ["", f"Mean compute per microbatch and stage (ms): 1F1B forward {means['1f1b']['forward'] * 1e3:.1f}, "
                   f"backward {means['1f1b']['backward'] * 1e3:.1f}; ZB-H1 forward {means['zb-h1']['forward'] * 1e3:.1f}, "
