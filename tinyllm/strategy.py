@@ -12,7 +12,9 @@ other processes of the run, if any. Three exist:
 
 Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summed
 gradient is that of the mean loss: with equal micro-batches, the same as one batch
-holding them all.
+holding them all. Dropout masks are keyed by the step and each row's place in the step's
+whole batch (the micro-batches one after the other: `first_rows`), so every strategy,
+however it splits the rows, draws the masks this one does (tinyllm/nn.py, DropoutMasks).
 
 Left out: mixed precision and loss scaling, gradient checkpointing.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from autograd import no_grad
 from tinyllm import checkpoint as ckpt
+from tinyllm.nn import dropout_rows
 from tinyllm.optim import global_grad_norm
 
 
@@ -39,18 +42,34 @@ class NextTokenLoss:
         return len(batch[0])
 
 
-def compute_gradients(model, batches, loss=NextTokenLoss().loss) -> float:
+def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | None = None) -> float:
     """Forward and backward every micro-batch; return the mean loss (see the module docstring).
 
     loss(model, batch) -> scalar Tensor: the batch's mean loss (default: a GPT's on (x, y)).
+    step: the training step, which keys the dropout masks (None: masks from the model's generator).
     """
     scale = 1.0 / len(batches)
     total = 0.0
-    for batch in batches:
-        value = loss(model, batch)
+    for batch, row in zip(batches, first_rows(batches)):
+        with dropout_rows(model, step, row):
+            value = loss(model, batch)
         (value * scale).backward()
         total += float(value.item())
     return total * scale
+
+
+def batch_rows(batch) -> int:
+    """The rows of a batch: a tuple of row-indexed parts (the last one is never a padded structure)."""
+    return len(batch[-1])
+
+
+def first_rows(batches) -> list:
+    """Where each micro-batch starts in the step's whole batch (the rows before it): dropout keys rows by it."""
+    starts, row = [], 0
+    for batch in batches:
+        starts.append(row)
+        row += batch_rows(batch)
+    return starts
 
 
 class SingleProcess:
@@ -59,9 +78,9 @@ class SingleProcess:
     is_writer = True   # this process prints progress and writes metrics and checkpoints
     ranks = 1          # processes sharing the work of a step
 
-    def gradients(self, model, task, batches, step: int = 0) -> float:
-        """Mean loss of the micro-batches; its gradient lands in .grad. `step` (1-based) is unused here."""
-        return compute_gradients(model, batches, task.loss)
+    def gradients(self, model, task, batches, step: int | None = None) -> float:
+        """Mean loss of the micro-batches; its gradient lands in .grad. `step` (1-based) keys the dropout masks."""
+        return compute_gradients(model, batches, task.loss, step)
 
     def batch_loss(self, model, task, batch) -> float:
         """The batch's mean loss, without a graph."""

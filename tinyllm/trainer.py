@@ -29,7 +29,9 @@ one rank into a collective alone.
 
 A checkpoint holds the weights the optimizer trains (all of a pretrained GPT; the adapters
 and head of a LoRA finetune), the optimizer state, the task's state (its batch sampler's
-generator; finetuning adds its settings) and the dropout generator's: a run stopped and
+generator; finetuning adds its settings) and the dropout scheme (`rng.dropout`: "keyed",
+masks a pure function of seed, step, layer, row and position, tinyllm/nn.py DropoutMasks;
+or, for runs begun by older code, the dropout generator's state): a run stopped and
 resumed is bitwise the run that was never stopped. SIGINT and SIGTERM finish the step,
 save, and return with the signal (commands exit with 128 + it); a second signal aborts.
 
@@ -157,6 +159,25 @@ def flops_per_token(model, num_parameters: int | None = None) -> float:
     return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
 
+def dropout_state(masks) -> str | dict | None:
+    """The checkpoint's rng.dropout: "keyed" (masks keyed by seed and step: no state), or the
+    generator's state for a run begun before keyed masks (None on a GPU, as before)."""
+    if masks.scheme == "keyed":
+        return "keyed"
+    return masks.state() if masks.device == "cpu" else None
+
+
+def restore_dropout_state(masks, saved) -> None:
+    """Continue the checkpoint's dropout scheme: keyed, or (a checkpoint of older code, which holds
+    the generator's state or None) the generator it was drawing from, exactly where it stopped."""
+    if saved == "keyed":
+        masks.scheme = "keyed"
+        return
+    masks.scheme = "generator"
+    if saved is not None and masks.device == "cpu":
+        masks.set_state(saved)
+
+
 class Trainer:
     """Runs optimisation steps of `task` on `model` with `strategy`; see the module docstring.
 
@@ -280,13 +301,11 @@ class Trainer:
         return metrics
 
     def checkpoint_state(self, train_loss=None, val_loss=None) -> dict:
-        generator = self.model.generator
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
                 "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
-                "rng": {"train_sampler": self.task.state(),
-                        "dropout": generator.state() if generator.device == "cpu" else None},
+                "rng": {"train_sampler": self.task.state(), "dropout": dropout_state(self.model.dropout_masks)},
                 **self.task.checkpoint_entries()}
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
@@ -311,8 +330,7 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best_val_loss = state.get("best_val_loss")
         self.task.set_state(state["rng"]["train_sampler"])
-        if state["rng"].get("dropout") is not None and self.model.generator.device == "cpu":
-            self.model.generator.set_state(state["rng"]["dropout"])
+        restore_dropout_state(self.model.dropout_masks, state["rng"].get("dropout"))
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
 
