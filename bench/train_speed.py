@@ -11,6 +11,11 @@ first logging interval). Prints tokens/s and peak memory for each, and the ratio
 
     python bench/train_speed.py --threads 2 --iters 40 --repeats 3 [--ref-python PY] [--shape baby]
 
+Interference: each run also records how many cores the machine's other processes kept busy
+meanwhile (/proc/stat's busy time less the run's own CPU time); on a shared machine, trust
+the runs where that is near 0 (PyTorch's OpenMP threads spin-wait, so contention slows it far
+more than us, which makes a loaded machine flatter our ratio).
+
 Peak memory: the largest sum, over the run's processes (ours: the main process and its
 workers; torch: one), of their proportional set sizes (PSS, /proc/PID/smaps_rollup: a page
 shared by k processes counts 1/k to each, so the shared weights count once), sampled every
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,19 +99,32 @@ def run_ref(args, shape, env) -> dict:
 
 
 def run_measured(cmd: list, env: dict) -> tuple[str, dict]:
-    """Run cmd; (its stdout, {"pss_mib": peak summed PSS of its process tree, "rss_mib": its ru_maxrss})."""
+    """Run cmd; (its stdout, {"pss_mib": peak summed PSS of its process tree, "rss_mib": its ru_maxrss,
+    "others_cores": the cores other processes of the machine kept busy meanwhile, on average})."""
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        busy_before, started = busy_cpu_seconds(), time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out_f, stderr=err_f, text=True)
         sampler = PssSampler(proc.pid)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)   # usage includes the descendants it reaped (workers)
         sampler.stop()
+        wall = time.perf_counter() - started
+        others = (busy_cpu_seconds() - busy_before - usage.ru_utime - usage.ru_stime) / wall
         proc.returncode = os.waitstatus_to_exitcode(status)
         out_f.seek(0)
         err_f.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, cmd[:5]))} ... failed ({proc.returncode}):\n{err_f.read()[-3000:]}")
-        return out_f.read(), {"pss_mib": sampler.peak / 1024, "rss_mib": usage.ru_maxrss / 1024}
+        return out_f.read(), {"pss_mib": sampler.peak / 1024, "rss_mib": usage.ru_maxrss / 1024,
+                              "others_cores": max(0.0, others)}
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or waiting for I/O) since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class PssSampler(threading.Thread):
@@ -218,8 +237,9 @@ def main() -> None:
             pair = [("ours", run_ours), ("ref", run_ref)]
             for who, fn in (pair if r % 2 == 0 else pair[::-1]):
                 (ours if who == "ours" else ref).append(fn(args, shape, env))
-                print(f"  {shape} {who}: {(ours if who == 'ours' else ref)[-1]['tokens_per_s']:.0f} tok/s "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                last = (ours if who == "ours" else ref)[-1]
+                print(f"  {shape} {who}: {last['tokens_per_s']:.0f} tok/s (other processes kept "
+                      f"{last['others_cores']:.2f} cores busy meanwhile)", flush=True)
         row = summarise(shape, ours, ref, flops_per_token(shape, vocab))
         rows.append(row)
         print(f"{shape}: ours {row['ours']:.0f} tok/s vs torch {row['ref']:.0f} tok/s = {row['ratio']:.2f}x "
@@ -240,7 +260,7 @@ def summarise(shape: str, ours: list, ref: list, flops: float) -> dict:
             "ours_spread": f"{min(o):.0f}-{max(o):.0f}", "ref_spread": f"{min(r):.0f}-{max(r):.0f}",
             "ours_pss": max(x["pss_mib"] for x in ours), "ref_pss": max(x["pss_mib"] for x in ref),
             "ours_rss": max(x["rss_mib"] for x in ours), "ref_rss": max(x["rss_mib"] for x in ref),
-            "gflops": o_tok * flops / 1e9}
+            "gflops": o_tok * flops / 1e9, "others": max(x["others_cores"] for x in ours + ref)}
 
 
 def describe(info: dict, args) -> str:
@@ -265,7 +285,10 @@ def render(rows, args, info) -> str:
                      f"{row['ours_pss'] / row['ref_pss']:.2f}x | {row['gflops']:.1f} |")
     lines += ["", "Peak memory: the summed PSS of each side's processes, sampled every 20 ms (largest single "
               "process's ru_maxrss: ours " + ", ".join(f"{r['shape']} {r['ours_rss']:.0f}" for r in rows)
-              + " MiB; torch " + ", ".join(f"{r['shape']} {r['ref_rss']:.0f}" for r in rows) + " MiB)."]
+              + " MiB; torch " + ", ".join(f"{r['shape']} {r['ref_rss']:.0f}" for r in rows) + " MiB). "
+              "Other processes on the machine kept at most " + ", ".join(f"{r['others']:.2f} ({r['shape']})"
+                                                                           for r in rows)
+              + " cores busy during a run (/proc/stat less the runs' own CPU time)."]
     return "\n".join(lines)
 
 
