@@ -66,8 +66,9 @@ class Optimizer:
     """Base: holds (name, parameter) pairs in a fixed order and a step counter.
 
     Each parameter's update reads only its own gradient and state, so `parallel` (set to
-    tinyllm.threads.DataThreads.parameter_groups) may update groups of parameters on
-    several threads: the numbers are the same as one after the other.
+    tinyllm.threads.DataThreads.parameter_groups, or tinyllm.processes.DataProcesses.parallel_step)
+    may update groups of parameters on several threads or processes: the numbers are the same
+    as one after the other.
     """
 
     kind = "optimizer"

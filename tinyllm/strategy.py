@@ -2,10 +2,11 @@
 
 A strategy (the protocol is in tinyllm/trainer.py) computes a step's gradients, their
 global norm and evaluation losses, saves checkpoints, and agrees on a stop with the
-other processes of the run, if any. Three exist:
+other processes of the run, if any. Four exist:
 
     SingleProcess     here: the batches one after the other in this thread
-    DataThreads       tinyllm/threads.py: each batch split by rows across the cores
+    DataProcesses     tinyllm/processes.py: each batch split by rows across forked worker processes
+    DataThreads       tinyllm/threads.py: each batch split by rows across threads
     PipelineStrategy  parallel/strategy.py: pipeline stages x data-parallel replicas over MPI
 
     loss = compute_gradients(model, [(x, y), (x2, y2)])   # mean loss; grads accumulate in .grad

@@ -9,8 +9,8 @@ What differs between runs is in two objects (their protocols, `Task` and `Strate
     task      what to learn: its batches, its loss, its evaluation, its own checkpoint state.
               tinyllm.train.PretrainingTask; tinyllm.finetune.FinetuneTask (classify, instruct)
     strategy  how a step's work is done and agreed: gradients, their global norm, evaluation
-              losses, saving, stopping. tinyllm.strategy.SingleProcess, tinyllm.threads.DataThreads,
-              parallel.strategy.PipelineStrategy
+              losses, saving, stopping. tinyllm.strategy.SingleProcess, tinyllm.processes.DataProcesses,
+              tinyllm.threads.DataThreads, parallel.strategy.PipelineStrategy
 
 One step, in order (`train_step`, then `run`):
 
