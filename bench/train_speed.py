@@ -19,7 +19,9 @@ more than us, which makes a loaded machine flatter our ratio).
 Peak memory: the largest sum, over the run's processes (ours: the main process and its
 workers; torch: one), of their proportional set sizes (PSS, /proc/PID/smaps_rollup: a page
 shared by k processes counts 1/k to each, so the shared weights count once), sampled every
-20 ms. Also recorded: the largest single process's peak RSS (ru_maxrss, what `time -v` shows).
+100 ms (reading smaps_rollup walks a process's page tables: sampling faster took a tenth of a
+core from the runs it measured). Also recorded: the largest single process's peak RSS
+(ru_maxrss, what `time -v` shows).
 
 What it measured on, printed and written with the table: the CPU model, its cores, the
 NumPy and BLAS build, the float32 GEMM rate of NumPy and of torch on the cores given (1024^3
@@ -130,7 +132,7 @@ def busy_cpu_seconds() -> float:
 class PssSampler(threading.Thread):
     """Samples the summed PSS (KiB) of a process and its descendants every `interval` s; keeps the peak."""
 
-    def __init__(self, pid: int, interval: float = 0.02):
+    def __init__(self, pid: int, interval: float = 0.1):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
         self._done = threading.Event()
@@ -283,7 +285,7 @@ def render(rows, args, info) -> str:
         lines.append(f"| {row['shape']} | {row['ours']:.0f} ({row['ours_spread']}) | {row['ref']:.0f} "
                      f"({row['ref_spread']}) | {row['ratio']:.2f}x | {row['ours_pss']:.0f} | {row['ref_pss']:.0f} | "
                      f"{row['ours_pss'] / row['ref_pss']:.2f}x | {row['gflops']:.1f} |")
-    lines += ["", "Peak memory: the summed PSS of each side's processes, sampled every 20 ms (largest single "
+    lines += ["", "Peak memory: the summed PSS of each side's processes, sampled every 100 ms (largest single "
               "process's ru_maxrss: ours " + ", ".join(f"{r['shape']} {r['ours_rss']:.0f}" for r in rows)
               + " MiB; torch " + ", ".join(f"{r['shape']} {r['ref_rss']:.0f}" for r in rows) + " MiB). "
               "Other processes on the machine kept at most " + ", ".join(f"{r['others']:.2f} ({r['shape']})"
