@@ -72,6 +72,7 @@ class Optimizer:
     """
 
     kind = "optimizer"
+    state_buffers: tuple = ()   # names of the {param name: array} dicts that hold the state
 
     def __init__(self, named_parameters, lr: float):
         self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order; see _named
@@ -102,6 +103,14 @@ class Optimizer:
         raise NotImplementedError
 
     # ---- state, keyed by parameter name ----------------------------------------------
+    def relocate_state(self, allocate) -> None:
+        """Replace every state buffer by allocate(buffer): a copy of it elsewhere (tinyllm/processes.py
+        moves the state into memory that worker processes share, so each updates its share in place)."""
+        for attr in self.state_buffers:
+            buffers = getattr(self, attr)
+            for name in buffers:
+                buffers[name] = allocate(buffers[name])
+
     def state_arrays(self) -> dict:
         """name -> array for every buffer (what goes into optimizer.safetensors)."""
         return {}
@@ -143,6 +152,7 @@ class AdamW(Optimizer):
     """
 
     kind = "adamw"
+    state_buffers = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, named_parameters, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
@@ -213,6 +223,7 @@ class SGD(Optimizer):
     """
 
     kind = "sgd"
+    state_buffers = ("velocity",)
 
     def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(named_parameters, lr)

@@ -14,11 +14,12 @@ the work of a step split across processes:
     norm = workers.grad_norm(params)
     optimizer.step(lr)                         # each process updates its share of the parameters
 
-Memory: on the first step the parameters the optimizer trains move into one anonymous
-shared mapping (mmap, made before the workers fork, so it vanishes with the last process
-and can never be left behind), followed by one gradient slot per process:
+Memory: on the first step the parameters the optimizer trains and the optimizer's state
+move into one anonymous shared mapping (mmap, made before the workers fork, so it vanishes
+with the last process and can never be left behind), with one gradient slot per process:
 
-    [ parameters | slot 0 | slot 1 | ... ]     each a flat run of every trained parameter
+    [ parameters | slot 0 | slot 1 | ... | optimizer state | norms, flags ]
+      each of the first runs a flat copy of every trained parameter, 64-byte aligned
 
 A step, with the messages (pipes) that order it:
 
@@ -33,9 +34,9 @@ A step, with the messages (pipes) that order it:
 
 The global norm is the table's entries added in parameter order: optim.global_grad_norm's
 numbers. The same process count gives the same bits on every run; float64 results equal one
-process's to ~1e-15 relative (another count adds in another order). The optimizer state of
-a parameter lives in the process that updates it (its copy of the optimizer, forked with the
-run's restored state); `save` collects it before a checkpoint is written.
+process's to ~1e-15 relative (another count adds in another order). Since the weights and
+the optimizer state are shared, this process always holds the current ones: checkpoints,
+evaluation and sampling read them as in one process.
 
 Workers ignore SIGINT and SIGTERM (this process decides when to stop, saves, and tells them
 to exit), die with this process (a pipe EOF, or the kernel's parent-death signal on Linux),
@@ -94,20 +95,22 @@ class WorkerTraceback(Exception):
 
 
 class SharedArrays:
-    """The shared mapping: the trained parameters, a gradient slot per process, per-parameter tables."""
+    """The shared mapping: the trained parameters, a gradient slot per process, the optimizer's
+    state, per-parameter tables (squared norms, which slots hold a gradient)."""
 
-    def __init__(self, params: list, processes: int):
+    def __init__(self, params: list, processes: int, state: list):
         dtype = params[0].data.dtype
         self.sizes = [int(p.data.size) for p in params]
         self.shapes = [tuple(p.data.shape) for p in params]
         self.offsets = np.cumsum([0] + [_aligned(n * dtype.itemsize) for n in self.sizes])
         run = int(self.offsets[-1])                                  # bytes of one flat run of parameters
         n = len(params)
-        tables = _aligned(8 * n) + _aligned(processes * n)           # squared norms (float64), has-grad flags
-        self.buffer = mmap.mmap(-1, run * (1 + processes) + tables)  # anonymous, MAP_SHARED
+        self.state_start = self.state_next = run * (1 + processes)
+        base = self.state_start + sum(_aligned(a.nbytes) for a in state)
+        tables = _aligned(8 * n) + _aligned(processes * n)
+        self.buffer = mmap.mmap(-1, base + tables)                   # anonymous, MAP_SHARED
         self.params = self._views(0, dtype)
         self.slots = [self._views(run * (1 + k), dtype) for k in range(processes)]
-        base = run * (1 + processes)
         self.square_norms = np.frombuffer(self.buffer, np.float64, n, base)                 # (n,)
         self.has_grad = np.frombuffer(self.buffer, np.uint8, processes * n,
                                       base + _aligned(8 * n)).reshape(processes, n)     # (processes, n)
@@ -115,6 +118,13 @@ class SharedArrays:
     def _views(self, start: int, dtype) -> list:
         return [np.frombuffer(self.buffer, dtype, n, start + int(offset)).reshape(shape)
                 for n, offset, shape in zip(self.sizes, self.offsets, self.shapes)]
+
+    def share(self, array):
+        """A copy of `array` in the mapping's state region (the optimizer's relocate_state calls it)."""
+        view = np.frombuffer(self.buffer, array.dtype, array.size, self.state_next).reshape(array.shape)
+        view[...] = array
+        self.state_next += _aligned(array.nbytes)
+        return view
 
 
 def _aligned(nbytes: int) -> int:
@@ -154,10 +164,14 @@ class DataProcesses(SingleProcess):
         dtype = self.params[0].data.dtype
         if any(type(p.data) is not np.ndarray or p.data.dtype != dtype for p in self.params):
             raise ValueError("DataProcesses needs NumPy parameters of one dtype (use threads or one process)")
-        self.shared = SharedArrays(self.params, self.processes)
+        state = list(self.optimizer.state_arrays().values())
+        if any(type(a) is not np.ndarray for a in state):
+            raise ValueError("DataProcesses needs an optimizer whose state is NumPy arrays")
+        self.shared = SharedArrays(self.params, self.processes, state)
         for p, view in zip(self.params, self.shared.params):
             view[...] = p.data
             p.data = view
+        self.optimizer.relocate_state(self.shared.share)
         context = multiprocessing.get_context("fork")
         parent = os.getpid()
         for k in range(1, self.processes):
@@ -300,24 +314,6 @@ class DataProcesses(SingleProcess):
         losses = [own] + others
         return sum(loss * w / whole for loss, (_, w, _) in zip(losses, slices))
 
-    def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str:
-        """Collect the optimizer state the workers hold into this process's optimizer, then save."""
-        self.collect_optimizer_state()
-        return super().save(run_dir, weights=weights, optimizer=optimizer, tokenizer=tokenizer, state=state,
-                            best=best)
-
-    def collect_optimizer_state(self) -> None:
-        """Copy each worker's optimizer state (for the parameters it updates) into this process's optimizer."""
-        if not self.workers:
-            return
-        names = [name for name, _ in self.optimizer.params]
-        _, replies = self._all(lambda: None, [("state", [names[i] for i in group]) if group else None
-                                              for group in self.groups[1:]])
-        arrays = self.optimizer.state_arrays()
-        for reply in replies:
-            for key, value in (reply or {}).items():
-                arrays[key][...] = value
-
 
 # ---- the worker side (and the work this process does alike) ------------------------------------
 
@@ -349,9 +345,6 @@ def _worker_main(strategy: DataProcesses, k: int, conn, parents_end, model, task
                 reply = _optimizer_step(strategy, optimizer, *message[1:])
             elif kind == "loss":
                 reply = _slice_loss(model, task, message[1], message[2])
-            elif kind == "state":
-                arrays = optimizer.state_arrays()
-                reply = {key: value for key, value in arrays.items() if key.rpartition(".")[0] in message[1]}
             else:
                 raise ValueError(f"unknown message {kind!r}")
             conn.send(("ok", reply))

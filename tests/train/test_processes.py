@@ -68,8 +68,6 @@ def test_optimizer_steps_equal_threads_bitwise_and_repeat_run_to_run():
                 optimizer.zero_grad()
                 losses.append(workers.gradients(model, TOKENS, [_batch(4, step)], step))
                 optimizer.step()
-            if isinstance(workers, DataProcesses):
-                workers.collect_optimizer_state()
         finally:
             workers.close()
         return losses, {n: p.data.copy() for n, p in model.named_parameters()}, optimizer.state_arrays()
@@ -209,7 +207,7 @@ def test_ctrl_c_on_the_process_group_saves_exits_130_and_leaves_no_worker(tmp_pa
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_a_run_on_processes_resumes_bitwise_and_matches_threads(tmp_path, corpus_file, tiny, dropout):
     """Processes: stop at step 5, resume, finish = the uninterrupted run, bit for bit (weights, AdamW
-    moments collected from the workers); and equal to a one-process run to float64 rounding."""
+    moments, shared with the workers); and equal to a one-process run to float64 rounding."""
     settings = dict(dtype="float64", dropout=dropout, grad_accum=2, max_iters=10, eval_interval=4, workers=2)
     straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
     assert isinstance(straight.strategy, DataProcesses)
@@ -276,6 +274,7 @@ def test_parameters_live_in_shared_memory_after_the_first_step():
         workers.gradients(model, TOKENS, [_batch(4)], step=1)
         optimizer.step()
         assert all(p.data.base is not None for p in model.parameters())   # views of the shared mapping
+        assert all(a.base is not None for a in optimizer.state_arrays().values())   # the AdamW moments too
         changed = [n for n, p in model.named_parameters() if not np.array_equal(p.data, before[n])]
         assert len(changed) == len(before)  # the workers' share too: every parameter moved
         model.load_state_dict(before)       # replaced arrays go back into the mapping at the next step
