@@ -27,7 +27,8 @@ from . import backend, ops
 from .layers.activation import GELU_A, GELU_K, GeluErfFunction, GeluTanhFunction, SiluFunction
 from .layers.attention import (PackedSelfAttentionFunction, ScaledDotProductAttentionFunction, attention_probs,
                                causal_mask)
-from .layers.cross_entropy import CrossEntropyFunction, check_reduction, check_targets
+from .layers.cross_entropy import (CrossEntropyFunction, check_reduction, check_target_range, check_targets,
+                                   valid_count)
 from .layers.dropout import DropoutFunction, DropoutKey, keyed_scaled_mask
 from .layers.embedding import EmbeddingFunction
 from .layers.linear import LinearFunction
@@ -73,11 +74,14 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
 
     logits: (..., V) floats; targets: (...) ints in [0, V) or ignore_index.
     """
-    targets = targets if isinstance(targets, Tensor) else Tensor(targets)
-    check_targets(logits.shape, targets.shape)
+    t = targets.data if isinstance(targets, Tensor) else targets
+    t = t if hasattr(t, "dtype") else np.asarray(t)
+    check_targets(logits.shape, t.shape)
     check_reduction(reduction)
-    if not np.issubdtype(targets.dtype, np.integer):
-        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {t.dtype}")
+    check_target_range(t, logits.shape[-1], ignore_index)      # where t is: free on the host
+    targets = Tensor.constant(logits.xp.asarray(t))               # host targets move after their check
     if not composed:
         return CrossEntropyFunction.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
     xp = logits.xp
@@ -91,7 +95,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
         return losses.reshape(targets.shape)
     if reduction == "sum":
         return losses.sum()
-    return losses.sum() / max(int(valid.sum()), 1)
+    return losses.sum() / Tensor.constant(valid_count(valid, logits.dtype))
 
 
 # ---- activations -----------------------------------------------------------------------
@@ -127,16 +131,23 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     return DropoutFunction.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen, x.xp))
 
 
-def embedding(idx, weight: Tensor) -> Tensor:
-    """Rows of `weight` (V, C) picked by integer ids `idx` (any shape) -> idx.shape + (C,)."""
-    ids = idx.data if isinstance(idx, Tensor) else weight.xp.asarray(idx)
+def embedding(idx, weight: Tensor, check_ids: bool = True) -> Tensor:
+    """Rows of `weight` (V, C) picked by integer ids `idx` (any shape) -> idx.shape + (C,).
+
+    Host ids are checked on the host, then moved to the weight's device; device ids cost one
+    copy of two numbers to the host for the check. check_ids=False skips the range check, for
+    a caller that checked the ids itself (the model, once, at its input).
+    """
+    ids = idx.data if isinstance(idx, Tensor) else idx
+    ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
     if not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
     V = weight.shape[0]
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
-        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-        raise ValueError(f"embedding: id {bad} is outside the vocabulary [0, {V})")
-    return EmbeddingFunction.apply(weight, Tensor.constant(ids))
+    if check_ids and ids.size:
+        low, high = (int(v) for v in backend.read_scalars(ids.min(), ids.max()))
+        if low < 0 or high >= V:
+            raise ValueError(f"embedding: id {low if low < 0 else high} is outside the vocabulary [0, {V})")
+    return EmbeddingFunction.apply(weight, Tensor.constant(weight.xp.asarray(ids)))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, composed: bool = False) -> Tensor:
@@ -265,7 +276,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     return ScaledDotProductAttentionFunction.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
 
 
-CAUSAL_BLOCK = 32  # query rows per block in packed_self_attention's causal block path
+CAUSAL_BLOCK = 32  # T // 32 query blocks in packed_self_attention's causal path: 32 to 48 rows each
 
 
 def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None, causal: bool = True,

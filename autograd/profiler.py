@@ -36,11 +36,12 @@ class Profile:
     def table(self, top: int = 30) -> str:
         total = sum(s.forward_s + s.backward_s for s in self.ops.values()) or 1.0
         rows = sorted(self.ops.items(), key=lambda kv: -(kv[1].forward_s + kv[1].backward_s))[:top]
-        lines = [f"{'op':<28}{'calls':>7}{'forward ms':>12}{'backward ms':>13}{'share':>8}"]
+        width = max([28] + [len(name) + 2 for name, _ in rows])
+        lines = [f"{'op':<{width}}{'calls':>7}{'forward ms':>12}{'backward ms':>13}{'share':>8}"]
         for name, s in rows:
             share = (s.forward_s + s.backward_s) / total
-            lines.append(f"{name:<28}{s.calls:>7}{s.forward_s * 1e3:>12.2f}{s.backward_s * 1e3:>13.2f}{share:>8.1%}")
-        lines.append(f"{'total':<28}{'':>7}{sum(s.forward_s for s in self.ops.values()) * 1e3:>12.2f}"
+            lines.append(f"{name:<{width}}{s.calls:>7}{s.forward_s * 1e3:>12.2f}{s.backward_s * 1e3:>13.2f}{share:>8.1%}")
+        lines.append(f"{'total':<{width}}{'':>7}{sum(s.forward_s for s in self.ops.values()) * 1e3:>12.2f}"
                      f"{sum(s.backward_s for s in self.ops.values()) * 1e3:>13.2f}")
         return "\n".join(lines)
 

@@ -457,7 +457,7 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
     if like is not None:
         xp = like.xp
         if isinstance(value, (int, float, bool)) or isinstance(value, np.generic):
-            return Tensor.constant(xp.asarray(value, dtype=like.dtype))
+            return Tensor.constant(backend.scalar_array(xp, value, like.dtype))
         if isinstance(value, np.ndarray) and xp is not np:
             raise RuntimeError(
                 f"cannot mix a NumPy array {value.shape} with a tensor on {like.device}; "

@@ -36,6 +36,7 @@ import numpy as np
 from autograd import backend
 from autograd.tensor import Tensor
 from tinyllm.nn import dropout_rows
+from tinyllm.optim import grad_square_sum
 
 from . import schedules as S
 from .p2p import ACTIVATION, GRADIENT, BufferPool, PointToPoint, message_tag
@@ -81,7 +82,7 @@ class PipelineEngine:
         xp = backend.module_for(self.stage_model.model.device)
         b, m = self.micro_batch, self.n_microbatches
         shard = slice(self.grid.replica * m * b, (self.grid.replica + 1) * m * b)
-        idx, targets = np.asarray(idx)[shard], np.asarray(targets)[shard]
+        idx, targets = idx[shard], targets[shard]   # host ids: the model checks them there, then moves them
         loss_scale = 1.0 / (m * self.n_replicas)
         inputs, outputs, received = {}, {}, {}
         loss_sum = 0.0
@@ -97,14 +98,14 @@ class PipelineEngine:
                 received[mb] = buffer
             elif kind == S.FORWARD:
                 if self.stage_model.is_first:
-                    stage_input = xp.asarray(idx[mb * b:(mb + 1) * b])
+                    stage_input = idx[mb * b:(mb + 1) * b]
                 else:
                     stage_input = inputs[mb] = Tensor(received[mb], requires_grad=True)
                 with dropout_rows(self.stage_model.model, step, shard.start + mb * b):
                     outputs[mb] = self.stage_model.forward(
                         stage_input, targets[mb * b:(mb + 1) * b] if self.stage_model.is_last else None)
-                if self.stage_model.is_last:
-                    loss_sum += float(outputs[mb].item())
+                if self.stage_model.is_last:   # summed where it is: on a GPU, read once in mean_loss
+                    loss_sum = loss_sum + outputs[mb].data.astype(np.float64)
                 alive += 1
                 self.peak_alive_activations = max(self.peak_alive_activations, alive)
             elif kind == S.SEND_ACT:
@@ -115,7 +116,7 @@ class PipelineEngine:
             elif kind in (S.BACKWARD, S.BACKWARD_INPUT):
                 out = outputs.pop(mb)
                 if self.stage_model.is_last:
-                    out.backward(xp.asarray(loss_scale, dtype=out.dtype))
+                    out.backward(xp.full((), loss_scale, dtype=out.dtype))   # made on the device, no copy
                 else:
                     grad = received.pop(("grad", mb))
                     out.backward(grad)
@@ -175,19 +176,16 @@ class PipelineEngine:
     def global_grad_norm(self) -> float:
         """L2 norm of the whole model's gradient: squared norms summed over the pipeline stages."""
         from mpi4py import MPI  # noqa: PLC0415
-        local = 0.0
-        for name, p in self.params:
-            if p.grad is not None and self.stage_model.counted_in_norm(name):
-                flat = p.grad.reshape(-1)
-                local += float(backend.get_array_module(flat).dot(flat, flat))
-        total = np.array([local], dtype=np.float64)
+        counted = [p for name, p in self.params if self.stage_model.counted_in_norm(name)]
+        total = np.array(backend.read_scalars(grad_square_sum(counted)), dtype=np.float64)   # one copy on a GPU
         self.grid.pipe.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
         return math.sqrt(float(total[0]))
 
     def mean_loss(self, local_scaled_loss: float) -> float:
         """The step's loss on every rank: summed over replicas on the last stage, then broadcast."""
         from mpi4py import MPI  # noqa: PLC0415
-        value = np.array([local_scaled_loss if self.stage_model.is_last else 0.0], dtype=np.float64)
+        value = np.array(backend.read_scalars(local_scaled_loss if self.stage_model.is_last else 0.0),
+                         dtype=np.float64)   # one copy on a GPU
         if self.stage_model.is_last and self.n_replicas > 1:
             self.grid.data.Allreduce(MPI.IN_PLACE, value, op=MPI.SUM)
         self.grid.pipe.Bcast(value, root=self.n_stages - 1)

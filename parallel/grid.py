@@ -13,7 +13,12 @@ Communicators each rank holds:
 - `tied`: stage 0 and the last stage of its replica when P > 1 (None elsewhere), for the
   tied embedding's gradient sum.
 
-Left out: tensor (intra-layer) parallelism, topology discovery.
+Devices: each rank also knows its `local_rank`, its index among the ranks of its node
+(`Split_type(COMM_TYPE_SHARED)`: the ranks that share memory), and takes GPU
+`local_rank % (GPUs it sees)` (`device_for`); CUDA_VISIBLE_DEVICES limits what it sees. So
+8 ranks on a node with 8 GPUs use one each, and 4 ranks on 2 GPUs share them two by two.
+
+Left out: tensor (intra-layer) parallelism, topology discovery beyond "same node".
 """
 from __future__ import annotations
 
@@ -48,6 +53,14 @@ class GridShape:
                 f"`mpiexec -n {self.world_size} ...` or change the flags")
 
 
+def device_for(local_rank: int, visible: int) -> int:
+    """The GPU a rank takes: its rank within its node modulo the GPUs it sees (module docstring)."""
+    if visible < 1:
+        raise ValueError("--device cuda: this rank sees no CUDA device (CuPy missing, no GPU, or "
+                         "CUDA_VISIBLE_DEVICES empty); install the gpu extra on a GPU machine, or use --device cpu")
+    return local_rank % visible
+
+
 class Grid:
     """One rank's place in the grid and its communicators (see the module docstring)."""
 
@@ -57,6 +70,9 @@ class Grid:
         shape.check_world(self.world.Get_size())
         self.shape = shape
         self.rank = self.world.Get_rank()
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)   # the ranks of this node
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
         self.replica, self.stage = shape.position(self.rank)
         self.pipe = self.world.Split(color=self.replica, key=self.stage)
         self.data = self.world.Split(color=self.stage, key=self.replica)

@@ -13,6 +13,10 @@ into any stage count, and a signal on any rank stops every rank after the same s
 clipping, AdamW, the learning-rate schedule, logging and metrics are the single process's
 code. Only rank 0 prints and writes metrics.
 
+Devices: with --device cuda each rank takes the GPU of its rank within its node (modulo the
+GPUs it sees; parallel/grid.py) before it makes any array, and rank 0's first line lists every
+rank's device.
+
 Failure: `run_rank` wraps the body of every rank. A bad combination of flags, found from the
 config before any message is sent, makes rank 0 print one line and every rank exit with
 status 2. A setup error found later (missing file, mismatched checkpoint) prints one line
@@ -28,11 +32,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from autograd import backend
 from tinyllm import checkpoint as ckpt
 from tinyllm.io import write_json
 from tinyllm.data import check_split_fits, prepare_dataset, resolve_corpus
@@ -42,7 +48,7 @@ from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_o
 from tinyllm.trainer import Trainer
 
 from .engine import PipelineEngine, check_batch_split
-from .grid import Grid, GridShape
+from .grid import Grid, GridShape, device_for
 from .partition import make_partition, stage_costs
 from .schedules import theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
@@ -130,6 +136,8 @@ def _build(config, progress_stream, trace_path) -> tuple:
     is_root = grid.rank == 0
     stream = progress_stream or sys.stderr
     log = (lambda message: print(message, file=stream, flush=True)) if is_root else (lambda message: None)
+    if config.device == "cuda":
+        use_node_device(grid, log)   # before any array is made
     microbatches = config.microbatches or config.grad_accum
     global_batch = config.batch_size * config.grad_accum
     micro_batch = global_batch // (config.data_parallel * microbatches)
@@ -176,6 +184,19 @@ def _build(config, progress_stream, trace_path) -> tuple:
         log(f"model: {total_parameters:,} parameters; {config.tokens_per_step:,} tokens per step; "
             f"run directory {run_dir}")
     return trainer, strategy
+
+
+def use_node_device(grid, log) -> int:
+    """Put this rank on the GPU of its rank within its node (parallel.grid.device_for); rank 0 prints
+    every rank's choice, the run's first line. Returns the device index."""
+    index = device_for(grid.local_rank, backend.device_count())
+    backend.use_device(index)
+    placed = grid.world.gather((grid.rank, socket.gethostname(), grid.local_rank, backend.current_device(),
+                                backend.device_name()), root=0)
+    if placed is not None:
+        log("devices: " + "; ".join(f"rank {rank} -> cuda:{device} ({name}; local rank {local} on {host})"
+                                    for rank, host, local, device, name in placed))
+    return index
 
 
 def choose_partition(config, model, grid, micro_batch: int) -> tuple:

@@ -72,7 +72,7 @@ class PipelineStrategy:
         idx, targets = batch
         sm, grid, p2p = self.stage_model, self.grid, self.engine.p2p
         if sm.is_first:
-            x = backend.module_for(sm.model.device).asarray(idx)
+            x = idx                     # host ids: the model checks them there, then moves them
         else:
             x = backend.module_for(sm.model.device).empty((idx.shape[0], idx.shape[1], sm.config.n_embd),
                                                           dtype=sm.model.dtype)   # (B, T, C)

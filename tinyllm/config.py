@@ -159,9 +159,13 @@ _PRESETS = {
 # ---- token ids -------------------------------------------------------------------------------
 
 def check_token_ids(ids, vocab_size: int) -> None:
-    """A ValueError naming the first id of the integer array `ids` outside [0, vocab_size)."""
+    """A ValueError naming the first id of the integer array `ids` outside [0, vocab_size).
+
+    Free on host ids; on device ids it costs one copy of two numbers to the host (check ids
+    before moving them, as as_token_ids does).
+    """
     if ids.size:
-        low, high = int(ids.min()), int(ids.max())
+        low, high = (int(v) for v in backend.read_scalars(ids.min(), ids.max()))
         if low < 0 or high >= vocab_size:
             raise ValueError(f"token id {low if low < 0 else high} is outside the vocabulary [0, {vocab_size}) "
                              f"(vocab_size={vocab_size}); check the tokenizer matches the model")
@@ -170,9 +174,13 @@ def check_token_ids(ids, vocab_size: int) -> None:
 def as_token_ids(idx, config: GPTConfig, device: str, start_pos: int = 0):
     """idx (a list, NumPy/CuPy array or Tensor of shape (B, T)) as an integer xp array on `device`,
     or an error naming the problem: its shape, dtype, an id outside the vocabulary, or positions
-    start_pos .. start_pos + T - 1 past block_size."""
+    start_pos .. start_pos + T - 1 past block_size.
+
+    Host ids are checked on the host, then moved: a training step's ids (from the batch
+    sampler) cost no copy back from the device.
+    """
     ids = idx.data if isinstance(idx, Tensor) else idx
-    ids = backend.to_device(ids if hasattr(ids, "shape") else np.asarray(ids), device)
+    ids = ids if hasattr(ids, "shape") else np.asarray(ids)
     if ids.ndim != 2:
         raise ValueError(f"idx must have shape (B, T), got shape {tuple(ids.shape)}; "
                          "for a single sequence use idx[None, :]")
@@ -184,4 +192,4 @@ def as_token_ids(idx, config: GPTConfig, device: str, start_pos: int = 0):
         raise ValueError(f"a sequence of {T} tokens starting at position {start_pos} exceeds "
                          f"block_size={config.block_size}; crop the input to its last "
                          f"{config.block_size} tokens (generate() does this for you)")
-    return ids
+    return backend.to_device(ids, device)

@@ -5,8 +5,9 @@
 
 Sampling: greedy (temperature 0), temperature, top-k, top-p (nucleus), from a NumPy
 Generator seeded by `seed`, so the same call gives the same tokens. The next-token
-distribution is computed in float64 on the host (B x V numbers per step), so the draw is
-the same on CPU and GPU for the same logits.
+distribution is computed in float64 where the model runs: on a GPU the logits never
+leave it; the host draws one uniform number per row (the same numbers on every device)
+and gets back one token id per row, the decoding step's only copy to the host.
 
 KV cache: every attention layer keeps the keys and values of the positions it has seen
 (tinyllm/kvcache.py); a decoding step feeds only the newest token and attends to the cached
@@ -83,62 +84,72 @@ def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
 def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
     """Set to -inf every logit outside the top k and outside the nucleus of mass top_p.
 
-    logits: (B, V) float64. Top-k keeps every token tied with the k-th largest. Top-p keeps
-    the most likely tokens, in order, until their probability reaches top_p (at least one).
+    logits: (B, V) float64 (NumPy, or on the device: the result stays there). Top-k keeps every
+    token tied with the k-th largest. Top-p keeps the most likely tokens, in order, until their
+    probability reaches top_p (at least one).
     """
-    return _filter_logits_(np.array(logits, dtype=np.float64), top_k, top_p)
+    xp = backend.get_array_module(logits)
+    return _filter_logits_(xp.array(logits, dtype=np.float64), top_k, top_p)
 
 
-def _filter_logits_(z: np.ndarray, top_k: int | None, top_p: float | None) -> np.ndarray:
-    """filter_logits in place on a float64 array z (B, V) the caller owns; returns z."""
+def _filter_logits_(z, top_k: int | None, top_p: float | None):
+    """filter_logits in place on a float64 xp array z (B, V) the caller owns; returns z."""
+    xp = backend.get_array_module(z)
     V = z.shape[-1]
     if top_k is not None and top_k < V:
-        kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k:V - top_k + 1]    # (B, 1)
-        np.copyto(z, -np.inf, where=z < kth)
+        kth = xp.partition(z, V - top_k, axis=-1)[:, V - top_k:V - top_k + 1]    # (B, 1)
+        xp.copyto(z, -np.inf, where=z < kth)
     if top_p is not None and top_p < 1.0:
         probs = stable_softmax(z)
-        order = np.argsort(-probs, axis=-1, kind="stable")                       # (B, V) most likely first
-        sorted_probs = np.take_along_axis(probs, order, axis=-1)
-        mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs            # mass of strictly likelier tokens
+        stable = {"kind": "stable"} if xp is np else {}                          # CuPy's sorts are stable
+        order = xp.argsort(-probs, axis=-1, **stable)                            # (B, V) most likely first
+        sorted_probs = xp.take_along_axis(probs, order, axis=-1)
+        mass_before = xp.cumsum(sorted_probs, axis=-1) - sorted_probs            # mass of strictly likelier tokens
         keep_sorted = mass_before < top_p
         keep_sorted[:, 0] = True
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        keep = xp.zeros_like(keep_sorted)
+        keep[xp.arange(z.shape[0])[:, None], order] = keep_sorted                # back to vocabulary order
         z[~keep] = -np.inf
     return z
 
 
-def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
-                rng: np.random.Generator) -> np.ndarray:
-    """One token id per row of logits (B, V): argmax when temperature is 0, else a draw."""
-    logits = np.asarray(logits, dtype=np.float64)
+def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None,
+                rng: np.random.Generator):
+    """One token id per row of logits (B, V): argmax when temperature is 0, else a draw.
+
+    The ids are an array on the logits' device; the uniform numbers come from `rng` on the
+    host (one per row, copied over), so the draw is the same on every device for the same logits.
+    """
+    xp = backend.get_array_module(logits)
+    logits = xp.asarray(logits, dtype=np.float64)
     if temperature == 0:
         return logits.argmax(axis=-1)
     z = _filter_logits_(logits / temperature, top_k, top_p)                     # (B, V), a fresh array
     z -= z.max(axis=-1, keepdims=True)
-    weights = np.exp(z, out=z)                  # softmax without the division: the draw scales u by the total
-    cdf = np.add.accumulate(weights, axis=-1)   # np.cumsum's sums without its Python wrapper (3 us of ~50 a step)
-    u = rng.random(weights.shape[0])[:, None] * cdf[:, -1:]                      # (B, 1) in [0, total)
+    weights = xp.exp(z, out=z)                  # softmax without the division: the draw scales u by the total
+    # np.add.accumulate: np.cumsum's sums without its Python wrapper (3 us of ~50 a step)
+    cdf = np.add.accumulate(weights, axis=-1) if xp is np else xp.cumsum(weights, axis=-1)
+    u = xp.asarray(rng.random(weights.shape[0])[:, None]) * cdf[:, -1:]          # (B, 1) in [0, total)
     return (cdf > u).argmax(axis=-1)                                             # first token whose cdf passes u
 
 
 # ---- decoding --------------------------------------------------------------------------------------
 
-def next_token_logits(model, ids) -> np.ndarray:
-    """Logits for the token after ids (B, T), as float64 NumPy (B, V), from the model's own forward:
-    the pieces of GPT.forward, with the head applied to the last position only."""
+def next_token_logits(model, ids):
+    """Logits for the token after ids (B, T), float64 (B, V) on the model's device, from the model's
+    own forward: the pieces of GPT.forward, with the head applied to the last position only."""
     x = model.embed(ids)                                                         # (B, T, C)
     for block in model.blocks:
         x = block(x)
     logits = model.head(x[:, -1:, :])                                            # (B, 1, V)
-    return backend.to_numpy(logits.data[:, 0]).astype(np.float64)
+    return logits.data[:, 0].astype(np.float64)
 
 
 class Decoder:
     """Next-token logits for a growing sequence, with or without a KV cache (the same numbers).
 
         decoder = Decoder(model, batch_size=B)
-        logits = decoder.logits(seq, n)     # (B, V) float64: the distribution of token n given seq[:, :n]
+        logits = decoder.logits(seq, n)     # (B, V) float64 on the model's device: token n given seq[:, :n]
 
     Calls with n growing by one reuse the cache (one new position per call); any other call,
     and a full cache, refills it from the context window (module docstring). Without the
@@ -161,7 +172,7 @@ class Decoder:
         self.cached_until = 0          # the cache holds the window that ends before token cached_until
         self.refills = self.steps = 0
 
-    def logits(self, seq, n: int) -> np.ndarray:
+    def logits(self, seq, n: int):
         L = context_length(n, self.block_size, self.keep)
         window = seq[:, n - L:n]
         if self.cache is None:
@@ -184,7 +195,7 @@ class Decoder:
             self.cache.reset()                                                  # prompt, or window refill
             logits = decode.forward(self.model, window, self.cache, last_only=True)
             self.cached_until = n
-        return backend.to_numpy(logits[:, 0]).astype(np.float64)
+        return logits[:, 0].astype(np.float64)
 
 
 def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 50,
@@ -225,6 +236,7 @@ def generate(model, idx, max_new_tokens: int = 100, temperature: float = 0.8, to
             decoder = Decoder(model, B, use_cache, window_keep, max_length=out.shape[1])
             for _ in range(max_new_tokens):
                 token = sample_next(decoder.logits(out, n), temperature, top_k, top_p, rng)
+                token = backend.to_numpy(token)        # on a GPU the step's one copy to the host: B ids
                 if eos_id is not None:
                     token = np.where(done, eos_id, token)
                     done |= token == eos_id

@@ -87,7 +87,7 @@ class KVCache:
     def check_compatible(self, model, idx) -> None:
         """A ValueError naming every way this cache does not fit `model` and the ids idx (B, T)."""
         sizes = model.config.resolved()
-        shape = tuple(getattr(idx, "shape", np.shape(idx)))
+        shape = tuple(idx.shape) if hasattr(idx, "shape") else np.shape(idx)   # device ids: no NumPy call on them
         problems = []
         if len(self.layers) != sizes.n_layer:
             problems.append(f"{len(self.layers)} layers, the model has {sizes.n_layer}")

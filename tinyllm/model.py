@@ -89,8 +89,8 @@ class GPT(nn.Module):
     # ---- the pieces ------------------------------------------------------------------------
     def embed(self, idx) -> Tensor:
         """Token (and, for learned positions, position) embeddings: (B, T) ids -> (B, T, C)."""
-        ids = as_token_ids(idx, self.config, self.wte.weight.device)
-        x = self.wte(ids)                                                     # (B, T, C)
+        ids = as_token_ids(idx, self.config, self.wte.weight.device)        # checked on the host, then moved
+        x = self.wte(ids, check_ids=False)                                    # (B, T, C)
         if self.config.position == "learned":
             x = x + self.wpe.weight[:ids.shape[1]]                            # (T, C) broadcast over B
         return self.drop(x)
@@ -103,9 +103,10 @@ class GPT(nn.Module):
         return self.lm_head(x)                                                # a module: LoRA can adapt it
 
     def loss(self, logits: Tensor, targets) -> Tensor:
-        """Mean cross-entropy over positions whose target is not -100."""
+        """Mean cross-entropy over positions whose target is not -100 (host targets are checked
+        on the host, then moved: F.cross_entropy)."""
         targets = targets.data if isinstance(targets, Tensor) else targets
-        targets = logits.xp.asarray(targets)
+        targets = targets if hasattr(targets, "shape") else np.asarray(targets)
         if tuple(targets.shape) != tuple(logits.shape[:-1]):
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the logits' positions "
                              f"{tuple(logits.shape[:-1])}; pass one target id per input position")

@@ -79,7 +79,8 @@ class DropoutMasks:
 
     "generator" (runs begun before keyed masks, whose checkpoints say so by holding the
     generator's state): every mask is drawn in order from one seeded generator, which a
-    checkpoint saves and restores. Threads that run the model at once (tinyllm/threads.py)
+    checkpoint saves and restores, on the CPU and on a GPU (moving to another device starts
+    a fresh generator there from the same seed: NumPy and CuPy draw different numbers). Threads that run the model at once (tinyllm/threads.py)
     each draw from a generator of their own: `spawn(n)` seeds n generators from this one
     (advancing it), and inside `with masks.use(g):` the current thread's layers draw from g.
 
@@ -141,14 +142,11 @@ class DropoutMasks:
             self._local.generator = previous
 
     def state(self) -> dict:
-        """A JSON-serialisable snapshot of the generator (CPU generators only)."""
-        if self.device != "cpu":
-            raise NotImplementedError("state(): only the CPU (NumPy) generator state can be saved")
+        """A JSON-serialisable snapshot of the generator, on the CPU or a GPU (backend.generator_state)."""
         return backend.generator_state(self._generator)
 
     def set_state(self, state: dict) -> None:
-        if self.device != "cpu":
-            raise NotImplementedError("set_state(): only the CPU (NumPy) generator state can be restored")
+        """Continue from `state()`; a ValueError when it is another device's (the masks differ anyway)."""
         backend.set_generator_state(self._generator, state)
 
     def to(self, device: str) -> "DropoutMasks":
@@ -284,9 +282,12 @@ class Module:
         params = dict(self.named_parameters())
         missing = [name for name in params if name not in state_dict]
         unexpected = [name for name in state_dict if name not in params]
-        mismatched = [f"{name}: checkpoint {tuple(np.shape(state_dict[name]))}, model {tuple(param.shape)}"
+        def shape(value) -> tuple:  # of a NumPy or CuPy array, a Tensor, or a nested list
+            return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+        mismatched = [f"{name}: checkpoint {shape(state_dict[name])}, model {tuple(param.shape)}"
                       for name, param in params.items()
-                      if name in state_dict and tuple(np.shape(state_dict[name])) != tuple(param.shape)]
+                      if name in state_dict and shape(state_dict[name]) != tuple(param.shape)]
 
         def more(items: list) -> str:  # the count past the first four named
             return f" and {len(items) - 4} more" if len(items) > 4 else ""
@@ -403,8 +404,9 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.weight = _normal(init_rng, (num_embeddings, embedding_dim), std, dtype, device)
 
-    def forward(self, idx) -> Tensor:
-        return F.embedding(idx, self.weight)
+    def forward(self, idx, check_ids: bool = True) -> Tensor:
+        """check_ids=False: the caller checked the ids are in range (F.embedding)."""
+        return F.embedding(idx, self.weight, check_ids=check_ids)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"

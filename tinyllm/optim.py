@@ -28,8 +28,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from autograd import Tensor
-from autograd.backend import get_array_module
+from autograd.backend import get_array_module, read_scalars
 from autograd.blocked import blocked
 
 # ---- which parameters decay ----------------------------------------------------------
@@ -309,20 +311,24 @@ def make_schedule(kind: str, lr: float, min_lr: float, warmup_iters: int, max_it
 # ---- gradient norm and clipping ------------------------------------------------------
 
 
-def grad_square_sum(params) -> float:
-    """Sum of squares of every gradient, in parameter order (a pipeline sums these across stages)."""
+def grad_square_sum(params):
+    """Sum of squares of every gradient, in parameter order (a pipeline sums these across stages).
+
+    A float on the CPU; on a GPU a 0-d float64 device array, summed there: reading each
+    parameter's share would stop the GPU once per parameter (backend.read_scalars reads it).
+    """
     total = 0.0
     for p in params:
         if p.grad is not None:
             flat = p.grad.reshape(-1)
-            xp = get_array_module(flat)
-            total += float(xp.dot(flat, flat))
+            total = total + get_array_module(flat).dot(flat, flat).astype(np.float64)
     return total
 
 
-def global_grad_norm(params) -> float:
-    """The L2 norm of all gradients taken together, as one vector."""
-    return math.sqrt(grad_square_sum(params))
+def global_grad_norm(params):
+    """The L2 norm of all gradients taken together, as one vector (a 0-d device array on a GPU)."""
+    total = grad_square_sum(params)
+    return get_array_module(total).sqrt(total)
 
 
 def scale_grads(params, factor: float) -> None:
@@ -334,13 +340,14 @@ def scale_grads(params, factor: float) -> None:
 def clip_grad_norm(params, max_norm: float, norm: float | None = None) -> float:
     """Scale gradients so their global norm is at most `max_norm`; returns the norm before.
 
-    Pass `norm` when it was computed elsewhere (a pipeline all-reduces it across stages).
+    Pass `norm` (a float) when it was computed elsewhere (a pipeline all-reduces it across
+    stages; the Trainer reads it with the loss, in one copy from the GPU).
     As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
     A `max_norm` of 0 (or less) only measures.
     """
     params = list(params)
     if norm is None:
-        norm = global_grad_norm(params)
+        norm = read_scalars(global_grad_norm(params))[0]
     if max_norm > 0 and math.isfinite(norm):
         coef = max_norm / (norm + 1e-6)
         if coef < 1.0:

@@ -16,10 +16,14 @@ gradient is that of the mean loss: with equal micro-batches, the same as one bat
 holding them all. Dropout masks are keyed by the step and each row's place in the step's
 whole batch (the micro-batches one after the other: `first_rows`), so every strategy,
 however it splits the rows, draws the masks this one does (tinyllm/nn.py, DropoutMasks).
+On a GPU the losses are summed on the device: a step's loss and its gradient norm reach
+the host together, in one copy (Trainer.train_step).
 
 Left out: mixed precision and loss scaling, gradient checkpointing.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from autograd import no_grad
 from tinyllm import checkpoint as ckpt
@@ -43,8 +47,9 @@ class NextTokenLoss:
         return len(batch[0])
 
 
-def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | None = None) -> float:
-    """Forward and backward every micro-batch; return the mean loss (see the module docstring).
+def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | None = None):
+    """Forward and backward every micro-batch; return the mean loss (see the module docstring):
+    a float on the CPU, a 0-d float64 array on a GPU (nothing is read from the device here).
 
     loss(model, batch) -> scalar Tensor: the batch's mean loss (default: a GPT's on (x, y)).
     step: the training step, which keys the dropout masks (None: masks from the model's generator).
@@ -55,7 +60,7 @@ def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | Non
         with dropout_rows(model, step, row):
             value = loss(model, batch)
         (value * scale).backward()
-        total += float(value.item())
+        total = total + value.data.astype(np.float64)
     return total * scale
 
 
@@ -79,8 +84,9 @@ class SingleProcess:
     is_writer = True   # this process prints progress and writes metrics and checkpoints
     ranks = 1          # processes sharing the work of a step
 
-    def gradients(self, model, task, batches, step: int | None = None) -> float:
-        """Mean loss of the micro-batches; its gradient lands in .grad. `step` (1-based) keys the dropout masks."""
+    def gradients(self, model, task, batches, step: int | None = None):
+        """Mean loss of the micro-batches (on the device on a GPU); its gradient lands in .grad.
+        `step` (1-based) keys the dropout masks."""
         return compute_gradients(model, batches, task.loss, step)
 
     def batch_loss(self, model, task, batch) -> float:
@@ -88,7 +94,8 @@ class SingleProcess:
         with no_grad():
             return float(task.loss(model, batch).item())
 
-    def grad_norm(self, params) -> float:
+    def grad_norm(self, params):
+        """The global gradient norm (on the device on a GPU)."""
         return global_grad_norm(params)
 
     def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str:

@@ -18,6 +18,7 @@ One step, in order (`train_step`, then `run`):
     batches = grad_accum micro-batches from the task
     loss    = strategy.gradients(model, task, batches)   # mean loss; grads in .grad
     norm    = strategy.grad_norm(params)                  # global L2 norm, before clipping
+    read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
     clip to grad_clip, optimizer.step(lr), zero the grads
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
@@ -91,11 +92,12 @@ class Strategy(Protocol):
     is_writer: bool   # this process prints and writes metrics
     ranks: int        # processes sharing a step
 
-    def gradients(self, model, task, batches, step: int) -> float:
-        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean loss."""
+    def gradients(self, model, task, batches, step: int):
+        """Forward and backward of the micro-batches; d(mean loss)/d(param) in .grad; returns the mean
+        loss (a number, or a one-element device array: the loop reads it with the norm, in one copy)."""
 
-    def grad_norm(self, params) -> float:
-        """The global L2 norm of the gradients (over every rank's parameters)."""
+    def grad_norm(self, params):
+        """The global L2 norm of the gradients (over every rank's parameters); a number or a device scalar."""
 
     def batch_loss(self, model, task, batch) -> float:
         """A batch's mean loss without a graph (the same value on every rank)."""
@@ -159,23 +161,10 @@ def flops_per_token(model, num_parameters: int | None = None) -> float:
     return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
 
-def dropout_state(masks) -> str | dict | None:
+def dropout_state(masks) -> str | dict:
     """The checkpoint's rng.dropout: "keyed" (masks keyed by seed and step: no state), or the
-    generator's state for a run begun before keyed masks (None on a GPU, as before)."""
-    if masks.scheme == "keyed":
-        return "keyed"
-    return masks.state() if masks.device == "cpu" else None
-
-
-def restore_dropout_state(masks, saved) -> None:
-    """Continue the checkpoint's dropout scheme: keyed, or (a checkpoint of older code, which holds
-    the generator's state or None) the generator it was drawing from, exactly where it stopped."""
-    if saved == "keyed":
-        masks.scheme = "keyed"
-        return
-    masks.scheme = "generator"
-    if saved is not None and masks.device == "cpu":
-        masks.set_state(saved)
+    generator's state for a run begun before keyed masks."""
+    return "keyed" if masks.scheme == "keyed" else masks.state()
 
 
 class Trainer:
@@ -252,6 +241,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
         norm = self.strategy.grad_norm(self.params)
+        loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad()
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
@@ -330,9 +320,28 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best_val_loss = state.get("best_val_loss")
         self.task.set_state(state["rng"]["train_sampler"])
-        restore_dropout_state(self.model.dropout_masks, state["rng"].get("dropout"))
+        self.restore_dropout(state["rng"].get("dropout"), checkpoint.path)
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
+
+    def restore_dropout(self, saved, path) -> None:
+        """Continue the checkpoint's dropout scheme: "keyed" (the masks need no state), or, for a
+        checkpoint of older code (its generator's state), the generator exactly where it stopped.
+        A generator state saved on another device (a run moved between CPU and GPU) cannot continue
+        there: the generator restarts from the seed, said once."""
+        masks = self.model.dropout_masks
+        if saved == "keyed":
+            masks.scheme = "keyed"
+            return
+        masks.scheme = "generator"
+        if saved is None:
+            return
+        try:
+            masks.set_state(saved)
+        except ValueError as error:
+            if self.strategy.is_writer and self.model.config.dropout > 0:
+                print(f"note: {path}: dropout masks restart from the seed ({error})",
+                      file=self.progress_stream or sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def catching_signals(self):

@@ -7,13 +7,15 @@ With reduction "mean" the loss is averaged over the rows that are not ignored, a
 g_n = g / n_valid. A batch in which every row is ignored has loss 0 and zero gradient
 (a deliberate choice: no signal rather than NaN). The fused form never builds the
 one-hot matrix and never takes log of a probability, so it is exact at extreme logits.
+n_valid stays an array on the device (reading it would stop the GPU every step); the
+targets' range is checked at the boundary, `check_target_range` (F.cross_entropy).
 
 Left out: label smoothing, class weights, probabilistic (soft) targets.
 """
 from __future__ import annotations
 
 
-from ..backend import get_array_module
+from ..backend import get_array_module, read_scalars
 from ..function import Function
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -27,10 +29,6 @@ class CrossEntropyFunction(Function):
         t = targets.reshape(-1)                                     # (N,)
         valid = t != ignore_index
         safe_t = xp.where(valid, t, 0)
-        if t.size and (int(safe_t.min()) < 0 or int(safe_t.max()) >= V):
-            bad = int(safe_t.min()) if int(safe_t.min()) < 0 else int(safe_t.max())
-            raise ValueError(f"cross_entropy: target {bad} is outside the {V} classes [0, {V}); "
-                             f"use ignore_index={ignore_index} for positions without a target")
         rows = xp.arange(x.shape[0])
         # One pass of exp serves both the loss and the saved softmax:
         # e = exp(x - m), loss = m + log(sum e) - x[t], probs = e / sum e.
@@ -47,8 +45,8 @@ class CrossEntropyFunction(Function):
             return losses.reshape(targets.shape)
         if reduction == "sum":
             return losses.sum()
-        self.n_valid = int(valid.sum())
-        return losses.sum() / max(self.n_valid, 1)
+        self.count = valid_count(valid, losses.dtype)               # max(n_valid, 1), a 0-d array
+        return losses.sum() / self.count
 
     def backward(self, grad):
         xp = get_array_module(grad)
@@ -57,7 +55,7 @@ class CrossEntropyFunction(Function):
         elif self.reduction == "sum":
             row_grad = xp.broadcast_to(grad, self.valid.shape) * self.valid
         else:
-            row_grad = xp.broadcast_to(grad / max(self.n_valid, 1), self.valid.shape) * self.valid
+            row_grad = xp.broadcast_to(grad / self.count, self.valid.shape) * self.valid
         dx = self.probs * row_grad[:, None]                         # term 1: softmax * g_n
         dx[self.rows, self.safe_t] -= row_grad                      # term 2: - onehot * g_n
         return dx.reshape(self.in_shape), None
@@ -67,6 +65,25 @@ def check_targets(logits_shape, targets_shape):
     if tuple(targets_shape) != tuple(logits_shape[:-1]):
         raise ValueError(f"cross_entropy: logits {tuple(logits_shape)} need targets of shape "
                          f"{tuple(logits_shape[:-1])}, got {tuple(targets_shape)}")
+
+
+def valid_count(valid, dtype):
+    """max(number of True in `valid`, 1) as a 0-d array of `dtype`, on valid's device (no copy to the host)."""
+    xp = get_array_module(valid)
+    return xp.maximum(valid.sum(), 1).astype(dtype)
+
+
+def check_target_range(targets, V: int, ignore_index: int) -> None:
+    """A ValueError naming a target outside [0, V) that is not ignore_index; free on host
+    targets, one copy of two numbers on device ones."""
+    if not targets.size:
+        return
+    xp = get_array_module(targets)
+    safe = xp.where(targets != ignore_index, targets, 0)
+    low, high = (int(v) for v in read_scalars(safe.min(), safe.max()))
+    if low < 0 or high >= V:
+        raise ValueError(f"cross_entropy: target {low if low < 0 else high} is outside the {V} classes [0, {V}); "
+                         f"use ignore_index={ignore_index} for positions without a target")
 
 
 def check_reduction(reduction):

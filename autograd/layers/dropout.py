@@ -112,12 +112,17 @@ def _threshold_kernel(outs, ins, threshold: int, scale):
 
 def keyed_scaled_mask(key: DropoutKey, shape: tuple, dtype, p: float, xp=np):
     """keep / (1 - p) for an array of `shape` whose first row is batch row key.row (see the module docstring)."""
-    threshold = min(int(round(p * 2.0 ** 32)), WORD)
-    h = xp.asarray(np.uint32(key.base()))
     shape = tuple(int(n) for n in shape)
+    if not shape:                                                        # a 0-d array: one row of one element
+        return keyed_scaled_mask(key, (1,), dtype, p, xp).reshape(())
+    threshold = min(int(round(p * 2.0 ** 32)), WORD)
+    h = None
     for axis, n in enumerate(shape):
         coord = _coordinates(xp, key.row if axis == 0 else 0, n, axis)
-        h = xp.bitwise_xor(h[..., None], coord)                          # (..., n): every coordinate so far
+        if h is None:
+            h = coord ^ np.uint32(key.base())                            # (B,): the rows (no host copy)
+        else:
+            h = xp.bitwise_xor(h[..., None], coord)                      # (..., n): every coordinate so far
         if axis < len(shape) - 1:
             _mix_(h, xp.empty_like(h))                                   # the prefix's hash, mixed
     mask = xp.empty(shape, dtype=dtype)

@@ -10,7 +10,7 @@ i + hs/2, and position t rotates each pair by the angle (offset + t) * theta^(-2
 
 Both run over whole rows: y = x [cos, cos] (term 1) + (x2, x1) [-sin, sin] (term 2), with
 the halves swapped by a strided view, which is faster than working on half-rows.
-The tables are computed in float64, cast to the input's dtype and cached per
+The tables are computed in float64 on the input's device, cast to its dtype and cached per
 (T, hs, theta, offset, dtype, device) in a small least-recently-used cache
 (KV-cache decoding asks for a new offset at every step).
 
@@ -47,12 +47,13 @@ def rope_tables(T: int, hs: int, theta: float, offset: int, dtype, xp) -> RopeTa
     if tables is not None:
         _TABLE_CACHE.move_to_end(key)
         return tables
-    inv_freq = float(theta) ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)       # (hs/2,)
-    positions = np.arange(offset, offset + T, dtype=np.float64)                     # (T,)
-    angles = np.outer(positions, inv_freq)                                          # (T, hs/2), in float64
-    cos, sin = np.cos(angles), np.sin(angles)
-    host = (cos, sin, np.concatenate([cos, cos], axis=-1), np.concatenate([-sin, sin], axis=-1))
-    tables = RopeTables(*(xp.asarray(t.astype(dtype)) for t in host))
+    # computed where they are used, in float64: a GPU gets them without a copy from the host
+    inv_freq = float(theta) ** (-xp.arange(0, hs, 2, dtype=np.float64) / hs)       # (hs/2,)
+    positions = xp.arange(offset, offset + T, dtype=np.float64)                     # (T,)
+    angles = xp.outer(positions, inv_freq)                                          # (T, hs/2), in float64
+    cos, sin = xp.cos(angles), xp.sin(angles)
+    full = (cos, sin, xp.concatenate([cos, cos], axis=-1), xp.concatenate([-sin, sin], axis=-1))
+    tables = RopeTables(*(t.astype(dtype) for t in full))
     if xp is np:  # shared between calls: make accidental writes fail loudly
         for table in tables:
             table.flags.writeable = False

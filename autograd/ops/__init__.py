@@ -7,6 +7,7 @@ these. Every wrapper turns Python scalars into tensors of the other operand's dt
 from __future__ import annotations
 
 import builtins
+import operator
 
 import numpy as np
 
@@ -97,19 +98,20 @@ def astype(a, dtype):
     return AsType.apply(a, dtype=np.dtype(dtype))
 
 
-def _raw_index(index):
-    """Replace tensors inside an index by their arrays."""
+def _raw_index(index, xp):
+    """The index with tensors replaced by their arrays, and lists and NumPy arrays made xp arrays
+    (on a GPU one explicit copy here, instead of CuPy's implicit one in forward and again in backward)."""
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
+        return tuple(_raw_index(i, xp) if isinstance(i, (Tensor, list, np.ndarray)) else i for i in index)
+    if isinstance(index, (list, np.ndarray)):
+        return xp.asarray(index)
     return index
 
 
 def getitem(a, index):
-    return GetItem.apply(a, index=_raw_index(index))
+    return GetItem.apply(a, index=_raw_index(index, a.xp))
 
 
 def concatenate(tensors, axis=0):
@@ -164,7 +166,7 @@ def _install_operators() -> None:
     T.__getitem__ = getitem
     # Comparisons give boolean tensors outside the graph (masks), never gradients.
     for name in ("lt", "le", "gt", "ge"):
-        op = getattr(np, {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}[name])
+        op = getattr(operator, name)       # the arrays' own operator: NumPy's or CuPy's
 
         def compare(self, other, op=op):
             other = other.data if isinstance(other, Tensor) else other

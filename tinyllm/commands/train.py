@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib                       # Python 3.11+
+except ModuleNotFoundError:              # Python 3.10: the same parser, from PyPI (setup.cfg)
+    import tomli as tomllib
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.commands.common import TRAIN_FLAGS, UsageError, add_command, add_flags, given

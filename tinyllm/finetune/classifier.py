@@ -85,5 +85,5 @@ class SequenceClassifier(nn.Module):
         logits = self.classifier(self.features(batch))                        # (B, K)
         if labels is None:
             return logits, None
-        labels = logits.xp.asarray(labels.data if isinstance(labels, Tensor) else labels)
-        return logits, F.cross_entropy(logits, labels)
+        labels = labels.data if isinstance(labels, Tensor) else labels
+        return logits, F.cross_entropy(logits, labels)   # host labels: checked there, then moved
