@@ -26,6 +26,7 @@ multi-tensor kernels, AMSGrad, Adafactor, Lion, and learning-rate finders.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,7 @@ class Optimizer:
         self.lr = float(lr)
         self.step_count = 0
         self.parallel = None                    # parallel(fn, named): fn(group) on groups of named, at once
+        self._scratch = threading.local()       # .buffer: this thread's scratch (see scratch())
 
     def zero_grad(self) -> None:
         for _, p in self.params:
@@ -96,6 +98,18 @@ class Optimizer:
             self._update_all(todo)
         else:
             self.parallel(self._update_all, todo)
+
+    def scratch(self, p):
+        """A scratch array shaped like p.data, this thread's own: one flat buffer per thread, grown to
+        the largest parameter the thread updates (a buffer per parameter would add the size of the
+        model to the optimizer's memory; threads updating parameters at once each need their own)."""
+        buffer = getattr(self._scratch, "buffer", None)
+        data = p.data
+        if buffer is None or buffer.size < data.size or buffer.dtype != data.dtype or \
+                get_array_module(buffer) is not get_array_module(data):
+            buffer = get_array_module(data).empty(data.size, dtype=data.dtype)
+            self._scratch.buffer = buffer
+        return buffer[:data.size].reshape(data.shape)
 
     def _update_all(self, named: list) -> None:
         for name, p in named:
@@ -168,12 +182,11 @@ class AdamW(Optimizer):
         if weight_decay < 0:
             raise ValueError(f"AdamW weight_decay={weight_decay} must be >= 0")
         self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
-        self.exp_avg, self.exp_avg_sq, self._scratch = {}, {}, {}
+        self.exp_avg, self.exp_avg_sq = {}, {}
         for name, p in self.params:
             xp = get_array_module(p.data)
             self.exp_avg[name] = xp.zeros_like(p.data)
             self.exp_avg_sq[name] = xp.zeros_like(p.data)
-            self._scratch[name] = xp.empty_like(p.data)
 
     def _update(self, name: str, p) -> None:
         t = self.step_count
@@ -200,7 +213,7 @@ class AdamW(Optimizer):
             xp.divide(m, buf, out=buf)                       # step direction: m / denominator
             buf *= step
             w -= buf
-        outs = (p.data, self.exp_avg[name], self.exp_avg_sq[name], self._scratch[name])
+        outs = (p.data, self.exp_avg[name], self.exp_avg_sq[name], self.scratch(p))
         if p.size >= BLOCKED_MIN_SIZE and all(a.flags.c_contiguous for a in outs):
             blocked(kernel, outs=outs, ins=(p.grad,))   # one trip to memory per element (docs/performance.md)
         else:
@@ -234,15 +247,14 @@ class SGD(Optimizer):
         if weight_decay < 0:
             raise ValueError(f"SGD weight_decay={weight_decay} must be >= 0")
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
-        self.velocity, self._scratch = {}, {}
+        self.velocity = {}
         for name, p in self.params:
             xp = get_array_module(p.data)
             self.velocity[name] = xp.zeros_like(p.data)
-            self._scratch[name] = xp.empty_like(p.data)
 
     def _update(self, name: str, p) -> None:
         xp = get_array_module(p.data)
-        b, buf = self.velocity[name], self._scratch[name]
+        b, buf = self.velocity[name], self.scratch(p)
         if self.weight_decay and decays(p):
             p.data *= 1.0 - self.lr * self.weight_decay
         b *= self.momentum

@@ -72,6 +72,8 @@ from tinyllm.threads import BlasThreads, MaskSource, batch_slices, slice_generat
 
 _PR_SET_PDEATHSIG = 1   # prctl option (linux/prctl.h)
 ALIGN = 64              # bytes: every array in the shared mapping starts on a cache line
+RELEASE_MIN_BYTES = 32 << 20   # slots this large are given back between steps (as glibc returns arrays
+                               # this large when freed: backend.keep_freed_memory's threshold)
 
 
 def fork_available() -> bool:
@@ -103,7 +105,8 @@ class SharedArrays:
         self.sizes = [int(p.data.size) for p in params]
         self.shapes = [tuple(p.data.shape) for p in params]
         self.offsets = np.cumsum([0] + [_aligned(n * dtype.itemsize) for n in self.sizes])
-        run = int(self.offsets[-1])                                  # bytes of one flat run of parameters
+        run = _aligned(int(self.offsets[-1]), mmap.PAGESIZE)         # bytes of one flat run of parameters
+        self.slot_bytes = run
         n = len(params)
         self.state_start = self.state_next = run * (1 + processes)
         base = self.state_start + sum(_aligned(a.nbytes) for a in state)
@@ -119,6 +122,17 @@ class SharedArrays:
         return [np.frombuffer(self.buffer, dtype, n, start + int(offset)).reshape(shape)
                 for n, offset, shape in zip(self.sizes, self.offsets, self.shapes)]
 
+    def release_slots(self) -> bool:
+        """Give the gradient slots' pages back to the system (they fault in again, zeroed, at the next
+        write): between steps, slots at least as large as RELEASE_MIN_BYTES then cost no memory while
+        the next forward holds its activations, as a one-process run's gradients cost none. Smaller
+        slots are kept: their page faults would cost more time than their memory is worth."""
+        length = self.slot_bytes * len(self.slots)
+        if length < RELEASE_MIN_BYTES:
+            return False
+        self.buffer.madvise(mmap.MADV_REMOVE, self.slot_bytes, length)
+        return True
+
     def share(self, array):
         """A copy of `array` in the mapping's state region (the optimizer's relocate_state calls it)."""
         view = np.frombuffer(self.buffer, array.dtype, array.size, self.state_next).reshape(array.shape)
@@ -127,8 +141,8 @@ class SharedArrays:
         return view
 
 
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // ALIGN) * ALIGN
+def _aligned(nbytes: int, align: int = ALIGN) -> int:
+    return -(-nbytes // align) * align
 
 
 class DataProcesses(SingleProcess):
@@ -294,6 +308,10 @@ class DataProcesses(SingleProcess):
             messages.append(("step", opt.lr, opt.step_count, chosen, [self._grad_of(i) for i in chosen])
                             if chosen else None)
         self._all(lambda: update(mine), messages)
+        if self.shared.release_slots():              # the step has read them: .grad no longer holds them
+            for i, p in enumerate(self.params):
+                if p.grad is self.shared.slots[0][i]:
+                    p.grad = None
 
     def _grad_of(self, i: int) -> str:
         """How a worker finds parameter i's gradient: "slot", the summed view all processes share."""

@@ -12,6 +12,7 @@ import pytest
 from tinyllm import checkpoint as ckpt
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW, global_grad_norm
+from tinyllm import processes
 from tinyllm.processes import DataProcesses, WorkerError, WorkerTraceback, fork_available
 from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads
@@ -54,9 +55,13 @@ def test_gradients_and_norm_equal_one_process_in_float64(rows, processes):
         np.testing.assert_allclose(q.grad, p.grad, rtol=0, atol=1e-12, err_msg=name)
 
 
-def test_optimizer_steps_equal_threads_bitwise_and_repeat_run_to_run():
+@pytest.mark.parametrize("release", [False, True], ids=["slots-kept", "slots-released"])
+def test_optimizer_steps_equal_threads_bitwise_and_repeat_run_to_run(release, monkeypatch):
     """One micro-batch a step: the slices' gradients are added in slice order and AdamW runs the same
-    kernel on each parameter, so two processes give two threads' float32 bits; a second run the same."""
+    kernel on each parameter, so two processes give two threads' float32 bits; a second run the same.
+    With the gradient slots given back between steps (as a large model's are), the same bits."""
+    if release:
+        monkeypatch.setattr(processes, "RELEASE_MIN_BYTES", 0)
     def train(make):
         model = GPT(CONFIG, seed=3)
         optimizer = AdamW(list(model.named_parameters()), lr=1e-2, weight_decay=0.1)
@@ -68,6 +73,9 @@ def test_optimizer_steps_equal_threads_bitwise_and_repeat_run_to_run():
                 optimizer.zero_grad()
                 losses.append(workers.gradients(model, TOKENS, [_batch(4, step)], step))
                 optimizer.step()
+                if release and isinstance(workers, DataProcesses):   # the slots went back: no stale views
+                    assert all(p.grad is None for p in model.parameters())
+                    assert not any(slot.any() for slot in workers.shared.slots[0])
         finally:
             workers.close()
         return losses, {n: p.data.copy() for n, p in model.named_parameters()}, optimizer.state_arrays()
