@@ -35,6 +35,7 @@ import numpy as np
 
 from autograd import backend
 from autograd.tensor import Tensor
+from tinyllm.nn import dropout_rows
 from tinyllm.optim import grad_square_sum
 
 from . import schedules as S
@@ -72,8 +73,12 @@ class PipelineEngine:
         self._flat = None  # one buffer holding every gradient, for the data-parallel Allreduce
 
     # ---- one step ------------------------------------------------------------------------
-    def compute_gradients(self, idx, targets) -> float:
-        """Run the schedule on the global batch (B, T); gradients land in .grad. Returns the step's mean loss."""
+    def compute_gradients(self, idx, targets, step: int | None = None) -> float:
+        """Run the schedule on the global batch (B, T); gradients land in .grad. Returns the step's mean loss.
+
+        `step` keys the dropout masks, with each microbatch's rows at their place in the global
+        batch, so any layout draws one process's masks (tinyllm/nn.py, DropoutMasks).
+        """
         xp = backend.module_for(self.stage_model.model.device)
         b, m = self.micro_batch, self.n_microbatches
         shard = slice(self.grid.replica * m * b, (self.grid.replica + 1) * m * b)
@@ -96,8 +101,9 @@ class PipelineEngine:
                     stage_input = idx[mb * b:(mb + 1) * b]
                 else:
                     stage_input = inputs[mb] = Tensor(received[mb], requires_grad=True)
-                outputs[mb] = self.stage_model.forward(
-                    stage_input, targets[mb * b:(mb + 1) * b] if self.stage_model.is_last else None)
+                with dropout_rows(self.stage_model.model, step, shard.start + mb * b):
+                    outputs[mb] = self.stage_model.forward(
+                        stage_input, targets[mb * b:(mb + 1) * b] if self.stage_model.is_last else None)
                 if self.stage_model.is_last:   # summed where it is: on a GPU, read once in mean_loss
                     loss_sum = loss_sum + outputs[mb].data.astype(np.float64)
                 alive += 1
