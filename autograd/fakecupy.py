@@ -445,8 +445,8 @@ UFUNCS = ("abs", "absolute", "add", "arctan2", "bitwise_and", "bitwise_or", "bit
           "equal", "exp", "expm1", "floor", "floor_divide", "fmax", "fmin", "greater", "greater_equal", "invert",
           "isfinite", "isinf", "isnan", "less", "less_equal", "log", "log1p", "logaddexp", "logical_and",
           "logical_not", "logical_or", "logical_xor", "maximum", "minimum", "multiply", "negative", "not_equal",
-          "power", "reciprocal", "remainder", "rint", "sign", "sin", "sqrt", "square", "subtract", "tanh",
-          "true_divide")
+          "power", "reciprocal", "remainder", "right_shift", "rint", "sign", "sin", "sqrt", "square", "subtract",
+          "tanh", "true_divide")
 FUNCTIONS = ("all", "allclose", "amax", "amin", "any", "arange", "argmax", "argmin", "argsort", "array_equal",
              "array_split", "broadcast_to", "clip", "concatenate", "copyto", "count_nonzero", "cumprod", "cumsum",
              "diff", "dot", "einsum", "empty", "empty_like", "expand_dims", "eye", "flatnonzero", "flip", "full",

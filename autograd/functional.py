@@ -9,7 +9,7 @@ hand-derived backward is tested against, and a readable statement of the math
     F.softmax(x, axis=-1)            F.log_softmax(x, axis=-1)
     F.cross_entropy(logits, targets, ignore_index=-100, reduction="mean")
     F.gelu(x, approximate="tanh")    F.silu(x)    F.relu(x)
-    F.dropout(x, p, training=True, generator=None)
+    F.dropout(x, p, training=True, generator=None)     generator: a seeded Generator or a DropoutKey
     F.embedding(idx, weight)         F.linear(x, weight, bias=None)
     F.layer_norm(x, weight=None, bias=None, eps=1e-5)    F.rms_norm(x, weight=None, eps=1e-6)
     F.scaled_dot_product_attention(q, k, v, causal=True, mask=None, dropout_p=0.0, generator=None, scale=None)
@@ -29,7 +29,7 @@ from .layers.attention import (PackedSelfAttentionFunction, ScaledDotProductAtte
                                causal_mask)
 from .layers.cross_entropy import (CrossEntropyFunction, check_reduction, check_target_range, check_targets,
                                    valid_count)
-from .layers.dropout import DropoutFunction
+from .layers.dropout import DropoutFunction, DropoutKey, keyed_scaled_mask
 from .layers.embedding import EmbeddingFunction
 from .layers.linear import LinearFunction
 from .layers.norm import LayerNormFunction, RMSNormFunction
@@ -128,7 +128,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     if not training or p == 0.0:
         return x
     gen = generator if generator is not None else default_generator(x.device)
-    return DropoutFunction.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen))
+    return DropoutFunction.apply(x, scaled_mask=dropout_scaled_mask(x.shape, x.dtype, p, gen, x.xp))
 
 
 def embedding(idx, weight: Tensor, check_ids: bool = True) -> Tensor:
@@ -255,7 +255,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     so query i may attend key j only if j <= S - T + i (KV-cache decoding has T < S).
     mask: boolean, broadcastable to (B, nh, T, S), True = may attend (padding masks).
     A query row with no key it may attend gives output 0 and zero gradient (never NaN).
-    dropout_p: dropout on the attention weights, drawn from `generator` (seeded).
+    dropout_p: dropout on the attention weights, masks from `generator` (a seeded Generator or a DropoutKey).
     Returns (B, nh, T, hs).
     """
     _check_attention_shapes(q, k, v)
@@ -267,7 +267,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if dropout_p > 0.0:
         B, nh, T, _ = q.shape
         gen = generator if generator is not None else default_generator(q.device)
-        keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen)
+        keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen, q.xp)
     if composed:
         probs = _composed_attention_probs(q, k, allowed, scale)        # (B, nh, T, S)
         if keep_scaled is not None:
@@ -311,14 +311,20 @@ def packed_self_attention(qkv: Tensor, n_head: int, n_kv_head: int | None = None
     keep_scaled = None
     if dropout_p > 0.0:
         gen = generator if generator is not None else default_generator(qkv.device)
-        keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen)
+        keep_scaled = dropout_scaled_mask((B, n_head, T, T), qkv.dtype, dropout_p, gen, qkv.xp)
     scale = 1.0 / float(np.sqrt(hs)) if scale is None else float(scale)
     return PackedSelfAttentionFunction.apply(qkv, n_head=n_head, n_kv_head=n_kv_head, allowed=allowed,
                                              scale=scale, keep_scaled=keep_scaled, causal_blocks=blocks)
 
 
-def dropout_scaled_mask(shape, dtype, p: float, generator):
-    """keep / (1 - p) with keep ~ Bernoulli(1 - p): the array inverted dropout multiplies by."""
+def dropout_scaled_mask(shape, dtype, p: float, generator, xp=np):
+    """keep / (1 - p) with keep ~ Bernoulli(1 - p): the array inverted dropout multiplies by.
+
+    generator: a seeded NumPy/CuPy Generator (masks drawn in order), or a DropoutKey (the mask
+    a pure function of the key and each element's coordinates: autograd/layers/dropout.py).
+    """
+    if isinstance(generator, DropoutKey):
+        return keyed_scaled_mask(generator, shape, dtype, p, xp)
     keep = generator.random(shape) >= p
     return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from autograd import backend
 from autograd.tensor import Tensor, split_backward
+from tinyllm.nn import dropout_rows
 from tinyllm.optim import grad_square_sum
 
 from . import schedules as S
@@ -88,8 +89,12 @@ class PipelineEngine:
         self._flat = None  # one buffer holding every gradient, for the data-parallel Allreduce
 
     # ---- one step ------------------------------------------------------------------------
-    def compute_gradients(self, idx, targets) -> float:
-        """Run the schedule on the global batch (B, T); gradients land in .grad. Returns the step's mean loss."""
+    def compute_gradients(self, idx, targets, step: int | None = None) -> float:
+        """Run the schedule on the global batch (B, T); gradients land in .grad. Returns the step's mean loss.
+
+        `step` keys the dropout masks, with each microbatch's rows at their place in the global
+        batch, so any layout draws one process's masks (tinyllm/nn.py, DropoutMasks).
+        """
         sm = self.stage_model
         xp = backend.module_for(sm.model.device)
         b, m = self.micro_batch, self.n_microbatches
@@ -115,8 +120,9 @@ class PipelineEngine:
                     stage_input = idx[mb * b:(mb + 1) * b]
                 else:
                     stage_input = inputs[key] = Tensor(received[key], requires_grad=True)
-                outputs[key] = sm.forward(stage_input, targets[mb * b:(mb + 1) * b] if sm.ends_model(chunk) else None,
-                                          chunk=chunk)
+                with dropout_rows(sm.model, step, shard.start + mb * b):
+                    outputs[key] = sm.forward(stage_input, targets[mb * b:(mb + 1) * b] if sm.ends_model(chunk)
+                                              else None, chunk=chunk)
                 if sm.ends_model(chunk):   # summed where it is: on a GPU, read once in mean_loss
                     loss_sum = loss_sum + outputs[key].data.astype(np.float64)
                 alive += 1

@@ -1,6 +1,6 @@
 """Activation recomputation: a block keeps only its input, and runs its forward again in backward.
 
-    y = recomputed(block, x, generator)      # in a stage's forward, instead of y = block(x)
+    y = recomputed(block, x, masks)          # in a stage's forward, instead of y = block(x)
 
 Forward runs the block without recording a graph, so none of its intermediates (the
 attention probabilities (B, nh, T, T), the MLP's (B, T, 4C) hidden layer, the norms'
@@ -13,9 +13,10 @@ activation inside the block for every microbatch in flight.
 
 Exact: the second forward computes the same numbers as the first (same input, weights and
 order of operations), so the gradients are those of the plain backward. Dropout must draw
-the same masks twice: `generator` (the model's SharedGenerator, None without dropout) is
-set back to its state before the first forward for the second one, then restored, through
-its public state()/set_state().
+the same masks twice: `masks` (the model's DropoutMasks, None without dropout) gives the
+second forward the first one's (step, row) key of the keyed scheme, which the engine's
+`with dropout_rows(...)` has left by then, or its generator's state before the first
+forward (DropoutMasks.replay_point / replay).
 
 Left out: checkpointing finer than a block, keeping the dropout masks instead of
 redrawing them, splitting the block's weight gradients out for zero-bubble schedules
@@ -33,32 +34,20 @@ from autograd.tensor import Tensor, enable_grad, no_grad
 class BlockRecomputeFunction(Function):
     """y = block(x), recorded as one node that saves only x; backward reruns the block (module docstring)."""
 
-    def forward(self, x, block=None, generator=None):
-        self.x, self.block, self.generator = x, block, generator
-        self.generator_state = generator.state() if generator is not None else None
+    def forward(self, x, block=None, masks=None):
+        self.x, self.block, self.masks = x, block, masks
+        self.point = masks.replay_point() if masks is not None else None
         with no_grad():
             return block(Tensor.constant(x)).data                  # (B, T, C)
 
     def backward(self, grad):
-        with enable_grad(), self._same_masks():
+        same_masks = self.masks.replay(self.point) if self.masks is not None else contextlib.nullcontext()
+        with enable_grad(), same_masks:
             x = Tensor(self.x, requires_grad=True)
             self.block(x).backward(grad)
         return x.grad if self.needs_input_grad[0] else None
 
-    @contextlib.contextmanager
-    def _same_masks(self):
-        """The generator as it was before the first forward, for the second one; then as it is now."""
-        if self.generator is None:
-            yield
-            return
-        now = self.generator.state()
-        self.generator.set_state(self.generator_state)
-        try:
-            yield
-        finally:
-            self.generator.set_state(now)
 
-
-def recomputed(block, x: Tensor, generator=None) -> Tensor:
-    """block(x) with recomputation (module docstring); `generator`: the dropout masks' SharedGenerator or None."""
-    return BlockRecomputeFunction.apply(x, block=block, generator=generator)
+def recomputed(block, x: Tensor, masks=None) -> Tensor:
+    """block(x) with recomputation (module docstring); `masks`: the model's DropoutMasks, or None without dropout."""
+    return BlockRecomputeFunction.apply(x, block=block, masks=masks)

@@ -27,8 +27,8 @@ and aborts with status 2; any other exception prints the rank and the traceback 
 then `MPI.COMM_WORLD.Abort(1)` ends every rank, so a failing stage never leaves its
 neighbours blocked in a receive.
 
-Left out: dropout-exact pipelining (each stage draws its own masks), evaluation split
-across replicas (each replica evaluates the same batches), elastic restarts.
+Left out: evaluation split across replicas (each replica evaluates the same batches),
+elastic restarts.
 """
 from __future__ import annotations
 

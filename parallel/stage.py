@@ -26,8 +26,11 @@ Tied embeddings across stages: when the head is tied and there are several stage
 same weight `wte.weight` lives on stage 0 (as the embedding) and on the last stage (as the
 head); `tied_name()` names it so the engine can sum its two gradients.
 
-Left out: dropout masks equal to a single process's (each stage draws its own; the
-exactness guarantee is for dropout 0), KV-cache decoding across stages.
+Dropout: every rank builds the whole model, so each layer has the site number it has in
+one process, and the engine keys each microbatch's masks by the step and its rows' place in
+the global batch: a pipeline draws one process's masks (tinyllm/nn.py, DropoutMasks).
+
+Left out: KV-cache decoding across stages.
 """
 from __future__ import annotations
 
@@ -109,7 +112,7 @@ class StageModel:
         model = self.model
         x = model.embed(stage_input) if self.starts_model(chunk) else stage_input
         recompute = self.recompute and grad_enabled()
-        dropout = model.generator if model.training and self.config.dropout > 0 else None
+        dropout = model.dropout_masks if model.training and self.config.dropout > 0 else None
         for block in self.chunks[chunk]:
             x = recomputed(block, x, dropout) if recompute else block(x)
         if self.ends_model(chunk):

@@ -80,7 +80,7 @@ class PipelineStrategy:
         targets = np.concatenate([y for _, y in batches], axis=0)   # (B, T)
         if self.tracer is not None:
             self.tracer.step = step
-        loss = self.engine.compute_gradients(idx, targets)
+        loss = self.engine.compute_gradients(idx, targets, step)
         self.gradients_done = time.perf_counter()
         return loss
 

@@ -39,7 +39,7 @@ def make_norm(config: GPTConfig, dtype, device) -> nn.Module:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with grouped-query kv heads and optional RoPE."""
 
-    def __init__(self, config: GPTConfig, init_rng, generator: nn.SharedGenerator, dtype, device):
+    def __init__(self, config: GPTConfig, init_rng, masks: nn.DropoutMasks, dtype, device):
         super().__init__()
         sizes = config.resolved()
         self.n_head, self.n_kv_head, self.head_size = sizes.n_head, sizes.n_kv_head, sizes.head_size
@@ -51,15 +51,16 @@ class CausalSelfAttention(nn.Module):
                                 dtype=dtype, device=device)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias, init_rng=init_rng,
                                 std=nn.residual_std(config.n_layer), dtype=dtype, device=device)
-        self.resid_dropout = nn.Dropout(config.dropout, generator)
-        self.generator = generator
+        self.masks = masks
+        self.weights_site = masks.new_site()                                 # the attention weights' masks
+        self.resid_dropout = nn.Dropout(config.dropout, masks)
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
         qkv = self.c_attn(x)                                                  # (B, T, (nh + 2 nkv) hs)
         p = self.dropout_p if self.training else 0.0
-        generator = self.generator.generator if p else None
+        generator = self.masks.source(self.weights_site) if p else None       # a DropoutKey or a Generator
         if self.rope_theta is None:
             # learned positions: attention straight from qkv to merged heads (one op)
             y = F.packed_self_attention(qkv, nh, nkv, dropout_p=p, generator=generator)   # (B, T, C)
@@ -82,7 +83,7 @@ class MLP(nn.Module):
     """The feed-forward layer: c_proj(activation(c_fc(x))), with activation gelu, or SwiGLU's
     silu(gate) * up on a c_fc whose rows are [gate | up]."""
 
-    def __init__(self, config: GPTConfig, init_rng, generator: nn.SharedGenerator, dtype, device):
+    def __init__(self, config: GPTConfig, init_rng, masks: nn.DropoutMasks, dtype, device):
         super().__init__()
         hidden = config.resolved().mlp_hidden
         fc_out = 2 * hidden if config.mlp == "swiglu" else hidden
@@ -91,7 +92,7 @@ class MLP(nn.Module):
         self.activation = nn.SwiGLU() if config.mlp == "swiglu" else nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias, init_rng=init_rng,
                                 std=nn.residual_std(config.n_layer), dtype=dtype, device=device)
-        self.dropout = nn.Dropout(config.dropout, generator)
+        self.dropout = nn.Dropout(config.dropout, masks)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.c_fc(x)                                                      # (B, T, H) or (B, T, 2H)
@@ -101,12 +102,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(x))."""
 
-    def __init__(self, config: GPTConfig, init_rng, generator: nn.SharedGenerator, dtype, device):
+    def __init__(self, config: GPTConfig, init_rng, masks: nn.DropoutMasks, dtype, device):
         super().__init__()
         self.norm1 = make_norm(config, dtype, device)
-        self.attn = CausalSelfAttention(config, init_rng, generator, dtype, device)
+        self.attn = CausalSelfAttention(config, init_rng, masks, dtype, device)
         self.norm2 = make_norm(config, dtype, device)
-        self.mlp = MLP(config, init_rng, generator, dtype, device)
+        self.mlp = MLP(config, init_rng, masks, dtype, device)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))

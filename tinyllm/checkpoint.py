@@ -335,8 +335,8 @@ STATE_KEYS = {
     "train_config": (lambda v: isinstance(v, dict), "an object"),
     "optimizer": (lambda v: isinstance(v, dict), "an object"),
     "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("train_sampler"), dict)
-            and (v.get("dropout") is None or isinstance(v.get("dropout"), dict)),
-            "an object with train_sampler (an object) and dropout (an object or null)"),
+            and (v.get("dropout") in (None, "keyed") or isinstance(v.get("dropout"), dict)),
+            'an object with train_sampler (an object) and dropout ("keyed", an object or null)'),
     "pipeline": (lambda v: isinstance(v, dict), "an object (the pipeline manifest)"),
     "finetune": (lambda v: isinstance(v, dict) and isinstance(v.get("config"), dict)
                  and isinstance(v.get("frozen_sha256", ""), str) and _integer(v.get("pad_id", 0)),

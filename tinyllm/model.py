@@ -74,12 +74,12 @@ class GPT(nn.Module):
         backend.check_device(device)
         self.config = config
         init_rng = np.random.default_rng(seed)
-        self.generator = nn.SharedGenerator(seed, device)   # dropout masks
+        self.dropout_masks = nn.DropoutMasks(seed, device)   # keyed by (seed, step, layer, row, position)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd, init_rng=init_rng, dtype=dtype, device=device)
         if config.position == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd, init_rng=init_rng, dtype=dtype, device=device)
-        self.drop = nn.Dropout(config.dropout, self.generator)
-        self.blocks = nn.ModuleList(Block(config, init_rng, self.generator, dtype, device)
+        self.drop = nn.Dropout(config.dropout, self.dropout_masks)
+        self.blocks = nn.ModuleList(Block(config, init_rng, self.dropout_masks, dtype, device)
                                     for _ in range(config.n_layer))
         self.norm_f = make_norm(config, dtype, device)
         if not config.tie_embeddings:
@@ -145,7 +145,7 @@ class GPT(nn.Module):
     # ---- device ----------------------------------------------------------------------------
     def to(self, device: str) -> "GPT":
         super().to(device)
-        self.generator.to(device)
+        self.dropout_masks.to(device)
         return self
 
     def extra_repr(self) -> str:

@@ -11,8 +11,9 @@ pipeline-parallel code rely on that order.
 
 Initialisation draws from a NumPy Generator passed in (`init_rng`), always on the CPU and
 then moved, so the same seed gives the same weights in float32, float64, on CPU or GPU
-(float32 weights are the float64 draws rounded). Dropout draws its masks from a
-`SharedGenerator`, one seeded generator a model owns and can checkpoint.
+(float32 weights are the float64 draws rounded). Dropout layers get their masks from the
+model's `DropoutMasks`: a pure function of (seed, step, layer, batch row, position) inside a
+training step, so any split of the batch draws the same masks (see the class).
 
 One forward per module: `forward` on Tensors, through autograd.functional (F), which is
 what training and every full forward pass run. Cached decoding does not call it: it runs the
@@ -36,6 +37,7 @@ import numpy as np
 
 from autograd import backend, ops
 from autograd import functional as F
+from autograd.layers.dropout import DropoutKey
 from autograd.tensor import Tensor
 
 DTYPES = ("float32", "float64")
@@ -62,25 +64,87 @@ class Parameter(Tensor):
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype}, device={self.device})"
 
 
-class SharedGenerator:
-    """One seeded random generator shared by the dropout layers of a model.
+class DropoutMasks:
+    """Where a model's dropout layers get their masks; one per model, shared by its layers.
 
-    Keeping one generator per model (not a global one) makes a training run repeatable
-    and lets a checkpoint store and restore its state for an exact resume, on the CPU and on
-    a GPU. Moving to another device starts a fresh generator there from the same seed
-    (NumPy and CuPy generators draw different numbers).
+    Two schemes (`scheme`):
 
-    Threads that run the model at once (tinyllm/threads.py) each draw from a generator of
-    their own: `spawn(n)` seeds n generators from this one (advancing it, so the run stays
-    repeatable), and inside `with shared.use(g):` the current thread's layers draw from g.
+    "keyed" (every new run): within `with masks.at(step, row):`, which a training strategy
+    opens around each forward of a step (tinyllm/strategy.py, threads.py, processes.py,
+    parallel/engine.py), a layer's mask is DropoutKey(seed, step, site, row): a pure function
+    of the run's seed, the step, the layer's site and each element's batch row and position
+    (autograd/layers/dropout.py). One process, threads, worker processes and any pipeline
+    layout draw the same masks for the same rows, and a checkpoint needs no generator state.
+    Outside any `at()` (a model run by hand), masks come from the seeded generator below.
+
+    "generator" (runs begun before keyed masks, whose checkpoints say so by holding the
+    generator's state): every mask is drawn in order from one seeded generator, which a
+    checkpoint saves and restores, on the CPU and on a GPU (moving to another device starts
+    a fresh generator there from the same seed: NumPy and CuPy draw different numbers). Threads that run the model at once (tinyllm/threads.py)
+    each draw from a generator of their own: `spawn(n)` seeds n generators from this one
+    (advancing it), and inside `with masks.use(g):` the current thread's layers draw from g.
+
+    Sites: each layer that draws masks takes a number from `new_site()` when it is built, in
+    the order the model builds them, so every rank of a pipeline (which builds the whole
+    model, then prunes it) numbers the layers alike.
     """
 
-    def __init__(self, seed: int = 0, device: str = "cpu"):
+    SCHEMES = ("keyed", "generator")
+
+    def __init__(self, seed: int = 0, device: str = "cpu", scheme: str = "keyed"):
         self.seed = int(seed)
         self.device = device
+        self.scheme = check_scheme(scheme)
+        self.sites = 0
         self._generator = backend.new_generator(self.seed, device)
-        self._local = threading.local()   # .generator: this thread's override, if any
+        self._local = threading.local()   # .generator: this thread's override; .key: (step, row) inside at()
 
+    def new_site(self) -> int:
+        """A number for a new layer that draws masks (0, 1, 2, ... in the order they are built)."""
+        self.sites += 1
+        return self.sites - 1
+
+    @contextlib.contextmanager
+    def at(self, step: int, row: int):
+        """Within the block, this thread's masks are those of batch rows row.. of training step `step`."""
+        previous = getattr(self._local, "key", None)
+        self._local.key = (int(step), int(row))
+        try:
+            yield self
+        finally:
+            self._local.key = previous
+
+    def source(self, site: int):
+        """What a layer's mask comes from now: a DropoutKey (keyed, inside at()) or a Generator."""
+        key = getattr(self._local, "key", None)
+        if self.scheme == "keyed" and key is not None:
+            return DropoutKey(self.seed, step=key[0], site=site, row=key[1])
+        return self.generator
+
+    # ---- drawing the same masks again (activation recomputation, parallel/recompute.py) ----
+    def replay_point(self) -> tuple:
+        """What a second run of the forward about to run needs to draw the same masks: this
+        thread's (step, row) key, and the generator's state when no key is in force."""
+        key = getattr(self._local, "key", None)
+        keyed = self.scheme == "keyed" and key is not None
+        return key, (None if keyed else self.state())
+
+    @contextlib.contextmanager
+    def replay(self, point: tuple):
+        """Within the block, masks are drawn as they were after `replay_point()`; afterwards as now."""
+        key, state = point
+        previous_key, now = getattr(self._local, "key", None), (self.state() if state is not None else None)
+        self._local.key = key
+        if state is not None:
+            self.set_state(state)
+        try:
+            yield self
+        finally:
+            self._local.key = previous_key
+            if now is not None:
+                self.set_state(now)
+
+    # ---- the generator (the "generator" scheme, and masks drawn outside a training step) ----
     @property
     def generator(self):
         return getattr(self._local, "generator", None) or self._generator
@@ -108,11 +172,28 @@ class SharedGenerator:
         """Continue from `state()`; a ValueError when it is another device's (the masks differ anyway)."""
         backend.set_generator_state(self._generator, state)
 
-    def to(self, device: str) -> "SharedGenerator":
+    def to(self, device: str) -> "DropoutMasks":
         if device != self.device:
             self.device = device
             self._generator = backend.new_generator(self.seed, device)
         return self
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in DropoutMasks.SCHEMES:
+        raise ValueError(f"dropout mask scheme {scheme!r}: use one of {', '.join(DropoutMasks.SCHEMES)}")
+    return scheme
+
+
+def dropout_rows(model, step: int | None, row: int):
+    """The context in which `model`'s forward draws the dropout masks of batch rows row.. of `step`.
+
+    A no-op for a model without dropout masks, or when step is None (masks from the generator).
+    """
+    masks = getattr(model, "dropout_masks", None)
+    if masks is None or step is None:
+        return contextlib.nullcontext()
+    return masks.at(step, row)
 
 
 class Module:
@@ -390,20 +471,22 @@ class RMSNorm(Module):
 class Dropout(Module):
     """Inverted dropout with probability p while training; the identity in eval mode.
 
-    Masks come from `generator` (a SharedGenerator the model owns) so runs repeat exactly.
+    Masks come from `masks` (the DropoutMasks the model owns), under a site of this layer's
+    own, so runs repeat exactly and any split of a batch draws the same masks.
     """
 
-    def __init__(self, p: float = 0.0, generator: SharedGenerator | None = None):
+    def __init__(self, p: float = 0.0, masks: DropoutMasks | None = None):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p={p} must be in [0, 1)")
         self.p = float(p)
-        self.generator = generator if generator is not None else SharedGenerator(0)
+        self.masks = masks if masks is not None else DropoutMasks(0)
+        self.site = self.masks.new_site()
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return F.dropout(x, self.p, training=True, generator=self.generator.generator)
+        return F.dropout(x, self.p, training=True, generator=self.masks.source(self.site))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -26,6 +26,7 @@ multi-tensor kernels, AMSGrad, Adafactor, Lion, and learning-rate finders.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,17 +69,20 @@ class Optimizer:
     """Base: holds (name, parameter) pairs in a fixed order and a step counter.
 
     Each parameter's update reads only its own gradient and state, so `parallel` (set to
-    tinyllm.threads.DataThreads.parameter_groups) may update groups of parameters on
-    several threads: the numbers are the same as one after the other.
+    tinyllm.threads.DataThreads.parameter_groups, or tinyllm.processes.DataProcesses.parallel_step)
+    may update groups of parameters on several threads or processes: the numbers are the same
+    as one after the other.
     """
 
     kind = "optimizer"
+    state_buffers: tuple = ()   # names of the {param name: array} dicts that hold the state
 
     def __init__(self, named_parameters, lr: float):
         self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order; see _named
         self.lr = float(lr)
         self.step_count = 0
         self.parallel = None                    # parallel(fn, named): fn(group) on groups of named, at once
+        self._scratch = threading.local()       # .buffer: this thread's scratch (see scratch())
 
     def zero_grad(self) -> None:
         for _, p in self.params:
@@ -95,6 +99,18 @@ class Optimizer:
         else:
             self.parallel(self._update_all, todo)
 
+    def scratch(self, p):
+        """A scratch array shaped like p.data, this thread's own: one flat buffer per thread, grown to
+        the largest parameter the thread updates (a buffer per parameter would add the size of the
+        model to the optimizer's memory; threads updating parameters at once each need their own)."""
+        buffer = getattr(self._scratch, "buffer", None)
+        data = p.data
+        if buffer is None or buffer.size < data.size or buffer.dtype != data.dtype or \
+                get_array_module(buffer) is not get_array_module(data):
+            buffer = get_array_module(data).empty(data.size, dtype=data.dtype)
+            self._scratch.buffer = buffer
+        return buffer[:data.size].reshape(data.shape)
+
     def _update_all(self, named: list) -> None:
         for name, p in named:
             self._update(name, p)
@@ -103,6 +119,14 @@ class Optimizer:
         raise NotImplementedError
 
     # ---- state, keyed by parameter name ----------------------------------------------
+    def relocate_state(self, allocate) -> None:
+        """Replace every state buffer by allocate(buffer): a copy of it elsewhere (tinyllm/processes.py
+        moves the state into memory that worker processes share, so each updates its share in place)."""
+        for attr in self.state_buffers:
+            buffers = getattr(self, attr)
+            for name in buffers:
+                buffers[name] = allocate(buffers[name])
+
     def state_arrays(self) -> dict:
         """name -> array for every buffer (what goes into optimizer.safetensors)."""
         return {}
@@ -144,6 +168,7 @@ class AdamW(Optimizer):
     """
 
     kind = "adamw"
+    state_buffers = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, named_parameters, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
@@ -157,12 +182,11 @@ class AdamW(Optimizer):
         if weight_decay < 0:
             raise ValueError(f"AdamW weight_decay={weight_decay} must be >= 0")
         self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
-        self.exp_avg, self.exp_avg_sq, self._scratch = {}, {}, {}
+        self.exp_avg, self.exp_avg_sq = {}, {}
         for name, p in self.params:
             xp = get_array_module(p.data)
             self.exp_avg[name] = xp.zeros_like(p.data)
             self.exp_avg_sq[name] = xp.zeros_like(p.data)
-            self._scratch[name] = xp.empty_like(p.data)
 
     def _update(self, name: str, p) -> None:
         t = self.step_count
@@ -189,7 +213,7 @@ class AdamW(Optimizer):
             xp.divide(m, buf, out=buf)                       # step direction: m / denominator
             buf *= step
             w -= buf
-        outs = (p.data, self.exp_avg[name], self.exp_avg_sq[name], self._scratch[name])
+        outs = (p.data, self.exp_avg[name], self.exp_avg_sq[name], self.scratch(p))
         if p.size >= BLOCKED_MIN_SIZE and all(a.flags.c_contiguous for a in outs):
             blocked(kernel, outs=outs, ins=(p.grad,))   # one trip to memory per element (docs/performance.md)
         else:
@@ -214,6 +238,7 @@ class SGD(Optimizer):
     """
 
     kind = "sgd"
+    state_buffers = ("velocity",)
 
     def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(named_parameters, lr)
@@ -222,15 +247,14 @@ class SGD(Optimizer):
         if weight_decay < 0:
             raise ValueError(f"SGD weight_decay={weight_decay} must be >= 0")
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
-        self.velocity, self._scratch = {}, {}
+        self.velocity = {}
         for name, p in self.params:
             xp = get_array_module(p.data)
             self.velocity[name] = xp.zeros_like(p.data)
-            self._scratch[name] = xp.empty_like(p.data)
 
     def _update(self, name: str, p) -> None:
         xp = get_array_module(p.data)
-        b, buf = self.velocity[name], self._scratch[name]
+        b, buf = self.velocity[name], self.scratch(p)
         if self.weight_decay and decays(p):
             p.data *= 1.0 - self.lr * self.weight_decay
         b *= self.momentum

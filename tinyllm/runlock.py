@@ -218,6 +218,26 @@ def _busy(run_dir: Path, flag: str, holder: dict | None) -> str:
             f"or choose another {flag}")
 
 
+def _forget_in_child() -> None:
+    """After fork: the child closes its copies of the lock descriptors and holds nothing.
+
+    A forked child (a worker process of tinyllm.processes) shares each descriptor's open file,
+    so the flock would outlive the parent's release for as long as the child lives. Closing a
+    copy never unlocks the parent's hold (flock belongs to the open file, released with its last
+    descriptor), and with nothing in `_held` the child can never empty the parent's file.
+    """
+    for held in _held.values():
+        try:
+            os.close(held.fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _drop(key: str) -> None:
     """One hold fewer; the last one empties the file (no stale line), unlocks and closes it."""
     held = _held.get(key)

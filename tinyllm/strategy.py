@@ -2,18 +2,22 @@
 
 A strategy (the protocol is in tinyllm/trainer.py) computes a step's gradients, their
 global norm and evaluation losses, saves checkpoints, and agrees on a stop with the
-other processes of the run, if any. Three exist:
+other processes of the run, if any. Four exist:
 
     SingleProcess     here: the batches one after the other in this thread
-    DataThreads       tinyllm/threads.py: each batch split by rows across the cores
+    DataProcesses     tinyllm/processes.py: each batch split by rows across forked worker processes
+    DataThreads       tinyllm/threads.py: each batch split by rows across threads
     PipelineStrategy  parallel/strategy.py: pipeline stages x data-parallel replicas over MPI
 
     loss = compute_gradients(model, [(x, y), (x2, y2)])   # mean loss; grads accumulate in .grad
 
 Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summed
 gradient is that of the mean loss: with equal micro-batches, the same as one batch
-holding them all. On a GPU the losses are summed on the device: a step's loss and its
-gradient norm reach the host together, in one copy (Trainer.train_step).
+holding them all. Dropout masks are keyed by the step and each row's place in the step's
+whole batch (the micro-batches one after the other: `first_rows`), so every strategy,
+however it splits the rows, draws the masks this one does (tinyllm/nn.py, DropoutMasks).
+On a GPU the losses are summed on the device: a step's loss and its gradient norm reach
+the host together, in one copy (Trainer.train_step).
 
 Left out: mixed precision and loss scaling, gradient checkpointing.
 """
@@ -23,6 +27,7 @@ import numpy as np
 
 from autograd import no_grad
 from tinyllm import checkpoint as ckpt
+from tinyllm.nn import dropout_rows
 from tinyllm.optim import global_grad_norm
 
 
@@ -42,19 +47,35 @@ class NextTokenLoss:
         return len(batch[0])
 
 
-def compute_gradients(model, batches, loss=NextTokenLoss().loss):
+def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | None = None):
     """Forward and backward every micro-batch; return the mean loss (see the module docstring):
     a float on the CPU, a 0-d float64 array on a GPU (nothing is read from the device here).
 
     loss(model, batch) -> scalar Tensor: the batch's mean loss (default: a GPT's on (x, y)).
+    step: the training step, which keys the dropout masks (None: masks from the model's generator).
     """
     scale = 1.0 / len(batches)
     total = 0.0
-    for batch in batches:
-        value = loss(model, batch)
+    for batch, row in zip(batches, first_rows(batches)):
+        with dropout_rows(model, step, row):
+            value = loss(model, batch)
         (value * scale).backward()
         total = total + value.data.astype(np.float64)
     return total * scale
+
+
+def batch_rows(batch) -> int:
+    """The rows of a batch: a tuple of row-indexed parts (the last one is never a padded structure)."""
+    return len(batch[-1])
+
+
+def first_rows(batches) -> list:
+    """Where each micro-batch starts in the step's whole batch (the rows before it): dropout keys rows by it."""
+    starts, row = [], 0
+    for batch in batches:
+        starts.append(row)
+        row += batch_rows(batch)
+    return starts
 
 
 class SingleProcess:
@@ -63,10 +84,10 @@ class SingleProcess:
     is_writer = True   # this process prints progress and writes metrics and checkpoints
     ranks = 1          # processes sharing the work of a step
 
-    def gradients(self, model, task, batches, step: int = 0):
+    def gradients(self, model, task, batches, step: int | None = None):
         """Mean loss of the micro-batches (on the device on a GPU); its gradient lands in .grad.
-        `step` (1-based) is unused here."""
-        return compute_gradients(model, batches, task.loss)
+        `step` (1-based) keys the dropout masks."""
+        return compute_gradients(model, batches, task.loss, step)
 
     def batch_loss(self, model, task, batch) -> float:
         """The batch's mean loss, without a graph."""

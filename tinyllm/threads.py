@@ -29,8 +29,10 @@ share of the parameters, in slice order. The same thread count gives the same nu
 every run; another thread count adds in another order (float32 results differ in the
 last bits, float64 ones by ~1e-15 relative).
 
-Dropout: each slice draws its masks from its own generator, spawned from the model's
-shared one at every step (so the run stays repeatable and resumable).
+Dropout: masks are keyed by the step and each row's place in the step's batch (tinyllm/nn.py,
+DropoutMasks), so the threads draw one thread's masks, whatever their count. Runs begun
+before keyed masks (the "generator" scheme) keep what they did: each slice draws from its
+own generator, spawned from the model's at every step.
 
 Left out: CuPy arrays (a GPU is one device; use one thread), and splitting single
 sequences across threads.
@@ -42,7 +44,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from autograd import grad, no_grad
-from tinyllm.strategy import SingleProcess
+from tinyllm.nn import dropout_rows
+from tinyllm.strategy import SingleProcess, batch_rows, first_rows
 
 
 def default_threads() -> int:
@@ -51,6 +54,11 @@ def default_threads() -> int:
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
+    return available_cores()
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -78,15 +86,26 @@ def split_by_size(sizes: list, parts: int) -> list:
     return ranges
 
 
-class _BlasThreads:
-    """Limits BLAS to one thread inside `with self.one():` (threadpoolctl; a no-op without it)."""
+class BlasThreads:
+    """Limits BLAS to one thread inside `with self.one():` (threadpoolctl; a no-op without it).
+
+    `problem` says why it cannot (threadpoolctl missing, or no BLAS library it can control
+    loaded in this process), None when it can: training warns with it (tinyllm/train.py),
+    since each of n workers' BLAS would then run as many threads as it likes.
+    """
 
     def __init__(self):
+        import numpy  # noqa: F401, PLC0415 - BLAS is loaded with NumPy: threadpoolctl finds loaded libraries only
+        self.problem = None
         try:
-            from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
             self._controller = ThreadpoolController()
-        except Exception:  # threadpoolctl missing or unable to inspect this process
+        except Exception as error:  # threadpoolctl missing or unable to inspect this process
             self._controller = None
+            self.problem = f"threadpoolctl is not usable ({type(error).__name__}: {error})"
+            return
+        if not self._controller.select(user_api="blas").lib_controllers:
+            self.problem = "threadpoolctl finds no BLAS library it can limit in this process"
 
     def one(self):
         if self._controller is None:
@@ -106,7 +125,7 @@ class DataThreads(SingleProcess):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.threads = threads
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinyllm") if threads > 1 else None
-        self._blas = _BlasThreads()
+        self._blas = BlasThreads()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -125,32 +144,26 @@ class DataThreads(SingleProcess):
                 results = [f.result() for f in futures]  # wait for all, even when this thread failed
             return [first] + results
 
-    def _slices(self, task, batch) -> tuple:
-        """([slice of the batch], [its weight]) for the non-empty slices: one per thread."""
-        slices = [tuple(part[a:b] for part in batch) for a, b in split_rows(len(batch[-1]), self.threads)]
-        weights = [task.weight(piece) for piece in slices]
-        kept = [(piece, w) for piece, w in zip(slices, weights) if w > 0]  # a slice with nothing to count
-        return [piece for piece, _ in kept], [w for _, w in kept]
-
-    def gradients(self, model, task, batches, step: int = 0) -> float:
+    def gradients(self, model, task, batches, step: int | None = None) -> float:
         """Forward and backward every micro-batch, each split across the threads.
 
         Returns the mean loss; adds d(mean loss)/d(param) into every trainable parameter's
         `.grad` (tinyllm.strategy.compute_gradients's numbers, up to the order of additions).
+        `step` keys the dropout masks (None: each slice draws from a generator of its own).
         """
         params = [p for p in model.parameters() if p.requires_grad]
         scale = 1.0 / len(batches)
         total = 0.0
-        for batch in batches:
-            slices, weights = self._slices(task, batch)
-            whole = sum(weights)
-            generators = model.generator.spawn(len(slices))
-            jobs = [(model, task, params, piece, scale * w / whole, g)
-                    for piece, w, g in zip(slices, weights, generators)]
+        for batch, first in zip(batches, first_rows(batches)):
+            slices = batch_slices(task, batch, self.threads)
+            whole = sum(w for _, w, _ in slices)
+            generators = slice_generators(model, step, len(slices))
+            jobs = [(model, task, params, piece, scale * w / whole, MaskSource(g, step, first + row))
+                    for (piece, w, row), g in zip(slices, generators)]
             results = self._run(_slice_gradients, jobs)
             slice_grads = [grads for _, grads in results]
             self.parameter_groups(lambda group: _add_slices(group, slice_grads), list(enumerate(params)))
-            total += sum(loss * w / whole for (loss, _), w in zip(results, weights))
+            total += sum(loss * w / whole for (loss, _), (_, w, _) in zip(results, slices))
         return total * scale
 
     def parameter_groups(self, fn, named: list) -> None:
@@ -164,14 +177,51 @@ class DataThreads(SingleProcess):
 
     def batch_loss(self, model, task, batch) -> float:
         """The batch's mean loss, without a graph, the rows split across the threads."""
-        slices, weights = self._slices(task, batch)
-        whole = sum(weights)
-        losses = self._run(_slice_loss, [(model, task, piece) for piece in slices])
-        return sum(loss * w / whole for loss, w in zip(losses, weights))
+        slices = batch_slices(task, batch, self.threads)
+        whole = sum(w for _, w, _ in slices)
+        losses = self._run(_slice_loss, [(model, task, piece) for piece, _, _ in slices])
+        return sum(loss * w / whole for loss, (_, w, _) in zip(losses, slices))
 
 
-def _slice_gradients(model, task, params, batch, weight: float, generator) -> tuple:
-    with model.generator.use(generator):
+def batch_slices(task, batch, parts: int) -> list:
+    """[(slice of the batch, its weight, its first row)] for the non-empty slices of `parts` row ranges.
+
+    A batch is a tuple of row-indexed parts; a slice is every part's rows a:b, weighted by
+    task.weight (a slice with nothing to count is left out).
+    """
+    slices = []
+    for a, b in split_rows(batch_rows(batch), parts):
+        piece = tuple(part[a:b] for part in batch)
+        weight = task.weight(piece)
+        if weight > 0:
+            slices.append((piece, weight, a))
+    return slices
+
+
+def slice_generators(model, step: int | None, n: int) -> list:
+    """What each of n slices draws dropout masks from besides its key: None each when the masks
+    are keyed by `step`; otherwise (the "generator" scheme of older runs, or no step) n generators
+    spawned from the model's, as before keyed masks (so those runs resume exactly)."""
+    masks = getattr(model, "dropout_masks", None)
+    if masks is None or (masks.scheme == "keyed" and step is not None):
+        return [None] * n
+    return masks.spawn(n)
+
+
+class MaskSource:
+    """Where a slice's dropout masks come from: its own generator, or the step and its first row."""
+
+    def __init__(self, generator, step: int | None, row: int):
+        self.generator, self.step, self.row = generator, step, row
+
+    def using(self, model):
+        if self.generator is not None:
+            return model.dropout_masks.use(self.generator)
+        return dropout_rows(model, self.step, self.row)
+
+
+def _slice_gradients(model, task, params, batch, weight: float, masks: MaskSource) -> tuple:
+    with masks.using(model):
         loss = task.loss(model, batch)
         grads = grad(loss, params, grad_output=weight)
     return float(loss.item()), grads

@@ -4,9 +4,12 @@
     result = train(config)            # data -> model -> AdamW -> Trainer(model, task, strategy).run()
 
 `build_trainer(config)` reads (or tokenizes and caches) the corpus, builds the GPT from
-the seed and the optimizer, picks the strategy (one thread, or each batch split across
-`--threads` threads on a CPU: tinyllm/threads.py), and restores `<out>/last` with
-`--resume`; the loop itself is tinyllm/trainer.py. parallel/runner.py builds the same
+the seed and the optimizer, picks the strategy (on a CPU each batch split by rows across
+`--workers` forked processes sharing the weights, tinyllm/processes.py, or threads,
+tinyllm/threads.py; one process on a GPU), and restores `<out>/last` with `--resume`; the
+loop itself is tinyllm/trainer.py. The run's first lines say how the batch is split, and
+warn when it will be slower than it should (BLAS threads that cannot be limited, more
+workers than cores). parallel/runner.py builds the same
 task on every rank of a pipeline.
 
 The pretraining task (`PretrainingTask`): micro-batches of random windows of
@@ -38,12 +41,14 @@ from tinyllm.limits import TRAINING_COPIES, check_model_fits, parameter_count
 from tinyllm.model import GPT, GPTConfig, unknown_fields
 from tinyllm.optim import OPTIMIZERS, SCHEDULES, SGD, AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess
-from tinyllm.threads import DataThreads, default_threads
+from tinyllm.processes import DataProcesses, fork_available
+from tinyllm.threads import BlasThreads, DataThreads, available_cores, default_threads
 from tinyllm.trainer import NonFiniteLossError, RunResult, Trainer
 
 __all__ = ["TrainConfig", "ConfigError", "NonFiniteLossError", "PretrainingTask", "build_trainer", "train",
-           "make_optimizer", "make_strategy", "resolve_threads", "resume_checkpoint", "check_resumable",
-           "estimate_loss", "setting", "required", "load_gpt", "saved_model_config", "restore_run", "MODEL_FIELDS"]
+           "make_optimizer", "make_strategy", "resolve_workers", "describe_workers", "parallelism_warnings",
+           "resume_checkpoint", "check_resumable", "estimate_loss", "setting", "required", "load_gpt",
+           "saved_model_config", "restore_run", "MODEL_FIELDS"]
 
 PIPELINE_SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")   # parallel/schedules.py runs them
 # TrainConfig fields that shape the model: None means "the preset's value".
@@ -109,7 +114,11 @@ class TrainConfig:
     seed: int = setting(1337, "seed for weights, dropout masks and batches")
     dtype: str = setting("float32", "float32 or float64")
     device: str = setting("cpu", "cpu or cuda (CuPy)")
-    threads: int = setting(0, "threads splitting each batch by rows (0 = OMP_NUM_THREADS if set, else one per core)")
+    workers: int = setting(0, "processes (or threads) that split each batch by rows, one per core (0 = "
+                              "OMP_NUM_THREADS if set, else one per core; 1 = this process alone)")
+    parallel: str = setting("processes", "how --workers split each batch: processes (forked workers sharing the "
+                                         "weights, Linux; elsewhere threads) or threads")
+    threads: int = setting(0, "the flag before --workers: --threads N is --workers N --parallel threads")
     resume: bool = setting(False, "continue the run in --out from its last checkpoint")
     progress: str = setting("auto", "auto (bar on a terminal, lines otherwise), bar, log or none")
     # pipeline and data parallelism (parallel/ runs these; 1 = a single process)
@@ -134,8 +143,12 @@ class TrainConfig:
             _check(self, name, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
                    "must be a positive integer")
         _check(self, "warmup_iters", lambda v: isinstance(v, int) and v >= 0, "must be 0 or more")
-        _check(self, "threads", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-               "must be 0 (one per core) or a positive integer")
+        for name in ("workers", "threads"):
+            _check(self, name, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                   "must be 0 (one per core) or a positive integer")
+        _check(self, "parallel", lambda v: v in PARALLEL, f"must be one of {', '.join(PARALLEL)}")
+        _check(self, "threads", lambda v: v == 0 or self.workers in (0, v),
+               f"is --workers {self.threads} --parallel threads, but --workers {self.workers} is given too: give one")
         _check(self, "seed", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer")
         _check(self, "lr", lambda v: _number(v) and v > 0, "must be positive (e.g. 1e-3)")
         _check(self, "min_lr", lambda v: _number(v) and 0 <= v <= self.lr,
@@ -224,22 +237,63 @@ def make_optimizer(config: TrainConfig, named_parameters):
                  weight_decay=config.weight_decay)
 
 
-def resolve_threads(config: TrainConfig) -> int:
-    """How many threads split each batch: --threads, else OMP_NUM_THREADS or the cores; 1 on a GPU."""
+PARALLEL = ("processes", "threads")
+
+
+def resolve_workers(config: TrainConfig) -> tuple:
+    """(how many, "processes" | "threads" | "one") split each batch: --workers (or --threads), else
+    OMP_NUM_THREADS or the cores, at most one per row; one on a GPU; threads where fork is missing."""
     if config.device != "cpu":
-        return 1
-    return min(config.threads or default_threads(), config.batch_size)
+        return 1, "one"
+    count, kind = (config.threads, "threads") if config.threads else (config.workers or default_threads(),
+                                                                       config.parallel)
+    count = min(count, config.batch_size)
+    if count == 1:
+        return 1, "one"
+    if kind == "processes" and not fork_available():
+        kind = "threads"
+    return count, kind
+
+
+def describe_workers(config: TrainConfig) -> str:
+    """'2 worker processes', '3 threads' or 'one process', for a run's first lines."""
+    count, kind = resolve_workers(config)
+    return {"processes": f"{count} worker processes", "threads": f"{count} threads", "one": "one process"}[kind]
+
+
+def parallelism_warnings(config: TrainConfig) -> list:
+    """Lines that say when the run will be slower than it should (a silent slow path otherwise):
+    workers BLAS cannot be limited in, more workers than cores, processes unavailable."""
+    count, kind = resolve_workers(config)
+    lines = []
+    if config.parallel == "processes" and not config.threads and kind == "threads":
+        lines.append("note: worker processes need fork (Linux); splitting each batch across threads instead")
+    if count > 1:
+        problem = BlasThreads().problem
+        if problem is not None:
+            lines.append(f"warning: {problem}, so each of the {count} {kind}' BLAS may run as many threads as "
+                         "there are cores and oversubscribe them (up to half speed): install threadpoolctl, "
+                         "or use --workers 1")
+    cores = available_cores()
+    if count > cores:
+        lines.append(f"warning: {count} {kind if count > 1 else 'process'} on {cores} core(s): oversubscribed, "
+                     f"every step waits for the slowest; use --workers {cores} (or 0: one per core)")
+    return lines
 
 
 def make_strategy(config: TrainConfig, optimizer):
-    """The one-process strategy: DataThreads over resolve_threads(config) threads (the optimizer's
-    updates split across them too), or SingleProcess when that is one."""
-    threads = resolve_threads(config)
-    if threads == 1:
-        return SingleProcess()
-    workers = DataThreads(threads)
-    optimizer.parallel = workers.parameter_groups
-    return workers
+    """The one-machine strategy for resolve_workers(config): DataProcesses or DataThreads (the
+    optimizer's updates split across them too), or SingleProcess for one."""
+    count, kind = resolve_workers(config)
+    if kind == "processes":
+        workers = DataProcesses(count, optimizer)
+        optimizer.parallel = workers.parallel_step
+        return workers
+    if kind == "threads":
+        workers = DataThreads(count)
+        optimizer.parallel = workers.parameter_groups
+        return workers
+    return SingleProcess()
 
 
 # ---- the pretraining task ---------------------------------------------------------------------
@@ -371,11 +425,11 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
         restore_run(trainer, checkpoint)
         log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
     write_run_config(run_dir, {"train": config, "model": model_config})
-    threads = resolve_threads(config)
     log(f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, {model_config.n_head} heads, "
         f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
-        f"{config.tokens_per_step:,} tokens per step; {threads} thread{'s' if threads > 1 else ''}; "
-        f"run directory {run_dir}")
+        f"{config.tokens_per_step:,} tokens per step; {describe_workers(config)}; run directory {run_dir}")
+    for line in parallelism_warnings(config):
+        log(line)
     return trainer
 
 

@@ -9,8 +9,8 @@ What differs between runs is in two objects (their protocols, `Task` and `Strate
     task      what to learn: its batches, its loss, its evaluation, its own checkpoint state.
               tinyllm.train.PretrainingTask; tinyllm.finetune.FinetuneTask (classify, instruct)
     strategy  how a step's work is done and agreed: gradients, their global norm, evaluation
-              losses, saving, stopping. tinyllm.strategy.SingleProcess, tinyllm.threads.DataThreads,
-              parallel.strategy.PipelineStrategy
+              losses, saving, stopping. tinyllm.strategy.SingleProcess, tinyllm.processes.DataProcesses,
+              tinyllm.threads.DataThreads, parallel.strategy.PipelineStrategy
 
 One step, in order (`train_step`, then `run`):
 
@@ -30,7 +30,9 @@ one rank into a collective alone.
 
 A checkpoint holds the weights the optimizer trains (all of a pretrained GPT; the adapters
 and head of a LoRA finetune), the optimizer state, the task's state (its batch sampler's
-generator; finetuning adds its settings) and the dropout generator's: a run stopped and
+generator; finetuning adds its settings) and the dropout scheme (`rng.dropout`: "keyed",
+masks a pure function of seed, step, layer, row and position, tinyllm/nn.py DropoutMasks;
+or, for runs begun by older code, the dropout generator's state): a run stopped and
 resumed is bitwise the run that was never stopped. SIGINT and SIGTERM finish the step,
 save, and return with the signal (commands exit with 128 + it); a second signal aborts.
 
@@ -159,6 +161,12 @@ def flops_per_token(model, num_parameters: int | None = None) -> float:
     return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
 
+def dropout_state(masks) -> str | dict:
+    """The checkpoint's rng.dropout: "keyed" (masks keyed by seed and step: no state), or the
+    generator's state for a run begun before keyed masks."""
+    return "keyed" if masks.scheme == "keyed" else masks.state()
+
+
 class Trainer:
     """Runs optimisation steps of `task` on `model` with `strategy`; see the module docstring.
 
@@ -285,12 +293,11 @@ class Trainer:
         return metrics
 
     def checkpoint_state(self, train_loss=None, val_loss=None) -> dict:
-        generator = self.model.generator
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
                 "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
-                "rng": {"train_sampler": self.task.state(), "dropout": generator.state()},
+                "rng": {"train_sampler": self.task.state(), "dropout": dropout_state(self.model.dropout_masks)},
                 **self.task.checkpoint_entries()}
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
@@ -319,13 +326,20 @@ class Trainer:
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
 
-    def restore_dropout(self, state, path) -> None:
-        """The dropout generator continues from `state`; one saved on another device (a run moved
-        between CPU and GPU) cannot continue there: the generator restarts from the seed, said once."""
-        if state is None:
+    def restore_dropout(self, saved, path) -> None:
+        """Continue the checkpoint's dropout scheme: "keyed" (the masks need no state), or, for a
+        checkpoint of older code (its generator's state), the generator exactly where it stopped.
+        A generator state saved on another device (a run moved between CPU and GPU) cannot continue
+        there: the generator restarts from the seed, said once."""
+        masks = self.model.dropout_masks
+        if saved == "keyed":
+            masks.scheme = "keyed"
+            return
+        masks.scheme = "generator"
+        if saved is None:
             return
         try:
-            self.model.generator.set_state(state)
+            masks.set_state(saved)
         except ValueError as error:
             if self.strategy.is_writer and self.model.config.dropout > 0:
                 print(f"note: {path}: dropout masks restart from the seed ({error})",

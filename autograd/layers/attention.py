@@ -36,45 +36,65 @@ cross-attention-specific masks.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..backend import get_array_module
 from ..function import Function
 
 
-def masked_softmax_(scores, allowed):
+def masked_softmax_(scores, allowed, causal: bool = False):
     """softmax over the last axis of `scores`, in place, with -inf where `allowed` is False.
 
     scores: (B, nh, T, S) float; allowed: bool broadcastable to it, or None (all allowed).
-    Rows with no allowed entry become all zeros.
+    Rows with no allowed entry become all zeros. causal=True says `allowed` is causal_mask(T, S),
+    whose every row allows a key: its cached complement is used and no row is checked for death.
     """
     xp = get_array_module(scores)
     if allowed is not None:
-        xp.copyto(scores, -np.inf, where=~allowed)
+        xp.copyto(scores, -np.inf, where=_causal_masks(*scores.shape[-2:], xp)[1] if causal else ~allowed)
     row_max = scores.max(axis=-1, keepdims=True)                   # (B, nh, T, 1)
-    if allowed is not None:
+    dead_rows_possible = allowed is not None and not causal
+    if dead_rows_possible:
         row_max[~xp.isfinite(row_max)] = 0                         # dead rows: exp(-inf - 0) = 0
     scores -= row_max
     xp.exp(scores, out=scores)
     row_sum = scores.sum(axis=-1, keepdims=True)                   # (B, nh, T, 1)
-    if allowed is not None:
+    if dead_rows_possible:
         row_sum[row_sum == 0] = 1                                  # dead rows stay 0, not 0/0
     scores /= row_sum
     return scores
 
 
 def causal_mask(T: int, S: int, xp=np):
-    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i."""
-    return xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
+    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i.
+
+    Cached per (T, S, xp) and read-only: the block path asks for the same masks every layer and step.
+    """
+    return _causal_masks(T, S, xp)[0]
 
 
-def attention_probs(q_scaled, k, allowed):
-    """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, S, hs) -> (B, nh, T, S)."""
+@functools.lru_cache(maxsize=256)
+def _causal_masks(T: int, S: int, xp) -> tuple:
+    """(allowed, its complement) for causal_mask, made once."""
+    allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
+    masks = (allowed, ~allowed)
+    for mask in masks:
+        if type(mask) is np.ndarray:
+            mask.setflags(write=False)
+    return masks
+
+
+def attention_probs(q_scaled, k, allowed, causal: bool = False):
+    """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, S, hs) -> (B, nh, T, S).
+
+    causal=True: `allowed` is causal_mask(T, S) (masked_softmax_ takes its shortcut)."""
     B, nh, T, hs = q_scaled.shape
     nkv, S = k.shape[1], k.shape[2]
     q_groups = q_scaled.reshape(B, nkv, (nh // nkv) * T, hs)      # (B, nkv, g*T, hs)
     scores = q_groups @ k.swapaxes(-1, -2)                         # (B, nkv, g*T, hs) @ (B, nkv, hs, S)
-    return masked_softmax_(scores.reshape(B, nh, T, S), allowed)
+    return masked_softmax_(scores.reshape(B, nh, T, S), allowed, causal)
 
 
 class ScaledDotProductAttentionFunction(Function):
@@ -146,7 +166,7 @@ class BlockCausalAttentionFunction(Function):
         for a, b in self.bounds:
             c = b - a
             # queries [a, b) on keys [0, b) only, under key j <= a + i
-            probs = attention_probs(q_scaled[:, :, a:b], k[:, :, :b], causal_mask(c, b, xp))   # (B, nh, c, b)
+            probs = attention_probs(q_scaled[:, :, a:b], k[:, :, :b], causal_mask(c, b, xp), causal=True)  # (B, nh, c, b)
             weights = probs if keep_scaled is None else probs * keep_scaled[:, :, a:b, :b]
             out[:, :, a:b] = (weights.reshape(B, nkv, g * c, b) @ v[:, :, :b]).reshape(B, nh, c, hs)
             self.probs.append(probs)                               # (B, nh, c, b)

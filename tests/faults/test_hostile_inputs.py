@@ -185,6 +185,8 @@ STATE_DAMAGE = {   # what the issue found, and what it must be called
     "step is text": (lambda s: s.__setitem__("step", "abc"), "'step' is 'abc', not a non-negative integer"),
     "negative n_embd": (lambda s: s["model_config"].__setitem__("n_embd", -5), "model_config is unusable"),
     "pipeline garbage": (lambda s: s.__setitem__("pipeline", "garbage"), "'pipeline' is 'garbage', not an object"),
+    "unknown dropout scheme": (lambda s: s["rng"].__setitem__("dropout", "keyd"),
+                               "dropout (\"keyed\", an object or null)"),
 }
 
 

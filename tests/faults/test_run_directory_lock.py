@@ -114,6 +114,33 @@ def test_the_lock_is_reentrant_in_one_process_and_released_with_its_last_hold(tm
     assert subprocess.run([sys.executable, *probe], cwd=REPO, capture_output=True, timeout=60).returncode == 0
 
 
+def test_a_forked_worker_neither_keeps_nor_drops_the_lock(tmp_path):
+    """Worker processes (tinyllm/processes.py) are forked while the run holds its lock: the
+    lock must go when the run releases it, though a worker still lives, and a worker must
+    not release or empty it while the run holds it."""
+    out = tmp_path / "run"
+    lock = runlock.acquire(out)
+    probe = ["-c", "import sys; from tinyllm import runlock; runlock.acquire(sys.argv[1])", str(out)]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:                              # a worker: lives until the test closes the pipe
+        os.close(write_end)
+        try:
+            os.read(read_end, 1)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    try:
+        busy = subprocess.run([sys.executable, *probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert busy.returncode != 0 and f"(pid {os.getpid()}" in busy.stderr     # still ours, line intact
+        lock.release()
+        free = subprocess.run([sys.executable, *probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert free.returncode == 0, free.stderr                                   # the worker holds nothing
+    finally:
+        os.close(write_end)
+        os.waitpid(child, 0)
+
+
 @pytest.mark.parametrize("kind", ["file", "under a file"])
 def test_an_out_that_cannot_be_a_directory_is_one_line(kind, tmp_path, corpus, tinyllm, one_line_error):
     blocker = tmp_path / "blocker"

@@ -192,7 +192,7 @@ def test_a_block_decode_cannot_feed_from_a_cache_decodes_without_one():
     config = GPT2_TINY
     model = GPT(config, seed=7, dtype="float64")
     plain = model_for(config)
-    model.set_submodule("blocks.1.attn", MyAttention(config, np.random.default_rng(1), model.generator,
+    model.set_submodule("blocks.1.attn", MyAttention(config, np.random.default_rng(1), model.dropout_masks,
                                                      "float64", "cpu"))
     assert not decode.cacheable(model) and decode.cacheable(plain)
     idx = ids((2, 6))

@@ -248,9 +248,9 @@ def test_dropout_is_seeded_and_off_in_eval():
     a, b = GPT(config, seed=1), GPT(config, seed=1)
     assert np.array_equal(a(idx)[0].data, b(idx)[0].data)          # same seed, same masks
     assert not np.array_equal(a(idx)[0].data, a(idx)[0].data)      # masks differ between steps
-    state = a.generator.state()
+    state = a.dropout_masks.state()
     first = a(idx)[0].data
-    a.generator.set_state(state)
+    a.dropout_masks.set_state(state)
     assert np.array_equal(a(idx)[0].data, first)
     a.eval()
     assert np.array_equal(a(idx)[0].data, a(idx)[0].data)

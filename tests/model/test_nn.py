@@ -15,7 +15,7 @@ class Tiny(nn.Module):
         self.norm = nn.LayerNorm(6, dtype=dtype)
         self.layers = nn.ModuleList([nn.Linear(6, 6, bias=False, init_rng=rng, dtype=dtype) for _ in range(2)])
         self.out = nn.RMSNorm(6, dtype=dtype)
-        self.drop = nn.Dropout(0.5, nn.SharedGenerator(7))
+        self.drop = nn.Dropout(0.5, nn.DropoutMasks(7))
 
     def forward(self, x):
         x = self.norm(self.inp(x))
@@ -90,14 +90,14 @@ def test_train_eval_recursive_and_dropout():
 
 
 def test_dropout_repeatable_through_generator_state():
-    gen = nn.SharedGenerator(3)
+    gen = nn.DropoutMasks(3)
     drop = nn.Dropout(0.5, gen)
     x = Tensor(np.ones((4, 8)))
     state = gen.state()
     first = drop(x).data
     gen.set_state(state)
     assert np.array_equal(drop(x).data, first)
-    assert np.array_equal(nn.Dropout(0.5, nn.SharedGenerator(3))(x).data, first)
+    assert np.array_equal(nn.Dropout(0.5, nn.DropoutMasks(3))(x).data, first)
     with pytest.raises(ValueError, match="p=1.0"):
         nn.Dropout(1.0)
 

@@ -117,6 +117,30 @@ def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path)
     assert_same_run(proc, finished_after(reference, 2), reference_ckpt, source)
 
 
+def test_pipelined_dropout_draws_one_process_masks_and_resumes_exactly(corpus, tmp_path):
+    """Dropout 0.1: masks keyed by the step and each row's place in the global batch (tinyllm/nn.py,
+    DropoutMasks), so 2 stages and 2 stages x 2 replicas reproduce one process to 1e-12, and a
+    pipelined run stopped at step 2 and resumed finishes as the uninterrupted one."""
+    reference, reference_ckpt = single_process(corpus, tmp_path / "single", dropout=0.1)
+    without, _ = single_process(corpus, tmp_path / "no-dropout")
+    assert abs(reference.train_losses[-1] - without.train_losses[-1]) > 1e-6   # the masks do something
+    config = {**BASE, "dropout": 0.1, "data": corpus}
+    grid = tmp_path / "p2d2"
+    proc = mpirun(4, {**config, "out": str(grid), "pipeline_stages": 2, "data_parallel": 2, "microbatches": 3},
+                  tmp_path / "w0")
+    assert_same_run(proc, reference, reference_ckpt, grid)
+    out = tmp_path / "p2"
+    proc = mpirun(2, {**config, "out": str(out), "pipeline_stages": 2, "microbatches": 4}, tmp_path / "w1",
+                  "--stop-at", "2")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(proc.result["train_losses"], reference.train_losses[:2], rtol=1e-12)
+    assert ckpt.read_state(out)["rng"]["dropout"] == "keyed"
+    resumed = mpirun(2, {**config, "out": str(out), "pipeline_stages": 2, "microbatches": 4, "resume": True},
+                     tmp_path / "w2")
+    assert_same_run(resumed, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
+                                             last_eval=reference.last_eval), reference_ckpt, out)
+
+
 def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
     # found from the config before any message: every rank exits 2, no Abort (which could drop the line)
     config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 2, "microbatches": 5}

@@ -37,3 +37,4 @@ def text_maker():
 @pytest.fixture
 def tiny():
     return tiny_config
+

@@ -2,12 +2,8 @@
 import hashlib
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +11,8 @@ from tinyllm import checkpoint as ckpt
 from tinyllm import data
 from tinyllm.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+from interrupts import interrupt_after_step  # tests/train/interrupts.py
+
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
         "--eval-iters", "2", "--warmup-iters", "2", "--sample-tokens", "20", "--progress", "none"]
 
@@ -179,23 +176,6 @@ def test_data_download_command(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(capsys, "data", "download", "tinyshakespeare", "--out", str(out),
                            "--url", (tmp_path / "missing").as_uri())
     assert code == 2 and "could not download" in err
-
-
-def interrupt_after_step(argv: list, step: int, sig=signal.SIGTERM) -> tuple:
-    """Run `tinyllm ARGV --max-iters 100000 ...` in a subprocess, send `sig` once it logs `step`;
-    returns (exit status, what it printed after that)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", *map(str, argv), "--max-iters", "100000",
-                             "--eval-interval", "100000", "--log-interval", "1", "--progress", "log"],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
-    for line in proc.stderr:  # wait until training steps are running
-        if line.startswith("step") and "/100000" in line and int(line.split()[1].split("/")[0]) >= step:
-            break
-        assert time.monotonic() < deadline, "training did not start within 60 s"
-    proc.send_signal(sig)
-    rest = proc.stderr.read()
-    return proc.wait(timeout=60), rest
 
 
 @pytest.mark.parametrize("command", ["train", "finetune"])

@@ -104,6 +104,25 @@ def test_optimizer_state_is_keyed_by_name_and_round_trips():
         opt2.load_state({"w.exp_avg": arrays["w.exp_avg"]}, meta)
 
 
+@pytest.mark.parametrize("make", [lambda named: AdamW(named, lr=1e-2, weight_decay=0.1),
+                                  lambda named: SGD(named, lr=1e-2, momentum=0.9)], ids=["adamw", "sgd"])
+def test_relocated_state_keeps_its_values_and_the_updates_write_there(make):
+    """relocate_state moves every state buffer (as the worker processes' shared memory does)."""
+    named, rng = params_with_grads()
+    opt = make(named)
+    set_grads(named, rng)
+    opt.step()
+    before = {k: v.copy() for k, v in opt.state_arrays().items()}
+    moved = []
+    opt.relocate_state(lambda a: moved.append(a.copy()) or moved[-1])
+    assert len(moved) == len(before)
+    assert all(any(a is m for m in moved) for a in opt.state_arrays().values())
+    for key, value in opt.state_arrays().items():
+        np.testing.assert_array_equal(value, before[key])
+    opt.step()
+    assert not all(np.array_equal(m, before[k]) for m, k in zip(moved, before))   # updated in the new buffers
+
+
 def test_cosine_schedule_matches_nanogpt():
     s = CosineSchedule(lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000)
     assert s(0) == pytest.approx(1e-3 / 101)

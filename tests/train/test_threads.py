@@ -11,7 +11,7 @@ from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads, default_threads, split_by_size, split_rows
-from tinyllm.train import TrainConfig, resolve_threads
+from tinyllm.train import TrainConfig, resolve_workers
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
 TOKENS = NextTokenLoss()   # the task of (x, y) token batches
@@ -185,9 +185,9 @@ def test_thread_count_comes_from_the_flag_then_the_environment(monkeypatch, tmp_
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
     base = dict(out=str(tmp_path), batch_size=12)
-    assert resolve_threads(TrainConfig(**base)) == 3
-    assert resolve_threads(TrainConfig(**base, threads=5)) == 5
-    assert resolve_threads(TrainConfig(**dict(base, batch_size=2), threads=5)) == 2  # at most one row each
+    assert resolve_workers(TrainConfig(**base)) == (3, "processes")
+    assert resolve_workers(TrainConfig(**base, threads=5)) == (5, "threads")
+    assert resolve_workers(TrainConfig(**dict(base, batch_size=2), threads=5)) == (2, "threads")  # one row each
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     assert default_threads() >= 1

@@ -44,7 +44,8 @@ cat texts.txt | tinyllm classify --ckpt runs/clf -"""
 # the train flags a finetuning run uses (data, model shape and pipeline flags do not apply)
 SHARED_TRAIN_FLAGS = ("optimizer", "batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters",
                       "lr_schedule", "weight_decay", "beta1", "beta2", "eps", "momentum", "grad_clip",
-                      "eval_interval", "eval_iters", "log_interval", "seed", "dtype", "device", "threads", "progress")
+                      "eval_interval", "eval_iters", "log_interval", "seed", "dtype", "device", "workers", "parallel",
+                      "threads", "progress")
 
 # finetuning defaults that differ from pretraining's
 TRAIN_DEFAULTS = {"max_iters": 300, "lr": 5e-4, "min_lr": 5e-5, "warmup_iters": 20, "batch_size": 8,

@@ -66,8 +66,8 @@ class SequenceClassifier(nn.Module):
         return self.gpt.config
 
     @property
-    def generator(self):
-        return self.gpt.generator
+    def dropout_masks(self):
+        return self.gpt.dropout_masks
 
     def features(self, batch: PaddedBatch) -> Tensor:
         """Pooled final hidden states (B, C)."""

@@ -9,7 +9,7 @@ seeded shuffles, epoch after epoch) instead of token windows; an evaluation over
 split (loss, plus accuracy for classify) instead of random windows; and a checkpoint that
 records the finetune settings, the data's labels or template, and a hash of the frozen
 weights. The step, clipping, optimizer, schedule, progress, metrics.jsonl, signals, exact
-resume and the threads strategy (each batch split by rows, slices weighted by the targets
+resume and the batch split across worker processes or threads (by rows, slices weighted by the targets
 they count, so the masked instruction loss stays the exact batch mean) are the Trainer's.
 
 At the end of a run the test split is evaluated, and a LoRA run also writes its adapters
@@ -28,8 +28,9 @@ import numpy as np
 from autograd import backend
 from tinyllm import checkpoint as ckpt
 from tinyllm.lora import lora_layers, save_lora, trainable_parameters
-from tinyllm.train import (ConfigError, TrainConfig, hold_run_directory, make_optimizer, make_strategy,
-                           resolve_threads, restore_run, resume_checkpoint, write_run_config)
+from tinyllm.train import (ConfigError, TrainConfig, describe_workers, hold_run_directory, make_optimizer,
+                           make_strategy, parallelism_warnings, restore_run, resume_checkpoint,
+                           write_run_config)
 from tinyllm.trainer import MetricsLog, RunResult, Trainer
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model
@@ -170,7 +171,9 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     log(f"finetune {config.task}: {n_train:,} of {model.num_parameters():,} parameters train"
         f"{f' (LoRA rank {config.lora_rank} on {len(lora_layers(model))} layers)' if config.lora_rank else ''}; "
         f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
-        f"{resolve_threads(train_config)} thread(s); run directory {run_dir}")
+        f"{describe_workers(train_config)}; run directory {run_dir}")
+    for line in parallelism_warnings(train_config):
+        log(line)
     return trainer
 
 
