@@ -23,6 +23,10 @@ from the output to the leaves in a reverse topological order:
   there the caller's array is copied, and `debug_backward()` (which check_backward turns
   on) gives each backward a private copy and compares it afterwards.
 
+`split_backward(output, weights)` backpropagates in two halves (zero-bubble pipelines):
+every gradient but the weights' now, the weights' on `.run()`, from the same Functions'
+backward called twice through `needs_input_grad`; together bit for bit `backward()`.
+
 `no_grad()` switches recording off (evaluation, sampling, optimizer steps); the switch
 is per thread, so threads can record their own graphs at the same time. `grad(output,
 inputs)` returns the gradients instead of accumulating them into `.grad`: threads that
@@ -300,8 +304,12 @@ class Tensor:
         return id(self)
 
 
-def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
-    """Send `grad` from `root` back through its graph; call on_leaf(leaf, gradient) at each leaf."""
+def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf, split: "WeightGradients | None" = None) -> None:
+    """Send `grad` from `root` back through its graph; call on_leaf(leaf, gradient) at each leaf.
+
+    With `split`, a Function taking one of split's weights computes only its other inputs'
+    gradients here and is queued on `split` to compute the weights' later (split_backward).
+    """
     __tracebackhide__ = True
     grads = {id(root): grad}  # id(tensor) -> gradient flowing into it
     debug = _GradMode.debug
@@ -314,17 +322,21 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
             continue
         if g is None:
             continue
-        input_grads = _call_backward(fn, g, debug)
+        inputs = fn.inputs
+        deferred = split.defer(fn, g) if split is not None else ()  # indices of the weights among inputs
+        if not deferred:
+            input_grads = _call_backward(fn, g, debug)
+        else:
+            input_grads = split.input_half(fn, g, deferred, debug)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        inputs = fn.inputs
         if len(input_grads) != len(inputs):
             raise BackwardError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(inputs)} inputs: "
                                 "return one per input, in forward's order (None for an input that needs none)",
                                 fn.name, "count")
         for index, inp in enumerate(inputs):
             ig = input_grads[index]
-            if ig is None or not inp.requires_grad:
+            if ig is None or not inp.requires_grad or index in deferred:
                 continue
             data = inp.data
             try:
@@ -339,7 +351,8 @@ def _backpropagate(root: Tensor, grad, retain_graph: bool, on_leaf) -> None:
         if not retain_graph:
             node.grad_fn = None
             node._freed = True
-            fn.inputs = ()
+            if not deferred:
+                fn.inputs = ()        # a deferred Function keeps its inputs (the weights) until W
 
 
 def _call_backward(fn, g, debug: bool):
@@ -448,6 +461,108 @@ def grad(output: Tensor, inputs, grad_output=None, retain_graph: bool = False) -
 
     _backpropagate(output, seed, retain_graph, collect)
     return results
+
+
+class WeightGradients:
+    """The weight half of a split backward: each Function taking a weight, in the order the
+    backward reached it, with its output's gradient (what W costs in memory); `run()` it."""
+
+    def __init__(self, weights, retain_graph: bool):
+        self.weight_ids = set()
+        for w in weights:
+            if not isinstance(w, Tensor) or not w.is_leaf:
+                raise ValueError("split_backward: weights must be leaf tensors (parameters), got "
+                                 + (f"a {type(w).__name__}" if not isinstance(w, Tensor) else f"a result of {w.grad_fn.name}"))
+            self.weight_ids.add(id(w))
+        self.retain_graph = retain_graph
+        self.work = []          # [(Function, gradient of its output, indices of its weight inputs)]
+        self.done = False
+
+    def __len__(self) -> int:
+        return len(self.work)
+
+    def defer(self, fn, g) -> tuple:
+        """Indices of fn's inputs that are weights wanting a gradient (fn is queued for W), or ()."""
+        needs = fn.needs_input_grad
+        weights = tuple(i for i, inp in enumerate(fn.inputs) if needs[i] and id(inp) in self.weight_ids)
+        if weights:
+            self.work.append((fn, g, weights))
+        return weights
+
+    def input_half(self, fn, g, weights: tuple, debug: bool):
+        """B: fn's backward with its weights masked out of needs_input_grad (skipped when nothing else needs one)."""
+        __tracebackhide__ = True
+        needs = fn.needs_input_grad
+        others = tuple(n and i not in weights for i, n in enumerate(needs))
+        if True not in others:
+            return (None,) * len(needs)
+        fn.needs_input_grad = others
+        try:
+            return _call_backward(fn, g, debug)
+        finally:
+            fn.needs_input_grad = needs
+
+    def run(self) -> None:
+        """W: each queued backward for its weights only; a weight's parts (a tied embedding has two)
+        are added in backward()'s order and accumulated into `.grad` once, so bit for bit backward()'s."""
+        __tracebackhide__ = True
+        if self.done:
+            raise RuntimeError("WeightGradients.run() was already called: each split backward's weight half runs once")
+        self.done = True
+        debug = _GradMode.debug
+        sums = {}  # id(weight) -> [weight, summed gradient], in the order the weights are reached
+        for fn, g, weights in self.work:
+            needs = fn.needs_input_grad
+            fn.needs_input_grad = tuple(i in weights for i in range(len(needs)))
+            try:
+                input_grads = _call_backward(fn, g, debug)
+            finally:
+                fn.needs_input_grad = needs
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(fn.inputs):
+                raise BackwardError(f"{fn.name}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} "
+                                    "inputs: return one per input, in forward's order", fn.name, "count")
+            for index in weights:
+                ig = input_grads[index]
+                if ig is None:
+                    continue
+                weight = fn.inputs[index]
+                if ig.shape != weight.shape or ig.dtype != weight.dtype:
+                    ig = _checked_gradient(fn, index, ig, g)
+                entry = sums.get(id(weight))
+                if entry is None:
+                    sums[id(weight)] = [weight, ig]
+                else:
+                    entry[1] = entry[1] + ig
+            if not self.retain_graph:
+                fn.inputs = ()
+        self.work = []
+        for weight, g in sums.values():
+            weight._accumulate(g)
+
+
+def split_backward(output: Tensor, weights, grad=None, retain_graph: bool = False) -> WeightGradients:
+    """`output.backward(grad)` in two halves: every gradient but the weights' now, theirs on `.run()`.
+
+        deferred = split_backward(loss, model.parameters())   # B: inputs' and activations' gradients
+        send(x.grad)                                          # e.g. upstream, at once
+        deferred.run()                                        # W: the parameters' .grad, later
+
+    `weights`: leaf tensors (parameters). Functions taking one of them as an input are called
+    here with it masked out of `needs_input_grad` and queued; `run()` calls them again for the
+    weights only. Other leaves (a stage's input) get their `.grad` now. B then W accumulates
+    exactly what backward() does, bit for bit, for Functions that honour `needs_input_grad`
+    (those that do not are only slower: a gradient for a masked input is ignored). Only
+    direct inputs are split: a weight reaching its consumer through another op (`w.T @ x`)
+    has that consumer's work done in B, and only the cheap op between deferred.
+
+    The graph is freed as B consumes it, except what the queued Functions saved for W.
+    """
+    __tracebackhide__ = True
+    split = WeightGradients(weights, retain_graph)
+    _backpropagate(output, output._seed_gradient(grad, "split_backward()"), retain_graph, Tensor._accumulate, split)
+    return split
 
 
 def as_tensor(value, like: Tensor | None = None) -> Tensor:

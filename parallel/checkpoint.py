@@ -6,6 +6,8 @@ process's view, and `restrict` gives a stage of any layout its share. This modul
 writes it, as a collective over the world:
 
 - rank 0 creates the staging directory and broadcasts its path;
+- every rank asks the optimizer for its arrays (collective for a ZeRO-1 optimizer, which
+  gathers its replicas' shards to replica 0 there, so the files hold the unsharded layout);
 - the replica-0 rank of each stage writes its shard files (`write_staged_file`: fsynced,
   each with a size and sha256 record); a tied embedding is written once, by stage 0;
 - rank 0 gathers the records, then writes the tokenizer and state.json (the manifest and
@@ -32,7 +34,7 @@ def owned_for_saving(names, stage_model) -> list:
     return [n for n in names if not (stage_model.is_last and not stage_model.is_first and n == tied)]
 
 
-def _write_shard(grid, stage_model, optimizer, staging: Path) -> tuple[dict, dict]:
+def _write_shard(grid, stage_model, optimizer, optimizer_arrays, staging: Path) -> tuple[dict, dict]:
     """This stage's shard files -> (file name -> record, the manifest's entry for the shard)."""
     params = dict(stage_model.named_parameters())
     names = owned_for_saving(list(params), stage_model)
@@ -41,7 +43,7 @@ def _write_shard(grid, stage_model, optimizer, staging: Path) -> tuple[dict, dic
                                                   io.tensor_bytes({n: params[n].data for n in names}))}
     shard = {"stage": grid.stage, "model": model_file, "parameters": names}
     if optimizer is not None:
-        arrays = ckpt.optimizer_arrays_for(optimizer.state_arrays(), names)
+        arrays = ckpt.optimizer_arrays_for(optimizer_arrays, names)
         records[optimizer_file] = ckpt.write_staged_file(staging / optimizer_file, io.tensor_bytes(arrays))
         shard["optimizer"] = optimizer_file
     return records, shard
@@ -55,8 +57,9 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
     staging = Path(world.bcast(str(staging) if staging else None, root=0))
     records, shard, error = {}, None, None
     try:
+        optimizer_arrays = optimizer.state_arrays() if optimizer is not None else None   # every rank: may be collective
         if grid.replica == 0:
-            records, shard = _write_shard(grid, stage_model, optimizer, staging)
+            records, shard = _write_shard(grid, stage_model, optimizer, optimizer_arrays, staging)
     except Exception as exc:  # report on rank 0 after the gather so no rank is left waiting
         error = f"rank {grid.rank}: {exc!r}"
     gathered = world.gather((records, shard, error), root=0)
@@ -72,7 +75,7 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
             written.update(rank_records)
         shards = sorted((s for _, s, _ in gathered if s is not None), key=lambda s: s["stage"])
         manifest = {"format": ckpt.PIPELINE_FORMAT, "n_stages": grid.n_stages,
-                    "data_parallel": grid.shape.data_parallel,
+                    "data_parallel": grid.shape.data_parallel, "virtual_stages": stage_model.n_chunks,
                     "partition": stage_model.partition.to_json(), "shards": shards}
         full_state = {**state, "pipeline": manifest}
         if optimizer is not None:

@@ -2,14 +2,20 @@
 
 `PipelineEngine.compute_gradients(idx, targets)` takes the GLOBAL batch (every rank gets
 the same one from the same seeded sampler), keeps this replica's shard, cuts it into m
-microbatches and runs the stage's action list from `parallel.schedules`:
+microbatches and runs the stage's action list from `parallel.schedules`, one (microbatch,
+chunk) unit at a time (a rank holds one chunk, or v of them under interleaving):
 
-    forward      stage 0 embeds its ids; others take the received activation as a leaf
-                 tensor; the last stage ends with the microbatch's mean loss
-    backward     the last stage backpropagates loss * 1/(m * D); others the received gradient
-    send/recv    activations downstream, gradients upstream (parallel.p2p)
-    allreduce    gradients summed over the D replicas of the stage (one flat buffer, in place),
-                 then the tied embedding's two gradients summed between stage 0 and the last
+    forward          the model's first chunk embeds its ids; others take the received
+                     activation as a leaf tensor; the model's last ends with the mean loss
+    backward         the last chunk backpropagates loss * 1/(m * D); others the received gradient
+    backward_input   zero-bubble's B: the same, by autograd.tensor.split_backward, which leaves
+                     the weights' gradients for later
+    backward_weight  zero-bubble's W: that microbatch's deferred weight gradients, now
+    send/recv        activations downstream, gradients upstream (parallel.p2p); the tag names
+                     the (virtual) stage boundary, so chunks' messages never mix
+    allreduce        gradients summed over the D replicas of the stage (one flat buffer, in place;
+                     with ZeRO-1 a reduce-scatter instead, parallel.zero), and the tied
+                     embedding's two gradients summed between stage 0 and the last
 
 Why this equals the single process: the single-process loss is the mean over all B*T
 positions of the global batch. With B = D * m * b, that is the mean over D * m microbatches
@@ -17,14 +23,15 @@ of each microbatch's mean (equal sizes), so each microbatch's loss gradient is s
 1/(m * D) and every other factor is the chain rule through the same weights; sums over
 microbatches (autograd's `+=` into .grad) and over replicas (Allreduce) give the
 single-process gradient up to the order of floating-point additions (~1e-16 relative).
+A split backward adds up to the whole one bit for bit, and recomputation repeats the same
+forward, so neither changes a number.
 
 `global_grad_norm()` adds every stage's squared gradient norm over the pipeline (the tied
-weight counted once); all replicas hold the same gradients after the all-reduce.
+weight counted once); all replicas hold the same gradients after the all-reduce (with
+ZeRO-1 each holds its part, so the squares are summed over every rank).
 
-Left out: interleaved 1F1B (simulated only: it needs each rank to hold several
-non-contiguous chunks), a real split backward (zero-bubble's B runs the whole backward and W is a no-op,
-so ZB-H1 is exact but no faster on real ranks yet), interleaved chunks, activation
-recomputation.
+Left out: overlapping the gradient all-reduce with the drain, more than one schedule per
+step, tensor parallelism.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ import time
 import numpy as np
 
 from autograd import backend
-from autograd.tensor import Tensor
+from autograd.tensor import Tensor, split_backward
 from tinyllm.nn import dropout_rows
 from tinyllm.optim import grad_square_sum
 
@@ -44,31 +51,40 @@ from .simulate import simulate
 
 
 class PipelineEngine:
-    """Runs one stage of one replica; see the module docstring."""
+    """Runs one stage of one replica; see the module docstring. `zero`: a parallel.zero.ZeroOptimizer or None."""
 
-    def __init__(self, stage_model, grid, schedule: str, n_microbatches: int, global_batch: int, tracer=None):
+    def __init__(self, stage_model, grid, schedule: str, n_microbatches: int, global_batch: int, tracer=None,
+                 zero=None):
         self.stage_model = stage_model
         self.grid = grid
         self.n_stages = grid.n_stages
         self.stage = grid.stage
         self.n_replicas = grid.shape.data_parallel
         self.n_microbatches = n_microbatches
+        self.n_chunks = stage_model.n_chunks
+        self.n_boundaries = max(1, self.n_stages * self.n_chunks - 1)     # between consecutive virtual stages
         check_batch_split(global_batch, self.n_replicas, n_microbatches)
         self.micro_batch = global_batch // (self.n_replicas * n_microbatches)
-        if schedule not in S.RUNNER_SCHEDULES:
-            raise ValueError(f"schedule {schedule!r} cannot run on real ranks yet (it needs non-contiguous stages): "
-                             f"use one of {', '.join(S.RUNNER_SCHEDULES)}")
         self.schedule_name = schedule
-        self.actions = S.get_schedule(schedule)(self.n_stages, n_microbatches, self.stage)
+        schedule_fn = S.schedule_for(schedule, self.n_chunks)
+        self.actions = schedule_fn(self.n_stages, n_microbatches, self.stage)
         self.params = [(n, p) for n, p in stage_model.named_parameters()]
+        self.weights = [p for _, p in self.params]
         self.p2p = PointToPoint(grid.pipe)
         self.tracer = tracer
+        self.zero = zero
         model = stage_model.model
         shape = stage_model.activation_shape(self.micro_batch)
-        peak = simulate(S.get_schedule(schedule), self.n_stages, n_microbatches).peak_in_flight[self.stage]
-        # receive buffers: activations alive until their backward, one gradient at a time
-        self.act_pool = BufferPool(0 if stage_model.is_first else peak, shape, model.dtype, model.device)
-        self.grad_pool = BufferPool(0 if stage_model.is_last else 1, shape, model.dtype, model.device)
+        simulated = simulate(schedule_fn, self.n_stages, n_microbatches)
+        # receive buffers live until their last use: an activation until its backward, a gradient
+        # for the backward only; with a split backward both until W, which may read them
+        split = any(a.kind == S.BACKWARD_WEIGHT for a in self.actions)
+        peak = simulated.peak_until_weight[self.stage] if split else simulated.peak_in_flight[self.stage]
+        receives_act = any(a.kind == S.RECV_ACT for a in self.actions)
+        receives_grad = any(a.kind == S.RECV_GRAD for a in self.actions)
+        self.act_pool = BufferPool(peak if receives_act else 0, shape, model.dtype, model.device)
+        self.grad_pool = BufferPool((self.stage + 1 if split else 1) if receives_grad else 0, shape, model.dtype,
+                                    model.device)
         self.peak_alive_activations = 0
         self._flat = None  # one buffer holding every gradient, for the data-parallel Allreduce
 
@@ -79,72 +95,92 @@ class PipelineEngine:
         `step` keys the dropout masks, with each microbatch's rows at their place in the global
         batch, so any layout draws one process's masks (tinyllm/nn.py, DropoutMasks).
         """
-        xp = backend.module_for(self.stage_model.model.device)
+        sm = self.stage_model
+        xp = backend.module_for(sm.model.device)
         b, m = self.micro_batch, self.n_microbatches
         shard = slice(self.grid.replica * m * b, (self.grid.replica + 1) * m * b)
         idx, targets = idx[shard], targets[shard]   # host ids: the model checks them there, then moves them
         loss_scale = 1.0 / (m * self.n_replicas)
-        inputs, outputs, received = {}, {}, {}
+        # all keyed by (microbatch, chunk)
+        inputs, outputs, received, grads, deferred = {}, {}, {}, {}, {}
         loss_sum = 0.0
         alive = 0
-        for p in self.stage_model.model.parameters():
+        for p in sm.model.parameters():
             p.grad = None
         for action in self.actions:
-            mb, kind = action.microbatch, action.kind
+            mb, kind, chunk = action.microbatch, action.kind, action.chunk
+            key = (mb, chunk)
+            virtual = chunk * self.n_stages + self.stage
             start = time.perf_counter()
             if kind == S.RECV_ACT:
-                buffer = self.act_pool.take()
-                self.p2p.recv_into(buffer, action.peer, message_tag(ACTIVATION, mb))
-                received[mb] = buffer
+                received[key] = self.act_pool.take()
+                self.p2p.recv_into(received[key], action.peer, self._tag(ACTIVATION, mb, virtual - 1))
             elif kind == S.FORWARD:
-                if self.stage_model.is_first:
+                if sm.starts_model(chunk):
                     stage_input = idx[mb * b:(mb + 1) * b]
                 else:
-                    stage_input = inputs[mb] = Tensor(received[mb], requires_grad=True)
-                with dropout_rows(self.stage_model.model, step, shard.start + mb * b):
-                    outputs[mb] = self.stage_model.forward(
-                        stage_input, targets[mb * b:(mb + 1) * b] if self.stage_model.is_last else None)
-                if self.stage_model.is_last:   # summed where it is: on a GPU, read once in mean_loss
-                    loss_sum = loss_sum + outputs[mb].data.astype(np.float64)
+                    stage_input = inputs[key] = Tensor(received[key], requires_grad=True)
+                with dropout_rows(sm.model, step, shard.start + mb * b):
+                    outputs[key] = sm.forward(stage_input, targets[mb * b:(mb + 1) * b] if sm.ends_model(chunk)
+                                              else None, chunk=chunk)
+                if sm.ends_model(chunk):   # summed where it is: on a GPU, read once in mean_loss
+                    loss_sum = loss_sum + outputs[key].data.astype(np.float64)
                 alive += 1
                 self.peak_alive_activations = max(self.peak_alive_activations, alive)
             elif kind == S.SEND_ACT:
-                self.p2p.isend(outputs[mb].data, action.peer, message_tag(ACTIVATION, mb))
+                self.p2p.isend(outputs[key].data, action.peer, self._tag(ACTIVATION, mb, virtual))
             elif kind == S.RECV_GRAD:
-                received[("grad", mb)] = self.grad_pool.take()
-                self.p2p.recv_into(received[("grad", mb)], action.peer, message_tag(GRADIENT, mb))
+                grads[key] = self.grad_pool.take()
+                self.p2p.recv_into(grads[key], action.peer, self._tag(GRADIENT, mb, virtual))
             elif kind in (S.BACKWARD, S.BACKWARD_INPUT):
-                out = outputs.pop(mb)
-                if self.stage_model.is_last:
-                    out.backward(xp.full((), loss_scale, dtype=out.dtype))   # made on the device, no copy
-                else:
-                    grad = received.pop(("grad", mb))
-                    out.backward(grad)
-                    self.grad_pool.give_back(grad)
+                out = outputs.pop(key)
+                seed = (xp.full((), loss_scale, dtype=out.dtype) if sm.ends_model(chunk)   # made on the device
+                        else grads[key])
+                if kind == S.BACKWARD:
+                    out.backward(seed)
+                    if key in grads:
+                        self.grad_pool.give_back(grads.pop(key))
+                else:                                      # W may read the received gradient (passed on by Add)
+                    deferred[key] = split_backward(out, self.weights, seed)
                 alive -= 1
             elif kind == S.SEND_GRAD:
-                x_in = inputs.pop(mb)
-                self.p2p.isend(x_in.grad, action.peer, message_tag(GRADIENT, mb))
-                self.act_pool.give_back(received.pop(mb))
+                self.p2p.isend(inputs.pop(key).grad, action.peer, self._tag(GRADIENT, mb, virtual - 1))
+                if key not in deferred:                    # W may still read the stage input
+                    self.act_pool.give_back(received.pop(key))
             elif kind == S.BACKWARD_WEIGHT:
-                pass  # folded into BACKWARD_INPUT: the engine has no split backward yet
+                deferred.pop(key).run()
+                if key in grads:
+                    self.grad_pool.give_back(grads.pop(key))
+                if key in received and key not in inputs:  # its input gradient is sent: the buffer is free
+                    self.act_pool.give_back(received.pop(key))
             elif kind == S.ALLREDUCE:
                 self.p2p.wait_sends()
                 self.allreduce_gradients()
             elif kind == S.STEP:
                 pass  # the training loop steps the optimizer after clipping with the global norm
             if self.tracer is not None and kind != S.STEP:
-                self.tracer.record(kind, start, time.perf_counter(), mb)
+                self.tracer.record(kind, start, time.perf_counter(), mb, chunk if self.n_chunks > 1 else None)
         return self.mean_loss(loss_sum * loss_scale)
+
+    def _tag(self, kind: int, microbatch: int, boundary: int) -> int:
+        """The MPI tag of a message crossing `boundary` (between virtual stages boundary and boundary + 1)."""
+        return message_tag(kind, microbatch, boundary, self.n_boundaries)
 
     # ---- reductions ----------------------------------------------------------------------
     def allreduce_gradients(self) -> None:
-        """Sum gradients over the data-parallel replicas (one flat buffer), then over the tied pair."""
+        """Sum gradients over the data-parallel replicas (one flat buffer), then over the tied pair.
+
+        With ZeRO-1 the tied pair first (within the replica), then a reduce-scatter over the replicas.
+        """
         from mpi4py import MPI  # noqa: PLC0415
         params = [p for _, p in self.params]
         for p in params:
             if p.grad is None:  # a parameter this step did not reach still takes part in the sums
                 p.grad = backend.get_array_module(p.data).zeros_like(p.data)
+        if self.zero is not None:
+            self._sum_tied(MPI)
+            self.zero.reduce_scatter_gradients()
+            return
         if self.n_replicas > 1:
             xp = backend.get_array_module(params[0].data)
             total = sum(int(p.size) for p in params)
@@ -159,10 +195,12 @@ class PipelineEngine:
             for p in params:
                 p.grad = self._flat[offset:offset + p.size].reshape(p.shape).copy()
                 offset += p.size
+        self._sum_tied(MPI)
+
+    def _sum_tied(self, MPI) -> None:
         tied = self.stage_model.tied_name()
         if tied is not None:
-            grad = dict(self.params)[tied].grad
-            self._allreduce_inplace(self.grid.tied, grad, MPI)
+            self._allreduce_inplace(self.grid.tied, dict(self.params)[tied].grad, MPI)
 
     def _allreduce_inplace(self, comm, array, MPI) -> None:
         if backend.is_cupy_array(array) and not self.p2p.cuda_aware:
@@ -174,11 +212,12 @@ class PipelineEngine:
         comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
 
     def global_grad_norm(self) -> float:
-        """L2 norm of the whole model's gradient: squared norms summed over the pipeline stages."""
+        """L2 norm of the whole model's gradient: squared norms summed over the pipeline stages
+        (and over the replicas with ZeRO-1, where each holds the gradients of its own parameters)."""
         from mpi4py import MPI  # noqa: PLC0415
         counted = [p for name, p in self.params if self.stage_model.counted_in_norm(name)]
         total = np.array(backend.read_scalars(grad_square_sum(counted)), dtype=np.float64)   # one copy on a GPU
-        self.grid.pipe.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+        (self.grid.pipe if self.zero is None else self.grid.world).Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
         return math.sqrt(float(total[0]))
 
     def mean_loss(self, local_scaled_loss: float) -> float:

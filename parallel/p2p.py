@@ -12,8 +12,11 @@ MPIR_CVAR_ENABLE_GPU=1 and a GPU build, Open MPI a CUDA build) device buffers go
 directly after the stream is synchronised, otherwise every message is staged through a
 host copy.
 
-Tags: an activation and a gradient of the same microbatch and chunk never share a tag,
-so MPI's (source, tag) matching pairs each receive with exactly the send the schedule
+Tags: a message is named by its kind, its microbatch and the boundary it crosses (boundary
+b lies between virtual stages b and b + 1; without interleaving, between stages b and
+b + 1), so two messages never share a tag, even between the same two ranks of an
+interleaved pipeline, where activations and gradients of several chunks flow both ways.
+MPI's (source, tag) matching then pairs each receive with exactly the send the schedule
 means, whatever order messages arrive in.
 
 Left out: collective-based or one-sided transfers, compression, cross-step overlap.
@@ -29,9 +32,9 @@ from autograd import backend
 ACTIVATION, GRADIENT = 0, 1
 
 
-def message_tag(kind: int, microbatch: int, chunk: int = 0, n_chunks: int = 1) -> int:
-    """Distinct tag per (kind, microbatch, chunk): ((microbatch * n_chunks + chunk) * 2 + kind)."""
-    return (microbatch * n_chunks + chunk) * 2 + kind
+def message_tag(kind: int, microbatch: int, boundary: int = 0, n_boundaries: int = 1) -> int:
+    """Distinct tag per (kind, microbatch, boundary): ((microbatch * n_boundaries + boundary) * 2 + kind)."""
+    return (microbatch * n_boundaries + boundary) * 2 + kind
 
 
 def cuda_aware_mpi() -> bool:

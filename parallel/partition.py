@@ -11,7 +11,12 @@ and last groups when balancing. Methods (`--partition`):
 `balanced_partition` is exact: a dynamic program over split points minimising the largest
 stage cost (ties broken towards the earliest split, so the result is deterministic).
 
-Left out: non-contiguous (interleaved) assignments and memory-aware balancing.
+Interleaved schedules cut the blocks into p * v groups (virtual stages) the same way; rank r
+runs groups r, r + p, ..., r + (v - 1) p (`virtual_stages_of`), so the first group (with
+the embeddings) stays on the first rank and the last (with the head) on the last.
+
+Left out: balancing a rank's v groups together (each group is balanced on its own) and
+memory-aware balancing.
 """
 from __future__ import annotations
 
@@ -35,9 +40,11 @@ class Partition:
     def n_layer(self) -> int:
         return self.ranges[-1].stop
 
-    def describe(self, costs: Sequence[float] | None = None, unit: str = "") -> str:
-        """One line per stage, e.g. 'stage 0: blocks 0-1 (+ embeddings)'."""
+    def describe(self, costs: Sequence[float] | None = None, unit: str = "", n_chunks: int = 1) -> str:
+        """One line per stage, e.g. 'stage 0: blocks 0-1 (+ embeddings)'; with chunks, per virtual stage:
+        'stage 1 chunk 0: block 1' (virtual stage v is chunk v // p of stage v % p)."""
         lines = []
+        ranks = self.n_stages // n_chunks
         for s, r in enumerate(self.ranges):
             extras = []
             if s == 0:
@@ -45,7 +52,8 @@ class Partition:
             if s == self.n_stages - 1:
                 extras.append("final norm, head, loss")
             blocks = f"block {r.start}" if len(r) == 1 else f"blocks {r.start}-{r.stop - 1}"
-            line = f"stage {s}: {blocks} (+ {', '.join(extras)})" if extras else f"stage {s}: {blocks}"
+            where = f"stage {s}" if n_chunks == 1 else f"stage {s % ranks} chunk {s // ranks}"
+            line = f"{where}: {blocks} (+ {', '.join(extras)})" if extras else f"{where}: {blocks}"
             if costs is not None:
                 line += f", cost {costs[s]:.4g}{unit}"
             lines.append(line)
@@ -57,6 +65,11 @@ class Partition:
     @classmethod
     def from_json(cls, spans: list) -> "Partition":
         return cls(tuple(range(int(a), int(b)) for a, b in spans))
+
+
+def virtual_stages_of(stage: int, n_stages: int, n_chunks: int) -> list[int]:
+    """The virtual stages (groups of blocks, in model order) rank `stage` of `n_stages` runs: c * p + stage."""
+    return [chunk * n_stages + stage for chunk in range(n_chunks)]
 
 
 def check_stage_count(n_layer: int, n_stages: int) -> None:

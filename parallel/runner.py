@@ -11,7 +11,10 @@ schedule computes the gradients, the norm is summed over the stages, evaluation 
 stages forward only, checkpoints are sharded per stage (`parallel.checkpoint`) and resume
 into any stage count, and a signal on any rank stops every rank after the same step. So
 clipping, AdamW, the learning-rate schedule, logging and metrics are the single process's
-code. Only rank 0 prints and writes metrics.
+code. The schedule (`--schedule`, `--virtual-stages` chunks per rank for interleaving), the
+optimizer (`--zero 1`: parallel.zero.ZeroOptimizer, sharded across the replicas) and
+`--recompute` (parallel.recompute, in the stage's forward) are chosen here. Only rank 0
+prints and writes metrics.
 
 Devices: with --device cuda each rank takes the GPU of its rank within its node (modulo the
 GPUs it sees; parallel/grid.py) before it makes any array, and rank 0's first line lists every
@@ -50,11 +53,13 @@ from tinyllm.trainer import Trainer
 
 from .engine import PipelineEngine, check_batch_split
 from .grid import Grid, GridShape, device_for
+from .p2p import cuda_aware_mpi
 from .partition import make_partition, stage_costs
-from .schedules import theoretical_bubble
+from .simulate import BUBBLE_FORMULAS, theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
 from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
+from .zero import ZeroOptimizer
 
 FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "WHO:STEP[:SIGNAL[:POINT]]", a test hook: on stage WHO (or world rank R
                                     # for "rR") at that step, raise (or send this rank SIGNAL, e.g. SIGTERM)
@@ -125,6 +130,7 @@ def build_pipeline_run(config, progress_stream=None, trace_path: str | None = No
         GridShape(config.pipeline_stages, config.data_parallel).check_world(require_mpi().COMM_WORLD.Get_size())
         check_batch_split(config.batch_size * config.grad_accum, config.data_parallel,
                           config.microbatches or config.grad_accum)
+        check_layout(config)
     except ValueError as error:
         raise FlagError(str(error)) from error
     run_lock = hold_run_directory(config.out)
@@ -148,6 +154,25 @@ def hold_run_directory(out: str):
     if refusal is not None:
         raise FlagError(refusal)
     return lock
+
+
+def check_layout(config) -> None:
+    """The schedule, chunks and recomputation fit the stage count, microbatches and model (ValueError naming the flags)."""
+    p, v, m = config.pipeline_stages, config.pipeline_chunks, config.microbatches or config.grad_accum
+    model = config.model_config(vocab_size=1)
+    if config.schedule == "interleaved":
+        if p < 2:
+            raise ValueError(f"--schedule interleaved needs --pipeline-stages 2 or more, got {p}")
+        if m % p:
+            raise ValueError(f"--schedule interleaved needs --microbatches ({m}) to be a multiple of "
+                             f"--pipeline-stages ({p})")
+    if p * v > model.n_layer:
+        chunks = f" x --virtual-stages {v}" if v > 1 else ""
+        raise ValueError(f"--pipeline-stages {p}{chunks} needs {p * v} groups of blocks, but the model has "
+                         f"{model.n_layer} (--n-layer): use fewer stages{' or chunks' if v > 1 else ''}")
+    if config.recompute and model.dropout > 0 and config.device != "cpu":
+        raise ValueError("--recompute with --dropout above 0 needs the dropout generator's state, kept on the CPU "
+                         "only: use --device cpu or --dropout 0")
 
 
 def _build(config, progress_stream, trace_path, run_lock) -> tuple:
@@ -181,17 +206,27 @@ def _build(config, progress_stream, trace_path, run_lock) -> tuple:
     model = GPT(model_config, seed=config.seed, dtype=config.dtype, device=config.device)
     total_parameters = model.num_parameters()
 
+    chunks = config.pipeline_chunks
     partition, costs, unit = choose_partition(config, model, grid, micro_batch)
+    schedule = config.schedule + (f" with {chunks} chunks per stage" if chunks > 1 else "")
+    extras = "".join(f", {what}" for what, on in (("ZeRO-1 optimizer shards", config.zero),
+                                                   ("recomputed blocks", config.recompute)) if on)
     log(f"pipeline: {grid.n_stages} stages x {grid.shape.data_parallel} data-parallel replicas "
         f"({grid.world.Get_size()} ranks), {microbatches} microbatches of {micro_batch} sequences, "
-        f"schedule {config.schedule}, partition {config.partition}; theoretical bubble "
-        f"{theoretical_bubble(grid.n_stages, microbatches):.3f}\n{partition.describe(costs, unit)}")
-    stage_model = StageModel(model, partition, grid.stage)   # prunes `model` to this stage
+        f"schedule {schedule}, partition {config.partition}{extras}; theoretical bubble "
+        f"{theoretical_bubble(grid.n_stages, microbatches, config.schedule, chunks):.3f}\n"
+        f"{partition.describe(costs, unit, chunks)}")
+    stage_model = StageModel(model, partition, grid.stage, n_chunks=chunks, recompute=config.recompute)  # prunes
     tracer = Tracer(grid.rank, time.perf_counter()) if trace_path else None
-    engine = PipelineEngine(stage_model, grid, config.schedule, microbatches, global_batch, tracer=tracer)
+    if config.zero:
+        optimizer = ZeroOptimizer(stage_model.named_parameters(), lambda own: make_optimizer(config, own), grid.data,
+                                  cuda_aware=cuda_aware_mpi())
+    else:
+        optimizer = make_optimizer(config, stage_model.named_parameters())
+    engine = PipelineEngine(stage_model, grid, config.schedule, microbatches, global_batch, tracer=tracer,
+                            zero=optimizer if config.zero else None)
     strategy = PipelineStrategy(grid, stage_model, engine, total_parameters, tracer=tracer,
                                 fail_at=_parse_fail(os.environ.get(FAIL_ENV)))
-    optimizer = make_optimizer(config, stage_model.named_parameters())
     task = PretrainingTask.from_config(config, dataset, model_config.block_size)
     trainer = Trainer(model, task, strategy, config=config, optimizer=optimizer, tokenizer=dataset.tokenizer,
                       run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
@@ -228,7 +263,8 @@ def choose_partition(config, model, grid, micro_batch: int) -> tuple:
         times = measure_block_times(model, micro_batch) if grid.rank == 0 else None
         costs, first, last = grid.world.bcast(times, root=0)  # every rank must agree on one layout
         unit = " s"
-    partition = make_partition(config.partition, model.config.n_layer, config.pipeline_stages, costs, first, last)
+    partition = make_partition(config.partition, model.config.n_layer, config.pipeline_stages * config.pipeline_chunks,
+                               costs, first, last)
     shown = stage_costs(partition, costs, first, last) if costs is not None else None
     return partition, shown, unit
 
@@ -242,14 +278,15 @@ def write_pipeline_trace(strategy, config, trace_path: str, log) -> None:
     steps = sorted({e[4] for rank in gathered for e in rank})
     steady = steps[1:] or steps  # the first step pays for warm-up (allocations, caches)
     measured = measured_bubble(gathered, steady)
-    theory = theoretical_bubble(grid.n_stages, engine.n_microbatches)
+    theory = theoretical_bubble(grid.n_stages, engine.n_microbatches, config.schedule, engine.n_chunks)
     shape = grid.shape
     write_trace(trace_path, gathered, stage_of_rank=lambda r: shape.position(r)[1],
                 metadata={"schedule": config.schedule, "stages": shape.pipeline_stages,
                           "data_parallel": shape.data_parallel, "microbatches": engine.n_microbatches,
+                          "virtual_stages": engine.n_chunks,
                           "measured_bubble": measured, "theoretical_bubble": theory})
     log(f"trace written to {trace_path}: measured bubble {measured:.3f} (steps {steady[0]}-"
-        f"{steady[-1]}), theoretical (p-1)/(m+p-1) = {theory:.3f}")
+        f"{steady[-1]}), theoretical {BUBBLE_FORMULAS[config.schedule]} = {theory:.3f}")
 
 
 def _parse_fail(spec: str | None):

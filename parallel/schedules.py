@@ -22,8 +22,10 @@ Schedules here:
   same activation memory as 1F1B, smaller bubble when B and W cost about the same.
 
 - `interleaved_1f1b`: 1F1B over v model chunks per rank (virtual stages, Megatron-LM):
-  bubble (p - 1) / (v m + p - 1). Simulated and tested; the runner does not execute it yet
-  (it needs non-contiguous stage partitions), see RUNNER_SCHEDULES.
+  bubble (p - 1) / (v m + p - 1), v times more messages; m a multiple of p.
+
+`schedule_for(name, n_chunks)` is the (p, m, s) function the engine and the simulator run
+for a `--schedule` name (parallel.simulate.theoretical_bubble: each one's idle fraction).
 
 Left out: schedules with more than one in-flight send per pair of neighbours being
 reordered (MPI matches by tag, so any order is fine), looping or bidirectional pipelines.
@@ -241,8 +243,7 @@ def interleaved_1f1b(n_stages: int, n_microbatches: int, stage: int, n_chunks: i
 
 SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zero_bubble_h1,
                                   "interleaved": interleaved_1f1b}
-# what the runner executes: contiguous stages (one chunk per rank)
-RUNNER_SCHEDULES = ("gpipe", "1f1b", "zb-h1")
+CHUNKED = ("interleaved",)   # the schedules whose ranks hold several model chunks (--virtual-stages)
 
 
 def get_schedule(name: str) -> Schedule:
@@ -253,6 +254,11 @@ def get_schedule(name: str) -> Schedule:
         raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}") from None
 
 
-def theoretical_bubble(n_stages: int, n_microbatches: int) -> float:
-    """Idle fraction of GPipe and 1F1B when every stage costs the same: (p - 1) / (m + p - 1)."""
-    return (n_stages - 1) / (n_microbatches + n_stages - 1)
+def schedule_for(name: str, n_chunks: int = 1) -> Schedule:
+    """The (n_stages, n_microbatches, stage) function of `--schedule name` with `n_chunks` chunks per rank."""
+    schedule = get_schedule(name)
+    if name not in CHUNKED:
+        if n_chunks != 1:
+            raise ValueError(f"schedule {name!r} runs one model chunk per rank, not {n_chunks}: use interleaved")
+        return schedule
+    return lambda n_stages, n_microbatches, stage: schedule(n_stages, n_microbatches, stage, n_chunks=n_chunks)

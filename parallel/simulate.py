@@ -27,7 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .schedules import (ALLREDUCE, BACKWARD, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, MATCHING_SEND, RECV_ACT,
-                        RECV_GRAD, RECV_KINDS, SEND_ACT, SEND_GRAD, SEND_KINDS, STEP, Action, Schedule)
+                        RECV_GRAD, RECV_KINDS, SEND_ACT, SEND_GRAD, SEND_KINDS, STEP, Action, Schedule, get_schedule,
+                        zero_bubble_h1)
 
 
 class ScheduleError(ValueError):
@@ -265,3 +266,25 @@ def render_ascii(result: SimulationResult, unit: float = 1.0) -> str:
                 row[t] = letters[span.what] if t == int(round(span.start / unit)) else str(span.microbatch % 10)
         rows.append(f"stage {s}: " + "".join(row))
     return "\n".join(rows)
+
+
+BUBBLE_FORMULAS = {"gpipe": "(p-1)/(m+p-1)", "1f1b": "(p-1)/(m+p-1)", "interleaved": "(p-1)/(vm+p-1)",
+                   "zb-h1": "(p-1)/(3m+p-1)"}   # theoretical_bubble's, as the runner prints them
+
+
+def theoretical_bubble(n_stages: int, n_microbatches: int, schedule: str = "1f1b", n_chunks: int = 1) -> float:
+    """Idle fraction of a schedule when every stage costs the same (p stages, m microbatches, v chunks):
+
+        gpipe, 1f1b   (p - 1) / (m + p - 1)
+        interleaved   (p - 1) / (v m + p - 1)          (a chunk's forward and backward cost alike)
+        zb-h1         (p - 1) / (3 m + p - 1), m >= p   (F = B = W; for m < p the unit-cost simulation)
+    """
+    p, m = n_stages, n_microbatches
+    get_schedule(schedule)
+    if schedule == "interleaved":
+        return (p - 1) / (n_chunks * m + p - 1)
+    if schedule == "zb-h1":
+        if m >= p:
+            return (p - 1) / (3 * m + p - 1)
+        return simulate(zero_bubble_h1, p, m, Costs(forward=1.0, backward_input=1.0, backward_weight=1.0)).bubble_fraction
+    return (p - 1) / (m + p - 1)

@@ -13,6 +13,15 @@ blocks are deleted from the ModuleList by index without renumbering the rest. So
 their global names: the optimizer, its state and the checkpoint shards line up with a
 single-process run by name.
 
+Interleaved schedules give a rank several chunks (`n_chunks` = v): the partition then has
+p * v groups of blocks and rank s keeps groups s, s + p, ... (parallel.partition); stage 0
+runs the embeddings before its chunk 0, the last stage the head after its chunk v - 1.
+`forward(x, targets, chunk)` runs one chunk.
+
+With `recompute`, each block keeps only its input during the forward and runs again
+during its backward (parallel.recompute), so a stage holds one (B, T, C) array per block
+and in-flight microbatch instead of every intermediate of every block.
+
 Tied embeddings across stages: when the head is tied and there are several stages, the
 same weight `wte.weight` lives on stage 0 (as the embedding) and on the last stage (as the
 head); `tied_name()` names it so the engine can sum its two gradients.
@@ -26,9 +35,10 @@ Left out: KV-cache decoding across stages.
 from __future__ import annotations
 
 from autograd import backend
-from autograd.tensor import Tensor
+from autograd.tensor import Tensor, grad_enabled
 
-from .partition import Partition
+from .partition import Partition, virtual_stages_of
+from .recompute import recomputed
 
 TIED_WEIGHT = "wte.weight"
 
@@ -36,25 +46,31 @@ TIED_WEIGHT = "wte.weight"
 class StageModel:
     """The forward pass of one stage, on a GPT pruned to that stage (see the module docstring)."""
 
-    def __init__(self, model, partition: Partition, stage: int):
+    def __init__(self, model, partition: Partition, stage: int, n_chunks: int = 1, recompute: bool = False):
         if partition.n_layer != model.config.n_layer:
             raise ValueError(f"the partition covers {partition.n_layer} blocks but the model has "
                              f"n_layer={model.config.n_layer}")
+        if partition.n_stages % n_chunks:
+            raise ValueError(f"a partition into {partition.n_stages} groups does not give {n_chunks} chunks per stage")
         self.model = model
         self.config = model.config
         self.partition = partition
         self.stage = stage
-        self.n_stages = partition.n_stages
+        self.n_chunks = n_chunks
+        self.n_stages = partition.n_stages // n_chunks
+        self.recompute = recompute
         self.is_first = stage == 0
         self.is_last = stage == self.n_stages - 1
-        self.block_range = partition.ranges[stage]
-        self.blocks = [model.blocks[i] for i in self.block_range]
-        self._prune()
+        self.virtual_stages = virtual_stages_of(stage, self.n_stages, n_chunks)   # one per chunk, in model order
+        self.chunk_ranges = [partition.ranges[v] for v in self.virtual_stages]
+        self.chunks = [[model.blocks[i] for i in r] for r in self.chunk_ranges]
+        self.blocks = [block for chunk in self.chunks for block in chunk]
+        self._prune({i for r in self.chunk_ranges for i in r})
 
-    def _prune(self) -> None:
+    def _prune(self, kept: set) -> None:
         model = self.model
         for i in range(self.config.n_layer):
-            if i not in self.block_range:
+            if i not in kept:
                 delattr(model.blocks, str(i))
         if not self.is_first:
             if hasattr(model, "wpe"):
@@ -82,13 +98,24 @@ class StageModel:
     def activation_shape(self, micro_batch: int) -> tuple:
         return (micro_batch, self.config.block_size, self.config.n_embd)  # (B, T, C)
 
-    def forward(self, stage_input, targets=None) -> Tensor:
-        """Stage 0: token ids (B, T) -> x; others: x (B, T, C) -> x; the last ends with the mean loss."""
+    def starts_model(self, chunk: int = 0) -> bool:
+        """Whether `chunk` is the model's first virtual stage (it embeds token ids)."""
+        return self.is_first and chunk == 0
+
+    def ends_model(self, chunk: int = 0) -> bool:
+        """Whether `chunk` is the model's last virtual stage (it ends with the loss)."""
+        return self.is_last and chunk == self.n_chunks - 1
+
+    def forward(self, stage_input, targets=None, chunk: int = 0) -> Tensor:
+        """One chunk: token ids (B, T) -> x on the model's first; x (B, T, C) -> x; the model's last ends
+        with the mean loss."""
         model = self.model
-        x = model.embed(stage_input) if self.is_first else stage_input
-        for block in self.blocks:
-            x = block(x)
-        if self.is_last:
+        x = model.embed(stage_input) if self.starts_model(chunk) else stage_input
+        recompute = self.recompute and grad_enabled()
+        dropout = model.dropout_masks if model.training and self.config.dropout > 0 else None
+        for block in self.chunks[chunk]:
+            x = recomputed(block, x, dropout) if recompute else block(x)
+        if self.ends_model(chunk):
             logits = model.head(x)                                            # (B, T, V)
             return model.loss(logits, targets)
         return x

@@ -10,7 +10,8 @@ batches); the strategy is where the ranks meet:
                  m microbatches through the stages; gradients summed over replicas and over
                  the tied embedding pair; the loss broadcast to every rank
     grad_norm    the global norm: squared norms summed over the stages
-    batch_loss   evaluation: the batch forward only, stage to stage, the loss broadcast from the last
+    batch_loss   evaluation: the batch forward only, chunk to chunk in model order, the loss
+                 broadcast from the last stage
     save         one shard per stage plus a manifest (parallel.checkpoint); every rank takes part
     agree_stop   the largest signal number any rank saw (all-reduce MAX), so a SIGTERM that
                  reached one rank stops every rank after the same step, as that signal
@@ -88,22 +89,27 @@ class PipelineStrategy:
         return self.engine.global_grad_norm()
 
     def batch_loss(self, model, task, batch) -> float:
-        """The batch's mean loss: run forward stage to stage, broadcast from the last stage."""
+        """The batch's mean loss: run forward chunk to chunk in model order, broadcast from the last stage."""
         self.inject_failure("eval")
         idx, targets = batch
         sm, grid, p2p = self.stage_model, self.grid, self.engine.p2p
-        if sm.is_first:
-            x = idx                     # host ids: the model checks them there, then moves them
-        else:
-            x = backend.module_for(sm.model.device).empty((idx.shape[0], idx.shape[1], sm.config.n_embd),
-                                                          dtype=sm.model.dtype)   # (B, T, C)
-            p2p.recv_into(x, grid.stage - 1, tag=0)
-            x = Tensor.constant(x)
-        out = sm.forward(x, targets if sm.is_last else None)
-        value = np.array([float(out.item()) if sm.is_last else 0.0])
-        if not sm.is_last:
-            p2p.isend(out.data, grid.stage + 1, tag=0)
-            p2p.wait_sends()
+        xp = backend.module_for(sm.model.device)
+        p = grid.n_stages
+        value = np.array([0.0])
+        for chunk in range(sm.n_chunks):
+            virtual = chunk * p + grid.stage            # the tag: the boundary a message crosses
+            if sm.starts_model(chunk):
+                x = idx                                 # host ids: the model checks them there, then moves them
+            else:
+                x = xp.empty((idx.shape[0], idx.shape[1], sm.config.n_embd), dtype=sm.model.dtype)   # (B, T, C)
+                p2p.recv_into(x, (grid.stage - 1) % p, tag=virtual - 1)
+                x = Tensor.constant(x)
+            out = sm.forward(x, targets if sm.ends_model(chunk) else None, chunk=chunk)
+            if sm.ends_model(chunk):
+                value[0] = float(out.item())
+            else:
+                p2p.isend(out.data, (grid.stage + 1) % p, tag=virtual)
+        p2p.wait_sends()
         grid.pipe.Bcast(value, root=grid.n_stages - 1)
         return float(value[0])
 

@@ -1,6 +1,7 @@
 """Timelines of pipeline steps: Chrome/Perfetto trace events, measured bubble, pictures.
 
-Each rank records (what, start, end, microbatch) for every action it runs; the gaps
+Each rank records (what, start, end, microbatch, step) for every action it runs (the
+microbatch as 'microbatch.chunk' when a rank holds several chunks); the gaps
 between a rank's first and last event are its idle time. `write_trace` gathers every
 rank's events to rank 0 and writes one Chrome trace file (open it in ui.perfetto.dev or
 chrome://tracing): complete events (ph "X") with pid = rank, ts and dur in microseconds,
@@ -39,8 +40,11 @@ class Tracer:
     def __post_init__(self):
         self.events: list = []
 
-    def record(self, what: str, start: float, end: float, microbatch: int | None = None) -> None:
-        self.events.append((what, start - self.origin, end - self.origin, microbatch, self.step))
+    def record(self, what: str, start: float, end: float, microbatch: int | None = None,
+               chunk: int | None = None) -> None:
+        """One event; under interleaving its unit is named 'microbatch.chunk' (e.g. 'forward 3.1')."""
+        unit = microbatch if chunk is None or microbatch is None else f"{microbatch}.{chunk}"
+        self.events.append((what, start - self.origin, end - self.origin, unit, self.step))
 
 
 def chrome_events(per_rank: list, stage_of_rank=None) -> list:
@@ -125,7 +129,8 @@ def render_svg(trace: dict, width: int = 900, row: int = 28, step: int | None = 
                 mb = e["name"].split()[-1]
                 parts.append(f'<text x="{x + 2:.1f}" y="{y + row * 0.55:.1f}" fill="white">{mb}</text>')
     y = 10 + len(ranks) * row + 12
-    legend = [("forward", "forward"), ("backward", "backward"), ("recv_act", "waiting (receive)"),
+    legend = [("forward", "forward"), ("backward", "backward or B"), ("backward_weight", "W"),
+              ("recv_act", "waiting (receive)"),
               ("send_act", "send"), ("allreduce", "all-reduce"), ("optimizer", "clip + AdamW")]
     x = label
     for kind, text in legend:

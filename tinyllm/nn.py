@@ -121,6 +121,29 @@ class DropoutMasks:
             return DropoutKey(self.seed, step=key[0], site=site, row=key[1])
         return self.generator
 
+    # ---- drawing the same masks again (activation recomputation, parallel/recompute.py) ----
+    def replay_point(self) -> tuple:
+        """What a second run of the forward about to run needs to draw the same masks: this
+        thread's (step, row) key, and the generator's state when no key is in force."""
+        key = getattr(self._local, "key", None)
+        keyed = self.scheme == "keyed" and key is not None
+        return key, (None if keyed else self.state())
+
+    @contextlib.contextmanager
+    def replay(self, point: tuple):
+        """Within the block, masks are drawn as they were after `replay_point()`; afterwards as now."""
+        key, state = point
+        previous_key, now = getattr(self._local, "key", None), (self.state() if state is not None else None)
+        self._local.key = key
+        if state is not None:
+            self.set_state(state)
+        try:
+            yield self
+        finally:
+            self._local.key = previous_key
+            if now is not None:
+                self.set_state(now)
+
     # ---- the generator (the "generator" scheme, and masks drawn outside a training step) ----
     @property
     def generator(self):

@@ -50,6 +50,7 @@ __all__ = ["TrainConfig", "ConfigError", "NonFiniteLossError", "PretrainingTask"
            "resume_checkpoint", "check_resumable", "estimate_loss", "setting", "required", "load_gpt",
            "saved_model_config", "restore_run", "MODEL_FIELDS"]
 
+PIPELINE_SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")   # parallel/schedules.py runs them
 # TrainConfig fields that shape the model: None means "the preset's value".
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "norm", "mlp",
                 "position", "rope_theta", "bias", "tie_embeddings")
@@ -123,9 +124,14 @@ class TrainConfig:
     # pipeline and data parallelism (parallel/ runs these; 1 = a single process)
     pipeline_stages: int = setting(1, "pipeline stages (needs mpiexec and the mpi extra)")
     microbatches: int | None = setting(None, "micro-batches per step in a pipeline (default: --grad-accum)")
-    schedule: str = setting("1f1b", "pipeline schedule: gpipe or 1f1b")
+    schedule: str = setting("1f1b", "pipeline schedule: gpipe, 1f1b, interleaved or zb-h1 (zero-bubble H1)")
+    virtual_stages: int | None = setting(None, "model chunks per pipeline stage for --schedule interleaved "
+                                               "(default 2)")
     data_parallel: int = setting(1, "data-parallel replicas (needs mpiexec and the mpi extra)")
     partition: str = setting("uniform", "how blocks are split across pipeline stages: uniform, params or time")
+    zero: int = setting(0, "1: shard the optimizer state across the --data-parallel replicas (ZeRO-1); 0: off")
+    recompute: bool = setting(False, "pipeline stages keep only each block's input and recompute the block "
+                                     "in backward (less memory, one more forward)")
 
     def __post_init__(self):
         positive = ("vocab_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
@@ -159,7 +165,16 @@ class TrainConfig:
         _check(self, "dtype", lambda v: v in ("float32", "float64"), "must be float32 or float64")
         _check(self, "device", lambda v: v in ("cpu", "cuda"), "must be cpu or cuda")
         _check(self, "progress", lambda v: v in ("auto", "bar", "log", "none"), "must be auto, bar, log or none")
-        _check(self, "schedule", lambda v: v in ("gpipe", "1f1b"), "must be gpipe or 1f1b")
+        _check(self, "schedule", lambda v: v in PIPELINE_SCHEDULES, f"must be one of {', '.join(PIPELINE_SCHEDULES)}")
+        _check(self, "virtual_stages", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+               "must be a positive integer")
+        _check(self, "virtual_stages", lambda v: v in (None, 1) or self.schedule == "interleaved",
+               f"needs --schedule interleaved (the schedule is {self.schedule})")
+        _check(self, "zero", lambda v: v in (0, 1), "must be 0 (off) or 1 (optimizer state sharded across replicas)")
+        _check(self, "zero", lambda v: v == 0 or self.data_parallel > 1,
+               "shards the optimizer state across data-parallel replicas: use it with --data-parallel 2 or more")
+        _check(self, "recompute", lambda v: not v or self.pipeline_stages > 1 or self.data_parallel > 1,
+               "runs in pipeline stages: use it with --pipeline-stages or --data-parallel above 1 (under mpiexec)")
         _check(self, "preset", lambda v: v in GPTConfig.presets(), f"must be one of {', '.join(GPTConfig.presets())}")
         _check(self, "out", lambda v: isinstance(v, str) and v != "", "must name a directory")
         _check(self, "data", lambda v: v is None or isinstance(v, str) and v != "",
@@ -182,6 +197,11 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def pipeline_chunks(self) -> int:
+        """Model chunks per pipeline stage: --virtual-stages, 2 by default for interleaved, else 1."""
+        return self.virtual_stages or (2 if self.schedule == "interleaved" else 1)
 
     @property
     def tokens_per_step(self) -> int:

@@ -13,7 +13,8 @@ import pytest
 
 from autograd import backend
 from parallel.grid import device_for
-from test_mpi_pipeline import BASE, corpus, mpirun, pytestmark, single_process  # noqa: F401 - corpus: a fixture
+from mpi_runs import BASE, mpirun, single_process
+from mpi_runs import needs_mpi as pytestmark   # the corpus fixture comes from conftest.py
 
 PIPELINE = dict(pipeline_stages=2, microbatches=3, schedule="1f1b", device="cuda", max_iters=3, eval_interval=3)
 

@@ -5,81 +5,21 @@ with a timeout, then compares its per-step losses, evaluation losses and final w
 (merged from the stage shards) with `tinyllm.train.train` run in this process on the same
 config. One run checks several things at once to keep the whole file near half a minute.
 """
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mpi_runs import BASE, REPO, assert_same_run, finished_after, mpirun, needs_mpi, single_process
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.train import TrainConfig, train
 
-MPIEXEC = shutil.which("mpiexec")
-HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-pytestmark = [pytest.mark.mpi, pytest.mark.skipif(
-    MPIEXEC is None or not HAVE_MPI4PY,
-    reason="needs mpiexec and mpi4py (pip install 'tinyllm[mpi]')")]
-
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = needs_mpi
 OLD = REPO / "tests" / "old_checkpoints"   # made by the code before the Trainer restructuring
-TIMEOUT_S = 120
-BASE = dict(n_layer=4, n_head=2, n_embd=16, block_size=8, dropout=0.0, batch_size=12, max_iters=4,
-            eval_interval=4, eval_iters=2, lr=1e-2, warmup_iters=1, dtype="float64", progress="none", seed=3)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    rng = np.random.default_rng(0)
-    letters = np.array(list("abcdefghijklmnop \n"))
-    path.write_text("".join(rng.choice(letters, size=3000)))
-    return str(path)
-
-
-def single_process(corpus, out, **overrides):
-    config = TrainConfig.from_dict({**BASE, "data": corpus, "out": str(out), **overrides})
-    result = train(config)
-    return result, ckpt.load_checkpoint(out)
-
-
-@pytest.fixture(scope="module")
-def references(corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("reference")
-    return {tied: single_process(corpus, root / f"tied-{tied}", tie_embeddings=tied) for tied in (True, False)}
-
-
-def mpirun(n, config: dict, workdir: Path, *args, env=None):
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / f"config-{len(list(workdir.glob('config-*')))}.json"
-    config_path.write_text(json.dumps(config))
-    result_path = workdir / "result.json"
-    command = [MPIEXEC, "-n", str(n), sys.executable, "-m", "parallel.runner", str(config_path),
-               "--result", str(result_path), *args]
-    started = time.monotonic()
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})})
-    proc.elapsed = time.monotonic() - started
-    proc.result = json.loads(result_path.read_text()) if proc.returncode == 0 else None
-    return proc
-
-
-def assert_same_run(pipelined, reference_result, reference_ckpt, out):
-    assert pipelined.returncode == 0, pipelined.stderr
-    np.testing.assert_allclose(pipelined.result["train_losses"], reference_result.train_losses, rtol=1e-12, atol=0)
-    for split in ("train", "val"):
-        assert pipelined.result["last_eval"][split] == pytest.approx(reference_result.last_eval[split], rel=1e-12)
-    merged = ckpt.load_checkpoint(out)  # shards merged into one name -> array dict
-    assert sorted(merged.model_state) == sorted(reference_ckpt.model_state)
-    for name, expected in reference_ckpt.model_state.items():
-        np.testing.assert_allclose(merged.model_state[name], expected, rtol=0, atol=1e-11, err_msg=name)
-    for name, expected in reference_ckpt.optimizer_state.items():
-        np.testing.assert_allclose(merged.optimizer_state[name], expected, rtol=1e-9, atol=1e-15, err_msg=name)
 
 
 CASES = [  # (ranks, overrides): stage counts 1..n_layer, both schedules, data parallel 2, partitions
@@ -143,8 +83,7 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(corpus, refer
     assert (stopped["status"], stopped["step"]) == ("interrupted", 2)
     np.testing.assert_allclose(stopped["train_losses"], reference.train_losses[:2], rtol=1e-12)
     resumed = mpirun(2, {**config, "resume": True}, tmp_path / "w2")
-    assert_same_run(resumed, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
-                                             last_eval=reference.last_eval), reference_ckpt, out)
+    assert_same_run(resumed, finished_after(reference, 2), reference_ckpt, out)
 
 
 def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path):
@@ -175,8 +114,7 @@ def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path)
     train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(source)}), stop_at=2)
     proc = mpirun(4, {**BASE, "data": corpus, "out": str(source), "pipeline_stages": 4, "microbatches": 3,
                       "resume": True}, tmp_path / "w3")
-    assert_same_run(proc, type(reference)(status="finished", step=4, train_losses=reference.train_losses[2:],
-                                          last_eval=reference.last_eval), reference_ckpt, source)
+    assert_same_run(proc, finished_after(reference, 2), reference_ckpt, source)
 
 
 def test_pipelined_dropout_draws_one_process_masks_and_resumes_exactly(corpus, tmp_path):

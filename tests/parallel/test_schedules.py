@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from parallel.schedules import (BACKWARD, FORWARD, SCHEDULES, STEP, Action, get_schedule, gpipe, interleaved_1f1b,
-                                one_f_one_b, theoretical_bubble, zero_bubble_h1)
-from parallel.simulate import Costs, DeadlockError, ScheduleError, render_ascii, simulate
+                                one_f_one_b, schedule_for, zero_bubble_h1)
+from parallel.simulate import Costs, DeadlockError, ScheduleError, render_ascii, simulate, theoretical_bubble
 
 stages_and_microbatches = st.tuples(st.integers(1, 8), st.integers(1, 16))
 
@@ -82,6 +82,24 @@ def test_interleaved_1f1b_bubble_and_memory(shape):
                                     for s in range(p)]
     skewed = simulate(schedule, p, m, Costs(forward=1.0, backward=2.0))
     assert skewed.bubble_fraction <= simulate(one_f_one_b, p, m, Costs(forward=1.0, backward=2.0)).bubble_fraction + 1e-12
+
+
+@given(interleaved_shapes)
+def test_theoretical_bubble_is_the_unit_cost_simulation(shape):
+    p, groups, v = shape
+    m = p * groups
+    assert theoretical_bubble(p, m, "interleaved", v) == pytest.approx(
+        simulate(schedule_for("interleaved", v), p, m, Costs(forward=1.0, backward=1.0)).bubble_fraction)
+    unit = Costs(forward=1.0, backward=2.0, backward_input=1.0, backward_weight=1.0)
+    for name in CONTIGUOUS:
+        assert theoretical_bubble(p, m, name) == pytest.approx(simulate(schedule_for(name), p, m, unit).bubble_fraction)
+    assert theoretical_bubble(p, 1, "zb-h1") == pytest.approx(simulate(zero_bubble_h1, p, 1, unit).bubble_fraction)
+
+
+def test_only_interleaved_takes_chunks():
+    with pytest.raises(ValueError, match="one model chunk per rank, not 2: use interleaved"):
+        schedule_for("1f1b", 2)
+    assert schedule_for("interleaved", 3)(2, 4, 1) == interleaved_1f1b(2, 4, 1, n_chunks=3)
 
 
 def test_interleaved_needs_whole_groups_of_microbatches():

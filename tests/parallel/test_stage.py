@@ -57,6 +57,39 @@ def test_chained_stages_equal_the_whole_model(block_costs, n_stages, tied):
         assert not stages[-1].counted_in_norm(TIED_WEIGHT) and stages[0].counted_in_norm(TIED_WEIGHT)
 
 
+@pytest.mark.parametrize("n_stages,n_chunks,recompute", [(2, 2, False), (2, 2, True), (1, 4, False), (4, 1, True)])
+def test_chunks_run_in_model_order_equal_the_whole_model(n_stages, n_chunks, recompute):
+    """Virtual stage v is chunk v // p of stage v % p: running them in order, passing activations and
+    gradients by hand, gives the whole model's loss and gradients (recomputed blocks too)."""
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, size=(3, 6)), rng.integers(0, 11, size=(3, 6))
+    whole = GPT(CONFIG, seed=1, dtype="float64")
+    _, loss = whole(idx, targets)
+    loss.backward()
+    partition = uniform_partition(CONFIG.n_layer, n_stages * n_chunks)
+    stages = [StageModel(GPT(CONFIG, seed=1, dtype="float64"), partition, s, n_chunks=n_chunks, recompute=recompute)
+              for s in range(n_stages)]
+    assert stages[0].chunk_ranges[0] == range(0, 4 // (n_stages * n_chunks))
+    units = [(stages[v % n_stages], v // n_stages) for v in range(n_stages * n_chunks)]
+    inputs, outputs, x = [], [], idx
+    for sm, chunk in units:
+        if not sm.starts_model(chunk):
+            x = Tensor(x.data.copy(), requires_grad=True)
+        inputs.append(x)
+        x = sm.forward(x, targets if sm.ends_model(chunk) else None, chunk=chunk)
+        outputs.append(x)
+    assert x.item() == loss.item()
+    grad = None
+    for inp, out in zip(reversed(inputs), reversed(outputs)):
+        out.backward(grad)
+        grad = inp.grad if isinstance(inp, Tensor) else None
+    expected = dict(whole.named_parameters())
+    for sm in stages:
+        for name, p in sm.named_parameters():
+            if name != TIED_WEIGHT or n_stages == 1:
+                np.testing.assert_array_equal(p.grad, expected[name].grad, err_msg=name)
+
+
 def test_pruned_stage_keeps_global_names():
     stage = StageModel(GPT(CONFIG, seed=0), uniform_partition(4, 2), 1)
     names = [n for n, _ in stage.named_parameters()]

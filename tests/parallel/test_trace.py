@@ -40,5 +40,6 @@ def test_svg_has_a_row_per_rank_and_a_box_per_event():
 
 
 def test_message_tags_are_distinct():
-    tags = {message_tag(kind, mb, chunk, 3) for kind in (ACTIVATION, GRADIENT) for mb in range(50) for chunk in range(3)}
+    tags = {message_tag(kind, mb, boundary, 3) for kind in (ACTIVATION, GRADIENT) for mb in range(50)
+            for boundary in range(3)}
     assert len(tags) == 2 * 50 * 3

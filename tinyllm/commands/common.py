@@ -146,8 +146,9 @@ def add_flags(parser, flags, defaults: dict | None = None, shown: dict | None = 
         text = (shown or {}).get(flag.field)
         if text is None and default is not None and default is not dataclasses.MISSING:
             text = ",".join(default) if isinstance(default, tuple) else repr(default)
+        switch = dict(nargs="?", const=True) if flag.type is parse_bool else {}   # `--recompute` = `--recompute true`
         parser.add_argument(flag.name, type=flag.type, default=argparse.SUPPRESS, metavar=flag.metavar,
-                            help=flag.help + (f" (default: {text})" if text else ""))
+                            help=flag.help + (f" (default: {text})" if text else ""), **switch)
 
 
 def given(args, fields) -> dict:
