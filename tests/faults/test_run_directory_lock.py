@@ -190,7 +190,7 @@ def test_a_pipeline_on_a_busy_directory_is_refused_on_every_rank(corpus, tmp_pat
     hold = runlock.acquire(out)
     try:
         proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus),
-                               "--out", str(out), *TINY, "--max-iters", "2", "--pipeline-stages", "2"],
+                               "--out", str(out), *TINY, "--n-layer", "2", "--max-iters", "2", "--pipeline-stages", "2"],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         hold.release()
