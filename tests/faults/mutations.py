@@ -44,7 +44,8 @@ def json_mutation(draw, document, max_changes: int = 3):
         if isinstance(parent, dict) and draw(st.booleans()):
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(VALUES)
+            parent[path[-1]] = copy.deepcopy(draw(VALUES))   # st.just's objects are shared: a later
+                                                             # change inside one must not make a cycle
     return doc
 
 
