@@ -8,10 +8,14 @@ import pytest
 import regex
 from hypothesis import given, strategies as st
 
-from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, ascii_split_pattern,
+from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, STDLIB_POSSESSIVE, ascii_split_pattern,
                                         compile_pattern, piece_cutter, resolve_pattern,
                                         split_text)
 from tinyllm.tokenizer.textstream import iter_chunk_lists, iter_text_blocks
+
+# The fast paths are standard-library regexes with possessive quantifiers, which `re` has from
+# Python 3.11; on 3.10 they are absent (test_no_fast_paths_without_possessive_quantifiers).
+fast_paths = pytest.mark.skipif(not STDLIB_POSSESSIVE, reason="the stdlib fast paths need Python 3.11's re")
 
 
 def test_gpt2_splits_contractions():
@@ -96,6 +100,7 @@ def test_standard_library_whitespace_holds_all_of_regex_whitespace():
     assert {" ", "\n", "\u3000"} <= regex_whitespace
 
 
+@fast_paths
 @given(st.one_of(tricky_text, st.text(max_size=40)))
 @pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
 def test_pieces_split_into_the_chunks_of_the_whole_text(pattern, text):
@@ -106,6 +111,7 @@ def test_pieces_split_into_the_chunks_of_the_whole_text(pattern, text):
         compiled.findall(text)
 
 
+@fast_paths
 def test_pieces_are_words_with_their_space_and_line_end():
     cut = piece_cutter(GPT4_PATTERN).findall
     assert cut("First Citizen:\nBefore we  go.\n\nAll:\n") == [
@@ -115,8 +121,16 @@ def test_pieces_are_words_with_their_space_and_line_end():
     assert piece_cutter(r"\w+|\W") is None
 
 
+@fast_paths
 @given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
                  tricky_text.map(lambda text: text.encode("ascii", "ignore").decode())))
 @pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
 def test_ascii_split_equals_the_pattern_on_ascii_text(pattern, text):
     assert ascii_split_pattern(pattern).findall(text) == compile_pattern(pattern).findall(text)
+
+
+@pytest.mark.skipif(STDLIB_POSSESSIVE, reason="Python 3.10 only: 3.11+ has the fast paths, tested above")
+def test_no_fast_paths_without_possessive_quantifiers():
+    """On Python 3.10 the tokenizer splits with `regex` alone: no cutter, no ASCII twin, same chunks."""
+    assert piece_cutter(GPT4_PATTERN) is None and ascii_split_pattern(GPT2_PATTERN) is None
+    assert split_text("IT'S 12345 ok", "gpt4") == ["IT", "'S", " ", "123", "45", " ok"]
