@@ -67,6 +67,7 @@ import numpy as np
 from safetensors.numpy import load as safetensors_load
 
 from tinyllm import io
+from tinyllm.errors import UserError
 from tinyllm.limits import MAX_METADATA_BYTES, available_memory
 
 FORMAT = "tinyllm-checkpoint"
@@ -80,7 +81,7 @@ LINKS = ("last", "best")
 PIPELINE_FORMAT = "tinyllm-pipeline-shards"  # the manifest's "format"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, corrupted or does not fit (message names the file)."""
 
 

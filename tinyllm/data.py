@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import io
+from tinyllm.errors import UserError
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_fits_in_memory
 
 BUILTIN = "builtin"
@@ -55,7 +56,7 @@ CACHE_FORMAT = 1  # bump when the cache layout or the way text is joined changes
 CORPUS_MEMORY_FACTOR = 12  # bytes of memory per byte of corpus while tokenizing: its text, then int64 ids
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A corpus or dataset problem the user can fix (message names the path and the fix)."""
 
 

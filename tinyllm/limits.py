@@ -26,13 +26,15 @@ from __future__ import annotations
 import os
 import resource
 
+from tinyllm.errors import UserError
+
 MAX_VOCAB = 2 ** 24                    # token ids are below this (16,777,216): a 16M-row embedding at most
 MAX_METADATA_BYTES = 64 << 20          # state.json, config.json, meta.json, adapter configs
 MAX_TOKENIZER_FILE_BYTES = 1 << 30     # a tokenizer file (GPT-4's 100k vocabulary is about 2 MB)
 TRAINING_COPIES = 4                    # weights, gradients and AdamW's two moments
 
 
-class LimitError(ValueError):
+class LimitError(UserError):
     """A size from a file or flag beyond what tinyllm accepts or this machine can hold (message names it)."""
 
 

@@ -44,8 +44,8 @@ from autograd import backend
 from autograd import functional as F
 from autograd.tensor import Tensor, no_grad
 
-from . import nn
-from . import io
+from . import io, nn
+from .errors import UserError
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -60,7 +60,7 @@ TARGET_GROUPS = {
 }
 
 
-class LoRAError(ValueError):
+class LoRAError(UserError):
     """A LoRA configuration or adapter file that does not fit the model (message says how)."""
 
 

@@ -46,6 +46,7 @@ from safetensors import safe_open
 
 from . import io
 from .config import GPTConfig
+from .errors import UserError
 from .limits import MAX_METADATA_BYTES, check_file_size
 
 CONFIG_FILE = "config.json"
@@ -58,7 +59,7 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own bound on its JSON
 _FLOAT_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None}
 
 
-class PretrainedFormatError(ValueError):
+class PretrainedFormatError(UserError):
     """A checkpoint directory or file that cannot be read as a supported Hugging Face model."""
 
 

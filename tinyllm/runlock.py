@@ -51,11 +51,13 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyllm.errors import UserError
+
 LOCK_FILE = ".lock"
 NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(UserError):
     """A run directory that cannot be used: another run holds it, or it is not a writable directory."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
 from tinyllm import io, runlock
+from tinyllm.errors import UserError
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
 from tinyllm.limits import TRAINING_COPIES, check_model_fits, parameter_count
@@ -216,7 +217,7 @@ class TrainConfig:
             raise ConfigError(str(error)) from None
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A setting the user can fix; the message names the flag and the value."""
 
 

@@ -18,19 +18,12 @@ import typing
 from dataclasses import dataclass
 
 from tinyllm.checkpoint import CheckpointError
+from tinyllm.errors import UserError
 from tinyllm.train import TrainConfig, load_gpt
 
 
-class UsageError(ValueError):
-    """A bad flag value or missing file: printed as one line, exit status 2.
-
-    `quiet=True`: exit 2 without printing (the other copies of a command mpiexec started,
-    whose rank 0 prints the line).
-    """
-
-    def __init__(self, message: str, quiet: bool = False):
-        super().__init__(message)
-        self.quiet = quiet
+class UsageError(UserError):
+    """A bad flag value or missing file: printed as one line, exit status 2 (tinyllm.errors)."""
 
 
 # (size, rank) environment variables of the MPI launchers: MPICH/Intel (hydra), Open MPI, MVAPICH

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 
+from tinyllm.errors import UserError
 from tinyllm.limits import MAX_VOCAB
 
 from .base import EOT_TOKEN
@@ -40,7 +41,7 @@ from .patterns import resolve_pattern
 from .shards import DEFAULT_SHARD_TOKENS, encode_files_to_shards, expand_data_paths
 
 
-class TokenizerCommandError(ValueError):
+class TokenizerCommandError(UserError):
     """A bad value of a `tinyllm tokenizer` flag; the message names the flag and the fix."""
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 
+from tinyllm.errors import UserError
 from tinyllm.limits import MAX_TOKENIZER_FILE_BYTES, MAX_VOCAB
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(UserError):
     """A tokenizer file that cannot be read; the message names the file and line."""
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tinyllm import io
+from tinyllm.errors import UserError
 
 SHARD_MAGIC = b"TLLMTOKS"
 SHARD_VERSION = 1
@@ -47,7 +48,7 @@ _HEADER_CRC_OFFSET = 28
 DEFAULT_SHARD_TOKENS = 100_000_000  # ids per shard: 200 MB as uint16
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard file that is not what its header says; the message names the file."""
 
 

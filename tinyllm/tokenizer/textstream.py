@@ -32,11 +32,13 @@ import codecs
 import os
 from typing import Iterable, Iterator
 
+from tinyllm.errors import UserError
+
 DEFAULT_BLOCK_BYTES = 1 << 20  # 1 MiB: big enough that per-block overhead vanishes
 WIDE_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16/32 (LE UTF-32 starts like LE UTF-16)
 
 
-class TextFileError(ValueError):
+class TextFileError(UserError):
     """A file that is not UTF-8 text; the message names the file, what was found and the fix."""
 
 
