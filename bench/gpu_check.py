@@ -71,14 +71,16 @@ def environment(args) -> dict:
 def train(args) -> dict:
     """tinyllm's own training loop on the device, timed after warm-up steps."""
     from autograd import backend
-    from tinyllm.train import TrainConfig, build_trainer
+    from tinyllm.build import build_run
+    from tinyllm.settings import RunSettings
+    from tinyllm.train import Pretraining
     shape = SMALL if args.small else FULL
-    config = TrainConfig(data=str(args.corpus), out=str(Path(args.out) / "train-run"), tokenizer="char",
+    config = RunSettings.of(data=str(args.corpus), out=str(Path(args.out) / "train-run"), tokenizer="char",
                          preset="gpt2", n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
                          block_size=shape["block_size"], batch_size=shape["batch_size"], dropout=0.0,
                          max_iters=shape["warmup"] + shape["steps"], warmup_iters=1, eval_iters=1, lr=1e-3,
                          dtype="float32", device="cuda", progress="none")
-    trainer = build_trainer(config, log=lambda message: print(message, flush=True))
+    trainer = build_run(config, Pretraining(), log=lambda message: print(message, flush=True))
     losses = [trainer.train_step()[0] for _ in range(shape["warmup"])]
     backend.synchronize()
     start = time.perf_counter()

@@ -86,7 +86,6 @@ def main() -> None:
         m = GPT(config, seed=0)
         opt = AdamW(list(m.named_parameters()), lr=1e-3, weight_decay=0.1)
         strategy = make(opt)
-        opt.parallel = getattr(strategy, "parallel_step", None) or getattr(strategy, "parameter_groups", None)
         runs[name] = (m, opt, strategy, [])
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     names = list(runs)
@@ -98,7 +97,7 @@ def main() -> None:
             strategy.gradients(m, task, [(x, y)], step + 1)
             trained = [q for _, q in opt.params]
             clip_grad_norm(trained, 1.0, strategy.grad_norm(trained))
-            opt.step(1e-3)
+            strategy.step(opt, 1e-3)
             if step >= 2:                                      # the first steps warm up (and fork)
                 times.append((time.perf_counter() - start) * 1e3)
     r1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -26,6 +26,7 @@ single-process gradient up to the order of floating-point additions (~1e-16 rela
 A split backward adds up to the whole one bit for bit, and recomputation repeats the same
 forward, so neither changes a number.
 
+`forward_only(idx, targets)` is evaluation: a batch forward through the stages, no graph.
 `global_grad_norm()` adds every stage's squared gradient norm over the pipeline (the tied
 weight counted once); all replicas hold the same gradients after the all-reduce (with
 ZeRO-1 each holds its part, so the squares are summed over every rank).
@@ -66,7 +67,7 @@ class PipelineEngine:
         check_batch_split(global_batch, self.n_replicas, n_microbatches)
         self.micro_batch = global_batch // (self.n_replicas * n_microbatches)
         self.schedule_name = schedule
-        schedule_fn = S.schedule_for(schedule, self.n_chunks)
+        schedule_fn = S.get_schedule(schedule).for_chunks(self.n_chunks)
         self.actions = schedule_fn(self.n_stages, n_microbatches, self.stage)
         self.params = [(n, p) for n, p in stage_model.named_parameters()]
         self.weights = [p for _, p in self.params]
@@ -161,6 +162,29 @@ class PipelineEngine:
             if self.tracer is not None and kind != S.STEP:
                 self.tracer.record(kind, start, time.perf_counter(), mb, chunk if self.n_chunks > 1 else None)
         return self.mean_loss(loss_sum * loss_scale)
+
+    def forward_only(self, idx, targets) -> float:
+        """A batch's mean loss without a graph (evaluation): the whole batch (B, T) runs forward chunk
+        to chunk in model order on every replica, and the last stage broadcasts the loss over the pipeline."""
+        sm, grid, p = self.stage_model, self.grid, self.n_stages
+        xp = backend.module_for(sm.model.device)
+        value = np.array([0.0])
+        for chunk in range(sm.n_chunks):
+            virtual = chunk * p + grid.stage            # the tag: the boundary a message crosses
+            if sm.starts_model(chunk):
+                x = idx                                 # host ids: the model checks them there, then moves them
+            else:
+                x = xp.empty((idx.shape[0], idx.shape[1], sm.config.n_embd), dtype=sm.model.dtype)   # (B, T, C)
+                self.p2p.recv_into(x, (grid.stage - 1) % p, tag=virtual - 1)
+                x = Tensor.constant(x)
+            out = sm.forward(x, targets if sm.ends_model(chunk) else None, chunk=chunk)
+            if sm.ends_model(chunk):
+                value[0] = float(out.item())
+            else:
+                self.p2p.isend(out.data, (grid.stage + 1) % p, tag=virtual)
+        self.p2p.wait_sends()
+        grid.pipe.Bcast(value, root=p - 1)
+        return float(value[0])
 
     def _tag(self, kind: int, microbatch: int, boundary: int) -> int:
         """The MPI tag of a message crossing `boundary` (between virtual stages boundary and boundary + 1)."""

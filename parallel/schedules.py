@@ -24,8 +24,13 @@ Schedules here:
 - `interleaved_1f1b`: 1F1B over v model chunks per rank (virtual stages, Megatron-LM):
   bubble (p - 1) / (v m + p - 1), v times more messages; m a multiple of p.
 
-`schedule_for(name, n_chunks)` is the (p, m, s) function the engine and the simulator run
-for a `--schedule` name (parallel.simulate.theoretical_bubble: each one's idle fraction).
+The registry (`register_schedule(ScheduleSpec(...))`, `SCHEDULES`) is the one place a
+schedule is known: its action function, whether each rank holds several model chunks (and
+how many by default), its bubble at unit costs (a closed form, or the unit-cost simulation
+when it gives none), and its own checks of a layout. The engine, the simulator, the
+runner's checks, `tinyllm train --help` and `--schedule` all ask it; a new schedule is one
+function and one `register_schedule` call, in any module imported before the run starts.
+`schedule_for(name, n_chunks)` is the (p, m, s) function of a `--schedule` name.
 
 Left out: schedules with more than one in-flight send per pair of neighbours being
 reordered (MPI matches by tag, so any order is fine), looping or bidirectional pipelines.
@@ -34,6 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from tinyllm.fields import ConfigError
 
 FORWARD = "forward"
 BACKWARD = "backward"                # input and weight gradients together
@@ -241,13 +248,55 @@ def interleaved_1f1b(n_stages: int, n_microbatches: int, stage: int, n_chunks: i
     return actions + _finish()
 
 
-SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zero_bubble_h1,
-                                  "interleaved": interleaved_1f1b}
-CHUNKED = ("interleaved",)   # the schedules whose ranks hold several model chunks (--virtual-stages)
+# ---- the registry: everything the rest of parallel/ and the command line know about a schedule --
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A registered schedule. Call it like a schedule: spec(p, m, s) -> list[Action] (chunked ones with
+    their default chunk count; `for_chunks(v)` for another)."""
+
+    name: str                                    # the --schedule name
+    actions: Callable                            # (p, m, s) -> actions; (p, m, s, n_chunks) when chunked
+    title: str                                   # what it is, for --help
+    chunked: bool = False                        # each rank holds several model chunks (--virtual-stages)
+    default_chunks: int = 1                      # chunks per rank when --virtual-stages is not given
+    bubble: Callable | None = None               # (p, m, v) -> idle fraction at unit costs, a closed form
+    formula: str | None = None                   # that closed form as printed; None: the unit-cost simulation
+    check: Callable | None = None                # (p, m, v) -> None, or a ValueError naming the flags
+
+    def __call__(self, n_stages: int, n_microbatches: int, stage: int) -> list[Action]:
+        return self.for_chunks(self.default_chunks)(n_stages, n_microbatches, stage)
+
+    def for_chunks(self, n_chunks: int) -> Schedule:
+        """The (n_stages, n_microbatches, stage) function with `n_chunks` chunks per rank."""
+        if not self.chunked:
+            if n_chunks != 1:
+                chunked = ", ".join(name for name, spec in SCHEDULES.items() if spec.chunked) or "none registered"
+                raise ValueError(f"schedule {self.name!r} runs one model chunk per rank, not {n_chunks}: use a "
+                                 f"schedule with chunks ({chunked})")
+            return self.actions
+        return lambda n_stages, n_microbatches, stage: self.actions(n_stages, n_microbatches, stage, n_chunks)
+
+    def check_layout(self, n_stages: int, n_microbatches: int, n_chunks: int) -> None:
+        """This schedule's own conditions on the layout (ValueError naming the flags)."""
+        if self.check is not None:
+            self.check(n_stages, n_microbatches, n_chunks)
 
 
-def get_schedule(name: str) -> Schedule:
-    """The schedule function for a `--schedule` name."""
+SCHEDULES: dict[str, ScheduleSpec] = {}   # --schedule name -> spec, in registration order
+
+
+def register_schedule(spec: ScheduleSpec) -> ScheduleSpec:
+    """Add a schedule: from then on the simulator, the engine, the runner's checks, the bubble and
+    `tinyllm train --schedule` know it (docs/pipeline.md, "A new schedule")."""
+    if spec.name in SCHEDULES and SCHEDULES[spec.name] != spec:
+        raise ValueError(f"a schedule named {spec.name!r} is registered already")
+    SCHEDULES[spec.name] = spec
+    return spec
+
+
+def get_schedule(name: str) -> ScheduleSpec:
+    """The registered schedule of a `--schedule` name."""
     try:
         return SCHEDULES[name]
     except KeyError:
@@ -256,9 +305,47 @@ def get_schedule(name: str) -> Schedule:
 
 def schedule_for(name: str, n_chunks: int = 1) -> Schedule:
     """The (n_stages, n_microbatches, stage) function of `--schedule name` with `n_chunks` chunks per rank."""
-    schedule = get_schedule(name)
-    if name not in CHUNKED:
-        if n_chunks != 1:
-            raise ValueError(f"schedule {name!r} runs one model chunk per rank, not {n_chunks}: use interleaved")
-        return schedule
-    return lambda n_stages, n_microbatches, stage: schedule(n_stages, n_microbatches, stage, n_chunks=n_chunks)
+    return get_schedule(name).for_chunks(n_chunks)
+
+
+def chunks_per_stage(pipeline) -> int:
+    """Model chunks per rank for a run's pipeline settings: --virtual-stages, else the schedule's default."""
+    return pipeline.virtual_stages or get_schedule(pipeline.schedule).default_chunks
+
+
+def check_pipeline_settings(pipeline) -> None:
+    """A run's pipeline settings (tinyllm.settings.PipelineSettings) against the registry: a known
+    schedule, chunks only for a schedule with chunks (a ConfigError naming the flag)."""
+    try:
+        spec = get_schedule(pipeline.schedule)
+    except ValueError as error:
+        raise ConfigError(f"--schedule {pipeline.schedule!r}: {error}") from None
+    if pipeline.virtual_stages not in (None, 1) and not spec.chunked:
+        chunked = ", ".join(name for name, s in SCHEDULES.items() if s.chunked)
+        raise ConfigError(f"--virtual-stages {pipeline.virtual_stages!r}: needs a schedule with chunks ({chunked}); "
+                          f"the schedule is {spec.name}")
+
+
+def fill_drain_bubble(p: int, m: int, v: int) -> float:
+    """GPipe's and 1F1B's idle fraction at unit costs: (p - 1) / (m + p - 1)."""
+    return (p - 1) / (m + p - 1)
+
+
+def _check_interleaved(p: int, m: int, v: int) -> None:
+    if p < 2:
+        raise ValueError(f"--schedule interleaved needs --pipeline-stages 2 or more, got {p}")
+    if m % p:
+        raise ValueError(f"--schedule interleaved needs --microbatches ({m}) to be a multiple of "
+                         f"--pipeline-stages ({p})")
+
+
+register_schedule(ScheduleSpec("gpipe", gpipe, "fill-drain", bubble=fill_drain_bubble, formula="(p-1)/(m+p-1)"))
+register_schedule(ScheduleSpec("1f1b", one_f_one_b, "PipeDream-flush, the default", bubble=fill_drain_bubble,
+                               formula="(p-1)/(m+p-1)"))
+register_schedule(ScheduleSpec("interleaved", interleaved_1f1b, "1F1B over --virtual-stages chunks per rank",
+                               chunked=True, default_chunks=2, bubble=lambda p, m, v: (p - 1) / (v * m + p - 1),
+                               formula="(p-1)/(vm+p-1)", check=_check_interleaved))
+# zb-h1's closed form holds for m >= p; below that the unit-cost simulation gives the bubble
+register_schedule(ScheduleSpec("zb-h1", zero_bubble_h1, "zero-bubble H1: the backward split into B and W",
+                               bubble=lambda p, m, v: (p - 1) / (3 * m + p - 1) if m >= p else None,
+                               formula="(p-1)/(3m+p-1)"))

@@ -27,8 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .schedules import (ALLREDUCE, BACKWARD, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, MATCHING_SEND, RECV_ACT,
-                        RECV_GRAD, RECV_KINDS, SEND_ACT, SEND_GRAD, SEND_KINDS, STEP, Action, Schedule, get_schedule,
-                        zero_bubble_h1)
+                        RECV_GRAD, RECV_KINDS, SEND_ACT, SEND_KINDS, STEP, Action, Schedule, get_schedule)
 
 
 class ScheduleError(ValueError):
@@ -268,23 +267,18 @@ def render_ascii(result: SimulationResult, unit: float = 1.0) -> str:
     return "\n".join(rows)
 
 
-BUBBLE_FORMULAS = {"gpipe": "(p-1)/(m+p-1)", "1f1b": "(p-1)/(m+p-1)", "interleaved": "(p-1)/(vm+p-1)",
-                   "zb-h1": "(p-1)/(3m+p-1)"}   # theoretical_bubble's, as the runner prints them
-
-
 def theoretical_bubble(n_stages: int, n_microbatches: int, schedule: str = "1f1b", n_chunks: int = 1) -> float:
-    """Idle fraction of a schedule when every stage costs the same (p stages, m microbatches, v chunks):
+    """Idle fraction of a registered schedule when every stage costs the same (p stages, m microbatches,
+    v chunks; Costs' defaults: F = 1, B = 2, or B = W = 1 when split): the schedule's closed form
+    (gpipe, 1f1b: (p - 1) / (m + p - 1); interleaved: (p - 1) / (v m + p - 1); zb-h1 with m >= p:
+    (p - 1) / (3 m + p - 1)), or the unit-cost simulation of its actions where it has none."""
+    spec = get_schedule(schedule)
+    value = spec.bubble(n_stages, n_microbatches, n_chunks) if spec.bubble is not None else None
+    if value is not None:
+        return value
+    return simulate(spec.for_chunks(n_chunks), n_stages, n_microbatches, Costs()).bubble_fraction
 
-        gpipe, 1f1b   (p - 1) / (m + p - 1)
-        interleaved   (p - 1) / (v m + p - 1)          (a chunk's forward and backward cost alike)
-        zb-h1         (p - 1) / (3 m + p - 1), m >= p   (F = B = W; for m < p the unit-cost simulation)
-    """
-    p, m = n_stages, n_microbatches
-    get_schedule(schedule)
-    if schedule == "interleaved":
-        return (p - 1) / (n_chunks * m + p - 1)
-    if schedule == "zb-h1":
-        if m >= p:
-            return (p - 1) / (3 * m + p - 1)
-        return simulate(zero_bubble_h1, p, m, Costs(forward=1.0, backward_input=1.0, backward_weight=1.0)).bubble_fraction
-    return (p - 1) / (m + p - 1)
+
+def bubble_formula(schedule: str) -> str:
+    """How theoretical_bubble computes a schedule's bubble, as the runner prints it."""
+    return get_schedule(schedule).formula or "unit-cost simulation"

@@ -18,20 +18,28 @@ the config that wrote it. Code that needs the numbers reads them from `config.re
 the same config with every None filled in: `config.resolved().n_kv_head` is an int.
 
 Invalid combinations raise ValueError at construction, naming the values and the fix.
-Below the model: this file imports no other part of tinyllm, so the model, the KV cache,
+Below the model: this file imports only tinyllm.fields, so the model, the KV cache,
 decoding and the Hugging Face reader all build on it.
+
+`ModelSettings` is the model section of a run's settings (`--preset` and the flags that
+override it): `settings.model.config(vocab_size)` is the GPTConfig a run builds, and a
+combination that makes no model is refused when the settings are made, before any data is
+read, in the flags' terms ("--n-head 4 is not divisible by --n-kv-head 3").
 
 Left out: per-layer shapes (every block is alike), rope scaling, attention variants.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from autograd import backend
 from autograd.tensor import Tensor
+
+from .fields import ConfigError, check, flag, is_number, is_positive_int, setting
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -154,6 +162,58 @@ _PRESETS = {
     "llama-tiny": dict(vocab_size=65, block_size=128, n_layer=4, n_head=8, n_kv_head=2, n_embd=256,
                        norm="rmsnorm", mlp="swiglu", position="rope", bias=False, tie_embeddings=False),
 }
+
+
+# ---- the model section of a run's settings ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """A preset, then any field overridden (None = the preset's value); see the module docstring."""
+
+    preset: str = setting("baby", "model shape to start from; the model settings below override it")
+    n_layer: int | None = setting(None, "transformer blocks")
+    n_head: int | None = setting(None, "attention heads")
+    n_kv_head: int | None = setting(None, "key/value heads (grouped-query attention)")
+    n_embd: int | None = setting(None, "residual width")
+    block_size: int | None = setting(None, "context length in tokens")
+    dropout: float | None = setting(None, "dropout probability")
+    norm: str | None = setting(None, "layernorm or rmsnorm")
+    mlp: str | None = setting(None, "gelu or swiglu")
+    position: str | None = setting(None, "learned or rope")
+    rope_theta: float | None = setting(None, "RoPE base")
+    bias: bool | None = setting(None, "biases in linear layers and norms (true/false)")
+    tie_embeddings: bool | None = setting(None, "share the token embedding with the output head (true/false)")
+
+    def __post_init__(self):
+        check(self, "preset", lambda v: v in _PRESETS, f"must be one of {', '.join(_PRESETS)}")
+        for name in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size"):
+            check(self, name, lambda v: v is None or is_positive_int(v), "must be a positive integer")
+        check(self, "dropout", lambda v: v is None or (is_number(v) and 0 <= v < 1), "must be in [0, 1)")
+        check(self, "rope_theta", lambda v: v is None or (is_number(v) and v > 0), "must be positive (e.g. 10000)")
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("position", POSITIONS)):
+            check(self, name, lambda v: v is None or v in allowed, f"must be one of {', '.join(allowed)}")
+        for name in ("bias", "tie_embeddings"):
+            check(self, name, lambda v: v is None or isinstance(v, bool), "must be true or false")
+        self.config(_PRESETS[self.preset]["vocab_size"])   # a combination that makes no model: refused now
+
+    def overrides(self) -> dict:
+        """The fields set (not None), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "preset" and getattr(self, f.name) is not None}
+
+    def config(self, vocab_size: int) -> GPTConfig:
+        """The preset with every field set here, and the tokenizer's vocab size; a ConfigError in the
+        flags' terms when they make no model."""
+        try:
+            return GPTConfig.preset(self.preset, vocab_size=vocab_size, **self.overrides())
+        except ValueError as error:
+            given = " ".join([f"--preset {self.preset}"] + [f"{flag(k)} {v}" for k, v in self.overrides().items()])
+            message = re.sub(r"\b([a-z_]+)=", lambda m: flag(m.group(1)) + " " if m.group(1) in MODEL_FIELDS
+                             else m.group(0), str(error).removeprefix("GPTConfig: "))
+            raise ConfigError(f"{given}: {message}") from None
+
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings) if f.name != "preset")   # the overrides
 
 
 # ---- token ids -------------------------------------------------------------------------------

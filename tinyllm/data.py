@@ -46,6 +46,7 @@ import numpy as np
 
 from tinyllm import io
 from tinyllm.errors import UserError
+from tinyllm.fields import check, is_number, is_positive_int, setting
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_fits_in_memory
 
 BUILTIN = "builtin"
@@ -58,6 +59,26 @@ CORPUS_MEMORY_FACTOR = 12  # bytes of memory per byte of corpus while tokenizing
 
 class DataError(UserError):
     """A corpus or dataset problem the user can fix (message names the path and the fix)."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What a pretraining run reads: the corpus, the tokenizer and the validation split (`--data` ...)."""
+
+    data: str | None = setting(None, "a text file, a directory, a glob, or 'stdlib' "
+                                     "(default: the built-in pydoc topics corpus)")
+    data_ext: str = setting(",".join(DEFAULT_EXTENSIONS), "extensions read from a --data directory, comma-separated")
+    tokenizer: str = setting("char", "'char', 'bpe' (trained on the corpus) or a tokenizer file")
+    vocab_size: int = setting(512, "BPE vocabulary size (with --tokenizer bpe)")
+    val_fraction: float = setting(0.1, "the last fraction of the tokens held out for validation")
+
+    def __post_init__(self):
+        check(self, "data", lambda v: v is None or isinstance(v, str) and v != "",
+              "must be a text file, a directory, a glob or 'stdlib'")
+        check(self, "data_ext", lambda v: isinstance(v, str), "must be extensions, comma-separated (e.g. .txt,.md)")
+        check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
+        check(self, "vocab_size", is_positive_int, "must be a positive integer")
+        check(self, "val_fraction", lambda v: is_number(v) and 0 < v < 1, "must be between 0 and 1 (e.g. 0.1)")
 
 
 # ---- corpora ---------------------------------------------------------------------------

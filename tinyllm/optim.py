@@ -6,6 +6,8 @@
     norm = clip_grad_norm(params, max_norm=1.0)       # global L2 norm, before clipping
     opt.step(lr=schedule(it)); opt.zero_grad()
 
+    opt = make_optimizer(settings.optim, model.named_parameters())   # a run's: its `OptimSettings`
+
 Everything is keyed by parameter NAME: the optimizer state (`m`, `v` per parameter, one
 step counter) is a dict of arrays named `<param>.exp_avg` / `<param>.exp_avg_sq`, so a
 pipeline stage that holds a subset of the model's parameters uses the same optimizer
@@ -19,6 +21,12 @@ with two or more dimensions (matrices and embeddings), never to norm gains or bi
 as nanoGPT groups them. All updates run in place on state allocated once, through
 `xp` (NumPy or CuPy), in a fixed parameter order, so a float64 run is bitwise
 repeatable.
+
+`step(lr, spread=None)`: each parameter's update reads only its own gradient and state, so
+a strategy that has several threads or processes passes `spread(update, named)`, which
+runs `update` on groups of the named parameters at once (tinyllm/threads.py,
+tinyllm/processes.py): the numbers are the same as one after the other. The strategy owns
+that call (`strategy.step(optimizer, lr)`, tinyllm/trainer.py); the optimizer holds no hook.
 
 Left out: per-group hyperparameters beyond the decay / no-decay split, fused
 multi-tensor kernels, AMSGrad, Adafactor, Lion, and learning-rate finders.
@@ -34,6 +42,7 @@ import numpy as np
 from autograd import Tensor
 from autograd.backend import get_array_module, read_scalars
 from autograd.blocked import blocked
+from tinyllm.fields import check, is_number, is_int, one_of, setting
 
 # ---- which parameters decay ----------------------------------------------------------
 
@@ -66,13 +75,7 @@ def _named(parameters) -> list:
 
 
 class Optimizer:
-    """Base: holds (name, parameter) pairs in a fixed order and a step counter.
-
-    Each parameter's update reads only its own gradient and state, so `parallel` (set to
-    tinyllm.threads.DataThreads.parameter_groups, or tinyllm.processes.DataProcesses.parallel_step)
-    may update groups of parameters on several threads or processes: the numbers are the same
-    as one after the other.
-    """
+    """Base: holds (name, parameter) pairs in a fixed order and a step counter (module docstring)."""
 
     kind = "optimizer"
     state_buffers: tuple = ()   # names of the {param name: array} dicts that hold the state
@@ -81,23 +84,23 @@ class Optimizer:
         self.params = _named(named_parameters)  # [(name, Parameter)] in a fixed order; see _named
         self.lr = float(lr)
         self.step_count = 0
-        self.parallel = None                    # parallel(fn, named): fn(group) on groups of named, at once
         self._scratch = threading.local()       # .buffer: this thread's scratch (see scratch())
 
     def zero_grad(self) -> None:
         for _, p in self.params:
             p.grad = None
 
-    def step(self, lr: float | None = None) -> None:
-        """One update with learning rate `lr` (default: self.lr); skips params without grads."""
+    def step(self, lr: float | None = None, spread=None) -> None:
+        """One update with learning rate `lr` (default: self.lr); skips params without grads.
+        spread(update, named): runs update on groups of `named` at once (module docstring)."""
         if lr is not None:
             self.lr = float(lr)
         self.step_count += 1
         todo = [(name, p) for name, p in self.params if p.grad is not None]
-        if self.parallel is None:
+        if spread is None:
             self._update_all(todo)
         else:
-            self.parallel(self._update_all, todo)
+            spread(self._update_all, todo)
 
     def scratch(self, p):
         """A scratch array shaped like p.data, this thread's own: one flat buffer per thread, grown to
@@ -318,6 +321,50 @@ def make_schedule(kind: str, lr: float, min_lr: float, warmup_iters: int, max_it
     if kind == "constant":
         return ConstantSchedule(lr, warmup_iters)
     raise ValueError(f"unknown lr schedule {kind!r}: use one of {', '.join(SCHEDULES)}")
+
+
+# ---- the optimisation section of a run's settings ----------------------------------------
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The optimizer, its learning-rate schedule and clipping (`--lr` ...), checked here."""
+
+    optimizer: str = setting("adamw", "adamw or sgd")
+    lr: float = setting(1e-3, "peak learning rate")
+    min_lr: float = setting(1e-4, "final learning rate of the cosine schedule")
+    warmup_iters: int = setting(100, "linear warmup steps")
+    lr_schedule: str = setting("cosine", "cosine or constant")
+    weight_decay: float = setting(0.1, "AdamW decoupled weight decay (matrices and embeddings only)")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.99, "AdamW beta2 (nanoGPT's choice for small char-level models)")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    momentum: float = setting(0.9, "SGD momentum")
+    grad_clip: float = setting(1.0, "clip the global gradient norm to this (0 = off)")
+
+    def __post_init__(self):
+        check(self, "optimizer", *one_of(OPTIMIZERS))
+        check(self, "lr_schedule", *one_of(SCHEDULES))
+        check(self, "lr", lambda v: is_number(v) and v > 0, "must be positive (e.g. 1e-3)")
+        check(self, "min_lr", lambda v: is_number(v) and 0 <= v <= self.lr, f"must be between 0 and --lr ({self.lr})")
+        check(self, "warmup_iters", lambda v: is_int(v) and v >= 0, "must be 0 or more")
+        check(self, "weight_decay", lambda v: is_number(v) and v >= 0, "must be 0 or more (e.g. 0.1)")
+        check(self, "grad_clip", lambda v: is_number(v) and v >= 0, "must be 0 (off) or more (e.g. 1.0)")
+        for name in ("beta1", "beta2", "momentum"):
+            check(self, name, lambda v: is_number(v) and 0 <= v < 1, "must be in [0, 1)")
+        check(self, "eps", lambda v: is_number(v) and v > 0, "must be positive (e.g. 1e-8)")
+
+    def schedule(self, max_iters: int):
+        """The learning rate of each step (warmup, then cosine or constant) of a run of max_iters steps."""
+        return make_schedule(self.lr_schedule, self.lr, self.min_lr, self.warmup_iters, max_iters)
+
+
+def make_optimizer(settings: OptimSettings, named_parameters) -> Optimizer:
+    """The optimizer `settings` names, over `named_parameters` (the ones that train)."""
+    if settings.optimizer == "sgd":
+        return SGD(named_parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    return AdamW(named_parameters, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
+                 weight_decay=settings.weight_decay)
 
 
 # ---- gradient norm and clipping ------------------------------------------------------

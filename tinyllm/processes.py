@@ -9,7 +9,7 @@ alone per core: docs/performance.md).
 `DataProcesses` is a Trainer strategy (tinyllm/trainer.py), the one-process strategy with
 the work of a step split across processes:
 
-    workers = DataProcesses(2, optimizer)      # make_strategy does this (and sets optimizer.parallel)
+    workers = DataProcesses(2, optimizer)      # tinyllm.workers.one_machine_strategy does this
     loss = workers.gradients(model, task, batches, step)   # mean loss; summed gradients in .grad
     norm = workers.grad_norm(params)
     optimizer.step(lr)                         # each process updates its share of the parameters
@@ -149,8 +149,8 @@ def _aligned(nbytes: int, align: int = ALIGN) -> int:
 class DataProcesses(SingleProcess):
     """`processes` processes (this one and processes - 1 forked workers) that split every batch by rows.
 
-    A strategy: the one-process strategy's saving and stop, with `gradients`, `grad_norm` and
-    `batch_loss` run on the processes, and `parallel_step` as the optimizer's `parallel`.
+    A strategy: the one-process strategy's saving and stop, with `gradients`, `grad_norm`,
+    `batch_loss` and the optimizer's `step` run on the processes.
     The workers start at the first step or evaluation (after a resume has restored the state
     they copy) and stop with `close()`. Process k updates a fixed group of the parameters
     (contiguous, of about equal size), so each parameter's optimizer state lives in one place.
@@ -295,8 +295,12 @@ class DataProcesses(SingleProcess):
         norms = self.shared.square_norms
         return math.sqrt(sum(float(norms[i]) for i, p in enumerate(params) if p.grad is not None))
 
+    def step(self, optimizer, lr: float) -> None:
+        """The optimizer's update, each process updating its group of the parameters (parallel_step)."""
+        optimizer.step(lr, spread=self.parallel_step)
+
     def parallel_step(self, update, named: list) -> None:
-        """The optimizer's `parallel`: update(the part of `named` in group 0) here, while each worker runs
+        """The optimizer's `spread`: update(the part of `named` in group 0) here, while each worker runs
         its copy of the optimizer's step (the same lr and step count) on its group, in the shared parameters."""
         if self.shared is None:
             update(named)
@@ -461,8 +465,7 @@ def _optimizer_step(strategy: DataProcesses, optimizer, lr: float, step_count: i
         strategy.params[i].grad = shared.slots[0][i]                  # how == "slot": the summed gradient
     chosen = [optimizer.params[i] for i in group]
     optimizer.step_count = step_count - 1             # step() counts this step
-    optimizer.parallel = lambda update, named: update(chosen)
-    optimizer.step(lr)
+    optimizer.step(lr, spread=lambda update, named: update(chosen))
 
 
 def _slice_loss(model, task, piece, training: bool) -> float:

@@ -46,6 +46,9 @@ class NextTokenLoss:
     def weight(self, batch) -> int:
         return len(batch[0])
 
+    def tokens(self, batch) -> int:
+        return int(batch[0].size)         # B x T
+
 
 def compute_gradients(model, batches, loss=NextTokenLoss().loss, step: int | None = None):
     """Forward and backward every micro-batch; return the mean loss (see the module docstring):
@@ -102,6 +105,10 @@ class SingleProcess:
         """Write `weights` (anything with state_dict()), the optimizer, tokenizer and state as DIR/last."""
         return str(ckpt.save_checkpoint(run_dir, model=weights, optimizer=optimizer, tokenizer=tokenizer,
                                         state=state, best=best))
+
+    def step(self, optimizer, lr: float) -> None:
+        """The optimizer's update, in this thread."""
+        optimizer.step(lr)
 
     def agree_stop(self, signal):
         """The stop this process takes after the step: the signal it saw, if any."""

@@ -15,7 +15,7 @@ only queue for it in the Python glue between ops.
     task = NextTokenLoss()                              # or any task: loss(model, batch), weight(batch)
     loss = workers.gradients(model, task, [(x, y)], step=1)   # mean loss; gradients summed into .grad
     loss = workers.batch_loss(model, task, (x, y))      # the same mean loss, no graph
-    optimizer.parallel = workers.parameter_groups       # each thread updates its share of the parameters
+    workers.step(optimizer, lr)                         # each thread updates its share of the parameters
 
 A batch is a tuple of row-indexed parts ((x, y), (PaddedBatch, labels), ...); slice i
 is every part's rows a:b.
@@ -166,10 +166,14 @@ class DataThreads(SingleProcess):
             total += sum(loss * w / whole for (loss, _), (_, w, _) in zip(results, slices))
         return total * scale
 
+    def step(self, optimizer, lr: float) -> None:
+        """The optimizer's update, each thread updating its share of the parameters."""
+        optimizer.step(lr, spread=self.parameter_groups)
+
     def parameter_groups(self, fn, named: list) -> None:
         """fn(group) for contiguous groups of `named` ([(key, param)]) of about equal sizes, one per thread.
 
-        As Optimizer.parallel, and for adding the slices' gradients: each parameter's work
+        The optimizer's `spread`, and for adding the slices' gradients: each parameter's work
         reads and writes only that parameter's arrays, so the result is one thread's.
         """
         groups = [named[a:b] for a, b in split_by_size([int(p.size) for _, p in named], self.threads)]

@@ -1,8 +1,12 @@
 """The training loop: `Trainer(model, task, strategy)`, the same loop for every kind of run.
 
-    trainer = Trainer(model, task, strategy, config=train_config, optimizer=optimizer,
+    trainer = Trainer(model, task, strategy, settings=settings, optimizer=optimizer,
                       tokenizer=tokenizer, run_dir="runs/demo")
-    result = trainer.run()     # steps, evaluations, checkpoints, until config.max_iters
+    result = trainer.run()     # steps, evaluations, checkpoints, until settings.loop.max_iters
+
+A run is assembled in one place, tinyllm/build.py (`build_run`), which makes the Trainer;
+`settings` is the run's tinyllm.settings.RunSettings, whose `loop` section (`LoopSettings`,
+here) the loop reads, with the optimisation section's schedule and clipping.
 
 What differs between runs is in two objects (their protocols, `Task` and `Strategy`, are below):
 
@@ -20,7 +24,7 @@ One step, in order (`train_step`, then `run`):
     norm    = strategy.grad_norm(params)                  # global L2 norm, before clipping
     read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
-    clip to grad_clip, optimizer.step(lr), zero the grads
+    clip to grad_clip, strategy.step(optimizer, lr), zero the grads
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
     log; evaluate and checkpoint when due; on a stop, checkpoint and return "interrupted"
 
@@ -58,7 +62,29 @@ from typing import Protocol
 from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm import io
-from tinyllm.optim import clip_grad_norm, make_schedule
+from tinyllm.fields import check, is_positive_int, one_of, setting
+from tinyllm.optim import clip_grad_norm
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How long the loop runs, how big its steps are, and when it evaluates, logs and saves."""
+
+    batch_size: int = setting(12, "sequences per micro-batch")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    max_iters: int = setting(1000, "optimizer steps")
+    eval_interval: int = setting(250, "evaluate and checkpoint every N steps (and at the end)")
+    eval_iters: int = setting(20, "batches per split in each evaluation")
+    log_interval: int = setting(10, "a progress line and metrics record every N steps")
+    progress: str = setting("auto", "auto (bar on a terminal, lines otherwise), bar, log or none")
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval"):
+            check(self, name, is_positive_int, "must be a positive integer")
+        check(self, "progress", *one_of(PROGRESS))
+
+
+PROGRESS = ("auto", "bar", "log", "none")
 
 
 class Task(Protocol):
@@ -66,6 +92,10 @@ class Task(Protocol):
 
     def next_batch(self) -> tuple:
         """The next training micro-batch."""
+
+    def tokens(self, batch) -> int:
+        """The positions the model runs in the batch, B x T (padding included: it costs the same);
+        tokens/s, tokens_seen and the progress bar count these."""
 
     def loss(self, model, batch):
         """The batch's mean loss, a scalar Tensor with its graph."""
@@ -104,6 +134,9 @@ class Strategy(Protocol):
 
     def save(self, run_dir, *, weights, optimizer, tokenizer, state: dict, best: bool) -> str | None:
         """Write a checkpoint (collective where several ranks hold the model); returns its path."""
+
+    def step(self, optimizer, lr: float) -> None:
+        """The optimizer's update with learning rate `lr` (spread over this strategy's threads or processes)."""
 
     def agree_stop(self, seen):
         """The signal every rank stops on after this step (`seen` here, or another rank's), or None."""
@@ -170,28 +203,28 @@ def dropout_state(masks) -> str | dict:
 class Trainer:
     """Runs optimisation steps of `task` on `model` with `strategy`; see the module docstring.
 
-    config: a tinyllm.train.TrainConfig (steps, schedule, clipping, intervals, progress).
+    settings: a tinyllm.settings.RunSettings (its loop, the optimisation schedule and clipping,
+    dtype and device); saved whole in every checkpoint.
     optimizer: over the parameters that train. `run_dir=None` trains without writing anything.
     run_lock: the run directory's lock (tinyllm.runlock), held as long as the trainer lives.
     """
 
-    def __init__(self, model, task, strategy, *, config, optimizer, tokenizer=None, run_dir=None,
+    def __init__(self, model, task, strategy, *, settings, optimizer, tokenizer=None, run_dir=None,
                  progress_stream=None, run_lock=None):
         backend.keep_freed_memory()       # reuse activation memory across steps (no page faults)
         self.model, self.task, self.strategy = model, task, strategy
-        self.config = config
+        self.settings, self.loop = settings, settings.loop
         self.optimizer = optimizer
         self.params = [p for _, p in optimizer.params]
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_lock = run_lock
         self.progress_stream = progress_stream
-        self.schedule = make_schedule(config.lr_schedule, config.lr, config.min_lr, config.warmup_iters,
-                                      config.max_iters)
-        self.tokens_per_step = config.batch_size * config.grad_accum * model.config.block_size
+        self.schedule = settings.optim.schedule(self.loop.max_iters)
         self.flops_per_token = flops_per_token(model, strategy.num_parameters(model))
         self.step = 0
         self.tokens_seen = 0
+        self.step_tokens = 0          # the tokens of the last step (task.tokens of its batches)
         self.elapsed_s = 0.0
         self.best_val_loss = None
         self.last_checkpoint = None   # path of the last checkpoint saved or resumed from
@@ -200,8 +233,8 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> RunResult:
-        """Train to config.max_iters (or stop after step `stop_at`, saving, as an interruption would)."""
-        cfg = self.config
+        """Train to loop.max_iters (or stop after step `stop_at`, saving, as an interruption would)."""
+        cfg = self.loop
         end = cfg.max_iters if stop_at is None else min(stop_at, cfg.max_iters)
         result = RunResult(status="finished", step=self.step, run_dir=str(self.run_dir) if self.run_dir else None)
         log = RunLog(self)
@@ -239,7 +272,7 @@ class Trainer:
         """One optimizer step; returns (mean loss, grad norm before clipping, lr)."""
         started = time.perf_counter()
         lr = self.schedule(self.step)
-        batches = [self.task.next_batch() for _ in range(self.config.grad_accum)]
+        batches = [self.task.next_batch() for _ in range(self.loop.grad_accum)]
         self.optimizer.zero_grad()
         loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
         norm = self.strategy.grad_norm(self.params)
@@ -251,11 +284,12 @@ class Trainer:
                 f"step {self.step + 1}: the {what} is {value}; the run stopped before updating the weights. "
                 f"Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
                 "Try a lower --lr, a --grad-clip, or --dtype float64")
-        clip_grad_norm(self.params, self.config.grad_clip, norm)
-        self.optimizer.step(lr)
+        clip_grad_norm(self.params, self.settings.optim.grad_clip, norm)
+        self.strategy.step(self.optimizer, lr)
         self.optimizer.zero_grad()
         self.step += 1
-        self.tokens_seen += self.tokens_per_step
+        self.step_tokens = sum(self.task.tokens(batch) for batch in batches)
+        self.tokens_seen += self.step_tokens
         self.elapsed_s += time.perf_counter() - started
         return loss, norm, lr
 
@@ -296,7 +330,7 @@ class Trainer:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
-                "model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
+                "model_config": self.model.config.to_dict(), "train_config": self.settings.to_dict(),
                 "rng": {"train_sampler": self.task.state(), "dropout": dropout_state(self.model.dropout_masks)},
                 **self.task.checkpoint_entries()}
 
@@ -373,22 +407,25 @@ class RunLog:
     """What a run shows and records: progress (on the writing rank) and DIR/metrics.jsonl."""
 
     def __init__(self, trainer: Trainer):
-        cfg = trainer.config
+        settings, loop = trainer.settings, trainer.loop
         self.trainer = trainer
         writer = trainer.strategy.is_writer
         self.metrics = None
         if trainer.run_dir is not None and writer:
-            resume_step = trainer.step if cfg.resume or trainer.step else None
+            resume_step = trainer.step if settings.resume or trainer.step else None
             self.metrics = MetricsLog(trainer.run_dir / "metrics.jsonl").start(resume_step)
-        self.progress = Progress(cfg.progress if writer else "none", cfg.max_iters, trainer.step,
+        self.progress = Progress(loop.progress if writer else "none", loop.max_iters, trainer.step,
                                  trainer.progress_stream)
         ranks = trainer.strategy.ranks
-        self.gemm = backend.gemm_gflops(cfg.dtype, cfg.device) * ranks
+        self.gemm = backend.gemm_gflops(settings.dtype, settings.device) * ranks
         across = f", {ranks} ranks x this rank's rate" if ranks > 1 else ""
-        self.message(f"yardstick: {cfg.dtype} matrix products run at {self.gemm:.1f} GFLOP/s here{across}; "
-                     f"a step is {trainer.flops_per_token * trainer.tokens_per_step / 1e9:.2f} GFLOP "
-                     "(6 N + 12 L T C per token)")
-        self.window_start, self.window_tokens = time.perf_counter(), 0   # tokens/s since the last record
+        self.message(f"yardstick: {settings.dtype} matrix products run at {self.gemm:.1f} GFLOP/s here{across}; "
+                     f"a token is {trainer.flops_per_token / 1e6:.2f} MFLOP (6 N + 12 L T C)")
+        self.start_window()
+
+    def start_window(self) -> None:
+        """Measure the throughput afresh from now (tokens/s and steps/s since the last record)."""
+        self.window_start, self.window_tokens, self.window_steps = time.perf_counter(), 0, 0
 
     def message(self, text: str) -> None:
         self.progress.message(text)
@@ -399,10 +436,12 @@ class RunLog:
 
     def step(self, loss: float, norm: float, lr: float, logged: bool) -> dict:
         """Show the step just taken (a log line when `logged`); return its metrics record."""
-        trainer, cfg = self.trainer, self.trainer.config
-        self.window_tokens += trainer.tokens_per_step
-        tokens_per_s = self.window_tokens / max(time.perf_counter() - self.window_start, 1e-9)
-        eta = (cfg.max_iters - trainer.step) * trainer.tokens_per_step / max(tokens_per_s, 1e-9)
+        trainer, cfg = self.trainer, self.trainer.loop
+        self.window_tokens += trainer.step_tokens
+        self.window_steps += 1
+        seconds = max(time.perf_counter() - self.window_start, 1e-9)
+        tokens_per_s = self.window_tokens / seconds
+        eta = (cfg.max_iters - trainer.step) * seconds / self.window_steps
         gflops = tokens_per_s * trainer.flops_per_token / 1e9
         self.progress.step(trainer.step, cfg.max_iters, loss, lr, tokens_per_s, eta, logged,
                            flops=f" | {gflops:.1f} GFLOP/s ({100 * gflops / self.gemm:.0f}% of GEMM)")
@@ -413,7 +452,7 @@ class RunLog:
     def write_step(self, record: dict) -> None:
         """Write a step's record, and start measuring the throughput afresh."""
         self.write(record)
-        self.window_start, self.window_tokens = time.perf_counter(), 0
+        self.start_window()
 
     def close(self) -> None:
         self.progress.close()

@@ -18,7 +18,7 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.generate import generate
 from tinyllm.optim import AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess
-from tinyllm.train import TrainConfig
+from tinyllm.settings import RunSettings
 from tinyllm.trainer import Trainer
 
 GPT2_TINY = GPTConfig(vocab_size=17, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
@@ -40,9 +40,9 @@ class RandomWindows(NextTokenLoss):
 
 def trainer_for(config, grad_accum):
     model = GPT(config, seed=0, device="cuda")
-    train_config = TrainConfig(device="cuda", grad_accum=grad_accum, batch_size=4, max_iters=10, progress="none")
+    train_config = RunSettings.of(device="cuda", grad_accum=grad_accum, batch_size=4, max_iters=10, progress="none")
     optimizer = AdamW(list(model.named_parameters()), lr=1e-3, weight_decay=0.1)
-    return Trainer(model, RandomWindows(config), SingleProcess(), config=train_config, optimizer=optimizer)
+    return Trainer(model, RandomWindows(config), SingleProcess(), settings=train_config, optimizer=optimizer)
 
 
 @CONFIGS

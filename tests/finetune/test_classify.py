@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 
 from tinyllm import GPT, GPTConfig
-from tinyllm.finetune import (FinetuneConfig, FinetuneDataError, PaddedBatch, SequenceClassifier, build_finetune,
+from tinyllm.finetune import (FinetuneConfig, FinetuneDataError, PaddedBatch, SequenceClassifier, Finetuning,
                               classify_texts, finetune, frozen_names, load_classification_data, load_finetuned,
                               pad_sequences, prepare_model, split_indices)
-from tinyllm.train import ConfigError, TrainConfig
+from tinyllm.build import build_run
+from tinyllm.fields import ConfigError
+from tinyllm.settings import RunSettings
 
 
 def train_config(out, **changes):
     values = dict(out=str(out), max_iters=60, lr=3e-3, min_lr=1e-4, warmup_iters=5, batch_size=16, eval_interval=30,
                   eval_iters=4, log_interval=10, weight_decay=0.0, progress="none", seed=0)
     values.update(changes)
-    return TrainConfig(**values)
+    return RunSettings.of(**values)
 
 
 def test_keyword_classification_reaches_95_percent(make_base, keyword_data, tmp_path):
@@ -110,9 +112,9 @@ def test_resume_is_exact_and_lora_checkpoints_are_small(make_base, keyword_data,
     assert saved < base_size / 3  # adapters and head only
     assert (tmp_path / "a" / "adapter" / "adapter.safetensors").is_file()
     with pytest.raises(Exception, match="other finetuning settings"):
-        build_finetune(FinetuneConfig(task="classify", init_from=str(base), data=str(keyword_data), lora_rank=4,
-                                      lora_targets=("attn", "mlp")),
-                       train_config(tmp_path / "b", max_iters=9, dtype="float64", resume=True), log=lambda m: None)
+        build_run(train_config(tmp_path / "b", max_iters=9, dtype="float64", resume=True),
+                  Finetuning(FinetuneConfig(task="classify", init_from=str(base), data=str(keyword_data), lora_rank=4,
+                                            lora_targets=("attn", "mlp"))), log=lambda m: None)
 
 
 def test_an_existing_run_is_not_overwritten(make_base, keyword_data, tmp_path):
@@ -165,4 +167,4 @@ def test_text_the_tokenizer_cannot_read_names_the_record(make_base, write_jsonl,
     path = write_jsonl(rows)
     config = FinetuneConfig(task="classify", init_from=str(make_base()), data=str(path))
     with pytest.raises(FinetuneDataError, match=r"data.jsonl: record 7: cannot tokenize"):
-        build_finetune(config, train_config(tmp_path / "run"), log=lambda m: None)
+        build_run(train_config(tmp_path / "run"), Finetuning(config), log=lambda m: None)

@@ -9,11 +9,11 @@ import pytest
 from autograd import backend
 from tinyllm.finetune import FinetuneConfig, finetune, load_finetuned
 from tinyllm.lora import lora_state_dict, read_lora
-from tinyllm.train import TrainConfig
+from tinyllm.settings import RunSettings
 
 
 def run(config, out, device):
-    return finetune(config, TrainConfig(out=str(out), max_iters=3, eval_interval=3, eval_iters=1, batch_size=8,
+    return finetune(config, RunSettings.of(out=str(out), max_iters=3, eval_interval=3, eval_iters=1, batch_size=8,
                                         lr=3e-3, warmup_iters=1, dtype="float64", progress="none", threads=1,
                                         device=device))
 

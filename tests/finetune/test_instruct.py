@@ -11,7 +11,8 @@ from tinyllm.finetune import (ALPACA, IGNORE_INDEX, FinetuneConfig, FinetuneData
                               InstructionRecord, encode_instruction, finetune, instruction_batch,
                               load_instruction_data, load_template)
 from tinyllm.tokenizer import EOT_TOKEN, CharTokenizer
-from tinyllm.train import ConfigError, TrainConfig
+from tinyllm.fields import ConfigError
+from tinyllm.settings import RunSettings
 
 TOKENIZER = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz .:#\n", special_tokens=[EOT_TOKEN])
 TEMPLATE = load_template({"with_input": "i:{instruction}\nx:{input}\nr:", "without_input": "i:{instruction}\nr:"})
@@ -99,7 +100,7 @@ def test_instruction_finetuning_lowers_the_masked_loss(make_base, copy_data, tmp
     config = FinetuneConfig(task="instruct", init_from=str(base), data=str(copy_data), val_fraction=0.2,
                             template=str(template),
                             test_fraction=0.0)
-    train_config = TrainConfig(out=str(tmp_path / "run"), max_iters=30, lr=3e-3, min_lr=1e-3, warmup_iters=3,
+    train_config = RunSettings.of(out=str(tmp_path / "run"), max_iters=30, lr=3e-3, min_lr=1e-3, warmup_iters=3,
                                batch_size=8, eval_interval=15, eval_iters=2, weight_decay=0.0, progress="none")
     result = finetune(config, train_config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -119,7 +120,7 @@ def test_threads_give_the_one_thread_numbers_of_the_masked_loss(make_base, write
     template.write_text(json.dumps({"with_input": "{instruction}: {input}\n", "without_input": "{instruction}\n"}))
     config = FinetuneConfig(task="instruct", init_from=str(make_base(dtype="float64")), data=str(data),
                             template=str(template), val_fraction=0.25, test_fraction=0.0)
-    runs = {threads: finetune(config, TrainConfig(out=str(tmp_path / f"threads-{threads}"), max_iters=3,
+    runs = {threads: finetune(config, RunSettings.of(out=str(tmp_path / f"threads-{threads}"), max_iters=3,
                                                   eval_interval=3, eval_iters=2, batch_size=6, dtype="float64",
                                                   weight_decay=0.0, threads=threads, progress="none"))
             for threads in (1, 3)}

@@ -32,7 +32,8 @@ from tinyllm import GPT, GPTConfig
 from tinyllm import checkpoint as ckpt
 from tinyllm.finetune import FinetuneConfig, finetune
 from tinyllm.tokenizer import EOT_TOKEN, CharTokenizer
-from tinyllm.train import TrainConfig, train
+from tinyllm.settings import RunSettings
+from tinyllm.train import train
 
 from platform_id import platform_fingerprint  # beside this script
 
@@ -118,7 +119,7 @@ def main(out: Path) -> None:
 
     # ---- pretraining, one process: stop after step 6 of 12, then continue with 1 and 2 threads
     run = tmp / "pretrain"
-    config = TrainConfig(data=str(out / "corpus.txt"), out=str(run), threads=1, **PRETRAIN)
+    config = RunSettings.of(data=str(out / "corpus.txt"), out=str(run), threads=1, **PRETRAIN)
     train(config, stop_at=6)
     copy_checkpoint(run, out / "pretrain")
     expected["pretrain"] = {"first metrics": metrics(run)}
@@ -138,7 +139,7 @@ def main(out: Path) -> None:
     result = mpirun({**pipe_config, "out": str(again), "resume": True}, tmp / "pipe-w2")
     expected["pipeline"] = {"pipelined": {"train_losses": result["train_losses"], "last_eval": result["last_eval"]}}
     again = as_run(out / "pipeline", tmp / "pipeline-resume-single")
-    single = TrainConfig.from_dict({**pipe_config, "out": str(again), "resume": True, "pipeline_stages": 1,
+    single = RunSettings.from_dict({**pipe_config, "out": str(again), "resume": True, "pipeline_stages": 1,
                                     "microbatches": None, "threads": 1})
     result = train(single)
     expected["pipeline"]["one process"] = {"train_losses": result.train_losses, "last_eval": result.last_eval,
@@ -165,10 +166,10 @@ def main(out: Path) -> None:
     for task, settings in tasks.items():
         fconfig = FinetuneConfig(init_from="base", **settings)
         run = tmp / task
-        finetune(fconfig, TrainConfig(out=str(run), **FINETUNE_TRAIN), stop_at=3)
+        finetune(fconfig, RunSettings.of(out=str(run), **FINETUNE_TRAIN), stop_at=3)
         copy_checkpoint(run, out / task)
         again = as_run(out / task, tmp / f"{task}-resume")
-        result = finetune(fconfig, TrainConfig(out=str(again), resume=True, **FINETUNE_TRAIN))
+        result = finetune(fconfig, RunSettings.of(out=str(again), resume=True, **FINETUNE_TRAIN))
         expected[task] = {"train_losses": result.train_losses, "last_eval": result.last_eval, "test": result.test,
                           "files_sha256": files_sha256(again), "first metrics": metrics(run),
                           "metrics": metrics(again)}

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.train import TrainConfig, train
+from tinyllm.settings import RunSettings
+from tinyllm.train import train
 
 MPIEXEC = shutil.which("mpiexec")
 HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
@@ -35,19 +36,23 @@ BASE = dict(n_layer=4, n_head=2, n_embd=16, block_size=8, dropout=0.0, batch_siz
 
 def single_process(corpus, out, stop_at=None, **overrides):
     """(RunResult, its checkpoint) of `tinyllm.train.train` in this process."""
-    config = TrainConfig.from_dict({**BASE, "data": corpus, "out": str(out), **overrides})
+    config = RunSettings.from_dict({**BASE, "data": corpus, "out": str(out), **overrides})
     result = train(config, stop_at=stop_at)
     return result, ckpt.load_checkpoint(out)
 
 
-def mpirun(n, config: dict, workdir: Path, *args, env=None):
-    """`mpiexec -n n python -m parallel.runner CONFIG.json --result ...`; .result holds rank 0's losses."""
+FAILING_RUNNER = Path(__file__).with_name("failing_runner.py")
+
+
+def mpirun(n, config: dict, workdir: Path, *args, env=None, fail: str | None = None):
+    """`mpiexec -n n python -m parallel.runner CONFIG.json --result ...`; .result holds rank 0's losses.
+    fail: the runner with that failure injected (failing_runner.py --fail FAIL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"config-{len(list(workdir.glob('config-*')))}.json"
     config_path.write_text(json.dumps(config))
     result_path = workdir / "result.json"
-    command = [MPIEXEC, "-n", str(n), sys.executable, "-m", "parallel.runner", str(config_path),
-               "--result", str(result_path), *args]
+    runner = [str(FAILING_RUNNER), "--fail", fail] if fail else ["-m", "parallel.runner"]
+    command = [MPIEXEC, "-n", str(n), sys.executable, *runner, str(config_path), "--result", str(result_path), *args]
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})})

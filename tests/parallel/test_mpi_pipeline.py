@@ -16,7 +16,8 @@ import pytest
 from mpi_runs import BASE, REPO, assert_same_run, finished_after, mpirun, needs_mpi, single_process
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.train import TrainConfig, train
+from tinyllm.settings import RunSettings
+from tinyllm.train import train
 
 pytestmark = needs_mpi
 OLD = REPO / "tests" / "old_checkpoints"   # made by the code before the Trainer restructuring
@@ -64,7 +65,7 @@ def test_trace_and_measured_bubble(corpus, tmp_path):
 
 def test_failure_on_one_stage_ends_every_rank(corpus, tmp_path):
     config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 3, "microbatches": 3}
-    proc = mpirun(3, config, tmp_path, env={"TINYLLM_PIPELINE_FAIL": "1:2"})
+    proc = mpirun(3, config, tmp_path, fail="1:2")
     assert proc.returncode != 0
     assert "[rank 1 of 3] failed: injected failure on stage 1 at step 2" in proc.stderr
     assert proc.elapsed < 60
@@ -76,7 +77,7 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(corpus, refer
     reference, reference_ckpt = references[True]
     out = tmp_path / "run"
     config = {**BASE, "data": corpus, "out": str(out), "pipeline_stages": 2, "microbatches": 3}
-    proc = mpirun(2, config, tmp_path / "w1", env={"TINYLLM_PIPELINE_FAIL": "1:2:SIGTERM"})
+    proc = mpirun(2, config, tmp_path / "w1", fail="1:2:SIGTERM")
     assert proc.returncode == 143, proc.stderr
     assert "interrupted by SIGTERM at step 2: checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     stopped = json.loads((tmp_path / "w1" / "result.json").read_text())
@@ -106,12 +107,12 @@ def test_checkpoints_move_between_layouts_and_a_single_process(corpus, tmp_path)
     # pipelined -> one process
     single = tmp_path / "single"
     shutil.copytree(first, single, symlinks=True)
-    resumed = train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(single), "resume": True}))
+    resumed = train(RunSettings.from_dict({**BASE, "data": corpus, "out": str(single), "resume": True}))
     np.testing.assert_allclose(resumed.train_losses, reference.train_losses[2:], rtol=1e-12)
 
     # one process -> 4 stages (from the single-process checkpoint written at step 2 by --stop-at)
     source = tmp_path / "single-first"
-    train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(source)}), stop_at=2)
+    train(RunSettings.from_dict({**BASE, "data": corpus, "out": str(source)}), stop_at=2)
     proc = mpirun(4, {**BASE, "data": corpus, "out": str(source), "pipeline_stages": 4, "microbatches": 3,
                       "resume": True}, tmp_path / "w3")
     assert_same_run(proc, finished_after(reference, 2), reference_ckpt, source)
@@ -146,13 +147,13 @@ def test_bad_flags_give_one_line_and_status_2(corpus, tmp_path):
     config = {**BASE, "data": corpus, "out": str(tmp_path / "run"), "pipeline_stages": 2, "microbatches": 5}
     proc = mpirun(2, config, tmp_path)
     assert proc.returncode == 2
-    assert ("error (rank 0): --batch-size 12 does not split into --data-parallel 1 x --microbatches 5"
-            in proc.stderr)
+    assert proc.stderr.count("tinyllm train: error: ") == 1, proc.stderr   # rank 0's line, once
+    assert "error: --batch-size 12 does not split into --data-parallel 1 x --microbatches 5" in proc.stderr
     assert "Traceback" not in proc.stderr
 
     proc = mpirun(3, {**config, "microbatches": 4}, tmp_path / "wrong-n")  # 2 stages x 1 replica on 3 ranks
     assert proc.returncode == 2
-    assert proc.stderr.count("error (rank") == 1, proc.stderr
+    assert proc.stderr.count("error: ") == 1, proc.stderr
     assert "needs 2 MPI ranks, but mpiexec started 3: run `mpiexec -n 2 ...`" in proc.stderr
 
 

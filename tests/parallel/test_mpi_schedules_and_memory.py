@@ -11,7 +11,8 @@ from mpi_runs import BASE, assert_same_run, finished_after, mpirun, needs_mpi, s
 
 from parallel.schedules import schedule_for
 from tinyllm import checkpoint as ckpt
-from tinyllm.train import TrainConfig, train
+from tinyllm.settings import RunSettings
+from tinyllm.train import train
 
 pytestmark = needs_mpi
 
@@ -76,7 +77,7 @@ def test_zero_checkpoints_resume_unsharded_and_the_other_way_round(corpus, refer
     # ZeRO (2 stages x 2 replicas) -> one process
     single = tmp_path / "single"
     shutil.copytree(zero_run, single, symlinks=True)
-    resumed = train(TrainConfig.from_dict({**BASE, "data": corpus, "out": str(single), "resume": True}))
+    resumed = train(RunSettings.from_dict({**BASE, "data": corpus, "out": str(single), "resume": True}))
     assert resumed.train_losses == pytest.approx(reference.train_losses[2:], rel=1e-12)
 
     # ZeRO -> 2 stages unsharded, zero-bubble with recomputed blocks
@@ -120,5 +121,5 @@ def test_interleaved_checkpoints_resume_in_contiguous_stages_and_the_other_way_r
 def test_bad_layouts_give_one_line_and_status_2(overrides, message, corpus, tmp_path):
     proc = mpirun(2, {**BASE, "data": corpus, "out": str(tmp_path / "run"), **overrides}, tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.count("error (rank") == 1 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("tinyllm train: error: ") == 1 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -5,9 +5,9 @@ the step's stop agreement (one rank went into the collective save alone). The st
 agreed once per step by an all-reduce that every rank reaches, after the step's collectives and
 before its evaluation and save, so a signal that lands later is agreed at the next step.
 
-Each case runs `mpiexec -n 2` (or 4: 2 stages x 2 replicas) with the test hook
-TINYLLM_PIPELINE_FAIL=WHO:STEP:SIGTERM:POINT, which makes one rank send itself SIGTERM at a
-chosen point: during the step's schedule ("gradients"), before the norm's all-reduce ("norm"),
+Each case runs `mpiexec -n 2` (or 4: 2 stages x 2 replicas) of the runner with one failure
+injected (tests/parallel/failing_runner.py `--fail WHO:STEP:SIGTERM:POINT`, a wrapper around
+the production strategy), which makes one rank send itself SIGTERM at a chosen point: during the step's schedule ("gradients"), before the norm's all-reduce ("norm"),
 just after the agreement ("agreed"), during the evaluation ("eval"), before and after the
 collective save ("save", "saved"), and in the evaluation before the first step (step 0).
 Every rank must exit 143 within 30 s of the signal, the checkpoint must hold the step the
@@ -42,8 +42,9 @@ STOP_WITHIN_S = 30        # every rank must be gone this long after the signal
 CONFIG = dict(n_layer=2, n_head=2, n_embd=16, block_size=8, dropout=0.0, batch_size=4, max_iters=6,
               eval_interval=2, eval_iters=1, lr=1e-2, warmup_iters=1, dtype="float64", progress="none", seed=5,
               pipeline_stages=2, microbatches=2, schedule="1f1b")
+FAILING_RUNNER = Path(__file__).with_name("failing_runner.py")
 # rank exits and their times, printed by the wrapper every rank runs in
-WRAPPER = 'python -m parallel.runner "$@"; s=$?; echo "rank ${PMI_RANK} exit $s at $(date +%s.%N)" >&2; exit $s'
+WRAPPER = 'python "$@"; s=$?; echo "rank ${PMI_RANK} exit $s at $(date +%s.%N)" >&2; exit $s'
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +55,18 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
-def launch(ranks: int, config: dict, workdir: Path, env=None):
-    """mpiexec -n ranks the runner on `config`; (returncode, stderr, result or None, {rank: (exit, time)})."""
+def launch(ranks: int, config: dict, workdir: Path, fail: str | None = None):
+    """mpiexec -n ranks the runner on `config` (with `fail`: failing_runner.py --fail FAIL); (returncode,
+    stderr, result or None, {rank: (exit, time)})."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path, result_path = workdir / "config.json", workdir / "result.json"
     config_path.write_text(json.dumps(config))
+    runner = [str(FAILING_RUNNER), "--fail", fail] if fail else ["-m", "parallel.runner"]
     command = [MPIEXEC, "-n", str(ranks), "sh", "-c", WRAPPER.replace("python", sys.executable), "runner",
-               str(config_path), "--result", str(result_path)]
+               *runner, str(config_path), "--result", str(result_path)]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     try:
         _, stderr = proc.communicate(timeout=HANG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -117,8 +120,7 @@ def test_sigterm_to_one_rank_at_any_point_stops_every_rank_and_resumes_exactly(
     reference_result, reference_ckpt = reference(ranks)
     out = tmp_path / "run"
     config = {**CONFIG, **layout(ranks), "data": corpus, "out": str(out)}
-    code, stderr, stopped, exits = launch(ranks, config, tmp_path / "stop",
-                                          env={"TINYLLM_PIPELINE_FAIL": f"{who}:{step}:SIGTERM:{point}"})
+    code, stderr, stopped, exits = launch(ranks, config, tmp_path / "stop", fail=f"{who}:{step}:SIGTERM:{point}")
     sent = re.search(r"sends itself SIGTERM at step \d+ \(\w+\) at ([\d.]+)", stderr)
     assert sent, stderr
     assert sorted(exits) == list(range(ranks)), stderr

@@ -1,13 +1,15 @@
 """The pipeline's flags: one line naming the flag and the fix for a bad combination (exit 2), no MPI needed."""
+import re
+
 import pytest
 
+from parallel.schedules import check_pipeline_settings, chunks_per_stage
 from tinyllm.cli import main
-from tinyllm.train import ConfigError, TrainConfig
+from tinyllm.fields import ConfigError
+from tinyllm.settings import RunSettings
 
 
 @pytest.mark.parametrize("settings,message", [
-    (dict(schedule="pipedream"), "--schedule 'pipedream': must be one of gpipe, 1f1b, interleaved, zb-h1"),
-    (dict(schedule="1f1b", virtual_stages=2), "--virtual-stages 2: needs --schedule interleaved"),
     (dict(schedule="interleaved", virtual_stages=0), "--virtual-stages 0: must be a positive integer"),
     (dict(zero=2, data_parallel=2), "--zero 2: must be 0 (off) or 1"),
     (dict(zero=1, pipeline_stages=2), "--zero 1: shards the optimizer state across data-parallel replicas: use it "
@@ -15,14 +17,33 @@ from tinyllm.train import ConfigError, TrainConfig
     (dict(recompute=True), "--recompute True: runs in pipeline stages"),
 ])
 def test_bad_settings_name_the_flag(settings, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        TrainConfig(**settings)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunSettings.of(**settings)
 
 
-def test_chunks_default_to_two_for_interleaved_only():
-    assert TrainConfig(schedule="interleaved").pipeline_chunks == 2
-    assert TrainConfig(schedule="interleaved", virtual_stages=3).pipeline_chunks == 3
-    assert TrainConfig(schedule="zb-h1", virtual_stages=1).pipeline_chunks == 1
+@pytest.mark.parametrize("settings,message", [
+    (dict(schedule="pipedream"), "--schedule 'pipedream': unknown schedule 'pipedream': use one of gpipe, 1f1b, "
+                                 "interleaved, zb-h1"),
+    (dict(schedule="1f1b", virtual_stages=2), "--virtual-stages 2: needs a schedule with chunks (interleaved); "
+                                              "the schedule is 1f1b"),
+])
+def test_the_schedule_registry_checks_the_schedule_flags(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_pipeline_settings(RunSettings.of(**settings).pipeline)
+
+
+def test_chunks_default_to_the_schedules_own_count():
+    assert chunks_per_stage(RunSettings.of(schedule="interleaved").pipeline) == 2
+    assert chunks_per_stage(RunSettings.of(schedule="interleaved", virtual_stages=3).pipeline) == 3
+    assert chunks_per_stage(RunSettings.of(schedule="zb-h1", virtual_stages=1).pipeline) == 1
+
+
+def test_the_command_line_checks_the_schedule_in_one_process_too(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--out", "r", "--schedule", "pipedream", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "--schedule 'pipedream': unknown schedule" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_command_line_takes_recompute_as_a_switch(tmp_path, capsys, monkeypatch):

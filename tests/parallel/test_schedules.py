@@ -97,7 +97,7 @@ def test_theoretical_bubble_is_the_unit_cost_simulation(shape):
 
 
 def test_only_interleaved_takes_chunks():
-    with pytest.raises(ValueError, match="one model chunk per rank, not 2: use interleaved"):
+    with pytest.raises(ValueError, match=r"one model chunk per rank, not 2: use a schedule with chunks \(interleaved\)"):
         schedule_for("1f1b", 2)
     assert schedule_for("interleaved", 3)(2, 4, 1) == interleaved_1f1b(2, 4, 1, n_chunks=3)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinyllm.train import TrainConfig
+from tinyllm.settings import RunSettings
 
 
 def make_text(n_lines: int = 400, seed: int = 0) -> str:
@@ -20,13 +20,13 @@ def corpus_file(tmp_path):
     return path
 
 
-def tiny_config(data, out, **overrides) -> TrainConfig:
+def tiny_config(data, out, **overrides) -> RunSettings:
     """A 1-layer, 32-wide model on block 16: a step takes milliseconds."""
     settings = dict(data=str(data), out=str(out), n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4,
                     max_iters=20, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=2, lr=3e-3,
                     min_lr=3e-4, progress="none")
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return RunSettings.of(**settings)
 
 
 @pytest.fixture(scope="session")

@@ -122,12 +122,13 @@ def test_every_command_has_help_with_examples(capsys):
 
 
 def test_flag_help_is_the_config_fields_description(capsys, monkeypatch):
-    """One source for what a setting means: the TrainConfig / FinetuneConfig field's description is
-    its flag's help, in `tinyllm train --help` and, for the shared flags, `tinyllm finetune --help`."""
+    """One source for what a setting means: a settings field's (or FinetuneConfig field's) description
+    is its flag's help, in `tinyllm train --help` and, for the sections it reads, `tinyllm finetune --help`;
+    finetune has no flag of the sections it does not read."""
     import dataclasses
 
-    from tinyllm.finetune import FinetuneConfig
-    from tinyllm.train import TrainConfig
+    from tinyllm.finetune import FinetuneConfig, Finetuning
+    from tinyllm.settings import RunSettings
     monkeypatch.setenv("COLUMNS", "2000")   # no wrapping
 
     def help_text(command):
@@ -135,8 +136,12 @@ def test_flag_help_is_the_config_fields_description(capsys, monkeypatch):
             main([command, "--help"])
         return " ".join(capsys.readouterr().out.split())
     train_help, finetune_help = help_text("train"), help_text("finetune")
-    for f in dataclasses.fields(TrainConfig):
-        assert f.metadata["help"] in train_help, f.name
+    for name, (section, f) in RunSettings.fields().items():
+        if name != "schedule":   # its help lists the registered schedules (tests/parallel/test_schedule_registry.py)
+            assert f.metadata["help"] in train_help, name
+        if name not in {f.name for f in dataclasses.fields(FinetuneConfig)}:   # finetune's own --data, --tokenizer
+            takes = section is None or section in Finetuning.sections
+            assert takes == (f"--{name.replace('_', '-')} " in finetune_help), name
     assert "--n-layer LAYER transformer blocks (default: the preset's)" in train_help
     assert "--lr LR peak learning rate (default: 0.001)" in train_help
     assert "--lr LR peak learning rate (default: 0.0005)" in finetune_help        # finetuning's own default

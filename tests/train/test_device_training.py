@@ -9,7 +9,10 @@ from autograd import Tensor, backend
 from tinyllm import checkpoint as ckpt
 from tinyllm.optim import AdamW, clip_grad_norm
 from tinyllm.strategy import SingleProcess
-from tinyllm.train import NonFiniteLossError, build_trainer, load_gpt, train
+from tinyllm.build import build_run
+from tinyllm.loading import load_gpt
+from tinyllm.train import Pretraining, train
+from tinyllm.trainer import NonFiniteLossError
 
 
 def host_weights(trainer) -> dict:
@@ -41,7 +44,7 @@ def test_dropout_masks_differ_between_steps_and_repeat_by_seed(device):
 
 
 def test_a_non_finite_loss_on_the_device_stops_before_the_update(tmp_path, corpus_file, tiny, device):
-    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", eval_interval=50, threads=1, device=device),
+    trainer = build_run(tiny(corpus_file, tmp_path / "run", eval_interval=50, threads=1, device=device), Pretraining(),
                             log=lambda m: None)
 
     class Poisoned(SingleProcess):
@@ -94,5 +97,5 @@ def test_a_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(tmp_path, co
     on_cpu, on_device = load_gpt(tmp_path / "run")[0], load_gpt(tmp_path / "run", device=device)[0]
     on_cpu.load_state_dict(on_device.state_dict())                          # device arrays into a CPU model
     on_device.load_state_dict(on_cpu.state_dict())                          # and host arrays back
-    resumed = build_trainer(config.replace(resume=True, max_iters=4, device="cpu"), log=lambda m: None)
+    resumed = build_run(config.replace(resume=True, max_iters=4, device="cpu"), Pretraining(), log=lambda m: None)
     assert resumed.step == 3 and resumed.run().step == 4   # the device's checkpoint resumes on the CPU

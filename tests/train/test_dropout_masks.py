@@ -10,7 +10,8 @@ from tinyllm.optim import AdamW
 from tinyllm.processes import DataProcesses, fork_available
 from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads
-from tinyllm.train import build_trainer
+from tinyllm.build import build_run
+from tinyllm.train import Pretraining
 
 LEARNED = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
 ROPE = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_kv_head=1, n_embd=16, dropout=0.1,
@@ -53,14 +54,14 @@ def test_every_split_of_the_batch_draws_the_masks_of_one_process(config):
 
 def test_a_new_run_checkpoints_the_keyed_scheme_and_resumes_in_it(tmp_path, corpus_file, tiny):
     settings = dict(dropout=0.2, max_iters=6, eval_interval=3, workers=1)
-    first = build_trainer(tiny(corpus_file, tmp_path / "run", **settings), log=lambda m: None)
+    first = build_run(tiny(corpus_file, tmp_path / "run", **settings), Pretraining(), log=lambda m: None)
     first.run(stop_at=3)
     state = ckpt.read_state(tmp_path / "run")
     assert state["rng"]["dropout"] == "keyed"                              # the seed and step are the key
-    resumed = build_trainer(tiny(corpus_file, tmp_path / "run", resume=True, **settings), log=lambda m: None)
+    resumed = build_run(tiny(corpus_file, tmp_path / "run", resume=True, **settings), Pretraining(), log=lambda m: None)
     assert resumed.model.dropout_masks.scheme == "keyed"
     tail = resumed.run()
-    straight = build_trainer(tiny(corpus_file, tmp_path / "straight", **settings), log=lambda m: None).run()
+    straight = build_run(tiny(corpus_file, tmp_path / "straight", **settings), Pretraining(), log=lambda m: None).run()
     assert tail.train_losses == straight.train_losses[3:]
 
 

@@ -16,7 +16,9 @@ from tinyllm import processes
 from tinyllm.processes import DataProcesses, WorkerError, WorkerTraceback, fork_available
 from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads
-from tinyllm.train import build_trainer, make_strategy, parallelism_warnings, resolve_workers
+from tinyllm.build import build_run
+from tinyllm.train import Pretraining
+from tinyllm.workers import one_machine_strategy, parallelism_warnings, resolve_workers
 
 from interrupts import ROOT, child_pids, interrupt_after_step, process_gone  # tests/train/interrupts.py
 
@@ -34,7 +36,6 @@ def _batch(rows, seed=0):
 def _strategy(model, processes):
     optimizer = AdamW(list(model.named_parameters()), lr=1e-2, weight_decay=0.1)
     workers = DataProcesses(processes, optimizer)
-    optimizer.parallel = workers.parallel_step
     return workers, optimizer
 
 
@@ -66,13 +67,12 @@ def test_optimizer_steps_equal_threads_bitwise_and_repeat_run_to_run(release, mo
         model = GPT(CONFIG, seed=3)
         optimizer = AdamW(list(model.named_parameters()), lr=1e-2, weight_decay=0.1)
         workers = make(optimizer)
-        optimizer.parallel = getattr(workers, "parallel_step", None) or workers.parameter_groups
         losses = []
         try:
             for step in range(1, 4):
                 optimizer.zero_grad()
                 losses.append(workers.gradients(model, TOKENS, [_batch(4, step)], step))
-                optimizer.step()
+                workers.step(optimizer, 1e-2)
                 if release and isinstance(workers, DataProcesses):   # the slots went back: no stale views
                     assert all(p.grad is None for p in model.parameters())
                     assert not any(slot.any() for slot in workers.shared.slots[0])
@@ -217,12 +217,12 @@ def test_a_run_on_processes_resumes_bitwise_and_matches_threads(tmp_path, corpus
     """Processes: stop at step 5, resume, finish = the uninterrupted run, bit for bit (weights, AdamW
     moments, shared with the workers); and equal to a one-process run to float64 rounding."""
     settings = dict(dtype="float64", dropout=dropout, grad_accum=2, max_iters=10, eval_interval=4, workers=2)
-    straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
+    straight = build_run(tiny(corpus_file, tmp_path / "a", **settings), Pretraining(), log=lambda m: None)
     assert isinstance(straight.strategy, DataProcesses)
     full = straight.run()
-    first = build_trainer(tiny(corpus_file, tmp_path / "b", **settings), log=lambda m: None)
+    first = build_run(tiny(corpus_file, tmp_path / "b", **settings), Pretraining(), log=lambda m: None)
     head = first.run(stop_at=5)
-    resumed = build_trainer(tiny(corpus_file, tmp_path / "b", resume=True, **settings), log=lambda m: None)
+    resumed = build_run(tiny(corpus_file, tmp_path / "b", resume=True, **settings), Pretraining(), log=lambda m: None)
     tail = resumed.run()
     assert head.train_losses + tail.train_losses == full.train_losses
     saved_a, saved_b = ckpt.load_checkpoint(tmp_path / "a"), ckpt.load_checkpoint(tmp_path / "b")
@@ -230,46 +230,51 @@ def test_a_run_on_processes_resumes_bitwise_and_matches_threads(tmp_path, corpus
         assert np.array_equal(value, saved_b.model_state[name]), name
     for key, value in saved_a.optimizer_state.items():
         assert np.array_equal(value, saved_b.optimizer_state[key]), key
-    one = build_trainer(tiny(corpus_file, tmp_path / "c", **{**settings, "workers": 1}), log=lambda m: None)
+    one = build_run(tiny(corpus_file, tmp_path / "c", **{**settings, "workers": 1}), Pretraining(), log=lambda m: None)
     np.testing.assert_allclose(one.run().train_losses, full.train_losses, rtol=1e-12)
     for trainer in (straight, first, resumed):
         trainer.strategy.close()
 
 
 def test_the_flags_pick_the_strategy_and_say_so(tmp_path, monkeypatch):
-    from tinyllm.train import TrainConfig
+    from tinyllm.settings import RunSettings
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     base = dict(out=str(tmp_path), batch_size=12)
     model = GPT(CONFIG, seed=0)
     optimizer = AdamW(list(model.named_parameters()))
-    assert resolve_workers(TrainConfig(**base, workers=2)) == (2, "processes")
-    assert resolve_workers(TrainConfig(**base, workers=2, parallel="threads")) == (2, "threads")
-    assert resolve_workers(TrainConfig(**base, threads=3)) == (3, "threads")        # the earlier flag
-    assert resolve_workers(TrainConfig(**base, workers=1)) == (1, "one")
-    assert resolve_workers(TrainConfig(**base, workers=4, device="cuda")) == (1, "one")
-    assert isinstance(make_strategy(TrainConfig(**base, workers=2), optimizer), DataProcesses)
-    assert isinstance(make_strategy(TrainConfig(**base, workers=1), optimizer), SingleProcess)
+
+    def workers(**settings):   # (the workers section, the batch size, the device), as a run reads them
+        settings = RunSettings.of(**base, **settings)
+        return settings.workers, settings.loop.batch_size, settings.device
+    assert resolve_workers(*workers(workers=2)) == (2, "processes")
+    assert resolve_workers(*workers(workers=2, parallel="threads")) == (2, "threads")
+    assert resolve_workers(*workers(threads=3)) == (3, "threads")        # the earlier flag
+    assert resolve_workers(*workers(workers=1)) == (1, "one")
+    assert resolve_workers(*workers(workers=4, device="cuda")) == (1, "one")
+    assert isinstance(one_machine_strategy(*workers(workers=2), optimizer), DataProcesses)
+    assert isinstance(one_machine_strategy(*workers(workers=1), optimizer), SingleProcess)
     with pytest.raises(ValueError, match="--threads"):
-        TrainConfig(**base, threads=2, workers=3)
+        RunSettings.of(**base, threads=2, workers=3)
     with pytest.raises(ValueError, match="--parallel"):
-        TrainConfig(**base, parallel="mpi")
+        RunSettings.of(**base, parallel="mpi")
     cores = len(os.sched_getaffinity(0))
-    lines = parallelism_warnings(TrainConfig(**base, workers=cores + 1))
+    lines = parallelism_warnings(*workers(workers=cores + 1))
     assert any(f"on {cores} core(s): oversubscribed" in line for line in lines)
-    assert parallelism_warnings(TrainConfig(**base, workers=1)) == []
+    assert parallelism_warnings(*workers(workers=1)) == []
 
 
 def test_a_blas_that_cannot_be_limited_is_said_on_the_first_lines(tmp_path, monkeypatch):
     from tinyllm import threads
-    from tinyllm.train import TrainConfig
+    from tinyllm.settings import RunSettings
 
     class Unlimited(threads.BlasThreads):
         def __init__(self):
             super().__init__()
             self.problem = "threadpoolctl finds no BLAS library it can limit in this process"
-    monkeypatch.setattr("tinyllm.train.BlasThreads", Unlimited)
-    lines = parallelism_warnings(TrainConfig(out=str(tmp_path), batch_size=12, workers=2))
+    monkeypatch.setattr("tinyllm.workers.BlasThreads", Unlimited)
+    settings = RunSettings.of(out=str(tmp_path), batch_size=12, workers=2)
+    lines = parallelism_warnings(settings.workers, settings.loop.batch_size, settings.device)
     assert any(line.startswith("warning: threadpoolctl finds no BLAS library") and "--workers 1" in line
                for line in lines)
 
@@ -280,7 +285,7 @@ def test_parameters_live_in_shared_memory_after_the_first_step():
     try:
         before = {n: p.data.copy() for n, p in model.named_parameters()}
         workers.gradients(model, TOKENS, [_batch(4)], step=1)
-        optimizer.step()
+        workers.step(optimizer, 1e-3)
         assert all(p.data.base is not None for p in model.parameters())   # views of the shared mapping
         assert all(a.base is not None for a in optimizer.state_arrays().values())   # the AdamW moments too
         changed = [n for n, p in model.named_parameters() if not np.array_equal(p.data, before[n])]
@@ -309,10 +314,9 @@ def test_a_run_that_never_closes_its_workers_still_exits(tmp_path):
         model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0)
         optimizer = AdamW(list(model.named_parameters()), lr=1e-2)
         workers = DataProcesses(2, optimizer)
-        optimizer.parallel = workers.parallel_step
         tokens = np.random.default_rng(0).integers(0, 13, size=(4, 9))
         workers.gradients(model, NextTokenLoss(), [(tokens[:, :-1], tokens[:, 1:])], step=1)
-        optimizer.step()
+        workers.step(optimizer, 1e-2)
         print("stepped", flush=True)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW
 from tinyllm.strategy import NextTokenLoss, SingleProcess, compute_gradients
 from tinyllm.threads import DataThreads, default_threads, split_by_size, split_rows
-from tinyllm.train import TrainConfig, resolve_workers
+from tinyllm.workers import WorkerSettings, resolve_workers
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
 TOKENS = NextTokenLoss()   # the task of (x, y) token batches
@@ -46,15 +46,14 @@ def test_split_by_size_gives_contiguous_groups_of_about_equal_size(sizes, parts)
 def test_optimizer_steps_on_threads_equal_one_thread_bitwise(threads):
     models = [GPT(CONFIG, seed=3), GPT(CONFIG, seed=3)]
     optimizers = [AdamW(list(m.named_parameters()), lr=1e-2, weight_decay=0.1) for m in models]
-    workers = DataThreads(threads)
-    optimizers[1].parallel = workers.parameter_groups
+    one, workers = SingleProcess(), DataThreads(threads)
     try:
         for step in range(3):
             x, y = _batch(4, step)
-            for m, opt in zip(models, optimizers):
+            for m, opt, strategy in zip(models, optimizers, (one, workers)):
                 opt.zero_grad()
                 compute_gradients(m, [(x, y)])
-                opt.step()
+                strategy.step(opt, 1e-2)
     finally:
         workers.close()
     for (name, p), (_, q) in zip(models[0].named_parameters(), models[1].named_parameters()):
@@ -184,14 +183,13 @@ def test_grad_mode_is_per_thread():
 def test_thread_count_comes_from_the_flag_then_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
-    base = dict(out=str(tmp_path), batch_size=12)
-    assert resolve_workers(TrainConfig(**base)) == (3, "processes")
-    assert resolve_workers(TrainConfig(**base, threads=5)) == (5, "threads")
-    assert resolve_workers(TrainConfig(**dict(base, batch_size=2), threads=5)) == (2, "threads")  # one row each
+    assert resolve_workers(WorkerSettings(), 12, "cpu") == (3, "processes")
+    assert resolve_workers(WorkerSettings(threads=5), 12, "cpu") == (5, "threads")
+    assert resolve_workers(WorkerSettings(threads=5), 2, "cpu") == (2, "threads")  # one row each
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     assert default_threads() >= 1
     with pytest.raises(ValueError, match="threads"):
-        TrainConfig(**base, threads=-1)
+        WorkerSettings(threads=-1)
     with pytest.raises(ValueError, match="threads"):
         DataThreads(0)

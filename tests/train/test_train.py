@@ -11,11 +11,14 @@ from tinyllm import checkpoint as ckpt
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW
 from tinyllm.strategy import SingleProcess, compute_gradients
-from tinyllm.train import NonFiniteLossError, TrainConfig, build_trainer, estimate_loss
+from tinyllm.build import build_run
+from tinyllm.settings import RunSettings
+from tinyllm.train import Pretraining, estimate_loss
+from tinyllm.trainer import NonFiniteLossError
 
 
 def test_loss_falls_on_a_tiny_corpus(tmp_path, corpus_file, tiny):
-    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", max_iters=60, eval_interval=60), log=lambda m: None)
+    trainer = build_run(tiny(corpus_file, tmp_path / "run", max_iters=60, eval_interval=60), Pretraining(), log=lambda m: None)
     before = trainer.evaluate()
     result = trainer.run()
     assert result.status == "finished" and result.step == 60
@@ -61,14 +64,14 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_fi
     the step, so the checkpoint holds no generator state, only the scheme's name."""
     settings = dict(dtype=dtype, dropout=0.1, grad_accum=2, max_iters=20, eval_interval=6, threads=threads,
                     device=device)
-    straight = build_trainer(tiny(corpus_file, tmp_path / "a", **settings), log=lambda m: None)
+    straight = build_run(tiny(corpus_file, tmp_path / "a", **settings), Pretraining(), log=lambda m: None)
     full = straight.run()
 
-    first = build_trainer(tiny(corpus_file, tmp_path / "b", **settings), log=lambda m: None)
+    first = build_run(tiny(corpus_file, tmp_path / "b", **settings), Pretraining(), log=lambda m: None)
     head = first.run(stop_at=10)
     assert head.step == 10 and ckpt.load_checkpoint(tmp_path / "b").step == 10
     assert ckpt.load_checkpoint(tmp_path / "b").state["rng"]["dropout"] == "keyed"
-    resumed = build_trainer(tiny(corpus_file, tmp_path / "b", resume=True, **settings), log=lambda m: None)
+    resumed = build_run(tiny(corpus_file, tmp_path / "b", resume=True, **settings), Pretraining(), log=lambda m: None)
     assert resumed.step == 10
     tail = resumed.run()
 
@@ -88,7 +91,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, corpus_fi
 
 def test_non_finite_loss_stops_before_touching_weights_and_keeps_the_checkpoint(tmp_path, corpus_file, tiny,
                                                                                  monkeypatch):
-    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", eval_interval=5, threads=1), log=lambda m: None)
+    trainer = build_run(tiny(corpus_file, tmp_path / "run", eval_interval=5, threads=1), Pretraining(), log=lambda m: None)
 
     class Poisoned(SingleProcess):
         def gradients(self, model, task, batches, step=0):
@@ -110,7 +113,7 @@ def test_a_signal_during_an_evaluation_stops_the_run_after_the_next_agreement(tm
     signal that lands later (here during step 4's evaluation) stops the run after step 5, so no
     rank of a pipeline can enter a checkpoint save the others skip."""
     run = tmp_path / "run"
-    trainer = build_trainer(tiny(corpus_file, run, eval_interval=4, threads=1), log=lambda m: None)
+    trainer = build_run(tiny(corpus_file, run, eval_interval=4, threads=1), Pretraining(), log=lambda m: None)
     events = []
 
     class Signalling(SingleProcess):
@@ -149,15 +152,15 @@ def test_eval_uses_the_same_batches_every_time():
 
 
 def test_config_errors_name_the_flag():
-    from tinyllm.train import ConfigError
+    from tinyllm.fields import ConfigError
     with pytest.raises(ConfigError, match=r"--lr -0\.1: must be positive"):
-        TrainConfig(lr=-0.1)
+        RunSettings.of(lr=-0.1)
     with pytest.raises(ConfigError, match=r"--block-size 0: must be a positive integer"):
-        TrainConfig(block_size=0)
+        RunSettings.of(block_size=0)
     with pytest.raises(ConfigError, match=r"--min-lr 0\.5: must be between 0 and --lr"):
-        TrainConfig(min_lr=0.5)
+        RunSettings.of(min_lr=0.5)
     with pytest.raises(ConfigError, match="--preset"):
-        TrainConfig(preset="huge")
+        RunSettings.of(preset="huge")
 
 
 def test_achieved_flops_are_reported_against_the_measured_gemm_rate(tmp_path, corpus_file, tiny):
@@ -165,8 +168,8 @@ def test_achieved_flops_are_reported_against_the_measured_gemm_rate(tmp_path, co
 
     from autograd import backend
     from tinyllm.trainer import flops_per_token
-    trainer = build_trainer(tiny(corpus_file, tmp_path / "run", max_iters=4, log_interval=2, eval_interval=4,
-                                 progress="log"), log=lambda m: None)
+    trainer = build_run(tiny(corpus_file, tmp_path / "run", max_iters=4, log_interval=2, eval_interval=4,
+                                 progress="log"), Pretraining(), log=lambda m: None)
     c = trainer.model.config
     assert flops_per_token(trainer.model) == 6 * trainer.model.num_parameters() + 12 * c.n_layer * c.block_size * c.n_embd
     trainer.progress_stream = stream = io.StringIO()

@@ -1,11 +1,12 @@
 """What the subcommands share: usage errors, help formatting, the flag table, loading a checkpoint's model.
 
-The flags of `tinyllm train` and `tinyllm finetune` are the fields of TrainConfig and
-FinetuneConfig: `config_flags(TrainConfig)` reads each field's name (`max_iters` ->
-`--max-iters`), type (from its annotation) and help (the description the field carries,
-`setting(default, help)` in tinyllm/train.py), so the dataclass is the one place a
-setting is described. TRAIN_FLAGS is that table for TrainConfig; `tinyllm finetune` takes
-the optimisation flags from it.
+The flags of `tinyllm train` and `tinyllm finetune` are the fields of the run's settings
+(tinyllm/settings.py) and of FinetuneConfig: `settings_flags(sections)` reads each field's
+name (`max_iters` -> `--max-iters`), type (from its annotation) and help (the description
+the field carries, `setting(default, help)`, tinyllm/fields.py), so the dataclass is the
+one place a setting is described. A command takes the run-wide fields and the sections its
+recipe reads (`Pretraining.sections`: all of them; `Finetuning.sections`: optimisation,
+loop and workers), so no command keeps a list of flags by hand.
 
 Left out: anything command-specific (each command module owns its other flags).
 """
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 from tinyllm.checkpoint import CheckpointError
 from tinyllm.errors import UserError
-from tinyllm.train import TrainConfig, load_gpt
+from tinyllm.loading import load_gpt
+from tinyllm.settings import SECTIONS, RunSettings
 
 
 class UsageError(UserError):
@@ -111,30 +113,39 @@ class Flag:
         return self.field.split("_")[-1].upper()
 
 
+def field_flag(f: dataclasses.Field, annotation) -> Flag:
+    """The Flag of a dataclass field: its type from the annotation (Optional stripped), its help and default."""
+    kinds = [k for k in typing.get_args(annotation) or (annotation,) if k is not type(None)]
+    kind = parse_bool if kinds[0] is bool else kinds[0] if kinds[0] in (int, float) else str
+    return Flag(f.name, kind, f.metadata.get("help", ""), f.default)
+
+
 def config_flags(config_class, exclude=()) -> dict:
     """field name -> Flag for every field of the dataclass `config_class` (but `exclude`), in field order."""
     hints = typing.get_type_hints(config_class)
+    return {f.name: field_flag(f, hints[f.name]) for f in dataclasses.fields(config_class) if f.name not in exclude}
+
+
+def settings_flags(sections=None) -> dict:
+    """field name -> Flag for the run-wide settings and those of `sections` (tinyllm.settings; all by
+    default), but `resume`, which is a switch of each command."""
     flags = {}
-    for f in dataclasses.fields(config_class):
-        if f.name in exclude:
-            continue
-        kinds = [k for k in typing.get_args(hints[f.name]) or (hints[f.name],) if k is not type(None)]
-        kind = parse_bool if kinds[0] is bool else kinds[0] if kinds[0] in (int, float) else str
-        flags[f.name] = Flag(f.name, kind, f.metadata.get("help", ""), f.default)
+    for name, (section, f) in RunSettings.fields(sections).items():
+        if name != "resume":
+            flags[name] = field_flag(f, typing.get_type_hints(RunSettings if section is None else SECTIONS[section])[name])
     return flags
 
 
-TRAIN_FLAGS = config_flags(TrainConfig, exclude=("resume",))   # `--resume` is a switch, not a value
-
-
-def add_flags(parser, flags, defaults: dict | None = None, shown: dict | None = None) -> None:
+def add_flags(parser, flags, defaults: dict | None = None, shown: dict | None = None,
+              helps: dict | None = None) -> None:
     """Add each Flag (value flags left unset unless given, so a config file or checkpoint can fill them).
 
-    The help ends with "(default: X)": X from `shown` (field -> text), else `defaults` (field ->
-    value) or the field's default, as repr (a tuple as the comma list the flag takes); a default
-    of None is explained by the help itself.
+    The help (`helps` field -> text, else the field's) ends with "(default: X)": X from `shown`
+    (field -> text), else `defaults` (field -> value) or the field's default, as repr (a tuple
+    as the comma list the flag takes); a default of None is explained by the help itself.
     """
     for flag in flags:
+        flag = dataclasses.replace(flag, help=(helps or {}).get(flag.field, flag.help))
         default = (defaults or {}).get(flag.field, flag.default)
         text = (shown or {}).get(flag.field)
         if text is None and default is not None and default is not dataclasses.MISSING:

@@ -5,9 +5,9 @@
     tinyllm finetune --task instruct --init-from gpt2/ --data alpaca.json --out runs/chat --lora-rank 8
     tinyllm sample --ckpt runs/chat --instruct --prompt "Name three colours."
 
-The optimisation flags are `tinyllm train`'s (the same table, commands/common.py
-TRAIN_FLAGS: TrainConfig's fields) with defaults suited to finetuning; the task flags are
-FinetuneConfig's fields. With `--resume` the run continues from DIR/last with the settings
+The run-wide, optimisation, loop and worker flags are `tinyllm train`'s (the settings
+sections the Finetuning recipe reads: commands/common.py settings_flags) with defaults
+suited to finetuning; the task flags are FinetuneConfig's fields. With `--resume` the run continues from DIR/last with the settings
 it was started with; flags given change only those settings (e.g. `--max-iters`).
 Interrupted by SIGINT or SIGTERM, it saves DIR/last and exits with 128 + the signal (130,
 143), as `tinyllm train` does. `tinyllm sample --instruct` (commands/sample.py) prompts an
@@ -17,17 +17,17 @@ Left out: batch classification of files (use tinyllm.finetune.classify_texts), c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, config_flags,
-                                     given, refuse_independent_copies)
-from tinyllm.finetune import FinetuneConfig, classify_texts, finetune, load_finetuned, load_template
+from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, config_flags, given,
+                                     refuse_independent_copies, settings_flags)
+from tinyllm.finetune import FinetuneConfig, Finetuning, classify_texts, finetune, load_finetuned, load_template
 from tinyllm.lora import parse_targets
-from tinyllm.train import NonFiniteLossError, TrainConfig
+from tinyllm.settings import RunSettings
+from tinyllm.trainer import NonFiniteLossError
 
 FINETUNE_EXAMPLES = """\
 tinyllm finetune --task classify --init-from runs/demo --data reviews.csv --out runs/clf
@@ -41,11 +41,8 @@ tinyllm classify --ckpt runs/clf "what a great film"
 tinyllm classify --ckpt runs/clf --json "first text" "second text"
 cat texts.txt | tinyllm classify --ckpt runs/clf -"""
 
-# the train flags a finetuning run uses (data, model shape and pipeline flags do not apply)
-SHARED_TRAIN_FLAGS = ("optimizer", "batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters",
-                      "lr_schedule", "weight_decay", "beta1", "beta2", "eps", "momentum", "grad_clip",
-                      "eval_interval", "eval_iters", "log_interval", "seed", "dtype", "device", "workers", "parallel",
-                      "threads", "progress")
+# the settings a finetuning run reads: run-wide, optimisation, loop, workers (no data, model or pipeline flags)
+RUN_FLAGS = settings_flags(Finetuning.sections)
 
 # finetuning defaults that differ from pretraining's
 TRAIN_DEFAULTS = {"max_iters": 300, "lr": 5e-4, "min_lr": 5e-5, "warmup_iters": 20, "batch_size": 8,
@@ -60,11 +57,11 @@ def register(subparsers) -> None:
                          "fully, with some layers frozen, or with LoRA adapters. Progress, DIR/metrics.jsonl, "
                          "checkpoints (DIR/last, DIR/best) and --resume work as in `tinyllm train`.",
                          FINETUNE_EXAMPLES)
-    parser.add_argument("--out", default=argparse.SUPPRESS, metavar="DIR", help="run directory (required)")
     parser.add_argument("--resume", action="store_true", default=False,
                         help="continue the run in --out from its last checkpoint")
     add_flags(parser, TASK_FLAGS.values())
-    add_flags(parser, [TRAIN_FLAGS[name] for name in SHARED_TRAIN_FLAGS], defaults=TRAIN_DEFAULTS)
+    add_flags(parser, RUN_FLAGS.values(), defaults={**TRAIN_DEFAULTS, "out": None},
+              helps={"out": "run directory: config, metrics, checkpoints (required)"})
     parser.set_defaults(handler=run_finetune)
 
     classify = add_command(subparsers, "classify", "label texts with a finetuned classifier",
@@ -78,9 +75,9 @@ def register(subparsers) -> None:
 
 
 def resolve_configs(args) -> tuple:
-    """(FinetuneConfig, TrainConfig) from defaults (or the checkpoint's settings with --resume) and the flags."""
+    """(FinetuneConfig, RunSettings) from defaults (or the checkpoint's settings with --resume) and the flags."""
     task = given(args, TASK_FLAGS)
-    train = given(args, SHARED_TRAIN_FLAGS)
+    train = given(args, RUN_FLAGS)
     if not hasattr(args, "out"):
         raise UsageError("--out DIR is required: the run directory for checkpoints and metrics")
     if args.resume:
@@ -92,7 +89,7 @@ def resolve_configs(args) -> tuple:
         where = Path(args.out) / "last" / ckpt.STATE_FILE
         task_settings = dict(saved["config"])
         ckpt.saved_config(FinetuneConfig, task_settings, where)
-        ckpt.saved_config(TrainConfig, {**state.get("train_config", {}), "out": args.out, "resume": True}, where)
+        ckpt.saved_config(RunSettings, {**state.get("train_config", {}), "out": args.out, "resume": True}, where)
         for name, value in _task_values(task).items():
             if name in ("init_from", "data", "task") or value == task_settings.get(name):
                 task_settings[name] = value
@@ -108,7 +105,7 @@ def resolve_configs(args) -> tuple:
         task_settings = _task_values(task)
         train_settings = {**TRAIN_DEFAULTS, **train}
     train_settings.update(out=args.out, resume=bool(args.resume))
-    return FinetuneConfig.from_dict(task_settings), TrainConfig.from_dict(train_settings)
+    return FinetuneConfig.from_dict(task_settings), RunSettings.from_dict(train_settings)
 
 
 def _task_values(given: dict) -> dict:

@@ -1,16 +1,16 @@
-"""`tinyllm train`: pretrain a GPT from the command line (flags are TrainConfig's fields: commands/common.py).
+"""`tinyllm train`: pretrain a GPT from the command line (flags are the settings' fields: commands/common.py).
 
-Settings resolve in layers: TrainConfig's defaults, then a `--config FILE.toml`, then the
-flags given on the command line. With `--resume` the first layer is the checkpoint's own
+Settings resolve in layers: the defaults (tinyllm/settings.py), then a `--config FILE.toml`,
+then the flags given on the command line. With `--resume` the first layer is the checkpoint's own
 config instead, so `tinyllm train --out DIR --resume` continues with what DIR was started
 with, and any flag given changes only that setting (`--max-iters 4000` to train longer).
-With `--pipeline-stages` or `--data-parallel` above 1 the run is handed to parallel/.
+With `--pipeline-stages` or `--data-parallel` above 1 the run is handed to parallel/; the
+pipeline flags are checked by parallel/ (its schedule registry) in every case.
 
 Left out: hyperparameter sweeps, config inheritance between TOML files.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,9 +21,13 @@ except ModuleNotFoundError:              # Python 3.10: the same parser, from Py
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
-from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, given,
-                                     refuse_independent_copies)
-from tinyllm.train import MODEL_FIELDS, NonFiniteLossError, TrainConfig, build_trainer
+from tinyllm.build import build_run
+from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, given,
+                                     refuse_independent_copies, settings_flags)
+from tinyllm.config import MODEL_FIELDS
+from tinyllm.settings import RunSettings
+from tinyllm.train import Pretraining
+from tinyllm.trainer import NonFiniteLossError
 
 EXAMPLES = """\
 tinyllm train --out runs/demo                       # built-in corpus, baby preset, a few minutes on 2 cores
@@ -34,7 +38,8 @@ tinyllm train --config runs.toml --lr 3e-4          # flags override the TOML fi
 tinyllm train --out runs/demo --resume --max-iters 1200
 mpiexec -n 4 tinyllm train --pipeline-stages 2 --data-parallel 2 --microbatches 8 --schedule 1f1b"""
 
-_DEFAULTS = TrainConfig()
+TRAIN_FLAGS = settings_flags(Pretraining.sections)
+_DEFAULTS = RunSettings()
 
 
 def register(subparsers) -> None:
@@ -49,7 +54,8 @@ def register(subparsers) -> None:
                         help="after training, print a sample of N tokens from the model (0 = none)")
     parser.add_argument("--trace", metavar="FILE.json", default=None,
                         help="pipeline runs: write a Chrome/Perfetto trace of every rank (open in ui.perfetto.dev)")
-    add_flags(parser, TRAIN_FLAGS.values(), shown={name: "the preset's" for name in MODEL_FIELDS})
+    add_flags(parser, TRAIN_FLAGS.values(), shown={name: "the preset's" for name in MODEL_FIELDS},
+              helps={"schedule": schedule_help()})
     parser.set_defaults(handler=run)
 
 
@@ -65,7 +71,7 @@ def read_toml(path: str) -> dict:
         raise UsageError(f"--config {path}: not valid TOML ({error})") from None
     if isinstance(raw.get("train"), dict):  # allow the settings under a [train] table
         raw = {**{k: v for k, v in raw.items() if k != "train"}, **raw["train"]}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = set(TRAIN_FLAGS)
     settings = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -76,8 +82,8 @@ def read_toml(path: str) -> dict:
     return settings
 
 
-def resolve_config(args) -> TrainConfig:
-    """TrainConfig from the layers: defaults (or the checkpoint's config), TOML, flags."""
+def resolve_config(args) -> RunSettings:
+    """The run's settings from the layers: defaults (or the checkpoint's settings), TOML, flags."""
     settings = read_toml(args.config) if args.config else {}
     settings.update(given(args, TRAIN_FLAGS))
     if args.resume:
@@ -87,9 +93,9 @@ def resolve_config(args) -> TrainConfig:
                              "start the run without --resume, or give the run's --out")
         state = ckpt.read_state(out)
         base = dict(state.get("train_config", {}))
-        ckpt.saved_config(TrainConfig, {**base, "resume": True}, Path(out) / "last" / ckpt.STATE_FILE)
-        changed = [name for name in MODEL_FIELDS + ("preset", "tokenizer", "vocab_size", "data", "val_fraction")
-                   if name in settings and settings[name] != base.get(name)]
+        ckpt.saved_config(RunSettings, {**base, "resume": True}, Path(out) / "last" / ckpt.STATE_FILE)
+        kept = [name for name, (section, _) in RunSettings.fields(("data", "model")).items() if section is not None]
+        changed = [name for name in kept if name in settings and settings[name] != base.get(name)]
         if changed:
             name = changed[0]
             raise UsageError(f"--{name.replace('_', '-')} {settings[name]!r} differs from the checkpoint's "
@@ -97,8 +103,8 @@ def resolve_config(args) -> TrainConfig:
                              "drop the flag, or start a new --out")
         base.update(settings)
         base["resume"] = True
-        return TrainConfig.from_dict(base)
-    return TrainConfig.from_dict(settings)
+        return RunSettings.from_dict(base)
+    return RunSettings.from_dict(settings)
 
 
 def run(args) -> int:
@@ -106,11 +112,12 @@ def run(args) -> int:
     check_device(config.device)
     if args.sample_tokens < 0:
         raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
-    if config.pipeline_stages > 1 or config.data_parallel > 1:
+    check_pipeline_flags(config)
+    if config.pipeline.distributed:
         return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
     refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
                               "(docs/pipeline.md), or run it without mpiexec")
-    trainer = build_trainer(config)
+    trainer = build_run(config, Pretraining())
     try:
         result = trainer.run()
     except NonFiniteLossError as error:
@@ -135,7 +142,25 @@ def print_sample(trainer, max_new_tokens: int, seed: int) -> None:
                   temperature=0.8, top_k=200, top_p=None, seed=seed, out=sys.stdout)
 
 
-def hand_off_to_parallel_runner(config: TrainConfig, trace: str | None = None) -> int:
+def schedule_help() -> str:
+    """--schedule's help: the schedules parallel/ has registered (without parallel/, the field's own help)."""
+    try:
+        from parallel.schedules import SCHEDULES  # noqa: PLC0415
+    except ImportError:
+        return TRAIN_FLAGS["schedule"].help
+    return "pipeline schedule: " + ", ".join(f"{name} ({spec.title})" for name, spec in SCHEDULES.items())
+
+
+def check_pipeline_flags(config: RunSettings) -> None:
+    """The pipeline flags against parallel/'s schedule registry (a schedule, its chunks), in every run."""
+    try:
+        from parallel.schedules import check_pipeline_settings  # noqa: PLC0415
+    except ImportError:
+        return   # an installation without parallel/ has no pipeline to configure
+    check_pipeline_settings(config.pipeline)
+
+
+def hand_off_to_parallel_runner(config: RunSettings, trace: str | None = None) -> int:
     """Pipelined / data-parallel training lives in parallel/ (MPI); this only starts it."""
     try:
         import mpi4py  # noqa: F401, PLC0415

@@ -1,8 +1,8 @@
 """Finetuning a pretrained GPT: text classification and instruction following, with or without LoRA.
 
     config = FinetuneConfig(task="classify", init_from="runs/pretrain", data="reviews.csv")
-    train_config = TrainConfig(out="runs/clf", max_iters=200, lr=1e-3, batch_size=16)
-    result = finetune(config, train_config)       # tinyllm's training loop with a finetuning task
+    settings = RunSettings.of(out="runs/clf", max_iters=200, lr=1e-3, batch_size=16)
+    result = finetune(config, settings)           # the one assembly line, with the Finetuning recipe
     probs = classify_texts(load_finetuned("runs/clf"), ["what a great film"])
 
 Classification (`task="classify"`): a CSV, TSV or JSONL of `text` and `label` (field names
@@ -18,7 +18,7 @@ The package, in the order a run uses it:
     data.py        tokens: splits, padding, prompt templates, loss masks, TaskData, ExampleBatches
     classifier.py  SequenceClassifier
     config.py      FinetuneConfig, freezing, LoRA: the model to train
-    tasks.py       FinetuneTask (a tinyllm.trainer task), build_finetune, finetune
+    tasks.py       FinetuneTask (a tinyllm.trainer task), Finetuning (the recipe), finetune
     loading.py     the base model (`init_from`), finetuned checkpoints, classify_texts
 
 Left out: multi-label classification, regression heads, class weighting, chat templates
@@ -32,7 +32,7 @@ from .data import (ALPACA, IGNORE_INDEX, TEMPLATES, ExampleBatches, InstructionE
 from .loading import Finetuned, classify_texts, is_finetune_checkpoint, load_base_model, load_finetuned
 from .records import (DATA_FORMATS, ClassificationData, FinetuneDataError, InstructionRecord, data_format,
                       load_classification_data, load_instruction_data, read_records)
-from .tasks import (FinetuneResult, FinetuneTask, build_finetune, check_finetune_state, evaluate_classifier,
+from .tasks import (FinetuneResult, FinetuneTask, Finetuning, check_finetune_state, evaluate_classifier,
                     evaluate_instruct, finetune)
 
 __all__ = ["POOLINGS", "SequenceClassifier", "pooling_weights", "TASKS", "FinetuneConfig", "frozen_fingerprint",
@@ -42,5 +42,5 @@ __all__ = ["POOLINGS", "SequenceClassifier", "pooling_weights", "TASKS", "Finetu
            "split_indices", "Finetuned", "classify_texts", "is_finetune_checkpoint", "load_base_model",
            "load_finetuned", "DATA_FORMATS", "ClassificationData", "FinetuneDataError", "InstructionRecord",
            "data_format", "load_classification_data", "load_instruction_data", "read_records", "FinetuneResult",
-           "FinetuneTask", "build_finetune", "check_finetune_state", "evaluate_classifier", "evaluate_instruct",
+           "FinetuneTask", "Finetuning", "check_finetune_state", "evaluate_classifier", "evaluate_instruct",
            "finetune"]

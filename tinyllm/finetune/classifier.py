@@ -19,7 +19,7 @@ from autograd import functional as F
 from autograd.tensor import Tensor
 from tinyllm import nn
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.train import ConfigError
+from tinyllm.fields import ConfigError
 
 from .data import PaddedBatch
 

@@ -25,7 +25,7 @@ from autograd import backend
 from tinyllm import nn
 from tinyllm.lora import LoRAConfig, LoRAError, apply_lora, freeze, trainable_parameters
 from tinyllm.model import GPT, unknown_fields
-from tinyllm.train import ConfigError, required, setting
+from tinyllm.fields import ConfigError, required, setting
 
 from .classifier import POOLINGS, SequenceClassifier
 from .data import TEMPLATES
@@ -35,7 +35,7 @@ TASKS = ("classify", "instruct")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """What to finetune on and how; the optimisation settings are a tinyllm.train.TrainConfig."""
+    """What to finetune on and how; the optimisation settings are a tinyllm.settings.RunSettings."""
 
     task: str = required(f"what to finetune for: {' or '.join(TASKS)}")
     init_from: str = required("the base model: a `tinyllm train` run or checkpoint directory, or a Hugging Face "

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyllm.train import ConfigError
+from tinyllm.fields import ConfigError
 
 from .records import (ClassificationData, FinetuneDataError, InstructionRecord, load_classification_data,
                       load_instruction_data)

@@ -28,7 +28,8 @@ from tinyllm import nn, pretrained
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_model_fits
 from tinyllm.lora import trainable_parameters
 from tinyllm.model import GPT
-from tinyllm.train import ConfigError, load_gpt
+from tinyllm.fields import ConfigError
+from tinyllm.loading import load_gpt
 from tinyllm.trainer import TrainedWeights
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model

@@ -1,10 +1,11 @@
 """Finetuning runs: the classification and instruction tasks on tinyllm's one training loop.
 
     result = finetune(FinetuneConfig(task="classify", init_from="runs/demo", data="reviews.csv"),
-                      TrainConfig(out="runs/clf", max_iters=200, lr=1e-3, batch_size=16))
+                      RunSettings.of(out="runs/clf", max_iters=200, lr=1e-3, batch_size=16))
     result.test                  # classify: {"loss", "accuracy", "examples"}; instruct: {"loss", "tokens"}
 
-`FinetuneTask` is a Trainer task (tinyllm/trainer.py): batches of examples (ExampleBatches:
+`Finetuning` is the recipe the one assembly line (tinyllm/build.py) builds the run from;
+`FinetuneTask` is its Trainer task (tinyllm/trainer.py): batches of examples (ExampleBatches:
 seeded shuffles, epoch after epoch) instead of token windows; an evaluation over the val
 split (loss, plus accuracy for classify) instead of random windows; and a checkpoint that
 records the finetune settings, the data's labels or template, and a hash of the frozen
@@ -27,11 +28,10 @@ import numpy as np
 
 from autograd import backend
 from tinyllm import checkpoint as ckpt
+from tinyllm.build import run
+from tinyllm.fields import ConfigError
 from tinyllm.lora import lora_layers, save_lora, trainable_parameters
-from tinyllm.train import (ConfigError, TrainConfig, describe_workers, hold_run_directory, make_optimizer,
-                           make_strategy, parallelism_warnings, restore_run, resume_checkpoint,
-                           write_run_config)
-from tinyllm.trainer import MetricsLog, RunResult, Trainer
+from tinyllm.trainer import MetricsLog, RunResult
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model
 from .data import IGNORE_INDEX, ExampleBatches, TaskData, build_task_data
@@ -94,6 +94,11 @@ class FinetuneTask:
             return len(batch[1])
         return int((batch[1] != IGNORE_INDEX).sum())
 
+    def tokens(self, batch) -> int:
+        """The positions the model runs: classify (PaddedBatch, labels); instruct (inputs, targets)."""
+        ids = batch[0].ids if self.data.task == "classify" else batch[0]
+        return int(ids.size)
+
     def evaluate_split(self, model, batch_loss, indices, max_batches: int | None = None) -> dict:
         if self.data.task == "classify":
             return evaluate_classifier(model, self.data, indices, self.batch_size, max_batches)
@@ -141,40 +146,66 @@ def check_finetune_state(checkpoint, config: FinetuneConfig, frozen_sha256: str)
                                    f"on (init_from {saved['config'].get('init_from')}); use the same base model")
 
 
-def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_stream=None, log=None) -> Trainer:
-    """Base model, data, trainable parameters, optimizer, task and trainer (restored from <out>/last on resume)."""
-    log = log or (lambda message: print(message, file=progress_stream or sys.stderr, flush=True))
-    train_config = train_config.replace(data=str(config.data))  # what `tinyllm info` shows as the data
-    run_dir = Path(train_config.out)
-    run_lock = hold_run_directory(run_dir, log)
-    checkpoint = resume_checkpoint(train_config)
-    gpt, tokenizer = load_base_model(config.init_from, train_config.dtype, train_config.device, config.tokenizer)
-    if tokenizer.vocab_size > gpt.config.vocab_size:
-        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-                          f"{gpt.config.vocab_size}; use the tokenizer the model was trained with")
-    data = build_task_data(config, tokenizer, gpt.config.block_size, train_config.seed)
-    num_classes = len(data.label_names) if config.task == "classify" else None
-    model = prepare_model(gpt, config, num_classes, seed=train_config.seed)
-    frozen_sha256 = frozen_fingerprint(model)
-    optimizer = make_optimizer(train_config, trainable_parameters(model))
-    strategy = make_strategy(train_config, optimizer)
-    task = FinetuneTask(config, data, train_config.batch_size, train_config.eval_iters, train_config.seed,
-                        frozen_sha256)
-    trainer = Trainer(model, task, strategy, config=train_config, optimizer=optimizer, tokenizer=tokenizer,
-                      run_dir=run_dir, progress_stream=progress_stream, run_lock=run_lock)
-    if checkpoint is not None:
-        check_finetune_state(checkpoint, config, frozen_sha256)
-        restore_run(trainer, checkpoint)
-        log(f"resuming {run_dir} from {checkpoint.path} at step {trainer.step}")
-    write_run_config(run_dir, {"train": train_config, "finetune": config, "model": gpt.config})
-    n_train = sum(int(p.size) for _, p in trainable_parameters(model))
-    log(f"finetune {config.task}: {n_train:,} of {model.num_parameters():,} parameters train"
-        f"{f' (LoRA rank {config.lora_rank} on {len(lora_layers(model))} layers)' if config.lora_rank else ''}; "
-        f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
-        f"{describe_workers(train_config)}; run directory {run_dir}")
-    for line in parallelism_warnings(train_config):
-        log(line)
-    return trainer
+class Finetuning:
+    """The finetuning recipe (tinyllm.build.Recipe): a base model, its task data, LoRA or a head."""
+
+    command = "finetune"
+    sections = ("optim", "loop", "workers")   # no data, model or pipeline flags: the base model decides
+
+    def __init__(self, config: FinetuneConfig):
+        self.config = config
+
+    def prepare(self, settings, run_dir: Path, log) -> None:
+        config = self.config
+        self.gpt, self.tokenizer = load_base_model(config.init_from, settings.dtype, settings.device, config.tokenizer)
+        if self.tokenizer.vocab_size > self.gpt.config.vocab_size:
+            raise ConfigError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's vocab_size is "
+                              f"{self.gpt.config.vocab_size}; use the tokenizer the model was trained with")
+        self.data = build_task_data(config, self.tokenizer, self.gpt.config.block_size, settings.seed)
+
+    def build_model(self, settings):
+        num_classes = len(self.data.label_names) if self.config.task == "classify" else None
+        model = prepare_model(self.gpt, self.config, num_classes, seed=settings.seed)
+        self.frozen_sha256 = frozen_fingerprint(model)
+        return model
+
+    def check_resume(self, checkpoint, model) -> None:
+        check_finetune_state(checkpoint, self.config, self.frozen_sha256)
+
+    def trainable(self, model) -> list:
+        return trainable_parameters(model)
+
+    def task(self, settings, model) -> FinetuneTask:
+        loop = settings.loop
+        return FinetuneTask(self.config, self.data, loop.batch_size, loop.eval_iters, settings.seed, self.frozen_sha256)
+
+    def config_entries(self, settings) -> dict:
+        return {"train": settings, "finetune": self.config, "model": self.gpt.config}
+
+    def describe(self, trainer) -> str:
+        config, model, data = self.config, trainer.model, self.data
+        n_train = sum(int(p.size) for _, p in trainable_parameters(model))
+        lora = f" (LoRA rank {config.lora_rank} on {len(lora_layers(model))} layers)" if config.lora_rank else ""
+        return (f"finetune {config.task}: {n_train:,} of {model.num_parameters():,} parameters train{lora}; "
+                f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples")
+
+    def finish(self, trainer, run: RunResult) -> "FinetuneResult":
+        """At the end of the run: the test split, and with LoRA the adapters as DIR/adapter/."""
+        result = FinetuneResult(**vars(run))
+        config, settings = self.config, trainer.settings
+        if run.status != "finished" or trainer.step < settings.loop.max_iters:
+            return result
+        if len(self.data.test):
+            result.test = trainer.evaluate(trainer.task.test)
+            summary = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.test.items())
+            if settings.loop.progress != "none":
+                print(f"test: {summary}", file=trainer.progress_stream or sys.stderr, flush=True)
+            MetricsLog(Path(settings.out) / "metrics.jsonl").write(
+                {"step": trainer.step, **{f"test_{k}": v for k, v in result.test.items()}})
+        if config.lora_rank:
+            save_lora(trainer.model if config.task == "instruct" else trainer.model.gpt,
+                      Path(settings.out) / "adapter", extra={"init_from": str(config.init_from), "task": config.task})
+        return result
 
 
 @dataclass
@@ -182,22 +213,7 @@ class FinetuneResult(RunResult):
     test: dict | None = None      # classify: {"loss", "accuracy", "examples"}; instruct: {"loss", "tokens"}
 
 
-def finetune(config: FinetuneConfig, train_config: TrainConfig, progress_stream=None,
-             stop_at: int | None = None) -> FinetuneResult:
-    """Build the run and train it; then report the test split and, with LoRA, write DIR/adapter/."""
-    trainer = build_finetune(config, train_config, progress_stream=progress_stream)
-    run = trainer.run(stop_at=stop_at)
-    result = FinetuneResult(**vars(run))
-    if run.status == "finished" and trainer.step >= train_config.max_iters:
-        if len(trainer.task.data.test):
-            result.test = trainer.evaluate(trainer.task.test)
-            summary = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.test.items())
-            if train_config.progress != "none":
-                print(f"test: {summary}", file=progress_stream or sys.stderr, flush=True)
-            MetricsLog(Path(train_config.out) / "metrics.jsonl").write(
-                {"step": trainer.step, **{f"test_{k}": v for k, v in result.test.items()}})
-        if config.lora_rank:
-            save_lora(trainer.model if config.task == "instruct" else trainer.model.gpt,
-                      Path(train_config.out) / "adapter",
-                      extra={"init_from": str(config.init_from), "task": config.task})
-    return result
+def finetune(config: FinetuneConfig, settings, progress_stream=None, stop_at: int | None = None) -> FinetuneResult:
+    """Finetune as `config` and `settings` (a tinyllm.settings.RunSettings) say; see the module docstring."""
+    settings = settings.replace(data=str(config.data))   # what `tinyllm info` shows as the data
+    return run(settings, Finetuning(config), progress_stream=progress_stream, stop_at=stop_at)
