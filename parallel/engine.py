@@ -43,7 +43,7 @@ import numpy as np
 
 from autograd import backend
 from autograd.tensor import Tensor, split_backward
-from tinyllm.nn import dropout_rows
+from tinyllm.dropout import dropout_rows
 from tinyllm.optim import grad_square_sum
 
 from . import schedules as S
@@ -94,7 +94,7 @@ class PipelineEngine:
         """Run the schedule on the global batch (B, T); gradients land in .grad. Returns the step's mean loss.
 
         `step` keys the dropout masks, with each microbatch's rows at their place in the global
-        batch, so any layout draws one process's masks (tinyllm/nn.py, DropoutMasks).
+        batch, so any layout draws one process's masks (tinyllm/dropout.py, DropoutMasks).
         """
         sm = self.stage_model
         xp = backend.module_for(sm.model.device)

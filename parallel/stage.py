@@ -28,7 +28,7 @@ head); `tied_name()` names it so the engine can sum its two gradients.
 
 Dropout: every rank builds the whole model, so each layer has the site number it has in
 one process, and the engine keys each microbatch's masks by the step and its rows' place in
-the global batch: a pipeline draws one process's masks (tinyllm/nn.py, DropoutMasks).
+the global batch: a pipeline draws one process's masks (tinyllm/dropout.py, DropoutMasks).
 
 Left out: KV-cache decoding across stages.
 """

@@ -7,31 +7,27 @@
 
 Why a second walk at all. A KV-cache step runs one position through the model, and there the
 Tensor wrappers, the graph and the argument checks around every op cost more than the
-arithmetic (docs/model.md, "Speed"). So decoding runs the layers' autograd Functions'
-`forward` on raw xp arrays with nothing recorded (`graph_free`, Function.forward_only in two
-steps): the very forward that each module's `forward` reaches through autograd.functional,
-without the bookkeeping. No formula is written here.
+arithmetic (docs/model.md, "Speed"). So decoding runs each module on raw xp arrays with
+`nn.run_on_array`: a module's own `array_forward`, which calls its autograd Function's
+`forward` with nothing recorded (`nn.graph_free`), the very forward its `forward` reaches
+through autograd.functional, without the bookkeeping. No formula is written here, and this
+file knows no layer type but the ones the cache is about.
 
-What it knows. It walks the model: token (and learned position) embeddings, each Block
-(norm1, attention with the cache, norm2, MLP), the final norm and the head, and runs each
-layer whose type it knows through that layer's Function (ARRAY_FORWARDS):
+What it walks. Token (and learned position) embeddings, each Block (norm1, attention with
+the cache, norm2, MLP), the final norm and the head. The attention of a Block is the part
+that reads the cache, so it is walked here (c_attn, RopeFunction, the cache,
+ScaledDotProductAttentionFunction, c_proj); every other part runs its `array_forward`
+(nn.Linear, Embedding, LayerNorm, RMSNorm, GELU, SwiGLU, blocks.MLP, lora.LoRALinear each
+have one, beside their forward).
 
-    nn.Linear            LinearFunction                       nn.Embedding  EmbeddingFunction
-    nn.LayerNorm         LayerNormFunction                    nn.RMSNorm    RMSNormFunction
-    nn.GELU              GeluTanhFunction / GeluErfFunction   nn.SwiGLU     SwiGLUFunction
-    LoRALinear           lora.lora_linear with LinearFunction (the adapter formula of lora.py)
-    MLP                  c_fc, activation, c_proj, each as above (dropout: eval mode)
-    CausalSelfAttention  c_attn, RopeFunction, the cache, ScaledDotProductAttentionFunction, c_proj
-
-What it does not know. Any other module in those places -- a user's activation, norm or
-projection, or a subclass of a known layer (the type must match exactly: a subclass may
-have changed forward) -- runs its own `forward` on `Tensor.constant(x)` under no_grad, and
-its `.data` goes on: correct, only slower, for every layer that treats each position on its
-own. Attention does not: a block or attention module of another type runs the same way on a
-whole sequence without a cache, but cannot be fed one position at a time from one, so
-`cacheable(model)` is False and generate() recomputes each window through the model's own
-forward instead. A new layer therefore needs nothing here to train and sample correctly;
-for speed, give ARRAY_FORWARDS an entry that calls its Function.
+What it does not know. A module without an `array_forward` beside its `forward` -- a user's
+activation, norm or projection, or a subclass that changed forward -- runs its own `forward`
+on `Tensor.constant(x)` under no_grad: correct, only slower, for every layer that treats each
+position on its own. Attention does not: a block or attention module of another type runs
+the same way on a whole sequence without a cache, but cannot be fed one position at a time
+from one, so `cacheable(model)` is False and generate() recomputes each window through the
+model's own forward instead. A new layer therefore needs nothing here to train and sample
+correctly; for speed, give it an `array_forward` that calls its Function.
 
 One vector. With one sequence on the CPU (`forward_vector`), the residual stream is a
 vector x (C,): every Linear is a matrix-vector product and the norms take scalar
@@ -47,107 +43,12 @@ from __future__ import annotations
 import numpy as np
 
 from autograd import backend
-from autograd.layers.activation import GeluErfFunction, GeluTanhFunction
 from autograd.layers.attention import ScaledDotProductAttentionFunction, causal_mask
-from autograd.layers.embedding import EmbeddingFunction
-from autograd.layers.linear import LinearFunction
-from autograd.layers.norm import LayerNormFunction, RMSNormFunction
 from autograd.layers.rope import RopeFunction
-from autograd.layers.swiglu import SwiGLUFunction
-from autograd.tensor import Tensor, no_grad
 
-from . import nn
-from .blocks import MLP, Block, CausalSelfAttention
+from .blocks import Block, CausalSelfAttention
 from .config import as_token_ids, check_token_ids
-from .lora import LoRALinear, lora_linear
-
-
-# ---- one layer on raw arrays -----------------------------------------------------------------
-
-_NOTHING_NEEDED = (False,) * 8   # needs_input_grad of a decoding op: no input wants a gradient
-
-
-def graph_free(function_class):
-    """A new instance of an autograd Function that records nothing for backward, to call its
-    forward on raw arrays: `graph_free(LinearFunction).forward(x, W, b)`. This is
-    Function.forward_only in two steps, so the arguments reach forward directly: forward_only's
-    *args / **kwargs forwarding costs 1-3 us a call, as much as a NumPy op on one row, and a
-    cached step of the baby model makes about 35 such calls."""
-    fn = function_class()
-    fn.needs_input_grad = _NOTHING_NEEDED
-    return fn
-
-
-def linear(x, weight, bias=None):
-    """LinearFunction's forward on raw arrays: x (..., in) or (in,), weight (out, in) -> (..., out)."""
-    if bias is None:
-        return graph_free(LinearFunction).forward(x, weight)
-    return graph_free(LinearFunction).forward(x, weight, bias)
-
-
-def _linear(layer, x):
-    if layer.bias is None:
-        return graph_free(LinearFunction).forward(x, layer.weight.data)
-    return graph_free(LinearFunction).forward(x, layer.weight.data, layer.bias.data)
-
-
-def _embedding(layer, ids):
-    return graph_free(EmbeddingFunction).forward(layer.weight.data, ids)
-
-
-def _layer_norm(norm, x):
-    if norm.bias is None:
-        return graph_free(LayerNormFunction).forward(x, norm.weight.data, eps=norm.eps, has_weight=True)
-    return graph_free(LayerNormFunction).forward(x, norm.weight.data, norm.bias.data, eps=norm.eps,
-                                                 has_weight=True, has_bias=True)
-
-
-def _rms_norm(norm, x):
-    return graph_free(RMSNormFunction).forward(x, norm.weight.data, eps=norm.eps, has_weight=True)
-
-
-def _gelu(activation, x):
-    return graph_free(GeluTanhFunction if activation.approximate == "tanh" else GeluErfFunction).forward(x)
-
-
-def _swiglu(activation, x):
-    H = x.shape[-1] // 2
-    return graph_free(SwiGLUFunction).forward(x[..., :H], x[..., H:])        # x = [gate | up]
-
-
-def _lora(layer, x):
-    bias = None if layer.bias is None else layer.bias.data
-    if layer.merged:
-        return linear(x, layer.weight.data, bias)
-    return lora_linear(x, layer.weight.data, bias, layer.lora_A.data, layer.lora_B.data, layer.scale,
-                       linear=linear)
-
-
-def _mlp(mlp, x):
-    return run(mlp.c_proj, run(mlp.activation, run(mlp.c_fc, x)))           # dropout: eval mode
-
-
-# module type -> forward(module, x) on raw arrays, through the layer's Function (module docstring)
-ARRAY_FORWARDS = {
-    nn.Linear: _linear,
-    nn.Embedding: _embedding,
-    nn.LayerNorm: _layer_norm,
-    nn.RMSNorm: _rms_norm,
-    nn.GELU: _gelu,
-    nn.SwiGLU: _swiglu,
-    LoRALinear: _lora,
-    MLP: _mlp,
-}
-
-
-def run(module, x):
-    """module's forward on the raw array x: its Function's, or (a module not in ARRAY_FORWARDS)
-    its own forward on a constant Tensor, without a graph."""
-    array_forward = ARRAY_FORWARDS.get(type(module))
-    if array_forward is not None:
-        return array_forward(module, x)
-    with no_grad():
-        return module(Tensor.constant(x)).data
+from .nn import graph_free, linear_on_array, run_on_array as run
 
 
 # ---- attention with the cache, blocks, the model ---------------------------------------------
@@ -214,7 +115,7 @@ def head(model, x):
     """Final norm and LM head on raw arrays: (..., C) -> logits (..., V)."""
     x = run(model.norm_f, x)
     if model.config.tie_embeddings:
-        return linear(x, model.wte.weight.data)                               # (..., C) @ (C, V)
+        return linear_on_array(x, model.wte.weight.data)                      # (..., C) @ (C, V)
     return run(model.lm_head, x)
 
 

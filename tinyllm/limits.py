@@ -12,10 +12,10 @@ MemoryError or an hour of swapping into one line naming the file and the value:
                                fit in the memory this process may still use
     check_fits_in_memory       a file read whole (a corpus, finetuning records) fits in it too
 
-    check_model_fits(config, "float32", copies=1, source="runs/x/last/state.json")   # LimitError if not
+    check_model_fits(GPT.count_parameters(config), "float32", copies=1, source="runs/x/last/state.json")
 
-`parameter_count(config)` is the GPT's parameter count from its config alone (the same
-number as `GPT(config).num_parameters()`, tested), so nothing has to be built to know it.
+A model's parameter count comes from the model itself, built on the "meta" device (shapes
+only, nothing allocated: tinyllm/model.py GPT.count_parameters), not from a table here.
 
 This module imports nothing from tinyllm: the tokenizer, the checkpoint reader and the
 commands all use it. Left out: activation memory (it scales with the batch, which the user
@@ -64,21 +64,6 @@ def check_token_id(value: int, where: str) -> int:
     return value
 
 
-def parameter_count(config) -> int:
-    """The parameters of tinyllm.model.GPT(config), from the config alone (see the module docstring)."""
-    sizes = config.resolved()
-    C, V, H = sizes.n_embd, sizes.vocab_size, sizes.mlp_hidden
-    bias = 1 if sizes.bias else 0
-    norm = C * (2 if sizes.norm == "layernorm" and sizes.bias else 1)
-    qkv_out = (sizes.n_head + 2 * sizes.n_kv_head) * (C // sizes.n_head)
-    attention = C * qkv_out + bias * qkv_out + C * C + bias * C
-    fc_out = 2 * H if sizes.mlp == "swiglu" else H
-    mlp = C * fc_out + bias * fc_out + H * C + bias * C
-    positions = sizes.block_size * C if sizes.position == "learned" else 0
-    head = 0 if sizes.tie_embeddings else V * C
-    return V * C + positions + sizes.n_layer * (2 * norm + attention + mlp) + norm + head
-
-
 def available_memory() -> int | None:
     """Bytes this process may still allocate: the smaller of the system's available memory and
     what the address-space limit (ulimit -v) leaves; None when neither can be read."""
@@ -102,10 +87,9 @@ def available_memory() -> int | None:
     return min(bounds) if bounds else None
 
 
-def check_model_fits(config, dtype: str, copies: int, source: str, fix: str = "") -> int:
-    """The model's parameter count, or a LimitError when `copies` copies of its weights in `dtype`
+def check_model_fits(count: int, dtype: str, copies: int, source: str, fix: str = "") -> int:
+    """`count` (a model's parameters), or a LimitError when `copies` copies of its weights in `dtype`
     would not fit in available_memory() (source: the file or flag that chose the shape)."""
-    count = parameter_count(config)
     itemsize = 8 if str(dtype) == "float64" else 4
     needed = count * itemsize * copies
     available = available_memory()

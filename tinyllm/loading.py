@@ -14,7 +14,7 @@ directories (tinyllm/pretrained.py).
 from __future__ import annotations
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.limits import check_model_fits, parameter_count
+from tinyllm.limits import check_model_fits
 from tinyllm.model import GPT, GPTConfig
 
 
@@ -30,10 +30,11 @@ def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
                                        "not float32 or float64; the checkpoint is corrupted or was edited")
     where = checkpoint.path / ckpt.STATE_FILE
     stored = sum(int(array.size) for array in checkpoint.model_state.values())
-    if stored != parameter_count(model_config):   # checked before the model is built: a file cannot make it huge
-        raise ckpt.CheckpointError(f"{where}: model_config describes {parameter_count(model_config):,} parameters but "
+    count = GPT.count_parameters(model_config)   # before the model is built: a file cannot make it huge
+    if stored != count:
+        raise ckpt.CheckpointError(f"{where}: model_config describes {count:,} parameters but "
                                    f"the model files hold {stored:,}; the checkpoint is corrupted or was edited")
-    check_model_fits(model_config, dtype, copies=1, source=str(where))
+    check_model_fits(count, dtype, copies=1, source=str(where))
     model = GPT(model_config, dtype=dtype, device=device)
     ckpt.load_model_state(model, checkpoint)
     return model, checkpoint

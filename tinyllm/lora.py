@@ -148,6 +148,14 @@ class LoRALinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale)
 
+    def array_forward(self, x):
+        """On raw arrays (decoding): the same formula with LinearFunction's forward on arrays."""
+        bias = None if self.bias is None else self.bias.data
+        if self.merged:
+            return nn.linear_on_array(x, self.weight.data, bias)
+        return lora_linear(x, self.weight.data, bias, self.lora_A.data, self.lora_B.data, self.scale,
+                           linear=nn.linear_on_array)
+
     def delta_weight(self):
         """scale * B A as an xp array (out, in): what merging adds to the weight."""
         return (self.lora_B.data @ self.lora_A.data) * self.scale      # (out, r) @ (r, in)

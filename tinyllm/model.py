@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograd import backend
 from autograd import functional as F
 from autograd.tensor import Tensor
 
@@ -70,21 +69,17 @@ class GPT(nn.Module):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
-        dtype = nn.check_dtype(dtype)
-        backend.check_device(device)
         self.config = config
-        init_rng = np.random.default_rng(seed)
-        self.dropout_masks = nn.DropoutMasks(seed, device)   # keyed by (seed, step, layer, row, position)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd, init_rng=init_rng, dtype=dtype, device=device)
-        if config.position == "learned":
-            self.wpe = nn.Embedding(config.block_size, config.n_embd, init_rng=init_rng, dtype=dtype, device=device)
-        self.drop = nn.Dropout(config.dropout, self.dropout_masks)
-        self.blocks = nn.ModuleList(Block(config, init_rng, self.dropout_masks, dtype, device)
-                                    for _ in range(config.n_layer))
-        self.norm_f = make_norm(config, dtype, device)
-        if not config.tie_embeddings:
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, init_rng=init_rng,
-                                     dtype=dtype, device=device)
+        with nn.build(seed, dtype, device) as made:   # one generator, in this order: the weights repeat
+            self.dropout_masks = made.masks            # keyed by (seed, step, layer, row, position)
+            self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+            if config.position == "learned":
+                self.wpe = nn.Embedding(config.block_size, config.n_embd)
+            self.drop = nn.Dropout(config.dropout)
+            self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+            self.norm_f = make_norm(config)
+            if not config.tie_embeddings:
+                self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
 
     # ---- the pieces ------------------------------------------------------------------------
     def embed(self, idx) -> Tensor:
@@ -111,6 +106,12 @@ class GPT(nn.Module):
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the logits' positions "
                              f"{tuple(logits.shape[:-1])}; pass one target id per input position")
         return F.cross_entropy(logits, targets, ignore_index=-100)
+
+    @classmethod
+    def count_parameters(cls, config: GPTConfig) -> int:
+        """GPT(config).num_parameters(), from a model built on the "meta" device: shapes only, nothing
+        allocated, so a config from a file is sized before anything is (tinyllm/limits.py)."""
+        return cls(config, device="meta").num_parameters()
 
     def forward(self, idx, targets=None):
         """idx (B, T) ids -> (logits (B, T, V), loss or None)."""

@@ -1,24 +1,35 @@
 """tinyllm.nn: modules with named parameters, the building blocks of the model.
 
-    lin = Linear(16, 32, init_rng=np.random.default_rng(0))
+    lin = Linear(16, 32)
     y = lin(x)                                  # x: Tensor (..., 16) -> (..., 32)
     dict(lin.named_parameters())                # {'weight': Parameter (32, 16), 'bias': Parameter (32,)}
+    with build(seed=3, dtype="float64"):        # what layers are built with (a GPT opens one)
+        lin, norm = Linear(16, 32), LayerNorm(32)
 
 A `Module` registers every `Parameter` and sub-`Module` assigned to one of its attributes,
 in the order they are assigned, so the dotted names (`blocks.0.attn.c_attn.weight`) and the
 order of `parameters()` are the same on every run: optimizers, checkpoints and the
 pipeline-parallel code rely on that order.
 
-Initialisation draws from a NumPy Generator passed in (`init_rng`), always on the CPU and
-then moved, so the same seed gives the same weights in float32, float64, on CPU or GPU
-(float32 weights are the float64 draws rounded). Dropout layers get their masks from the
-model's `DropoutMasks`: a pure function of (seed, step, layer, batch row, position) inside a
-training step, so any split of the batch draws the same masks (see the class).
+Layers are built from their sizes alone; what they are built with -- the initialisation
+generator, the dtype, the device and the dropout masks -- is the build context in force
+(`with build(seed, dtype, device):`, which GPT(config, seed, dtype, device) opens), applied
+once, as each parameter is made: no constructor threads them, and no parameter is made in
+one dtype or place and then copied to another. Outside any context a layer is built with a
+fresh default one (seed 0, float32, the CPU). Weights are drawn on the CPU in float64 (the
+same seed gives the same weights in float32, float64, on CPU or GPU: float32 weights are the
+float64 draws rounded), cast and moved right away. Dropout layers take their masks from the
+context's `DropoutMasks` (tinyllm/dropout.py): a pure function of (seed, step, layer, batch
+row, position) inside a training step, so any split of the batch draws the same masks.
 
 One forward per module: `forward` on Tensors, through autograd.functional (F), which is
-what training and every full forward pass run. Cached decoding does not call it: it runs the
-same layers' autograd Functions on raw arrays (tinyllm/decode.py), and a module it does not
-know through this `forward` on constant Tensors, so a new module needs nothing more.
+what training and every full forward pass run. Cached decoding (tinyllm/decode.py) runs each
+module on raw arrays with `run_on_array(module, x)`: a module that has an `array_forward`
+beside its `forward` (every layer here) runs its autograd Function's forward on the arrays,
+with nothing recorded (`graph_free`): the same Function, without the Tensor bookkeeping that
+costs more than the arithmetic at one position; any other module runs its own `forward` on
+a constant Tensor. So a new module needs nothing more to decode correctly, and an
+`array_forward` that calls its Function to decode fast.
 
 Layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the activations GELU and
 SwiGLU (a module each, so a model's activation is a part that can be swapped), ModuleList.
@@ -32,13 +43,20 @@ import contextlib
 import math
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
 from autograd import backend, ops
 from autograd import functional as F
-from autograd.layers.dropout import DropoutKey
-from autograd.tensor import Tensor
+from autograd.layers.activation import GeluErfFunction, GeluTanhFunction
+from autograd.layers.embedding import EmbeddingFunction
+from autograd.layers.linear import LinearFunction
+from autograd.layers.norm import LayerNormFunction, RMSNormFunction
+from autograd.layers.swiglu import SwiGLUFunction
+from autograd.tensor import Tensor, no_grad
+
+from .dropout import DropoutMasks
 
 DTYPES = ("float32", "float64")
 
@@ -64,136 +82,45 @@ class Parameter(Tensor):
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype}, device={self.device})"
 
 
-class DropoutMasks:
-    """Where a model's dropout layers get their masks; one per model, shared by its layers.
+# ---- modules on raw arrays (decoding) ---------------------------------------------------------
 
-    Two schemes (`scheme`):
-
-    "keyed" (every new run): within `with masks.at(step, row):`, which a training strategy
-    opens around each forward of a step (tinyllm/strategy.py, threads.py, processes.py,
-    parallel/engine.py), a layer's mask is DropoutKey(seed, step, site, row): a pure function
-    of the run's seed, the step, the layer's site and each element's batch row and position
-    (autograd/layers/dropout.py). One process, threads, worker processes and any pipeline
-    layout draw the same masks for the same rows, and a checkpoint needs no generator state.
-    Outside any `at()` (a model run by hand), masks come from the seeded generator below.
-
-    "generator" (runs begun before keyed masks, whose checkpoints say so by holding the
-    generator's state): every mask is drawn in order from one seeded generator, which a
-    checkpoint saves and restores, on the CPU and on a GPU (moving to another device starts
-    a fresh generator there from the same seed: NumPy and CuPy draw different numbers). Threads that run the model at once (tinyllm/threads.py)
-    each draw from a generator of their own: `spawn(n)` seeds n generators from this one
-    (advancing it), and inside `with masks.use(g):` the current thread's layers draw from g.
-
-    Sites: each layer that draws masks takes a number from `new_site()` when it is built, in
-    the order the model builds them, so every rank of a pipeline (which builds the whole
-    model, then prunes it) numbers the layers alike.
-    """
-
-    SCHEMES = ("keyed", "generator")
-
-    def __init__(self, seed: int = 0, device: str = "cpu", scheme: str = "keyed"):
-        self.seed = int(seed)
-        self.device = device
-        self.scheme = check_scheme(scheme)
-        self.sites = 0
-        self._generator = backend.new_generator(self.seed, device)
-        self._local = threading.local()   # .generator: this thread's override; .key: (step, row) inside at()
-
-    def new_site(self) -> int:
-        """A number for a new layer that draws masks (0, 1, 2, ... in the order they are built)."""
-        self.sites += 1
-        return self.sites - 1
-
-    @contextlib.contextmanager
-    def at(self, step: int, row: int):
-        """Within the block, this thread's masks are those of batch rows row.. of training step `step`."""
-        previous = getattr(self._local, "key", None)
-        self._local.key = (int(step), int(row))
-        try:
-            yield self
-        finally:
-            self._local.key = previous
-
-    def source(self, site: int):
-        """What a layer's mask comes from now: a DropoutKey (keyed, inside at()) or a Generator."""
-        key = getattr(self._local, "key", None)
-        if self.scheme == "keyed" and key is not None:
-            return DropoutKey(self.seed, step=key[0], site=site, row=key[1])
-        return self.generator
-
-    # ---- drawing the same masks again (activation recomputation, parallel/recompute.py) ----
-    def replay_point(self) -> tuple:
-        """What a second run of the forward about to run needs to draw the same masks: this
-        thread's (step, row) key, and the generator's state when no key is in force."""
-        key = getattr(self._local, "key", None)
-        keyed = self.scheme == "keyed" and key is not None
-        return key, (None if keyed else self.state())
-
-    @contextlib.contextmanager
-    def replay(self, point: tuple):
-        """Within the block, masks are drawn as they were after `replay_point()`; afterwards as now."""
-        key, state = point
-        previous_key, now = getattr(self._local, "key", None), (self.state() if state is not None else None)
-        self._local.key = key
-        if state is not None:
-            self.set_state(state)
-        try:
-            yield self
-        finally:
-            self._local.key = previous_key
-            if now is not None:
-                self.set_state(now)
-
-    # ---- the generator (the "generator" scheme, and masks drawn outside a training step) ----
-    @property
-    def generator(self):
-        return getattr(self._local, "generator", None) or self._generator
-
-    def spawn(self, n: int) -> list:
-        """n new generators seeded from this one (which advances by one draw)."""
-        seeds = self._generator.integers(0, 2**62, size=n)
-        return [backend.new_generator(int(s), self.device) for s in seeds]
-
-    @contextlib.contextmanager
-    def use(self, generator):
-        """Within the block, this thread's dropout layers draw from `generator`."""
-        previous = getattr(self._local, "generator", None)
-        self._local.generator = generator
-        try:
-            yield generator
-        finally:
-            self._local.generator = previous
-
-    def state(self) -> dict:
-        """A JSON-serialisable snapshot of the generator, on the CPU or a GPU (backend.generator_state)."""
-        return backend.generator_state(self._generator)
-
-    def set_state(self, state: dict) -> None:
-        """Continue from `state()`; a ValueError when it is another device's (the masks differ anyway)."""
-        backend.set_generator_state(self._generator, state)
-
-    def to(self, device: str) -> "DropoutMasks":
-        if device != self.device:
-            self.device = device
-            self._generator = backend.new_generator(self.seed, device)
-        return self
+_NOTHING_NEEDED = (False,) * 8   # needs_input_grad of a decoding op: no input wants a gradient
 
 
-def check_scheme(scheme: str) -> str:
-    if scheme not in DropoutMasks.SCHEMES:
-        raise ValueError(f"dropout mask scheme {scheme!r}: use one of {', '.join(DropoutMasks.SCHEMES)}")
-    return scheme
+def graph_free(function_class):
+    """A new instance of an autograd Function that records nothing for backward, to call its
+    forward on raw arrays: `graph_free(LinearFunction).forward(x, W, b)`. This is
+    Function.forward_only in two steps, so the arguments reach forward directly: forward_only's
+    *args / **kwargs forwarding costs 1-3 us a call, as much as a NumPy op on one row, and a
+    cached step of the baby model makes about 35 such calls."""
+    fn = function_class()
+    fn.needs_input_grad = _NOTHING_NEEDED
+    return fn
 
 
-def dropout_rows(model, step: int | None, row: int):
-    """The context in which `model`'s forward draws the dropout masks of batch rows row.. of `step`.
+def linear_on_array(x, weight, bias=None):
+    """LinearFunction's forward on raw arrays: x (..., in) or (in,), weight (out, in) -> (..., out)."""
+    if bias is None:
+        return graph_free(LinearFunction).forward(x, weight)
+    return graph_free(LinearFunction).forward(x, weight, bias)
 
-    A no-op for a model without dropout masks, or when step is None (masks from the generator).
-    """
-    masks = getattr(model, "dropout_masks", None)
-    if masks is None or step is None:
-        return contextlib.nullcontext()
-    return masks.at(step, row)
+
+def array_forward_of(module):
+    """The module's `array_forward` when the class that defines its `forward` defines it too (a
+    subclass that changed forward but not array_forward would decode with the old formula); else
+    None (also for a plain function on Tensors, which a model may hold as an activation)."""
+    owner = next((c for c in type(module).__mro__ if "forward" in vars(c)), None)
+    return module.array_forward if owner is not None and "array_forward" in vars(owner) else None
+
+
+def run_on_array(module, x):
+    """`module` on the raw array x without a graph: its array_forward (see array_forward_of), or its
+    own forward on a constant Tensor."""
+    array_forward = array_forward_of(module)
+    if array_forward is not None:
+        return array_forward(x)
+    with no_grad():
+        return module(Tensor.constant(x)).data
 
 
 class Module:
@@ -374,17 +301,64 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
-def _normal(init_rng: np.random.Generator, shape: tuple, std: float, dtype, device: str) -> Parameter:
-    """A Parameter drawn from N(0, std^2) on the CPU (float64), then cast and moved."""
-    if not isinstance(init_rng, np.random.Generator):
-        raise TypeError(f"init_rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
-                        f"got {type(init_rng).__name__}")
-    values = init_rng.standard_normal(shape) * std
-    return Parameter(backend.to_device(values.astype(check_dtype(dtype)), device))
+# ---- what layers are built with ---------------------------------------------------------------
+
+@dataclass
+class Build:
+    """The build context: the initialisation generator, the dtype, the device and the dropout masks."""
+
+    rng: np.random.Generator
+    dtype: np.dtype
+    device: str
+    masks: DropoutMasks
+
+    def normal(self, shape: tuple, std: float) -> Parameter:
+        """A Parameter drawn from N(0, std^2) on the CPU in float64, cast to the dtype and moved once."""
+        if self.device == "meta":
+            return self.constant(shape, 0.0)
+        values = self.rng.standard_normal(shape) * std
+        return Parameter(backend.to_device(values.astype(self.dtype), self.device))
+
+    def constant(self, shape: tuple, value: float) -> Parameter:
+        if self.device == "meta":   # shapes only: one element repeated, no memory, nothing drawn
+            return Parameter(np.broadcast_to(np.zeros((), dtype=self.dtype), shape))
+        return Parameter(backend.module_for(self.device).full(shape, value, dtype=self.dtype))
 
 
-def _constant(shape: tuple, value: float, dtype, device: str) -> Parameter:
-    return Parameter(backend.module_for(device).full(shape, value, dtype=check_dtype(dtype)))
+_context = threading.local()   # .build: the Build in force in this thread
+
+
+@contextlib.contextmanager
+def build(seed: int = 0, dtype="float32", device: str = "cpu", rng: np.random.Generator | None = None,
+          masks: DropoutMasks | None = None):
+    """Within the block, layers are built with this generator (default: seeded with `seed`), dtype,
+    device and dropout masks (default: DropoutMasks(seed, device)); yields the Build.
+
+    device "meta": shapes only (PyTorch's word for it): every parameter is one zero repeated
+    (a read-only broadcast view), nothing is drawn or allocated, so a model of any size can be
+    built to count or name its parameters (GPT.count_parameters).
+    """
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    if device != "meta":
+        backend.check_device(device)
+    made = Build(np.random.default_rng(seed) if rng is None else rng, check_dtype(dtype), device,
+                 DropoutMasks(seed, "cpu" if device == "meta" else device) if masks is None else masks)
+    previous = getattr(_context, "build", None)
+    _context.build = made
+    try:
+        yield made
+    finally:
+        _context.build = previous
+
+
+def current_build() -> Build:
+    """The Build in force, or a fresh default one (seed 0, float32, CPU) outside any `build` block."""
+    made = getattr(_context, "build", None)
+    if made is None:
+        made = Build(np.random.default_rng(0), np.dtype("float32"), "cpu", DropoutMasks(0))
+    return made
 
 
 def _check_size(layer: str, **sizes) -> None:
@@ -399,18 +373,19 @@ class Linear(Module):
     Initialised W ~ N(0, std^2) (std 0.02, GPT-2's choice, unless given), b = 0.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init_rng: np.random.Generator | None = None, std: float = 0.02,
-                 dtype="float32", device: str = "cpu"):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, std: float = 0.02):
         super().__init__()
         _check_size("Linear", in_features=in_features, out_features=out_features)
-        init_rng = np.random.default_rng(0) if init_rng is None else init_rng
+        made = current_build()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = _normal(init_rng, (out_features, in_features), std, dtype, device)
-        self.bias = _constant((out_features,), 0.0, dtype, device) if bias else None
+        self.weight = made.normal((out_features, in_features), std)
+        self.bias = made.constant((out_features,), 0.0) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
+
+    def array_forward(self, x):
+        return linear_on_array(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
@@ -419,17 +394,18 @@ class Linear(Module):
 class Embedding(Module):
     """Rows of a (num_embeddings, dim) table picked by integer ids; initialised N(0, std^2)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, *, init_rng: np.random.Generator | None = None,
-                 std: float = 0.02, dtype="float32", device: str = "cpu"):
+    def __init__(self, num_embeddings: int, embedding_dim: int, std: float = 0.02):
         super().__init__()
         _check_size("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
-        init_rng = np.random.default_rng(0) if init_rng is None else init_rng
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.weight = _normal(init_rng, (num_embeddings, embedding_dim), std, dtype, device)
+        self.weight = current_build().normal((num_embeddings, embedding_dim), std)
 
     def forward(self, idx, check_ids: bool = True) -> Tensor:
         """check_ids=False: the caller checked the ids are in range (F.embedding)."""
         return F.embedding(idx, self.weight, check_ids=check_ids)
+
+    def array_forward(self, ids):
+        return graph_free(EmbeddingFunction).forward(self.weight.data, ids)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -438,15 +414,22 @@ class Embedding(Module):
 class LayerNorm(Module):
     """Layer normalisation over the last axis; weight 1, bias 0 (no bias when bias=False)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True, *, dtype="float32", device: str = "cpu"):
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
         _check_size("LayerNorm", dim=dim)
+        made = current_build()
         self.dim, self.eps = int(dim), float(eps)
-        self.weight = _constant((dim,), 1.0, dtype, device)
-        self.bias = _constant((dim,), 0.0, dtype, device) if bias else None
+        self.weight = made.constant((dim,), 1.0)
+        self.bias = made.constant((dim,), 0.0) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
+
+    def array_forward(self, x):
+        if self.bias is None:
+            return graph_free(LayerNormFunction).forward(x, self.weight.data, eps=self.eps, has_weight=True)
+        return graph_free(LayerNormFunction).forward(x, self.weight.data, self.bias.data, eps=self.eps,
+                                                     has_weight=True, has_bias=True)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
@@ -455,14 +438,17 @@ class LayerNorm(Module):
 class RMSNorm(Module):
     """Root-mean-square normalisation over the last axis (no centring, no bias); weight 1."""
 
-    def __init__(self, dim: int, eps: float = 1e-6, *, dtype="float32", device: str = "cpu"):
+    def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         _check_size("RMSNorm", dim=dim)
         self.dim, self.eps = int(dim), float(eps)
-        self.weight = _constant((dim,), 1.0, dtype, device)
+        self.weight = current_build().constant((dim,), 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, self.weight, eps=self.eps)
+
+    def array_forward(self, x):
+        return graph_free(RMSNormFunction).forward(x, self.weight.data, eps=self.eps, has_weight=True)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -471,16 +457,16 @@ class RMSNorm(Module):
 class Dropout(Module):
     """Inverted dropout with probability p while training; the identity in eval mode.
 
-    Masks come from `masks` (the DropoutMasks the model owns), under a site of this layer's
+    Masks come from the build context's DropoutMasks (the model's), under a site of this layer's
     own, so runs repeat exactly and any split of a batch draws the same masks.
     """
 
-    def __init__(self, p: float = 0.0, masks: DropoutMasks | None = None):
+    def __init__(self, p: float = 0.0):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p={p} must be in [0, 1)")
         self.p = float(p)
-        self.masks = masks if masks is not None else DropoutMasks(0)
+        self.masks = current_build().masks
         self.site = self.masks.new_site()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -504,6 +490,9 @@ class GELU(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, approximate=self.approximate)
 
+    def array_forward(self, x):
+        return graph_free(GeluTanhFunction if self.approximate == "tanh" else GeluErfFunction).forward(x)
+
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
 
@@ -517,6 +506,10 @@ class SwiGLU(Module):
     def forward(self, x: Tensor) -> Tensor:
         gate, up = ops.split(x, 2, axis=-1)                           # (..., H) each
         return F.swiglu(gate, up)
+
+    def array_forward(self, x):
+        H = x.shape[-1] // 2
+        return graph_free(SwiGLUFunction).forward(x[..., :H], x[..., H:])   # x = [gate | up]
 
 
 class ModuleList(Module):
@@ -534,10 +527,8 @@ class ModuleList(Module):
         return self
 
     def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return modules[index]
-        return modules[index]
+        """The module at `index`, or a list of them for a slice (as a list's [])."""
+        return list(self._modules.values())[index]
 
     def __len__(self) -> int:
         return len(self._modules)

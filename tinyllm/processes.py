@@ -44,7 +44,7 @@ and are joined when the strategy is closed or collected. An exception in a worke
 step here as the same exception, its traceback chained (`WorkerTraceback`); a worker that
 dies outright raises WorkerError.
 
-Dropout: keyed masks (tinyllm/nn.py, DropoutMasks) need nothing shared, each slice opens
+Dropout: keyed masks (tinyllm/dropout.py, DropoutMasks) need nothing shared, each slice opens
 its step and first row; runs in the older "generator" scheme send each slice a generator
 spawned here, as the threads do.
 
@@ -69,7 +69,8 @@ import numpy as np
 
 from autograd import enable_grad, grad, no_grad
 from tinyllm.strategy import SingleProcess, first_rows
-from tinyllm.threads import BlasThreads, MaskSource, batch_slices, slice_generators, split_by_size
+from tinyllm.dropout import slice_sources
+from tinyllm.threads import BlasThreads, batch_slices, split_by_size
 
 _PR_SET_PDEATHSIG = 1   # prctl option (linux/prctl.h)
 ALIGN = 64              # bytes: every array in the shared mapping starts on a cache line
@@ -265,9 +266,9 @@ class DataProcesses(SingleProcess):
         for batch, first in zip(batches, first_rows(batches)):
             slices = batch_slices(task, batch, self.processes)
             whole = sum(w for _, w, _ in slices)
-            generators = slice_generators(model, step, len(slices))
-            for k, ((piece, w, row), g) in enumerate(zip(slices, generators)):
-                jobs[k].append((piece, scale * w / whole, MaskSource(g, step, first + row)))
+            sources = slice_sources(model, step, [first + row for _, _, row in slices])
+            for k, ((piece, w, _), source) in enumerate(zip(slices, sources)):
+                jobs[k].append((piece, scale * w / whole, source))
             weights.append([scale * w / whole for _, w, _ in slices])
         training = model.training
         own, others = self._all(lambda: _run_jobs(self, 0, model, task, jobs[0], training),

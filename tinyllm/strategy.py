@@ -15,7 +15,7 @@ Each micro-batch loss is scaled by 1 / len(batches) before backward, so the summ
 gradient is that of the mean loss: with equal micro-batches, the same as one batch
 holding them all. Dropout masks are keyed by the step and each row's place in the step's
 whole batch (the micro-batches one after the other: `first_rows`), so every strategy,
-however it splits the rows, draws the masks this one does (tinyllm/nn.py, DropoutMasks).
+however it splits the rows, draws the masks this one does (tinyllm/dropout.py, DropoutMasks).
 On a GPU the losses are summed on the device: a step's loss and its gradient norm reach
 the host together, in one copy (Trainer.train_step).
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from autograd import no_grad
 from tinyllm import checkpoint as ckpt
-from tinyllm.nn import dropout_rows
+from tinyllm.dropout import dropout_rows
 from tinyllm.optim import global_grad_norm
 
 

@@ -29,7 +29,7 @@ share of the parameters, in slice order. The same thread count gives the same nu
 every run; another thread count adds in another order (float32 results differ in the
 last bits, float64 ones by ~1e-15 relative).
 
-Dropout: masks are keyed by the step and each row's place in the step's batch (tinyllm/nn.py,
+Dropout: masks are keyed by the step and each row's place in the step's batch (tinyllm/dropout.py,
 DropoutMasks), so the threads draw one thread's masks, whatever their count. Runs begun
 before keyed masks (the "generator" scheme) keep what they did: each slice draws from its
 own generator, spawned from the model's at every step.
@@ -44,7 +44,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from autograd import grad, no_grad
-from tinyllm.nn import dropout_rows
+from tinyllm.dropout import slice_sources
 from tinyllm.strategy import SingleProcess, batch_rows, first_rows
 
 
@@ -157,9 +157,9 @@ class DataThreads(SingleProcess):
         for batch, first in zip(batches, first_rows(batches)):
             slices = batch_slices(task, batch, self.threads)
             whole = sum(w for _, w, _ in slices)
-            generators = slice_generators(model, step, len(slices))
-            jobs = [(model, task, params, piece, scale * w / whole, MaskSource(g, step, first + row))
-                    for (piece, w, row), g in zip(slices, generators)]
+            sources = slice_sources(model, step, [first + row for _, _, row in slices])
+            jobs = [(model, task, params, piece, scale * w / whole, source)
+                    for (piece, w, _), source in zip(slices, sources)]
             results = self._run(_slice_gradients, jobs)
             slice_grads = [grads for _, grads in results]
             self.parameter_groups(lambda group: _add_slices(group, slice_grads), list(enumerate(params)))
@@ -202,29 +202,7 @@ def batch_slices(task, batch, parts: int) -> list:
     return slices
 
 
-def slice_generators(model, step: int | None, n: int) -> list:
-    """What each of n slices draws dropout masks from besides its key: None each when the masks
-    are keyed by `step`; otherwise (the "generator" scheme of older runs, or no step) n generators
-    spawned from the model's, as before keyed masks (so those runs resume exactly)."""
-    masks = getattr(model, "dropout_masks", None)
-    if masks is None or (masks.scheme == "keyed" and step is not None):
-        return [None] * n
-    return masks.spawn(n)
-
-
-class MaskSource:
-    """Where a slice's dropout masks come from: its own generator, or the step and its first row."""
-
-    def __init__(self, generator, step: int | None, row: int):
-        self.generator, self.step, self.row = generator, step, row
-
-    def using(self, model):
-        if self.generator is not None:
-            return model.dropout_masks.use(self.generator)
-        return dropout_rows(model, self.step, self.row)
-
-
-def _slice_gradients(model, task, params, batch, weight: float, masks: MaskSource) -> tuple:
+def _slice_gradients(model, task, params, batch, weight: float, masks) -> tuple:
     with masks.using(model):
         loss = task.loss(model, batch)
         grads = grad(loss, params, grad_output=weight)

@@ -102,7 +102,7 @@ class Pretraining:
         self.tokenizer = self.dataset.tokenizer
         self.model_config = settings.model.config(self.dataset.vocab_size)
         check_split_fits(self.dataset, self.model_config.block_size)
-        check_model_fits(self.model_config, settings.dtype, TRAINING_COPIES,
+        check_model_fits(GPT.count_parameters(self.model_config), settings.dtype, TRAINING_COPIES,
                          f"--tokenizer {data.tokenizer} and the model flags",
                          "use a smaller model or a tokenizer with fewer ids")
 

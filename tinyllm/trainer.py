@@ -35,7 +35,7 @@ one rank into a collective alone.
 A checkpoint holds the weights the optimizer trains (all of a pretrained GPT; the adapters
 and head of a LoRA finetune), the optimizer state, the task's state (its batch sampler's
 generator; finetuning adds its settings) and the dropout scheme (`rng.dropout`: "keyed",
-masks a pure function of seed, step, layer, row and position, tinyllm/nn.py DropoutMasks;
+masks a pure function of seed, step, layer, row and position, tinyllm/dropout.py DropoutMasks;
 or, for runs begun by older code, the dropout generator's state): a run stopped and
 resumed is bitwise the run that was never stopped. SIGINT and SIGTERM finish the step,
 save, and return with the signal (commands exit with 128 + it); a second signal aborts.
@@ -194,12 +194,6 @@ def flops_per_token(model, num_parameters: int | None = None) -> float:
     return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
 
-def dropout_state(masks) -> str | dict:
-    """The checkpoint's rng.dropout: "keyed" (masks keyed by seed and step: no state), or the
-    generator's state for a run begun before keyed masks."""
-    return "keyed" if masks.scheme == "keyed" else masks.state()
-
-
 class Trainer:
     """Runs optimisation steps of `task` on `model` with `strategy`; see the module docstring.
 
@@ -331,7 +325,7 @@ class Trainer:
                 "best_val_loss": self.best_val_loss, "train_loss": train_loss, "val_loss": val_loss,
                 "num_parameters": self.strategy.num_parameters(self.model),
                 "model_config": self.model.config.to_dict(), "train_config": self.settings.to_dict(),
-                "rng": {"train_sampler": self.task.state(), "dropout": dropout_state(self.model.dropout_masks)},
+                "rng": {"train_sampler": self.task.state(), "dropout": self.model.dropout_masks.checkpoint_state()},
                 **self.task.checkpoint_entries()}
 
     def save(self, best: bool = False, train_loss=None, val_loss=None) -> str | None:
@@ -356,28 +350,11 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best_val_loss = state.get("best_val_loss")
         self.task.set_state(state["rng"]["train_sampler"])
-        self.restore_dropout(state["rng"].get("dropout"), checkpoint.path)
+        note = self.model.dropout_masks.restore(state["rng"].get("dropout"))
+        if note and self.strategy.is_writer and self.model.config.dropout > 0:
+            print(f"note: {checkpoint.path}: {note}", file=self.progress_stream or sys.stderr, flush=True)
         self.last_checkpoint = str(checkpoint.path.resolve())
         self.saved_step = self.step
-
-    def restore_dropout(self, saved, path) -> None:
-        """Continue the checkpoint's dropout scheme: "keyed" (the masks need no state), or, for a
-        checkpoint of older code (its generator's state), the generator exactly where it stopped.
-        A generator state saved on another device (a run moved between CPU and GPU) cannot continue
-        there: the generator restarts from the seed, said once."""
-        masks = self.model.dropout_masks
-        if saved == "keyed":
-            masks.scheme = "keyed"
-            return
-        masks.scheme = "generator"
-        if saved is None:
-            return
-        try:
-            masks.set_state(saved)
-        except ValueError as error:
-            if self.strategy.is_writer and self.model.config.dropout > 0:
-                print(f"note: {path}: dropout masks restart from the seed ({error})",
-                      file=self.progress_stream or sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def catching_signals(self):

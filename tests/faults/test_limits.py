@@ -1,4 +1,5 @@
-"""tinyllm/limits.py: a model's size from its config alone, and the memory check built on it."""
+"""A model's size from its config alone (GPT.count_parameters, the model built on the "meta" device),
+and the memory check of tinyllm/limits.py built on it."""
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 from bounded import REPO
 from tinyllm import GPT, GPTConfig
-from tinyllm.limits import LimitError, check_model_fits, parameter_count
+from tinyllm.limits import LimitError, check_model_fits
 
 
 @given(norm=st.sampled_from(["layernorm", "rmsnorm"]), mlp=st.sampled_from(["gelu", "swiglu"]),
@@ -17,15 +18,15 @@ from tinyllm.limits import LimitError, check_model_fits, parameter_count
 def test_parameter_count_is_the_models(norm, mlp, position, bias, tie, heads, n_layer, vocab):
     config = GPTConfig(vocab_size=vocab, block_size=8, n_layer=n_layer, n_head=heads[0], n_kv_head=heads[1],
                        n_embd=16, norm=norm, mlp=mlp, position=position, bias=bias, tie_embeddings=tie)
-    assert parameter_count(config) == GPT(config).num_parameters()
+    assert GPT.count_parameters(config) == GPT(config).num_parameters()
 
 
 def test_a_model_too_big_for_the_memory_left_is_refused_naming_the_source():
     huge = GPTConfig(vocab_size=2 ** 24, block_size=16, n_layer=1, n_head=2, n_embd=4096)   # 69 billion bytes
     with pytest.raises(LimitError, match=r"^tokens\.tok: the model it describes has 68,[\d,]+ parameters"):
-        check_model_fits(huge, "float32", copies=4, source="tokens.tok")
-    assert check_model_fits(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16), "float64",
-                            copies=4, source="small") > 0
+        check_model_fits(GPT.count_parameters(huge), "float32", copies=4, source="tokens.tok")
+    small = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    assert check_model_fits(GPT.count_parameters(small), "float64", copies=4, source="small") > 0
 
 
 def test_the_address_space_limit_counts_as_memory():

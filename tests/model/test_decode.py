@@ -30,9 +30,9 @@ def ids(shape, vocab=13, seed=0):
 
 def layers(dtype, rng):
     """One of each layer decode knows, with non-trivial weights and biases."""
-    found = [nn.Linear(6, 5, init_rng=rng, dtype=dtype), nn.Linear(6, 5, bias=False, init_rng=rng, dtype=dtype),
-             nn.LayerNorm(6, dtype=dtype), nn.LayerNorm(6, bias=False, dtype=dtype), nn.RMSNorm(6, dtype=dtype),
-             nn.GELU("tanh"), nn.GELU("none"), nn.SwiGLU()]
+    with nn.build(rng=rng, dtype=dtype):
+        found = [nn.Linear(6, 5), nn.Linear(6, 5, bias=False), nn.LayerNorm(6), nn.LayerNorm(6, bias=False),
+                 nn.RMSNorm(6), nn.GELU("tanh"), nn.GELU("none"), nn.SwiGLU()]
     for layer in found:
         for p in layer.parameters():
             p.data = rng.standard_normal(p.shape).astype(dtype)
@@ -49,7 +49,7 @@ def test_run_is_each_layers_forward_on_raw_arrays(dtype):
     vector = (rng.standard_normal(6) * 3 + 1).astype(dtype)
     tol = 1e-6 if dtype == "float32" else 1e-14
     for layer in layers(dtype, rng):
-        assert type(layer) in decode.ARRAY_FORWARDS
+        assert nn.array_forward_of(layer) is not None
         out = decode.run(layer, x)
         assert type(out) is np.ndarray and out.dtype == np.dtype(dtype)
         assert np.array_equal(out, layer(Tensor(x, requires_grad=True)).data), layer
@@ -57,7 +57,8 @@ def test_run_is_each_layers_forward_on_raw_arrays(dtype):
         expected = layer(Tensor(vector[None])).data[0]
         assert out.shape == expected.shape and out.dtype == np.dtype(dtype), layer
         np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
-    emb = nn.Embedding(7, 4, init_rng=rng, dtype=dtype)
+    with nn.build(rng=rng, dtype=dtype):
+        emb = nn.Embedding(7, 4)
     idx = np.array([[0, 6, 6], [2, 1, 0]])
     assert np.array_equal(decode.run(emb, idx), emb(idx).data)
 
@@ -173,10 +174,12 @@ def test_unknown_layers_run_their_own_forward(config):
     model = GPT(config, seed=6, dtype="float64")
     before = decode.forward(model, ids((1, 5)))
     for block in model.blocks:
-        block.norm2 = ScaledRMSNorm(config.n_embd, dtype="float64")
+        with nn.build(dtype="float64"):
+            block.norm2 = ScaledRMSNorm(config.n_embd)
     if config.mlp == "gelu":
         model.blocks[0].mlp.activation = Tanh()
-    model.norm_f = ScaledRMSNorm(config.n_embd, dtype="float64")
+    with nn.build(dtype="float64"):
+        model.norm_f = ScaledRMSNorm(config.n_embd)
     assert decode.cacheable(model)
     assert np.abs(decode.forward(model, ids((1, 5))) - before).max() > 1e-3
     for B in (1, 2):
@@ -192,8 +195,8 @@ def test_a_block_decode_cannot_feed_from_a_cache_decodes_without_one():
     config = GPT2_TINY
     model = GPT(config, seed=7, dtype="float64")
     plain = model_for(config)
-    model.set_submodule("blocks.1.attn", MyAttention(config, np.random.default_rng(1), model.dropout_masks,
-                                                     "float64", "cpu"))
+    with nn.build(1, "float64", masks=model.dropout_masks):
+        model.set_submodule("blocks.1.attn", MyAttention(config))
     assert not decode.cacheable(model) and decode.cacheable(plain)
     idx = ids((2, 6))
     np.testing.assert_allclose(decode.forward(model, idx), model(idx)[0].data, rtol=0, atol=1e-12)
@@ -220,6 +223,13 @@ def test_lora_adapted_decoding_equals_recompute_at_every_step(config):
         assert_decoding_equals_recompute(model, config, B, 2 * config.block_size + 2)
 
 
-def test_mlp_and_attention_are_known_by_exact_type():
-    assert MLP in decode.ARRAY_FORWARDS
-    assert decode.ARRAY_FORWARDS.get(ScaledRMSNorm) is None
+def test_an_array_forward_is_used_only_beside_the_forward_it_mirrors():
+    """A layer's array_forward counts where its class also defines forward: a subclass that changes
+    forward (ScaledRMSNorm) decodes through that forward, not its parent's array formula."""
+    config = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    assert nn.array_forward_of(MLP(config))
+    assert nn.array_forward_of(ScaledRMSNorm(8)) is None
+    assert nn.array_forward_of(Tanh()) is None
+    x = np.random.default_rng(1).standard_normal((2, 8))
+    with nn.build(dtype="float64"):
+        assert np.array_equal(decode.run(ScaledRMSNorm(8), x), nn.RMSNorm(8).array_forward(x) * 1.5)

@@ -5,17 +5,18 @@ import pytest
 from autograd import Tensor
 from autograd.gradcheck import check_backward
 from tinyllm import nn
+from tinyllm.dropout import DropoutMasks
 
 
 class Tiny(nn.Module):
     def __init__(self, seed=0, dtype="float32"):
         super().__init__()
-        rng = np.random.default_rng(seed)
-        self.inp = nn.Linear(4, 6, init_rng=rng, dtype=dtype)
-        self.norm = nn.LayerNorm(6, dtype=dtype)
-        self.layers = nn.ModuleList([nn.Linear(6, 6, bias=False, init_rng=rng, dtype=dtype) for _ in range(2)])
-        self.out = nn.RMSNorm(6, dtype=dtype)
-        self.drop = nn.Dropout(0.5, nn.DropoutMasks(7))
+        with nn.build(seed, dtype, masks=DropoutMasks(7)):
+            self.inp = nn.Linear(4, 6)
+            self.norm = nn.LayerNorm(6)
+            self.layers = nn.ModuleList([nn.Linear(6, 6, bias=False) for _ in range(2)])
+            self.out = nn.RMSNorm(6)
+            self.drop = nn.Dropout(0.5)
 
     def forward(self, x):
         x = self.norm(self.inp(x))
@@ -90,14 +91,15 @@ def test_train_eval_recursive_and_dropout():
 
 
 def test_dropout_repeatable_through_generator_state():
-    gen = nn.DropoutMasks(3)
-    drop = nn.Dropout(0.5, gen)
+    with nn.build(3) as made:
+        gen, drop = made.masks, nn.Dropout(0.5)
     x = Tensor(np.ones((4, 8)))
     state = gen.state()
     first = drop(x).data
     gen.set_state(state)
     assert np.array_equal(drop(x).data, first)
-    assert np.array_equal(nn.Dropout(0.5, nn.DropoutMasks(3))(x).data, first)
+    with nn.build(masks=DropoutMasks(3)):
+        assert np.array_equal(nn.Dropout(0.5)(x).data, first)
     with pytest.raises(ValueError, match="p=1.0"):
         nn.Dropout(1.0)
 
@@ -129,7 +131,11 @@ def test_layer_errors_name_values():
     with pytest.raises(ValueError, match="in_features=0"):
         nn.Linear(0, 3)
     with pytest.raises(TypeError, match="numpy.random.Generator"):
-        nn.Linear(2, 3, init_rng=0)
+        with nn.build(rng=0):
+            pass
+    with pytest.raises(ValueError, match="'float16' is not supported"):
+        with nn.build(dtype="float16"):
+            pass
     with pytest.raises(ValueError, match="expects 4"):
         nn.Linear(4, 2)(Tensor(np.ones((1, 3), dtype=np.float32)))
     with pytest.raises(TypeError, match="holds Modules"):
@@ -138,8 +144,8 @@ def test_layer_errors_name_values():
 
 def test_linear_and_norm_gradients():
     rng = np.random.default_rng(0)
-    lin = nn.Linear(3, 2, init_rng=rng, dtype="float64")
-    norm = nn.RMSNorm(2, dtype="float64")
+    with nn.build(rng=rng, dtype="float64"):
+        lin, norm = nn.Linear(3, 2), nn.RMSNorm(2)
 
     def fn(x, w, b, g):
         lin.weight, lin.bias, norm.weight = w, b, g
@@ -154,11 +160,11 @@ def test_get_and_set_submodule_keep_the_parameter_order():
     model = Tiny()
     names = [n for n, _ in model.named_parameters()]
     assert model.get_submodule("") is model and model.get_submodule("norm") is model.norm
-    replacement = nn.LayerNorm(6, dtype="float64")
+    with nn.build(dtype="float64"):
+        replacement, inner = nn.LayerNorm(6), nn.Linear(6, 6, bias=False)
     model.set_submodule("norm", replacement)
     assert model.norm is replacement and model.get_submodule("norm") is replacement
     assert [n for n, _ in model.named_parameters()] == names
-    inner = nn.Linear(6, 6, bias=False, dtype="float64")
     model.set_submodule("layers.0", inner)
     assert model.layers[0] is inner and model.get_submodule("layers.0") is inner
     assert [n for n, _ in model.named_parameters()] == names

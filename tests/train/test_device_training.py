@@ -33,7 +33,7 @@ def test_training_on_the_device_gives_the_cpu_numbers(tmp_path, corpus_file, tin
 
 def test_dropout_masks_differ_between_steps_and_repeat_by_seed(device):
     """The generator the masks come from outside a training step (and in the older "generator" scheme)."""
-    from tinyllm.nn import DropoutMasks
+    from tinyllm.dropout import DropoutMasks
     first, again = DropoutMasks(3, device), DropoutMasks(3, device)
     draws = [backend.to_numpy(first.generator.random((4, 5))) for _ in range(2)]
     assert not np.array_equal(draws[0], draws[1])

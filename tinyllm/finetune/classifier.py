@@ -57,8 +57,8 @@ class SequenceClassifier(nn.Module):
         self.gpt = gpt
         self.pooling = pooling
         self.num_classes = int(num_classes)
-        self.classifier = nn.Linear(gpt.config.n_embd, num_classes, init_rng=np.random.default_rng(seed),
-                                    dtype=gpt.dtype, device=gpt.device)
+        with nn.build(seed, gpt.dtype, gpt.device, masks=gpt.dropout_masks):
+            self.classifier = nn.Linear(gpt.config.n_embd, num_classes)
 
     # what tinyllm.trainer.Trainer reads from its model
     @property

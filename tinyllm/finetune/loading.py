@@ -86,7 +86,7 @@ def load_hugging_face(path: Path, dtype: str, device: str) -> GPT:
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, RecursionError) as error:
         raise ConfigError(f"--init-from {path}: {config_file} is not a usable Hugging Face config "
                           f"({type(error).__name__}: {error})") from None
-    check_model_fits(config, dtype, copies=1, source=f"--init-from {path} ({config_file})")
+    check_model_fits(GPT.count_parameters(config), dtype, copies=1, source=f"--init-from {path} ({config_file})")
     try:
         model = GPT.from_pretrained(path, dtype=dtype, device=device)
     except (KeyError, TypeError, ValueError, AttributeError, SafetensorError) as error:
