@@ -143,6 +143,16 @@ def check_layout(settings: RunSettings, n_layer: int, world_size: int | None = N
                           "only: use --device cpu or --dropout 0")
 
 
+def check_trace_path(path: str) -> None:
+    """--trace names a file that can be written at the end of the run: found now, not after training."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--trace {path}: is a directory; name a file, e.g. --trace {target / 'trace.json'}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--trace {path}: the directory {target.parent} does not exist; create it first, "
+                          "or name a file in an existing directory")
+
+
 class PipelineLayout:
     """Stages x replicas over MPI (a tinyllm.build.Layout); see the module docstring.
 
@@ -158,6 +168,8 @@ class PipelineLayout:
         world = require_mpi().COMM_WORLD
         try:   # the settings alone decide these, so every rank fails here together
             check_layout(settings, settings.model.config(1).n_layer, world.Get_size())
+            if self.trace_path:
+                check_trace_path(self.trace_path)
         except ConfigError as error:
             raise FlagError(str(error)) from None
         pipeline = settings.pipeline
@@ -285,16 +297,36 @@ class PipelineLayout:
                  f"{steady[-1]}), theoretical {bubble_formula(schedule)} = {theory:.3f}")
 
 
-def run_pipeline(settings: RunSettings, trace: str | None = None, stop_at: int | None = None,
+def agreed_settings(make) -> RunSettings:
+    """make() on every rank (the flags and files resolved into settings); if any rank's raised a user
+    error, every rank raises the lowest rank's as a FlagError (rank 0 prints it once, all exit 2):
+    ranks never part ways over their settings, and a bad flag is one line, not one per rank."""
+    try:
+        settings, error = make(), None
+    except Exception as failure:  # noqa: BLE001 - a user's error is agreed on; a bug goes on to run_rank
+        known = describe(failure)
+        if known is None:
+            raise
+        settings, error = None, known[1]
+    first = next((e for e in require_mpi().COMM_WORLD.allgather(error) if e is not None), None)
+    if first is not None:
+        raise FlagError(first)
+    return settings
+
+
+def run_pipeline(settings, trace: str | None = None, stop_at: int | None = None,
                  result_path: str | None = None, layout: PipelineLayout | None = None) -> int:
     """`tinyllm train`'s hand-off under mpiexec: train on every rank, abort all on any failure.
 
-    Returns the exit status (0 finished; 128 + the signal when interrupted, as a single process
-    does: 130 for SIGINT, 143 for SIGTERM). Rank 0 prints the summary line and, with
-    `result_path`, writes the run's losses there as JSON. `layout`: a PipelineLayout (a test's
-    subclass may wrap the strategy); by default one that writes `trace`.
+    settings: the RunSettings, or a function making them on each rank (agreed_settings). Returns
+    the exit status (0 finished; 128 + the signal when interrupted, as a single process does:
+    130 for SIGINT, 143 for SIGTERM). Rank 0 prints the summary line and, with `result_path`,
+    writes the run's losses there as JSON. `layout`: a PipelineLayout (a test's subclass may wrap
+    the strategy); by default one that writes `trace`.
     """
     def body() -> int:
+        nonlocal settings
+        settings = agreed_settings(settings if callable(settings) else lambda: settings)
         result = run(settings, Pretraining(), layout or PipelineLayout(trace), stop_at=stop_at)
         if require_mpi().COMM_WORLD.Get_rank() == 0:
             if result_path:
@@ -324,10 +356,12 @@ def main(argv=None, layout: PipelineLayout | None = None) -> int:
     parser.add_argument("--result", help="rank 0 writes the run's losses here (JSON)")
     parser.add_argument("--stop-at", type=int, help="stop (and checkpoint) after this step, as an interruption would")
     args = parser.parse_args(argv)
-    with open(args.settings) as f:
-        settings = RunSettings.from_dict(json.load(f))
     if layout is not None:
         layout.trace_path = args.trace
+
+    def settings():
+        with open(args.settings) as f:
+            return RunSettings.from_dict(json.load(f))
     return run_pipeline(settings, trace=args.trace, stop_at=args.stop_at, result_path=args.result, layout=layout)
 
 

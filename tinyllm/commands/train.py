@@ -22,7 +22,7 @@ except ModuleNotFoundError:              # Python 3.10: the same parser, from Py
 from tinyllm import checkpoint as ckpt
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 from tinyllm.build import build_run
-from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, given,
+from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, given, mpi_launch,
                                      refuse_independent_copies, settings_flags)
 from tinyllm.config import MODEL_FIELDS
 from tinyllm.settings import RunSettings
@@ -108,15 +108,12 @@ def resolve_config(args) -> RunSettings:
 
 
 def run(args) -> int:
-    config = resolve_config(args)
-    check_device(config.device)
-    if args.sample_tokens < 0:
-        raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
-    check_pipeline_flags(config)
-    if config.pipeline.distributed:
-        return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
-    refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
-                              "(docs/pipeline.md), or run it without mpiexec")
+    trace = getattr(args, "trace", None)
+    if mpi_launch() is not None:   # every rank resolves the flags; the runner has them agree on one error
+        return hand_off_to_parallel_runner(lambda: distributed_settings(args), trace)
+    config = checked_settings(args)
+    if config.pipeline.distributed:   # without mpiexec: the runner says how many ranks to start
+        return hand_off_to_parallel_runner(lambda: config, trace)
     trainer = build_run(config, Pretraining())
     try:
         result = trainer.run()
@@ -132,6 +129,25 @@ def run(args) -> int:
     if args.sample_tokens:
         print_sample(trainer, args.sample_tokens, config.seed)
     return 0
+
+
+def checked_settings(args) -> RunSettings:
+    """The run's settings (resolve_config), checked: the device, --sample-tokens, the pipeline flags."""
+    config = resolve_config(args)
+    check_device(config.device)
+    if args.sample_tokens < 0:
+        raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
+    check_pipeline_flags(config)
+    return config
+
+
+def distributed_settings(args) -> RunSettings:
+    """checked_settings under mpiexec, where a run without pipeline or data-parallel flags would be N copies."""
+    config = checked_settings(args)
+    if not config.pipeline.distributed:
+        refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
+                                  "(docs/pipeline.md), or run it without mpiexec")
+    return config
 
 
 def print_sample(trainer, max_new_tokens: int, seed: int) -> None:
@@ -160,8 +176,9 @@ def check_pipeline_flags(config: RunSettings) -> None:
     check_pipeline_settings(config.pipeline)
 
 
-def hand_off_to_parallel_runner(config: RunSettings, trace: str | None = None) -> int:
-    """Pipelined / data-parallel training lives in parallel/ (MPI); this only starts it."""
+def hand_off_to_parallel_runner(settings, trace: str | None = None) -> int:
+    """Pipelined / data-parallel training lives in parallel/ (MPI); this only starts it.
+    settings() makes the run's settings on every rank (parallel.runner.agreed_settings)."""
     try:
         import mpi4py  # noqa: F401, PLC0415
     except ImportError:
@@ -171,4 +188,4 @@ def hand_off_to_parallel_runner(config: RunSettings, trace: str | None = None) -
         from parallel.runner import run_pipeline  # noqa: PLC0415
     except ImportError as error:
         raise UsageError(f"pipeline training is not available in this installation ({error})") from None
-    return int(run_pipeline(config, trace=trace) or 0)
+    return int(run_pipeline(settings, trace=trace) or 0)
