@@ -44,14 +44,15 @@ def single_process(corpus, out, stop_at=None, **overrides):
 FAILING_RUNNER = Path(__file__).with_name("failing_runner.py")
 
 
-def mpirun(n, config: dict, workdir: Path, *args, env=None, fail: str | None = None):
+def mpirun(n, config: dict, workdir: Path, *args, env=None, fail: str | None = None, script: Path | None = None):
     """`mpiexec -n n python -m parallel.runner CONFIG.json --result ...`; .result holds rank 0's losses.
-    fail: the runner with that failure injected (failing_runner.py --fail FAIL)."""
+    fail: the runner with that failure injected (failing_runner.py --fail FAIL); script: a test's own
+    launcher that takes the runner's arguments (e.g. one that registers a schedule first)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"config-{len(list(workdir.glob('config-*')))}.json"
     config_path.write_text(json.dumps(config))
     result_path = workdir / "result.json"
-    runner = [str(FAILING_RUNNER), "--fail", fail] if fail else ["-m", "parallel.runner"]
+    runner = ([str(FAILING_RUNNER), "--fail", fail] if fail else [str(script)] if script else ["-m", "parallel.runner"])
     command = [MPIEXEC, "-n", str(n), sys.executable, *runner, str(config_path), "--result", str(result_path), *args]
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
