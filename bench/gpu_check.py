@@ -76,10 +76,10 @@ def train(args) -> dict:
     from tinyllm.train import Pretraining
     shape = SMALL if args.small else FULL
     config = RunSettings.of(data=str(args.corpus), out=str(Path(args.out) / "train-run"), tokenizer="char",
-                         preset="gpt2", n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
-                         block_size=shape["block_size"], batch_size=shape["batch_size"], dropout=0.0,
-                         max_iters=shape["warmup"] + shape["steps"], warmup_iters=1, eval_iters=1, lr=1e-3,
-                         dtype="float32", device="cuda", progress="none")
+                            preset="gpt2", n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
+                            block_size=shape["block_size"], batch_size=shape["batch_size"], dropout=0.0,
+                            max_iters=shape["warmup"] + shape["steps"], warmup_iters=1, eval_iters=1, lr=1e-3,
+                            dtype="float32", device="cuda", progress="none")
     trainer = build_run(config, Pretraining(), log=lambda message: print(message, flush=True))
     losses = [trainer.train_step()[0] for _ in range(shape["warmup"])]
     backend.synchronize()

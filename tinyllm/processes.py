@@ -49,7 +49,7 @@ its step and first row; runs in the older "generator" scheme send each slice a g
 spawned here, as the threads do.
 
 Left out: CuPy arrays (one device per process: use parallel/ and MPI), platforms without
-fork (make_strategy falls back to threads there), workers on other machines (parallel/).
+fork (tinyllm/workers.py falls back to threads there), workers on other machines (parallel/).
 """
 from __future__ import annotations
 

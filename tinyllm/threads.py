@@ -90,7 +90,7 @@ class BlasThreads:
     """Limits BLAS to one thread inside `with self.one():` (threadpoolctl; a no-op without it).
 
     `problem` says why it cannot (threadpoolctl missing, or no BLAS library it can control
-    loaded in this process), None when it can: training warns with it (tinyllm/train.py),
+    loaded in this process), None when it can: training warns with it (tinyllm/workers.py),
     since each of n workers' BLAS would then run as many threads as it likes.
     """
 

@@ -14,8 +14,8 @@ from tinyllm.settings import RunSettings
 
 def run(config, out, device):
     return finetune(config, RunSettings.of(out=str(out), max_iters=3, eval_interval=3, eval_iters=1, batch_size=8,
-                                        lr=3e-3, warmup_iters=1, dtype="float64", progress="none", threads=1,
-                                        device=device))
+                                           lr=3e-3, warmup_iters=1, dtype="float64", progress="none", threads=1,
+                                           device=device))
 
 
 @pytest.mark.parametrize("task", ["classify", "instruct"])

@@ -101,7 +101,7 @@ def test_instruction_finetuning_lowers_the_masked_loss(make_base, copy_data, tmp
                             template=str(template),
                             test_fraction=0.0)
     train_config = RunSettings.of(out=str(tmp_path / "run"), max_iters=30, lr=3e-3, min_lr=1e-3, warmup_iters=3,
-                               batch_size=8, eval_interval=15, eval_iters=2, weight_decay=0.0, progress="none")
+                                  batch_size=8, eval_interval=15, eval_iters=2, weight_decay=0.0, progress="none")
     result = finetune(config, train_config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [r["val_loss"] for r in records if "val_loss" in r]
@@ -121,8 +121,8 @@ def test_threads_give_the_one_thread_numbers_of_the_masked_loss(make_base, write
     config = FinetuneConfig(task="instruct", init_from=str(make_base(dtype="float64")), data=str(data),
                             template=str(template), val_fraction=0.25, test_fraction=0.0)
     runs = {threads: finetune(config, RunSettings.of(out=str(tmp_path / f"threads-{threads}"), max_iters=3,
-                                                  eval_interval=3, eval_iters=2, batch_size=6, dtype="float64",
-                                                  weight_decay=0.0, threads=threads, progress="none"))
+                                                     eval_interval=3, eval_iters=2, batch_size=6, dtype="float64",
+                                                     weight_decay=0.0, threads=threads, progress="none"))
             for threads in (1, 3)}
     np.testing.assert_allclose(runs[3].train_losses, runs[1].train_losses, rtol=1e-12)
     for split in ("train", "val"):

@@ -97,7 +97,7 @@ def parse_bool(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Flag:
-    """A command-line flag for a config field: `--max-iters N` sets TrainConfig.max_iters."""
+    """A command-line flag for a settings field: `--max-iters N` sets the loop section's max_iters."""
 
     field: str          # the config field, e.g. "max_iters"
     type: typing.Callable   # str -> value (a comma list stays a str: the command splits it)
