@@ -18,9 +18,17 @@ symbolic links, `last` and `best` (lowest validation loss), pointing at them:
 Saving is atomic at the directory level: files are written into a hidden staging
 directory and fsynced, the directory is renamed into `checkpoints/`, and only then is
 the `last` (and `best`) link replaced by a new link with `os.replace`, a single atomic
-rename. A crash anywhere in between leaves the previous checkpoint whole and `last`
-pointing at it; stale staging directories are swept on the next save. Checkpoints no
-link points to are deleted after the swap.
+rename (tinyllm/rundir.py, which also prunes: only the checkpoints this process's link
+swaps unlinked). A crash anywhere in between leaves the previous checkpoint whole and
+`last` pointing at it.
+
+Nothing unusable is published: every tensor is checked before it is written
+(`write_tensor_file`), and one holding NaN or infinity stops the save before anything is
+published (NonFiniteWeightsError; the Trainer reports it as the run's divergence).
+
+A reader never sees a mix of two checkpoints: `load_checkpoint` resolves `last` once, reads
+only the directory it found (the tokenizer too), holding it against pruning, and resolves
+again, once, if that directory was pruned all the same (rundir.reading).
 
 A pipelined run (parallel/) saves the same directory with its tensors split by stage:
 
@@ -49,7 +57,7 @@ and every problem is a CheckpointError naming the file (and the key or tensor):
   booleans, or holding NaN or infinity, are refused naming the tensor.
 
 Left out: the collective save of a pipelined run (parallel/checkpoint.py writes the shards
-with `write_staged_file` and `write_checkpoint_files`), partial loads that read only one
+with `write_tensor_file` and `write_checkpoint_files`), partial loads that read only one
 stage's files, keeping the last k checkpoints, cloud storage.
 """
 from __future__ import annotations
@@ -66,9 +74,11 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load as safetensors_load
 
-from tinyllm import io
+from autograd.backend import get_array_module, to_numpy
+from tinyllm import io, rundir
 from tinyllm.errors import UserError
 from tinyllm.limits import MAX_METADATA_BYTES, available_memory
+from tinyllm.rundir import CHECKPOINTS_DIR, LINKS, new_staging_dir  # noqa: F401 - part of this module's surface
 
 FORMAT = "tinyllm-checkpoint"
 VERSION = 1
@@ -76,13 +86,41 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-CHECKPOINTS_DIR = "checkpoints"
-LINKS = ("last", "best")
 PIPELINE_FORMAT = "tinyllm-pipeline-shards"  # the manifest's "format"
 
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, corrupted or does not fit (message names the file)."""
+
+
+class NonFiniteWeightsError(UserError):
+    """A tensor about to be saved holds NaN or infinity: nothing was published (`tensor` names it)."""
+
+    def __init__(self, message: str, tensor: str = ""):
+        super().__init__(message)
+        self.tensor = tensor
+
+    def __reduce__(self):   # rebuilt whole on the other side of a pipe or an MPI message
+        return type(self), (str(self), self.tensor)
+
+
+def first_nonfinite(arrays: dict) -> str | None:
+    """The name of the first tensor of `arrays` (in name order) holding NaN or infinity, else None.
+
+    One sum per tensor, accumulated in float64 (no float32 sum can overflow it), confirmed
+    element by element only when the sum is not finite. Arrays of any device: on a GPU it
+    reads one number per tensor.
+    """
+    for name in sorted(arrays):
+        array = arrays[name]
+        xp = get_array_module(array)
+        if array.dtype.kind != "f":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):   # inf - inf is what is looked for here
+            total = float(xp.sum(array, dtype=xp.float64))
+        if not np.isfinite(total) and not bool(xp.isfinite(array).all()):
+            return name
+    return None
 
 
 # ---- writing ---------------------------------------------------------------------------
@@ -92,27 +130,34 @@ def write_staged_file(path: Path, data: bytes) -> dict:
     """Write and fsync `data` as a file of a staging directory; return its record for state.json.
 
     No temporary file and no rename of its own: the staging directory is published as a
-    whole (`publish_checkpoint`), after state.json, which is written last.
+    whole (`publish_checkpoint`), after state.json, which is written last. A failed write
+    (a full disk) names the file.
     """
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with io.naming_the_file(path):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_tensor_file(path: Path, arrays: dict) -> dict:
+    """Write name -> array (any device) as a safetensors file of a staging directory; its record.
+
+    The one check before anything is published: a tensor holding NaN or infinity raises
+    NonFiniteWeightsError naming it, and nothing is written.
+    """
+    host = {name: to_numpy(array) for name, array in arrays.items()}
+    bad = first_nonfinite(host)
+    if bad is not None:
+        raise NonFiniteWeightsError(f"{Path(path).name}: tensor {bad!r} holds NaN or infinite values; "
+                                    "it was not saved", tensor=bad)
+    return write_staged_file(path, io.tensor_bytes(host))
 
 
 def shard_files(stage: int, n_stages: int) -> tuple[str, str]:
     """The (model, optimizer) file names of pipeline stage `stage` of `n_stages`."""
     return f"model-stage{stage}-of-{n_stages}.safetensors", f"optimizer-stage{stage}-of-{n_stages}.safetensors"
-
-
-def new_staging_dir(run_dir) -> Path:
-    """A fresh hidden directory under run_dir/checkpoints/ to write a checkpoint into."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    os.chmod(staging, io.default_mode(directory=True))
-    return staging
 
 
 def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None, written: dict | None = None) -> None:
@@ -124,7 +169,7 @@ def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None
     directory = Path(directory)
     records = dict(written or {})
     for filename, arrays in tensors.items():
-        records[filename] = write_staged_file(directory / filename, io.tensor_bytes(arrays))
+        records[filename] = write_tensor_file(directory / filename, arrays)
     if tokenizer is not None:
         records[TOKENIZER_FILE] = write_staged_file(directory / TOKENIZER_FILE, tokenizer.to_text().encode("utf-8"))
     state = {"format": FORMAT, "version": VERSION, **state, "files": records}
@@ -133,45 +178,14 @@ def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None
 
 
 def publish_checkpoint(run_dir, staging: Path, step: int, links=("last",)) -> Path:
-    """Move a fully written staging directory into place and point `links` at it atomically."""
-    run_dir = Path(run_dir)
-    root = run_dir / CHECKPOINTS_DIR
-    name = f"step-{step:07d}"
-    final = root / name
-    suffix = 1
-    while final.exists():  # a second save at the same step (e.g. an interrupt right after an eval)
-        final = root / f"{name}-{suffix}"
-        suffix += 1
-    os.replace(staging, final)
-    io.fsync_directory(root)
-    for link in links:
-        _point_link(run_dir / link, Path(CHECKPOINTS_DIR) / final.name)
-    io.fsync_directory(run_dir)
-    prune_checkpoints(run_dir)
-    return final
-
-
-def _point_link(link: Path, target: Path) -> None:
-    """Make `link` a symlink to `target` (relative), replacing any old one in one rename."""
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    """Move a fully written staging directory into place and point `links` at it atomically
+    (then prune what this process unlinked: tinyllm/rundir.py)."""
+    return rundir.publish(run_dir, staging, step, links)
 
 
 def prune_checkpoints(run_dir) -> None:
-    """Delete checkpoint directories no link points to, and stale staging directories."""
-    run_dir = Path(run_dir)
-    keep = set()
-    for link in LINKS:
-        path = run_dir / link
-        if path.is_symlink():
-            keep.add(os.path.realpath(path))
-    root = run_dir / CHECKPOINTS_DIR
-    for child in root.iterdir() if root.is_dir() else ():
-        if child.is_dir() and os.path.realpath(child) not in keep:
-            shutil.rmtree(child, ignore_errors=True)
+    """Delete the checkpoints this process unlinked (no link names them, no reader holds them)."""
+    rundir.prune(run_dir)
 
 
 def save_checkpoint(run_dir, *, model, optimizer=None, tokenizer=None, state: dict, best: bool = False,
@@ -200,39 +214,61 @@ def save_checkpoint(run_dir, *, model, optimizer=None, tokenizer=None, state: di
 # ---- reading ---------------------------------------------------------------------------
 
 
-def resolve_checkpoint_dir(path) -> Path:
-    """A checkpoint directory (holding state.json), or a run directory (-> its `last`)."""
+def resolve_checkpoint_dir(path, flag: str = "--ckpt") -> Path:
+    """The directory of a checkpoint now: `path` itself when it holds state.json, else its run's
+    `last`; links followed once (runs/demo/last -> runs/demo/checkpoints/step-0000500), so that
+    everything read afterwards comes from that one directory. Errors name `flag`."""
     path = Path(path)
-    if (path / STATE_FILE).is_file():
-        return path
-    if (path / "last" / STATE_FILE).is_file():
-        return path / "last"
+    for candidate in (path, path / "last"):
+        if (candidate / STATE_FILE).is_file():
+            return rundir.follow(candidate)
     if not path.exists():
-        raise CheckpointError(f"--ckpt {path}: no such directory; give a run directory written by "
+        raise CheckpointError(f"{flag} {path}: no such directory; give a run directory written by "
                               "`tinyllm train --out DIR` or one of its checkpoints (DIR/last, DIR/best)")
-    raise CheckpointError(f"--ckpt {path}: no checkpoint here (no {STATE_FILE}, no last/{STATE_FILE}); "
+    reason = rundir.without_last(path)
+    if reason is not None:
+        raise CheckpointError(f"{flag} {path}: no checkpoint to read: {reason}")
+    raise CheckpointError(f"{flag} {path}: no checkpoint here (no {STATE_FILE}, no last/{STATE_FILE}); "
                           "give a run directory written by `tinyllm train --out DIR` or DIR/last, DIR/best")
+
+
+def _read_once(path, read, flag: str):
+    """read(directory) of the checkpoint `path` names, in one directory held against pruning; when a
+    run pruned that directory all the same (rundir.Pruned, or a file gone with its directory),
+    resolved again, once."""
+    for attempt in (1, 2):
+        directory = resolve_checkpoint_dir(path, flag)
+        try:
+            with rundir.reading(directory):
+                return read(directory)
+        except (rundir.Pruned, CheckpointError, FileNotFoundError):
+            if directory.is_dir() and (directory / STATE_FILE).is_file():
+                raise               # a real problem of a checkpoint that is still there
+            if attempt == 2:
+                raise CheckpointError(f"{flag} {path}: its checkpoint was replaced and deleted while being read, "
+                                      "twice (a run is saving faster than it can be read); try again, or read "
+                                      "DIR/best") from None
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """A verified checkpoint read into memory (host arrays)."""
 
-    path: Path
+    path: Path                        # the checkpoint's own directory (links resolved)
     state: dict
     model_state: dict
     optimizer_state: dict | None
+    loaded_tokenizer: object = None   # read with the rest, from the same directory
 
     @property
     def step(self) -> int:
         return int(self.state["step"])
 
     def tokenizer(self):
-        from tinyllm.tokenizer import load_tokenizer  # noqa: PLC0415
-        file = self.path / TOKENIZER_FILE
-        if not file.is_file():
-            raise CheckpointError(f"{file}: the checkpoint has no tokenizer file")
-        return load_tokenizer(file)
+        if self.loaded_tokenizer is None:
+            raise CheckpointError(f"{self.path / TOKENIZER_FILE}: the checkpoint has no tokenizer file")
+        return self.loaded_tokenizer
 
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -278,15 +314,20 @@ def _read_verified(path: Path, record: dict) -> bytes:
     return data
 
 
-def read_state(path) -> dict:
+def read_state(path, flag: str = "--ckpt") -> dict:
     """state.json of the checkpoint at `path` (a checkpoint or run directory), validated (check_state)."""
-    file = resolve_checkpoint_dir(path) / STATE_FILE
+    return _read_once(path, lambda directory: _read_state_file(directory / STATE_FILE), flag)
+
+
+def _read_state_file(file: Path) -> dict:
     try:
         size = os.stat(file).st_size
         if size > MAX_METADATA_BYTES:
             raise CheckpointError(f"{file}: {size:,} bytes, more than a state.json ever holds "
                                   f"({MAX_METADATA_BYTES:,}); the checkpoint is corrupted")
         state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{file}: not valid JSON ({error}); the checkpoint is truncated or corrupted") from None
     check_state(state, file)
@@ -416,9 +457,10 @@ def load_tensors(path: Path, record: dict) -> dict:
         if array.dtype.name not in FLOAT_KINDS:
             raise CheckpointError(f"{path}: tensor {name!r} is stored as {array.dtype.name}; checkpoint weights are "
                                   f"floating point ({', '.join(FLOAT_KINDS)}): the file was not written by tinyllm")
-        if not np.isfinite(array).all():
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; this checkpoint cannot "
-                                  "be used (resume from an earlier one)")
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or infinite values; this checkpoint cannot "
+                              "be used (resume from an earlier one)")
     return tensors
 
 
@@ -441,14 +483,18 @@ def tensor_files(directory: Path, state: dict) -> tuple[list, list]:
     return model_files, optimizer_files
 
 
-def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
+def load_checkpoint(path, with_optimizer: bool = True, flag: str = "--ckpt") -> Checkpoint:
     """Read and verify a checkpoint (sizes, hashes, formats); errors name the file and the problem.
 
-    A checkpoint sharded by pipeline stage comes back merged, one name -> array dict for the
-    model and one for the optimizer, exactly as if one process had saved it.
+    Everything comes from one directory (`last` resolved once, held against pruning, resolved
+    again once if pruned all the same). A checkpoint sharded by pipeline stage comes back merged,
+    one name -> array dict for the model and one for the optimizer, as if one process had saved it.
     """
-    directory = resolve_checkpoint_dir(path)
-    state = read_state(directory)
+    return _read_once(path, lambda directory: _load(directory, with_optimizer), flag)
+
+
+def _load(directory: Path, with_optimizer: bool) -> Checkpoint:
+    state = _read_state_file(directory / STATE_FILE)
     files = state["files"]
     model_files, optimizer_files = tensor_files(directory, state)
     for name, record in files.items():  # verify everything up front, even what is not loaded
@@ -462,7 +508,56 @@ def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
         optimizer_state = {}
         for name in optimizer_files:
             optimizer_state.update(load_tensors(directory / name, files[name]))
-    return Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state)
+    tokenizer = None
+    if TOKENIZER_FILE in files:
+        from tinyllm.tokenizer import load_tokenizer  # noqa: PLC0415 - the tokenizer package sits beside this one
+        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    return Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state,
+                      loaded_tokenizer=tokenizer)
+
+
+def copy_checkpoint(source, destination, flag: str = "--ckpt") -> Path:
+    """Copy the checkpoint `source` names into `destination` (a new directory): its weights and
+    tokenizer, without the optimizer state, their files hard-linked where one file system holds
+    both (no space used), copied otherwise, and a state.json listing only them; read from one
+    directory held against pruning, published whole by one rename."""
+    destination = Path(destination)
+
+    def copy(directory: Path) -> Path:
+        state = _read_state_file(directory / STATE_FILE)
+        _, optimizer_files = tensor_files(directory, state)
+        kept = {key: value for key, value in state.items() if key not in ("optimizer", "files")}
+        kept["files"] = {name: record for name, record in state["files"].items() if name not in optimizer_files}
+        if "pipeline" in state:
+            kept["pipeline"] = {**state["pipeline"], "shards": [{k: v for k, v in shard.items() if k != "optimizer"}
+                                                                for shard in state["pipeline"]["shards"]]}
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+        try:
+            for name, record in kept["files"].items():
+                _link_or_copy(directory / name, staging / name, record)
+            write_staged_file(staging / STATE_FILE, io.json_bytes(kept))
+            io.fsync_directory(staging)
+            os.replace(staging, destination)
+            io.fsync_directory(destination.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return destination
+    return _read_once(source, copy, flag)
+
+
+def _link_or_copy(source: Path, target: Path, record: dict) -> None:
+    """`target` the same file as `source` (a hard link), or a copy where a link cannot be made."""
+    with _open_regular(source, record):   # a plain file of the recorded size, not a link or a device
+        pass
+    try:
+        os.link(source, target)
+    except OSError:                       # another file system, or links to others' files not allowed
+        with io.naming_the_file(target):
+            shutil.copyfile(source, target)
+            with open(target, "rb+") as f:
+                os.fsync(f.fileno())
 
 
 def optimizer_arrays_for(arrays: dict, names) -> dict:
