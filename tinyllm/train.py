@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm import io, runlock
+from tinyllm import io, rundir, runlock
 from tinyllm.errors import UserError
 from tinyllm.data import (DEFAULT_EXTENSIONS, BatchSampler, check_split_fits, prepare_dataset,
                           resolve_corpus)
@@ -183,6 +183,8 @@ class TrainConfig:
         _check(self, "data_ext", lambda v: isinstance(v, str), "must be extensions, comma-separated (e.g. .txt,.md)")
         _check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
         _check(self, "partition", lambda v: v in ("uniform", "params", "time"), "must be uniform, params or time")
+        for name, value in absolute_paths({name: getattr(self, name) for name in PATH_SETTINGS}).items():
+            object.__setattr__(self, name, value)   # stored as used: the run works from any directory
 
     # ---- conversions ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -219,6 +221,16 @@ class TrainConfig:
 
 class ConfigError(UserError):
     """A setting the user can fix; the message names the flag and the value."""
+
+
+# settings that name files, with their values that are not paths
+PATH_SETTINGS = {"data": ("stdlib",), "tokenizer": ("char", "bpe")}
+
+
+def absolute_paths(settings: dict) -> dict:
+    """`settings` with every path among PATH_SETTINGS made absolute (tinyllm.io.absolute_path)."""
+    return {name: io.absolute_path(value, PATH_SETTINGS[name]) if name in PATH_SETTINGS else value
+            for name, value in settings.items()}
 
 
 def _number(v) -> bool:
@@ -351,14 +363,12 @@ def resume_checkpoint(config: TrainConfig):
     naming --out or --max-iters and the way on."""
     run_dir = Path(config.out)
     if config.resume:
-        step = ckpt.read_state(run_dir)["step"]
+        step = ckpt.read_state(run_dir, flag="--out")["step"]
         if config.max_iters <= step:
             raise ConfigError(f"--max-iters {config.max_iters}: the run in {config.out} is already at step {step}; "
                               f"pass a larger --max-iters (e.g. --max-iters {step + config.max_iters}) to train further")
-        return ckpt.load_checkpoint(run_dir)
-    if (run_dir / "last").exists():
-        raise ConfigError(f"--out {config.out}: already holds a run (checkpoint {run_dir / 'last'}); "
-                          "pass --resume to continue it, or choose a new --out directory")
+        return ckpt.load_checkpoint(run_dir, flag="--out")
+    rundir.check_new_run(run_dir)   # nor in a directory whose `last` is gone but whose checkpoints are not
     return None
 
 
@@ -435,12 +445,13 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
 
 
 def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
-    """(GPT with the checkpoint's weights, the Checkpoint) from a checkpoint or run directory.
+    """(GPT with the checkpoint's weights, the Checkpoint) from a checkpoint or run directory (or a
+    Checkpoint already read).
 
     dtype None: the dtype the run trained in. The one loader of a checkpoint's GPT: `tinyllm
     sample` and `eval` load with it, finetuning loads its base model with it.
     """
-    checkpoint = ckpt.load_checkpoint(path, with_optimizer=False)
+    checkpoint = path if isinstance(path, ckpt.Checkpoint) else ckpt.load_checkpoint(path, with_optimizer=False)
     model_config = saved_model_config(checkpoint)
     if dtype is None:
         dtype = checkpoint.state.get("train_config", {}).get("dtype", "float32")

@@ -21,6 +21,8 @@ One step, in order (`train_step`, then `run`):
     read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
     clip to grad_clip, optimizer.step(lr), zero the grads
+    stop if the update made a weight NaN or infinite (host weights of one process: checked
+    here; elsewhere the next step's loss and the check before saving find it)
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
     log; evaluate and checkpoint when due; on a stop, checkpoint and return "interrupted"
 
@@ -55,9 +57,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm import io
+from tinyllm.errors import UserError
 from tinyllm.optim import clip_grad_norm, make_schedule
 
 
@@ -112,8 +117,16 @@ class Strategy(Protocol):
         """The whole model's parameter count (a pipeline stage holds only part of it)."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN or infinite; nothing was saved from that step."""
+# A diverging run overflows in its forward, backward or update; the loop checks the loss, the norm,
+# the weights and what it saves right after, and stops with one line naming the step, so NumPy's
+# RuntimeWarnings would only say it first, several times. The step and evaluation run under these
+# (worker processes and threads too); only NumPy warns, CuPy does not.
+DIVERGING = {"over": "ignore", "invalid": "ignore"}
+
+
+class NonFiniteLossError(UserError):
+    """The run diverged: its loss, gradient norm or weights became NaN or infinite; nothing was saved
+    from that step, and the message names the last good checkpoint. One line, exit status 2."""
 
 
 @dataclass
@@ -226,7 +239,7 @@ class Trainer:
                         result.status, result.stop_signal = "interrupted", int(stop)
                         saved = self.save(train_loss=loss)
                         log.message(f"interrupted by {stop.name} at step {self.step}: saved {saved}; "
-                                    "continue with the same command and --resume")
+                                    "continue with the same command and --resume", always=True)
                         break
                 if result.status == "finished" and self.step == end < cfg.max_iters:
                     self.save()  # stopped early on request (stop_at): keep the state to resume from
@@ -241,23 +254,33 @@ class Trainer:
         lr = self.schedule(self.step)
         batches = [self.task.next_batch() for _ in range(self.config.grad_accum)]
         self.optimizer.zero_grad()
-        loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
-        norm = self.strategy.grad_norm(self.params)
-        loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            self.optimizer.zero_grad()
-            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
-            raise NonFiniteLossError(
-                f"step {self.step + 1}: the {what} is {value}; the run stopped before updating the weights. "
-                f"Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
-                "Try a lower --lr, a --grad-clip, or --dtype float64")
-        clip_grad_norm(self.params, self.config.grad_clip, norm)
-        self.optimizer.step(lr)
+        with np.errstate(**DIVERGING):
+            loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
+            norm = self.strategy.grad_norm(self.params)
+            loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                self.optimizer.zero_grad()
+                what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+                raise self.diverged(f"step {self.step + 1}: the {what} is {value}; the run stopped before "
+                                    "updating the weights")
+            clip_grad_norm(self.params, self.config.grad_clip, norm)
+            self.optimizer.step(lr)
         self.optimizer.zero_grad()
+        if self.strategy.ranks == 1 and self.params and not backend.is_cupy_array(self.params[0].data):
+            bad = ckpt.first_nonfinite({n: p.data for n, p in self.optimizer.params})   # one pass, no copy
+            if bad is not None:
+                raise self.diverged(f"step {self.step + 1}: the update made the weights of {bad} NaN or infinite "
+                                    "(the loss and gradient norm were finite)")
         self.step += 1
         self.tokens_seen += self.tokens_per_step
         self.elapsed_s += time.perf_counter() - started
         return loss, norm, lr
+
+    def diverged(self, what: str) -> NonFiniteLossError:
+        """The run's divergence error: `what` happened, the last good checkpoint, what to try."""
+        return NonFiniteLossError(f"{what}. Last good checkpoint: "
+                                  f"{self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
+                                  "Try a lower --lr, a --grad-clip, or --dtype float64")
 
     # ---- evaluation and checkpoints ----------------------------------------------------------
     def evaluate(self, evaluation=None) -> dict:
@@ -266,7 +289,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with no_grad():
+            with no_grad(), np.errstate(**DIVERGING):
                 return evaluation(self.model, lambda batch: self.strategy.batch_loss(self.model, self.task, batch))
         finally:
             self.model.train(was_training)
@@ -274,7 +297,7 @@ class Trainer:
     def evaluate_and_log(self, log: "RunLog", lr: float, train_loss=None) -> dict:
         """Evaluate, show and record the metrics; after step 0 also checkpoint (as best when val improved)."""
         metrics = self.evaluate()
-        improved = self.best_val_loss is None or metrics["val"] < self.best_val_loss
+        improved = math.isfinite(metrics["val"]) and (self.best_val_loss is None or metrics["val"] < self.best_val_loss)
         if improved and self.step > 0:
             self.best_val_loss = metrics["val"]
         log.message(f"step {self.step}: train loss {metrics['train']:.4f}, val loss {metrics['val']:.4f}"
@@ -306,9 +329,13 @@ class Trainer:
             return None
         if self.saved_step == self.step and not best:  # e.g. an interrupt right after an evaluation's save
             return self.last_checkpoint
-        path = self.strategy.save(self.run_dir, weights=TrainedWeights(self.model, self.optimizer.params),
-                                  optimizer=self.optimizer, tokenizer=self.tokenizer,
-                                  state=self.checkpoint_state(train_loss, val_loss), best=best)
+        try:
+            path = self.strategy.save(self.run_dir, weights=TrainedWeights(self.model, self.optimizer.params),
+                                      optimizer=self.optimizer, tokenizer=self.tokenizer,
+                                      state=self.checkpoint_state(train_loss, val_loss), best=best)
+        except ckpt.NonFiniteWeightsError as error:   # checked before anything was published
+            raise self.diverged(f"step {self.step}: the weights to save hold NaN or infinite values "
+                                f"({error.tensor}); nothing was saved") from None
         self.last_checkpoint, self.saved_step = path, self.step
         return path
 
@@ -390,8 +417,9 @@ class RunLog:
                      "(6 N + 12 L T C per token)")
         self.window_start, self.window_tokens = time.perf_counter(), 0   # tokens/s since the last record
 
-    def message(self, text: str) -> None:
-        self.progress.message(text)
+    def message(self, text: str, always: bool = False) -> None:
+        """Show `text` (with --progress none only when `always`: the line that says how the run ended)."""
+        self.progress.message(text, always)
 
     def write(self, record: dict) -> None:
         if self.metrics is not None:
@@ -437,7 +465,7 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(io.json_line(record))
 
 
 def _step_of(line: str):
@@ -460,9 +488,8 @@ class Progress:
         self.mode = mode
         self.bar = None
         if mode == "bar":
-            from tqdm import tqdm  # noqa: PLC0415
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", file=self.stream,
-                            dynamic_ncols=True)
+            self.bar = quiet_bar()(total=total, initial=initial, desc="train", unit="step", file=self.stream,
+                                   dynamic_ncols=True)
 
     def step(self, step: int, total: int, loss: float, lr: float, tokens_per_s: float, eta_s: float,
              log_now: bool, flops: str = "") -> None:
@@ -475,8 +502,8 @@ class Progress:
             self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops} | "
                          f"eta {duration(eta_s)}")
 
-    def message(self, text: str) -> None:
-        if self.mode == "none":
+    def message(self, text: str, always: bool = False) -> None:
+        if self.mode == "none" and not always:
             return
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
@@ -486,6 +513,16 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_bar():
+    """tqdm's bar class without its monitor thread (a thread that would make the worker processes'
+    fork a fork of a multi-threaded process: tinyllm/processes.py)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    class Bar(tqdm):
+        monitor_interval = 0
+    return Bar
 
 
 def duration(seconds: float) -> str:

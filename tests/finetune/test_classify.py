@@ -9,6 +9,7 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.finetune import (FinetuneConfig, FinetuneDataError, PaddedBatch, SequenceClassifier, build_finetune,
                               classify_texts, finetune, frozen_names, load_classification_data, load_finetuned,
                               pad_sequences, prepare_model, split_indices)
+from tinyllm.runlock import RunDirectoryError
 from tinyllm.train import ConfigError, TrainConfig
 
 
@@ -119,7 +120,7 @@ def test_an_existing_run_is_not_overwritten(make_base, keyword_data, tmp_path):
     base = make_base()
     config = FinetuneConfig(task="classify", init_from=str(base), data=str(keyword_data), freeze="all")
     finetune(config, train_config(tmp_path / "run", max_iters=1, eval_interval=1))
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(RunDirectoryError, match="--resume"):
         finetune(config, train_config(tmp_path / "run", max_iters=1))
 
 

@@ -20,10 +20,11 @@ except ModuleNotFoundError:              # Python 3.10: the same parser, from Py
     import tomli as tomllib
 
 from tinyllm import checkpoint as ckpt
+from tinyllm import rundir
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 from tinyllm.commands.common import (TRAIN_FLAGS, UsageError, add_command, add_flags, check_device, given,
                                      refuse_independent_copies)
-from tinyllm.train import MODEL_FIELDS, NonFiniteLossError, TrainConfig, build_trainer
+from tinyllm.train import MODEL_FIELDS, TrainConfig, absolute_paths, build_trainer
 
 EXAMPLES = """\
 tinyllm train --out runs/demo                       # built-in corpus, baby preset, a few minutes on 2 cores
@@ -64,15 +65,20 @@ def read_toml(path: str) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path}: not valid TOML ({error})") from None
     if isinstance(raw.get("train"), dict):  # allow the settings under a [train] table
-        raw = {**{k: v for k, v in raw.items() if k != "train"}, **raw["train"]}
+        raw = [*((k, v) for k, v in raw.items() if k != "train"), *raw["train"].items()]
+    else:
+        raw = list(raw.items())
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {}
-    for key, value in raw.items():
+    settings, spelled = {}, {}
+    for key, value in raw:
         name = key.replace("-", "_")
         if name not in known or name == "resume":
             raise UsageError(f"--config {path}: unknown setting {key!r}; the keys are the train flags "
                              "without dashes, e.g. max_iters = 2000")
-        settings[name] = value
+        if name in spelled:   # `max-iters` and `max_iters`, or a key at the top and under [train]
+            raise UsageError(f"--config {path}: {name} is set twice ({spelled[name]!r} = {settings[name]!r} and "
+                             f"{key!r} = {value!r}); keep one")
+        settings[name], spelled[name] = value, key
     return settings
 
 
@@ -80,13 +86,19 @@ def resolve_config(args) -> TrainConfig:
     """TrainConfig from the layers: defaults (or the checkpoint's config), TOML, flags."""
     settings = read_toml(args.config) if args.config else {}
     settings.update(given(args, TRAIN_FLAGS))
+    settings = absolute_paths(settings)        # as TrainConfig stores them (so comparisons below are fair)
     if args.resume:
         out = settings.get("out", _DEFAULTS.out)
         if not (Path(out) / "last").exists():
-            raise UsageError(f"--resume: {out} holds no checkpoint to resume (no {out}/last); "
-                             "start the run without --resume, or give the run's --out")
-        state = ckpt.read_state(out)
-        base = dict(state.get("train_config", {}))
+            reason = rundir.without_last(out)
+            raise UsageError(f"--resume: {out} " + (f"has no checkpoint to resume: {reason}" if reason else
+                             f"holds no checkpoint to resume (no {out}/last); start the run without --resume, "
+                             "or give the run's --out"))
+        state = ckpt.read_state(out, flag="--out")
+        if "finetune" in state:
+            raise UsageError(f"--out {out}: is a finetuning run (made by `tinyllm finetune`); continue it with "
+                             f"tinyllm finetune --out {out} --resume")
+        base = absolute_paths(dict(state.get("train_config", {})))
         ckpt.saved_config(TrainConfig, {**base, "resume": True}, Path(out) / "last" / ckpt.STATE_FILE)
         changed = [name for name in MODEL_FIELDS + ("preset", "tokenizer", "vocab_size", "data", "val_fraction")
                    if name in settings and settings[name] != base.get(name)]
@@ -106,16 +118,13 @@ def run(args) -> int:
     check_device(config.device)
     if args.sample_tokens < 0:
         raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
+    trace = check_trace(getattr(args, "trace", None), config)
     if config.pipeline_stages > 1 or config.data_parallel > 1:
-        return hand_off_to_parallel_runner(config, trace=getattr(args, "trace", None))
+        return hand_off_to_parallel_runner(config, trace=trace)
     refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
                               "(docs/pipeline.md), or run it without mpiexec")
     trainer = build_trainer(config)
-    try:
-        result = trainer.run()
-    except NonFiniteLossError as error:
-        print(f"tinyllm train: error: {error}", file=sys.stderr)
-        return 1
+    result = trainer.run()
     if result.status == "interrupted":
         return result.exit_status  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     last = result.last_eval or {}
@@ -125,6 +134,23 @@ def run(args) -> int:
     if args.sample_tokens:
         print_sample(trainer, args.sample_tokens, config.seed)
     return 0
+
+
+def check_trace(trace: str | None, config: TrainConfig) -> str | None:
+    """--trace FILE.json: written by pipeline runs only, into a directory that exists; checked now,
+    before anything trains (None when not given)."""
+    if trace is None:
+        return None
+    if config.pipeline_stages == 1 and config.data_parallel == 1:
+        raise UsageError(f"--trace {trace}: traces are written by pipeline runs (--pipeline-stages or "
+                         "--data-parallel above 1, under mpiexec); drop --trace for a one-process run")
+    path = Path(trace)
+    if path.is_dir():
+        raise UsageError(f"--trace {trace}: is a directory; give a file name, e.g. {path / 'trace.json'}")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"--trace {trace}: the directory {path.absolute().parent} does not exist; create it "
+                         "or choose another place")
+    return trace
 
 
 def print_sample(trainer, max_new_tokens: int, seed: int) -> None:

@@ -35,7 +35,7 @@ from tinyllm.trainer import MetricsLog, RunResult, Trainer
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model
 from .data import IGNORE_INDEX, ExampleBatches, TaskData, build_task_data
-from .loading import load_base_model
+from .loading import keep_base, load_base_model
 
 
 def eval_chunks(indices, batch_size: int, limit: int | None) -> list:
@@ -131,7 +131,8 @@ def check_finetune_state(checkpoint, config: FinetuneConfig, frozen_sha256: str)
     if saved is None:
         raise ckpt.CheckpointError(f"{where}: not a finetuning checkpoint")
     now = config.to_dict()
-    diffs = [f"{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in saved["config"].items()
+    stored = ckpt.saved_config(FinetuneConfig, saved["config"], where).to_dict()   # its paths made absolute
+    diffs = [f"{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in stored.items()
              if k != "init_from" and now.get(k) != v]
     if diffs:
         raise ckpt.CheckpointError(f"{where}: made with other finetuning settings ({'; '.join(diffs)}); "
@@ -148,7 +149,8 @@ def build_finetune(config: FinetuneConfig, train_config: TrainConfig, progress_s
     run_dir = Path(train_config.out)
     run_lock = hold_run_directory(run_dir, log)
     checkpoint = resume_checkpoint(train_config)
-    gpt, tokenizer = load_base_model(config.init_from, train_config.dtype, train_config.device, config.tokenizer)
+    base = keep_base(config.init_from, run_dir, new_run=checkpoint is None)   # DIR/base: the base kept by content
+    gpt, tokenizer = load_base_model(base, train_config.dtype, train_config.device, config.tokenizer)
     if tokenizer.vocab_size > gpt.config.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
                           f"{gpt.config.vocab_size}; use the tokenizer the model was trained with")
