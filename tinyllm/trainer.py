@@ -26,6 +26,10 @@ One step, in order (`train_step`, then `run`):
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
     log; evaluate and checkpoint when due; on a stop, checkpoint and return "interrupted"
 
+An evaluation whose loss is not finite, and weights to save that are not (checked before
+anything is published: checkpoint.write_tensor_file), stop the run as a non-finite loss does:
+nothing non-finite is ever published as `last` or `best`.
+
 Every decision that involves other ranks (evaluate, save, stop) is taken from values all
 ranks share (the step counter, agreed losses, the agreed stop), so a pipeline never sends
 one rank into a collective alone.
@@ -297,6 +301,10 @@ class Trainer:
     def evaluate_and_log(self, log: "RunLog", lr: float, train_loss=None) -> dict:
         """Evaluate, show and record the metrics; after step 0 also checkpoint (as best when val improved)."""
         metrics = self.evaluate()
+        for split in ("train", "val"):
+            if self.step > 0 and not math.isfinite(metrics[split]):   # its checkpoint would record it: none is saved
+                raise self.diverged(f"step {self.step}: the evaluation's {split} loss is {metrics[split]}; nothing "
+                                    "was saved from this step")
         improved = math.isfinite(metrics["val"]) and (self.best_val_loss is None or metrics["val"] < self.best_val_loss)
         if improved and self.step > 0:
             self.best_val_loss = metrics["val"]
