@@ -281,12 +281,18 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones
-        if stale.name != key and stale.is_dir():
+    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones (only caches:
+        if stale.name != key and is_cache_dir(stale):   # a corpus the user keeps under DIR/data/ stays)
             shutil.rmtree(stale, ignore_errors=True)
     log(f"wrote {meta['n_train']:,} train and {meta['n_val']:,} val tokens to {cache_dir} "
         f"(vocab {meta['vocab_size']})")
     return _open_cached(cache_dir, cache_dir / "meta.json")
+
+
+def is_cache_dir(path: Path) -> bool:
+    """A token cache this module wrote: a directory named by a cache key, holding meta.json."""
+    return (path.is_dir() and not path.is_symlink() and len(path.name) == 16
+            and all(c in "0123456789abcdef" for c in path.name) and (path / "meta.json").is_file())
 
 
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:

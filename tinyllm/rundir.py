@@ -10,11 +10,12 @@ checkpoints/, then each link is replaced by a new one in one atomic rename (`poi
 the directories are fsynced: a crash anywhere leaves the previous checkpoint whole and `last`
 naming it.
 
-Pruning deletes only what this process unlinked: a checkpoint directory under checkpoints/
-that one of this process's link swaps stopped naming, once no link names it. Nothing else is
-ever deleted: not a checkpoint copied in by hand, not one left unlinked by a crash between the
-rename and the link swap, not one of a run whose `last` was removed (a new run is refused in
-such a directory, `check_new_run`, naming what is there). Staging directories left by a crash
+Pruning deletes only what this process unlinked: a checkpoint directory under checkpoints/,
+named as `publish` names them (step-NNNNNNN), that one of this process's link swaps stopped
+naming, once no link names it. Nothing else is ever deleted: not a checkpoint copied in by hand
+(even one linked as `last` to resume from), not one left unlinked by a crash between the rename
+and the link swap, not one of a run whose `last` was removed (a new run is refused in such a
+directory, `check_new_run`, naming what is there). Staging directories left by a crash
 (`.staging-*`, never published) are swept.
 
 Readers: a reader resolves a link once (`follow`) and reads only the directory it found, holding
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,6 +48,7 @@ except ImportError:   # not POSIX: no reader locks; readers retry instead
 CHECKPOINTS_DIR = "checkpoints"
 LINKS = ("last", "best")
 STAGING_PREFIX = ".staging-"
+SAVED_NAME = re.compile(r"step-\d{7}(-\d+)?")   # what `publish` names a checkpoint
 
 _unlinked: dict = {}   # real path of a run directory -> {real paths of checkpoints this process unlinked}
 
@@ -84,7 +87,8 @@ def publish(run_dir, staging: Path, step: int, links=("last",)) -> Path:
     io.fsync_directory(run_dir)
     named = {_target(run_dir, link) for link in LINKS}
     pending = _unlinked.setdefault(os.path.realpath(run_dir), set())
-    pending.update(target for target in before.values() if target is not None and target not in named)
+    pending.update(target for target in before.values()
+                   if target is not None and target not in named and SAVED_NAME.fullmatch(os.path.basename(target)))
     prune(run_dir)
     return final
 

@@ -355,7 +355,8 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.best_val_loss = state.get("best_val_loss")
+        best = state.get("best_val_loss")   # older code could save NaN here, which no loss would ever beat
+        self.best_val_loss = best if best is not None and math.isfinite(best) else None
         self.task.set_state(state["rng"]["train_sampler"])
         self.restore_dropout(state["rng"].get("dropout"), checkpoint.path)
         self.last_checkpoint = str(checkpoint.path.resolve())

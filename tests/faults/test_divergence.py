@@ -87,6 +87,9 @@ def tiny_trainer(tmp_path, **settings):
         def state(self):
             return {}
 
+        def set_state(self, state):
+            pass
+
         def checkpoint_entries(self):
             return {}
 
@@ -126,3 +129,16 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
                "more": {"accuracy": float("-inf")}})
     record = strict_json((tmp_path / "metrics.jsonl").read_text())
     assert record == {"step": 3, "val_loss": None, "train_loss": None, "lr": 1e-3, "more": {"accuracy": None}}
+
+
+def test_a_checkpoint_whose_best_val_loss_is_nan_resumes_with_no_best_yet(tmp_path):
+    """Older code recorded a NaN evaluation as the best; a resumed run must be able to beat it."""
+    trainer = tiny_trainer(tmp_path)
+    trainer.train_step()
+    trainer.save()
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    resumed = tiny_trainer(tmp_path)
+    checkpoint = ckpt.load_checkpoint(tmp_path / "run")
+    checkpoint.state["best_val_loss"] = float("nan")
+    resumed.restore(checkpoint)
+    assert resumed.best_val_loss is None and state["step"] == resumed.step == 1

@@ -46,9 +46,9 @@ def start(argv, env=None):
                             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def wait_for(run, proc, timeout=60.0):
+def wait_for(run, proc, links=("last",), timeout=60.0):
     deadline = time.monotonic() + timeout
-    while not (run / "last").exists():
+    while not all((run / link).exists() for link in links):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint within the deadline"
         time.sleep(0.02)
@@ -66,7 +66,7 @@ def test_loads_during_saves_always_read_one_whole_checkpoint(tmp_path):
     saver = start([sys.executable, "-c", SAVER, str(run)])
     loads, failures = 0, []
     try:
-        wait_for(run, saver)
+        wait_for(run, saver, links=("last", "best"))
         deadline = time.monotonic() + READ_SECONDS / 2
         while time.monotonic() < deadline:
             for path in (run, run / "best", run / "last"):

@@ -108,3 +108,22 @@ def test_a_reader_of_a_checkpoint_pruned_meanwhile_reads_the_new_last(tmp_path, 
     loaded = ckpt.load_checkpoint(run)
     assert loaded.step == 2 and loaded.path == run / "checkpoints" / "step-0000002"
     assert all(np.array_equal(loaded.model_state[n], p.data) for n, p in model.named_parameters())
+
+
+def test_a_corpus_kept_under_the_run_directory_is_not_swept_with_old_token_caches(tmp_path, corpus, capsys):
+    """The data cache keeps one token cache per run directory, deleting older ones: only caches."""
+    run = tmp_path / "run"
+    texts = run / "data" / "mytexts"
+    texts.mkdir(parents=True)
+    shutil.copy(corpus, texts / "a.txt")
+    assert main(["train", "--data", str(texts), "--out", str(run), *TINY, "--max-iters", "1", "--workers", "1"]) == 0
+    assert (texts / "a.txt").read_bytes() == corpus.read_bytes()
+
+
+def test_a_copy_linked_by_hand_as_last_is_resumed_from_and_kept(tmp_path):
+    run, model = tmp_path / "run", GPT(CONFIG, seed=0)
+    save(run, model, 1)
+    shutil.copytree(run / "last", run / "checkpoints" / "mine")
+    rundir.point_link(run / "last", "checkpoints/mine")    # ln -sfn checkpoints/mine run/last, then --resume
+    save(run, model, 2)
+    assert (run / "checkpoints" / "mine").is_dir() and ckpt.load_checkpoint(run).step == 2

@@ -5,6 +5,7 @@ A LoRA finetune made with `--init-from runs/demo` used to record that path and r
 pruned) the finetune was stranded. Now the finetune copies the base checkpoint into its run
 directory (DIR/base, hard links: no space used on one file system) and builds on that copy.
 """
+import json
 import os
 import shutil
 
@@ -102,3 +103,20 @@ def test_eval_and_sample_of_a_classifier_say_what_it_is(command, make_base, keyw
     code = main([command, "--ckpt", str(run)])
     assert_one_line_error(code, capsys.readouterr().err, command, "a classifier (finetuned with --task classify)",
                           "tinyllm classify")
+
+
+def test_eval_of_an_instruction_finetune_measures_its_loss_on_a_text(make_base, copy_data, tmp_path, capsys):
+    run = tmp_path / "chat"
+    template = tmp_path / "short.json"
+    template.write_text(json.dumps({"with_input": "{instruction}: {input}\n", "without_input": "{instruction}\n"}))
+    finetune(FinetuneConfig(task="instruct", init_from=str(make_base()), data=str(copy_data), lora_rank=2,
+                            template=str(template)), settings(run, max_iters=2))
+    capsys.readouterr()
+    code = main(["eval", "--ckpt", str(run)])
+    assert_one_line_error(code, capsys.readouterr().err, "eval", "an instruction finetune has no text split",
+                          "--data")
+    text = tmp_path / "text.txt"
+    text.write_text("the movie was great. the plot was very good.\n" * 4)
+    assert main(["eval", "--ckpt", str(run), "--data", str(text), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] > 0 and np.isfinite(result["loss"])
