@@ -9,15 +9,13 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from bounded import REPO, TINY, assert_one_line_error
+from bounded import TINY, assert_one_line_error, start_training
 from tinyllm import checkpoint as ckpt
 from tinyllm.cli import main
+from tinyllm.processes import fork_available
 
 
 def cli(capsys, *argv):
@@ -78,6 +76,7 @@ def test_an_out_that_is_a_link_loop_says_so(tmp_path, corpus, capsys):
     assert_one_line_error(code, err, "train", f"--out {tmp_path / 'a'}: is a symbolic link that loops")
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads fd paths from /proc")
 def test_a_full_disk_during_a_save_names_the_file(tmp_path, corpus, capsys, monkeypatch):
     """ENOSPC from the write itself carries no file name; the line must still say which file."""
     real_fsync = os.fsync
@@ -94,17 +93,9 @@ def test_a_full_disk_during_a_save_names_the_file(tmp_path, corpus, capsys, monk
     assert not (run / "last").exists() and not os.listdir(run / "checkpoints")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads fd paths from /proc")
 def test_an_interrupted_run_with_progress_none_still_says_how_it_ended(tmp_path, corpus):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus), "--out", str(run),
-                             *TINY, "--workers", "1", "--max-iters", "100000", "--eval-interval", "1"],
-                            cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 60
-    while not (run / "last").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
-        time.sleep(0.02)
+    proc = start_training(run, corpus, "--workers", "1")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -112,18 +103,11 @@ def test_an_interrupted_run_with_progress_none_still_says_how_it_ended(tmp_path,
     assert f"interrupted by SIGTERM at step {step}: saved" in err and "--resume" in err
 
 
+@pytest.mark.skipif(not fork_available(), reason="worker processes need fork (Linux)")
 def test_a_worker_process_killed_by_the_out_of_memory_killer_is_one_line(tmp_path, corpus):
     """Item 6: SIGKILL to a worker process (what the out-of-memory killer sends) mid-run."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus), "--out", str(run),
-                             *TINY, "--workers", "2", "--parallel", "processes", "--max-iters", "100000",
-                             "--eval-interval", "1"],
-                            cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 60
-    while not (run / "last").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
-        time.sleep(0.02)
+    proc = start_training(run, corpus, "--workers", "2", "--parallel", "processes")
     workers = [int(pid) for task in os.listdir(f"/proc/{proc.pid}/task")
                for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
     assert workers, "the run forked no worker"

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bounded import REPO, TINY
+from bounded import REPO, start_training
 from tinyllm import checkpoint as ckpt
 from tinyllm.cli import main
 
@@ -90,13 +90,10 @@ def test_a_run_saving_every_step_and_readers_in_a_loop_never_fail(tmp_path, corp
     """The promise's test: `tinyllm train` checkpointing every step, and load_checkpoint, `tinyllm info`,
     `sample` and `eval` reading it in a loop meanwhile: zero failures."""
     run = tmp_path / "run"
-    trainer = start([sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus), "--out", str(run),
-                     *TINY, "--workers", "1", "--max-iters", "100000", "--eval-interval", "1", "--log-interval",
-                     "100000"])
+    trainer = start_training(run, corpus, "--workers", "1", "--log-interval", "100000")
     reads = {"load": 0, "info": 0, "sample": 0, "eval": 0}
     failures = []
     try:
-        wait_for(run, trainer)
         first = ckpt.read_state(run)["step"]
         deadline = time.monotonic() + READ_SECONDS
         while time.monotonic() < deadline:
