@@ -46,8 +46,9 @@ Loading never unpickles: tensors come from safetensors, everything else from JSO
 checkpoint from someone else cannot run code. Nothing in it is trusted before it is checked,
 and every problem is a CheckpointError naming the file (and the key or tensor):
 
-- state.json is at most 64 MiB and is checked by type, key by key (`check_state`: `step` a
-  non-negative integer, every `files` record a `size` and a 64-hex-digit `sha256`, ...);
+- state.json is at most 64 MiB and is checked by type, key by key (tinyllm/statefile.py,
+  `check_state`: `step` a non-negative integer, every `files` record a `size` and a
+  64-hex-digit `sha256`, ...);
 - a name in `files` is a plain file name inside the checkpoint directory (no `/`, no `..`),
   and the file must be a regular file (not a link, a device or a pipe);
 - each file's size is compared with its record *before* it is read, and a tensor file
@@ -63,7 +64,6 @@ stage's files, keeping the last k checkpoints, cloud storage.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -77,20 +77,15 @@ from safetensors.numpy import load as safetensors_load
 from autograd.backend import get_array_module, to_numpy
 from tinyllm import io, rundir
 from tinyllm.errors import UserError
-from tinyllm.limits import MAX_METADATA_BYTES, available_memory
+from tinyllm.limits import available_memory
 from tinyllm.rundir import CHECKPOINTS_DIR, LINKS, new_staging_dir  # noqa: F401 - part of this module's surface
+from tinyllm.statefile import (FORMAT, STATE_FILE, STATE_KEYS, VERSION, CheckpointError,  # noqa: F401 - ditto
+                               check_state, plain_file_name, read_state_file, saved_config)
 
-FORMAT = "tinyllm-checkpoint"
-VERSION = 1
-STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 PIPELINE_FORMAT = "tinyllm-pipeline-shards"  # the manifest's "format"
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, truncated, corrupted or does not fit (message names the file)."""
 
 
 class NonFiniteWeightsError(UserError):
@@ -316,131 +311,7 @@ def _read_verified(path: Path, record: dict) -> bytes:
 
 def read_state(path, flag: str = "--ckpt") -> dict:
     """state.json of the checkpoint at `path` (a checkpoint or run directory), validated (check_state)."""
-    return _read_once(path, lambda directory: _read_state_file(directory / STATE_FILE), flag)
-
-
-def _read_state_file(file: Path) -> dict:
-    try:
-        size = os.stat(file).st_size
-        if size > MAX_METADATA_BYTES:
-            raise CheckpointError(f"{file}: {size:,} bytes, more than a state.json ever holds "
-                                  f"({MAX_METADATA_BYTES:,}); the checkpoint is corrupted")
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{file}: not valid JSON ({error}); the checkpoint is truncated or corrupted") from None
-    check_state(state, file)
-    return state
-
-
-# ---- what state.json may hold ----------------------------------------------------------------
-
-
-def _integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _natural(v) -> bool:
-    return _integer(v) and v >= 0
-
-
-def _optional(check):
-    return lambda v: v is None or check(v)
-
-
-def _sha256(v) -> bool:
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-
-def plain_file_name(name) -> bool:
-    """A name of a file directly inside the checkpoint directory: no separators, not . or .., no NUL."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-            and "\0" not in name and len(name) <= 255)
-
-
-# key -> (check, what it must be); keys a checkpoint may lack are optional
-STATE_KEYS = {
-    "step": (_natural, "a non-negative integer"),
-    "files": (lambda v: isinstance(v, dict) and bool(v), "an object of file records"),
-    "tokens_seen": (_natural, "a non-negative integer"),
-    "elapsed_s": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "best_val_loss": (_optional(_number), "a number or null"),
-    "train_loss": (_optional(_number), "a number or null"),
-    "val_loss": (_optional(_number), "a number or null"),
-    "num_parameters": (_optional(_natural), "a non-negative integer or null"),
-    "model_config": (lambda v: isinstance(v, dict), "an object"),
-    "train_config": (lambda v: isinstance(v, dict), "an object"),
-    "optimizer": (lambda v: isinstance(v, dict), "an object"),
-    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("train_sampler"), dict)
-            and (v.get("dropout") in (None, "keyed") or isinstance(v.get("dropout"), dict)),
-            'an object with train_sampler (an object) and dropout ("keyed", an object or null)'),
-    "pipeline": (lambda v: isinstance(v, dict), "an object (the pipeline manifest)"),
-    "finetune": (lambda v: isinstance(v, dict) and isinstance(v.get("config"), dict)
-                 and isinstance(v.get("frozen_sha256", ""), str) and _integer(v.get("pad_id", 0)),
-                 "an object with config (an object), frozen_sha256 and pad_id"),
-}
-REQUIRED_KEYS = ("step", "files")
-
-
-def check_state(state, file) -> None:
-    """A CheckpointError naming `file` and the key unless `state` has the types a checkpoint writes."""
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a tinyllm checkpoint "
-                              f"(format {state.get('format') if isinstance(state, dict) else None!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r} is not supported "
-                              f"(this tinyllm reads version {VERSION})")
-    for key in REQUIRED_KEYS:
-        if key not in state:
-            raise CheckpointError(f"{file}: missing the {key!r} entry")
-    for key, (check, what) in STATE_KEYS.items():
-        if key in state and not check(state[key]):
-            raise CheckpointError(f"{file}: {key!r} is {_shown(state[key])}, not {what}; the checkpoint is "
-                                  "corrupted or was edited")
-    for name, record in state["files"].items():
-        if not plain_file_name(name):
-            raise CheckpointError(f"{file}: file name {_shown(name)} is not a plain file name inside the checkpoint "
-                                  "directory; the checkpoint is corrupted or was crafted")
-        if not (isinstance(record, dict) and _natural(record.get("size")) and _sha256(record.get("sha256"))):
-            raise CheckpointError(f"{file}: the record of {name} is {_shown(record)}, not "
-                                  '{"size": bytes, "sha256": 64 hex digits}; the checkpoint is corrupted or was edited')
-    if "pipeline" in state:
-        _check_manifest(state["pipeline"], file)
-    label_names = state.get("finetune", {}).get("label_names")
-    if label_names is not None and not (isinstance(label_names, list) and all(isinstance(n, str) for n in label_names)):
-        raise CheckpointError(f"{file}: finetune.label_names is {_shown(label_names)}, not a list of strings")
-
-
-def _check_manifest(manifest: dict, file) -> None:
-    shards = manifest.get("shards")
-    ok = _integer(manifest.get("n_stages")) and isinstance(shards, list) and len(shards) == manifest["n_stages"] > 0
-    for shard in shards if ok else ():
-        ok = ok and isinstance(shard, dict) and isinstance(shard.get("model"), str) \
-            and isinstance(shard.get("optimizer", ""), str) and isinstance(shard.get("parameters", []), list) \
-            and all(isinstance(n, str) for n in shard.get("parameters", []))
-    if not ok:
-        raise CheckpointError(f"{file}: the pipeline manifest is malformed ({_shown(manifest)}); the checkpoint is "
-                              "corrupted or was edited")
-
-
-def saved_config(config_class, values: dict, where):
-    """config_class.from_dict(values) for settings read from a checkpoint (`where`: its state.json):
-    a value of the wrong kind is the file's fault, a CheckpointError naming it, not a flag's."""
-    try:
-        return config_class.from_dict(values)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{where}: the saved settings are unusable ({error}); the checkpoint is "
-                              "corrupted or was edited") from None
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return _read_once(path, lambda directory: read_state_file(directory / STATE_FILE), flag)
 
 
 FLOAT_KINDS = ("float16", "float32", "float64")
@@ -494,7 +365,7 @@ def load_checkpoint(path, with_optimizer: bool = True, flag: str = "--ckpt") -> 
 
 
 def _load(directory: Path, with_optimizer: bool) -> Checkpoint:
-    state = _read_state_file(directory / STATE_FILE)
+    state = read_state_file(directory / STATE_FILE)
     files = state["files"]
     model_files, optimizer_files = tensor_files(directory, state)
     for name, record in files.items():  # verify everything up front, even what is not loaded
@@ -524,7 +395,7 @@ def copy_checkpoint(source, destination, flag: str = "--ckpt") -> Path:
     destination = Path(destination)
 
     def copy(directory: Path) -> Path:
-        state = _read_state_file(directory / STATE_FILE)
+        state = read_state_file(directory / STATE_FILE)
         _, optimizer_files = tensor_files(directory, state)
         kept = {key: value for key, value in state.items() if key not in ("optimizer", "files")}
         kept["files"] = {name: record for name, record in state["files"].items() if name not in optimizer_files}

@@ -46,7 +46,7 @@ from safetensors import safe_open
 
 from . import io
 from .config import GPTConfig
-from .checkpoint import plain_file_name
+from .statefile import plain_file_name
 from .errors import UserError
 from .limits import MAX_METADATA_BYTES, check_file_size
 

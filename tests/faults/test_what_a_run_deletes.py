@@ -98,13 +98,13 @@ def test_a_reader_of_a_checkpoint_pruned_meanwhile_reads_the_new_last(tmp_path, 
     run, model = tmp_path / "run", GPT(CONFIG, seed=0)
     save(run, model, 1)
     monkeypatch.setattr(rundir, "fcntl", None)
-    real_read_state_file, saved = ckpt._read_state_file, []
+    real_read_state_file, saved = ckpt.read_state_file, []
 
     def save_in_between(file):   # a run saves (and prunes) just after this reader resolved `last`
         if not saved:
             saved.append(save(run, model, 2))
         return real_read_state_file(file)
-    monkeypatch.setattr(ckpt, "_read_state_file", save_in_between)
+    monkeypatch.setattr(ckpt, "read_state_file", save_in_between)
     loaded = ckpt.load_checkpoint(run)
     assert loaded.step == 2 and loaded.path == run / "checkpoints" / "step-0000002"
     assert all(np.array_equal(loaded.model_state[n], p.data) for n, p in model.named_parameters())
