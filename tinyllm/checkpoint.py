@@ -229,21 +229,33 @@ def resolve_checkpoint_dir(path, flag: str = "--ckpt") -> Path:
 
 def _read_once(path, read, flag: str):
     """read(directory) of the checkpoint `path` names, in one directory held against pruning; when a
-    run pruned that directory all the same (rundir.Pruned, or a file gone with its directory),
-    resolved again, once."""
+    run pruned that directory all the same (rundir.Pruned, or a file gone while `path` came to name
+    another checkpoint), resolved again, once."""
     for attempt in (1, 2):
         directory = resolve_checkpoint_dir(path, flag)
         try:
             with rundir.reading(directory):
                 return read(directory)
-        except (rundir.Pruned, CheckpointError, FileNotFoundError):
-            if directory.is_dir() and (directory / STATE_FILE).is_file():
-                raise               # a real problem of a checkpoint that is still there
-            if attempt == 2:
-                raise CheckpointError(f"{flag} {path}: its checkpoint was replaced and deleted while being read, "
-                                      "twice (a run is saving faster than it can be read); try again, or read "
-                                      "DIR/best") from None
+        except rundir.Pruned:
+            pass
+        except (CheckpointError, FileNotFoundError):
+            if not _replaced(path, directory, flag):
+                raise               # a real problem of a checkpoint that is still the one `path` names
+        if attempt == 2:
+            raise CheckpointError(f"{flag} {path}: its checkpoint was replaced and deleted while being read, "
+                                  "twice (a run is saving faster than it can be read); try again, or read "
+                                  "DIR/best")
     raise AssertionError("unreachable")
+
+
+def _replaced(path, directory: Path, flag: str) -> bool:
+    """Whether checkpoint `directory`, read through `path`, is gone or no longer what `path` names."""
+    if not (directory / STATE_FILE).is_file():
+        return True
+    try:
+        return resolve_checkpoint_dir(path, flag) != directory
+    except CheckpointError:
+        return True
 
 
 @dataclass(frozen=True)
