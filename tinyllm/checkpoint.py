@@ -102,19 +102,18 @@ class NonFiniteWeightsError(UserError):
 def first_nonfinite(arrays: dict) -> str | None:
     """The name of the first tensor of `arrays` (in name order) holding NaN or infinity, else None.
 
-    One sum per tensor, accumulated in float64 (no float32 sum can overflow it), confirmed
-    element by element only when the sum is not finite. Arrays of any device: on a GPU it
-    reads one number per tensor.
+    One sum per tensor (a NaN or an infinity anywhere makes it NaN or infinite), confirmed element
+    by element only when it is not finite (a sum of large finite values may overflow). Arrays of
+    any device: on a GPU it reads one number per tensor.
     """
-    for name in sorted(arrays):
-        array = arrays[name]
-        xp = get_array_module(array)
-        if array.dtype.kind != "f":
-            continue
-        with np.errstate(over="ignore", invalid="ignore"):   # inf - inf is what is looked for here
-            total = float(xp.sum(array, dtype=xp.float64))
-        if not np.isfinite(total) and not bool(xp.isfinite(array).all()):
-            return name
+    with np.errstate(over="ignore", invalid="ignore"):   # inf - inf is what is looked for here
+        for name in sorted(arrays):
+            array = arrays[name]
+            if array.dtype.kind != "f":
+                continue
+            xp = get_array_module(array)
+            if not np.isfinite(float(xp.sum(array))) and not bool(xp.isfinite(array).all()):
+                return name
     return None
 
 
