@@ -8,14 +8,19 @@ writes it, as a collective over the world:
 - rank 0 creates the staging directory and broadcasts its path;
 - every rank asks the optimizer for its arrays (collective for a ZeRO-1 optimizer, which
   gathers its replicas' shards to replica 0 there, so the files hold the unsharded layout);
-- the replica-0 rank of each stage writes its shard files (`write_staged_file`: fsynced,
-  each with a size and sha256 record); a tied embedding is written once, by stage 0;
+- the replica-0 rank of each stage writes its shard files (`write_tensor_file`: fsynced,
+  each with a size and sha256 record, and refused, NonFiniteWeightsError, when a tensor holds
+  NaN or infinity: the one check before publishing, tinyllm.checkpoint's); a tied embedding
+  is written once, by stage 0;
 - rank 0 gathers the records, then writes the tokenizer and state.json (the manifest and
   every file's record) last, and publishes the directory with tinyllm.checkpoint's atomic
-  rename and link swap, so a crash mid-save leaves the previous checkpoint whole.
+  rename and link swap, so a crash mid-save leaves the previous checkpoint whole;
+- rank 0 broadcasts the outcome: every rank returns (rank 0 the published path, the others
+  None) or every rank raises the same error.
 
-A failure on any rank is gathered and raised on rank 0, after every rank has reached the
-gather, so no rank is left waiting.
+A failure on any rank is gathered to rank 0 after every rank has reached the gather, and
+comes back from the broadcast on every rank, so no rank is left waiting and every rank
+stops alike (a user error, e.g. non-finite weights or a full disk, as itself).
 
 Left out: writing from more than one replica (they are identical).
 """
@@ -25,7 +30,7 @@ import shutil
 from pathlib import Path
 
 from tinyllm import checkpoint as ckpt
-from tinyllm import io
+from tinyllm.errors import UserError
 
 
 def owned_for_saving(names, stage_model) -> list:
@@ -39,19 +44,19 @@ def _write_shard(grid, stage_model, optimizer, optimizer_arrays, staging: Path) 
     params = dict(stage_model.named_parameters())
     names = owned_for_saving(list(params), stage_model)
     model_file, optimizer_file = ckpt.shard_files(grid.stage, grid.n_stages)
-    records = {model_file: ckpt.write_staged_file(staging / model_file,
-                                                  io.tensor_bytes({n: params[n].data for n in names}))}
+    records = {model_file: ckpt.write_tensor_file(staging / model_file, {n: params[n].data for n in names})}
     shard = {"stage": grid.stage, "model": model_file, "parameters": names}
     if optimizer is not None:
         arrays = ckpt.optimizer_arrays_for(optimizer_arrays, names)
-        records[optimizer_file] = ckpt.write_staged_file(staging / optimizer_file, io.tensor_bytes(arrays))
+        records[optimizer_file] = ckpt.write_tensor_file(staging / optimizer_file, arrays)
         shard["optimizer"] = optimizer_file
     return records, shard
 
 
 def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict, tokenizer=None,
                              best: bool = False) -> Path | None:
-    """Collective over the world: every rank calls it; returns the published path on rank 0."""
+    """Collective over the world: every rank calls it; returns the published path on rank 0 (None on
+    the others), or raises the same error on every rank."""
     world = grid.world
     staging = ckpt.new_staging_dir(run_dir) if grid.rank == 0 else None
     staging = Path(world.bcast(str(staging) if staging else None, root=0))
@@ -60,16 +65,31 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
         optimizer_arrays = optimizer.state_arrays() if optimizer is not None else None   # every rank: may be collective
         if grid.replica == 0:
             records, shard = _write_shard(grid, stage_model, optimizer, optimizer_arrays, staging)
-    except Exception as exc:  # report on rank 0 after the gather so no rank is left waiting
-        error = f"rank {grid.rank}: {exc!r}"
+    except Exception as exc:  # reported after the gather so no rank is left waiting
+        error = _portable(exc, grid.rank)
     gathered = world.gather((records, shard, error), root=0)
-    if grid.rank != 0:
-        world.Barrier()
-        return None
+    outcome = None
     try:
-        errors = [e for _, _, e in gathered if e]
-        if errors:
-            raise OSError("saving the pipeline checkpoint failed: " + "; ".join(errors))
+        if grid.rank == 0:
+            errors = [e for _, _, e in gathered if e is not None]
+            if errors:
+                shutil.rmtree(staging, ignore_errors=True)
+                outcome = errors[0]
+            else:
+                outcome = _publish(grid, stage_model, optimizer, run_dir, state, tokenizer, best, staging, gathered)
+    except Exception as exc:  # noqa: BLE001 - every rank raises it, after the broadcast
+        outcome = _portable(exc, 0)
+    finally:
+        outcome = world.bcast(outcome, root=0)   # rank 0 reaches it however its part ended
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return Path(outcome) if grid.rank == 0 else None
+
+
+def _publish(grid, stage_model, optimizer, run_dir, state, tokenizer, best, staging, gathered) -> str:
+    """Rank 0's part once every shard is written: the manifest and state.json, then the atomic
+    publish; the staging directory removed on any failure."""
+    try:
         written = {}
         for rank_records, _, _ in gathered:
             written.update(rank_records)
@@ -81,10 +101,19 @@ def save_pipeline_checkpoint(grid, stage_model, optimizer, run_dir, state: dict,
         if optimizer is not None:
             full_state["optimizer"] = optimizer.state_meta()
         ckpt.write_checkpoint_files(staging, {}, full_state, tokenizer, written=written)
-        return ckpt.publish_checkpoint(run_dir, staging, int(state["step"]),
-                                       links=("last", "best") if best else ("last",))
+        return str(ckpt.publish_checkpoint(run_dir, staging, int(state["step"]),
+                                           links=("last", "best") if best else ("last",)))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        world.Barrier()
+
+
+def _portable(error: Exception, rank: int) -> Exception:
+    """`error` as it can travel to the other ranks (pickled): a user error as itself, anything else
+    as an OSError or RuntimeError saying which rank raised it."""
+    if isinstance(error, UserError):
+        return error
+    where = f"saving the pipeline checkpoint failed on rank {rank}: {error!r}"
+    if isinstance(error, OSError):
+        return OSError(error.errno, where, error.filename)
+    return RuntimeError(where)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tinyllm import checkpoint as ckpt
-from tinyllm import io, runlock
+from tinyllm import io, rundir, runlock
 from tinyllm.fields import ConfigError
 from tinyllm.optim import make_optimizer
 from tinyllm.trainer import RunResult, Trainer
@@ -190,14 +190,12 @@ def resume_checkpoint(settings):
     naming --out or --max-iters and the way on."""
     run_dir, max_iters = Path(settings.out), settings.loop.max_iters
     if settings.resume:
-        step = ckpt.read_state(run_dir)["step"]
+        step = ckpt.read_state(run_dir, flag="--out")["step"]
         if max_iters <= step:
             raise ConfigError(f"--max-iters {max_iters}: the run in {settings.out} is already at step {step}; "
                               f"pass a larger --max-iters (e.g. --max-iters {step + max_iters}) to train further")
-        return ckpt.load_checkpoint(run_dir)
-    if (run_dir / "last").exists():
-        raise ConfigError(f"--out {settings.out}: already holds a run (checkpoint {run_dir / 'last'}); "
-                          "pass --resume to continue it, or choose a new --out directory")
+        return ckpt.load_checkpoint(run_dir, flag="--out")
+    rundir.check_new_run(run_dir)   # nor in a directory whose `last` is gone but whose checkpoints are not
     return None
 
 

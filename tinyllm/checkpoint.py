@@ -18,9 +18,17 @@ symbolic links, `last` and `best` (lowest validation loss), pointing at them:
 Saving is atomic at the directory level: files are written into a hidden staging
 directory and fsynced, the directory is renamed into `checkpoints/`, and only then is
 the `last` (and `best`) link replaced by a new link with `os.replace`, a single atomic
-rename. A crash anywhere in between leaves the previous checkpoint whole and `last`
-pointing at it; stale staging directories are swept on the next save. Checkpoints no
-link points to are deleted after the swap.
+rename (tinyllm/rundir.py, which also prunes: only the checkpoints this process's link
+swaps unlinked). A crash anywhere in between leaves the previous checkpoint whole and
+`last` pointing at it.
+
+Nothing unusable is published: every tensor is checked before it is written
+(`write_tensor_file`), and one holding NaN or infinity stops the save before anything is
+published (NonFiniteWeightsError; the Trainer reports it as the run's divergence).
+
+A reader never sees a mix of two checkpoints: `load_checkpoint` resolves `last` once, reads
+only the directory it found (the tokenizer too), holding it against pruning, and resolves
+again, once, if that directory was pruned all the same (rundir.reading).
 
 A pipelined run (parallel/) saves the same directory with its tensors split by stage:
 
@@ -38,8 +46,9 @@ Loading never unpickles: tensors come from safetensors, everything else from JSO
 checkpoint from someone else cannot run code. Nothing in it is trusted before it is checked,
 and every problem is a CheckpointError naming the file (and the key or tensor):
 
-- state.json is at most 64 MiB and is checked by type, key by key (`check_state`: `step` a
-  non-negative integer, every `files` record a `size` and a 64-hex-digit `sha256`, ...);
+- state.json is at most 64 MiB and is checked by type, key by key (tinyllm/statefile.py,
+  `check_state`: `step` a non-negative integer, every `files` record a `size` and a
+  64-hex-digit `sha256`, ...);
 - a name in `files` is a plain file name inside the checkpoint directory (no `/`, no `..`),
   and the file must be a regular file (not a link, a device or a pipe);
 - each file's size is compared with its record *before* it is read, and a tensor file
@@ -49,13 +58,12 @@ and every problem is a CheckpointError naming the file (and the key or tensor):
   booleans, or holding NaN or infinity, are refused naming the tensor.
 
 Left out: the collective save of a pipelined run (parallel/checkpoint.py writes the shards
-with `write_staged_file` and `write_checkpoint_files`), partial loads that read only one
+with `write_tensor_file` and `write_checkpoint_files`), partial loads that read only one
 stage's files, keeping the last k checkpoints, cloud storage.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -66,23 +74,47 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load as safetensors_load
 
-from tinyllm import io
+from autograd.backend import get_array_module, to_numpy
+from tinyllm import io, rundir
 from tinyllm.errors import UserError
-from tinyllm.limits import MAX_METADATA_BYTES, available_memory
+from tinyllm.limits import available_memory
+from tinyllm.rundir import CHECKPOINTS_DIR, LINKS, new_staging_dir  # noqa: F401 - part of this module's surface
+from tinyllm.statefile import (FORMAT, STATE_FILE, STATE_KEYS, VERSION, CheckpointError,  # noqa: F401 - ditto
+                               check_state, plain_file_name, read_state_file, saved_config)
 
-FORMAT = "tinyllm-checkpoint"
-VERSION = 1
-STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-CHECKPOINTS_DIR = "checkpoints"
-LINKS = ("last", "best")
 PIPELINE_FORMAT = "tinyllm-pipeline-shards"  # the manifest's "format"
 
 
-class CheckpointError(UserError):
-    """A checkpoint that is missing, truncated, corrupted or does not fit (message names the file)."""
+class NonFiniteWeightsError(UserError):
+    """A tensor about to be saved holds NaN or infinity: nothing was published (`tensor` names it)."""
+
+    def __init__(self, message: str, tensor: str = ""):
+        super().__init__(message)
+        self.tensor = tensor
+
+    def __reduce__(self):   # rebuilt whole on the other side of a pipe or an MPI message
+        return type(self), (str(self), self.tensor)
+
+
+def first_nonfinite(arrays: dict) -> str | None:
+    """The name of the first tensor of `arrays` (in name order) holding NaN or infinity, else None.
+
+    One sum per tensor (a NaN or an infinity anywhere makes it NaN or infinite), confirmed element
+    by element only when it is not finite (a sum of large finite values may overflow). Arrays of
+    any device: on a GPU it reads one number per tensor.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):   # inf - inf is what is looked for here
+        for name in sorted(arrays):
+            array = arrays[name]
+            if array.dtype.kind != "f":
+                continue
+            xp = get_array_module(array)
+            if not np.isfinite(float(xp.sum(array))) and not bool(xp.isfinite(array).all()):
+                return name
+    return None
 
 
 # ---- writing ---------------------------------------------------------------------------
@@ -92,27 +124,34 @@ def write_staged_file(path: Path, data: bytes) -> dict:
     """Write and fsync `data` as a file of a staging directory; return its record for state.json.
 
     No temporary file and no rename of its own: the staging directory is published as a
-    whole (`publish_checkpoint`), after state.json, which is written last.
+    whole (`publish_checkpoint`), after state.json, which is written last. A failed write
+    (a full disk) names the file.
     """
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with io.naming_the_file(path):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_tensor_file(path: Path, arrays: dict) -> dict:
+    """Write name -> array (any device) as a safetensors file of a staging directory; its record.
+
+    The one check before anything is published: a tensor holding NaN or infinity raises
+    NonFiniteWeightsError naming it, and nothing is written.
+    """
+    host = {name: to_numpy(array) for name, array in arrays.items()}
+    bad = first_nonfinite(host)
+    if bad is not None:
+        raise NonFiniteWeightsError(f"{Path(path).name}: tensor {bad!r} holds NaN or infinite values; "
+                                    "it was not saved", tensor=bad)
+    return write_staged_file(path, io.tensor_bytes(host))
 
 
 def shard_files(stage: int, n_stages: int) -> tuple[str, str]:
     """The (model, optimizer) file names of pipeline stage `stage` of `n_stages`."""
     return f"model-stage{stage}-of-{n_stages}.safetensors", f"optimizer-stage{stage}-of-{n_stages}.safetensors"
-
-
-def new_staging_dir(run_dir) -> Path:
-    """A fresh hidden directory under run_dir/checkpoints/ to write a checkpoint into."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    os.chmod(staging, io.default_mode(directory=True))
-    return staging
 
 
 def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None, written: dict | None = None) -> None:
@@ -124,7 +163,7 @@ def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None
     directory = Path(directory)
     records = dict(written or {})
     for filename, arrays in tensors.items():
-        records[filename] = write_staged_file(directory / filename, io.tensor_bytes(arrays))
+        records[filename] = write_tensor_file(directory / filename, arrays)
     if tokenizer is not None:
         records[TOKENIZER_FILE] = write_staged_file(directory / TOKENIZER_FILE, tokenizer.to_text().encode("utf-8"))
     state = {"format": FORMAT, "version": VERSION, **state, "files": records}
@@ -133,45 +172,14 @@ def write_checkpoint_files(directory, tensors: dict, state: dict, tokenizer=None
 
 
 def publish_checkpoint(run_dir, staging: Path, step: int, links=("last",)) -> Path:
-    """Move a fully written staging directory into place and point `links` at it atomically."""
-    run_dir = Path(run_dir)
-    root = run_dir / CHECKPOINTS_DIR
-    name = f"step-{step:07d}"
-    final = root / name
-    suffix = 1
-    while final.exists():  # a second save at the same step (e.g. an interrupt right after an eval)
-        final = root / f"{name}-{suffix}"
-        suffix += 1
-    os.replace(staging, final)
-    io.fsync_directory(root)
-    for link in links:
-        _point_link(run_dir / link, Path(CHECKPOINTS_DIR) / final.name)
-    io.fsync_directory(run_dir)
-    prune_checkpoints(run_dir)
-    return final
-
-
-def _point_link(link: Path, target: Path) -> None:
-    """Make `link` a symlink to `target` (relative), replacing any old one in one rename."""
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    """Move a fully written staging directory into place and point `links` at it atomically
+    (then prune what this process unlinked: tinyllm/rundir.py)."""
+    return rundir.publish(run_dir, staging, step, links)
 
 
 def prune_checkpoints(run_dir) -> None:
-    """Delete checkpoint directories no link points to, and stale staging directories."""
-    run_dir = Path(run_dir)
-    keep = set()
-    for link in LINKS:
-        path = run_dir / link
-        if path.is_symlink():
-            keep.add(os.path.realpath(path))
-    root = run_dir / CHECKPOINTS_DIR
-    for child in root.iterdir() if root.is_dir() else ():
-        if child.is_dir() and os.path.realpath(child) not in keep:
-            shutil.rmtree(child, ignore_errors=True)
+    """Delete the checkpoints this process unlinked (no link names them, no reader holds them)."""
+    rundir.prune(run_dir)
 
 
 def save_checkpoint(run_dir, *, model, optimizer=None, tokenizer=None, state: dict, best: bool = False,
@@ -200,39 +208,73 @@ def save_checkpoint(run_dir, *, model, optimizer=None, tokenizer=None, state: di
 # ---- reading ---------------------------------------------------------------------------
 
 
-def resolve_checkpoint_dir(path) -> Path:
-    """A checkpoint directory (holding state.json), or a run directory (-> its `last`)."""
+def resolve_checkpoint_dir(path, flag: str = "--ckpt") -> Path:
+    """The directory of a checkpoint now: `path` itself when it holds state.json, else its run's
+    `last`; links followed once (runs/demo/last -> runs/demo/checkpoints/step-0000500), so that
+    everything read afterwards comes from that one directory. Errors name `flag`."""
     path = Path(path)
-    if (path / STATE_FILE).is_file():
-        return path
-    if (path / "last" / STATE_FILE).is_file():
-        return path / "last"
+    for candidate in (path, path / "last"):
+        if (candidate / STATE_FILE).is_file():
+            return rundir.follow(candidate)
     if not path.exists():
-        raise CheckpointError(f"--ckpt {path}: no such directory; give a run directory written by "
+        raise CheckpointError(f"{flag} {path}: no such directory; give a run directory written by "
                               "`tinyllm train --out DIR` or one of its checkpoints (DIR/last, DIR/best)")
-    raise CheckpointError(f"--ckpt {path}: no checkpoint here (no {STATE_FILE}, no last/{STATE_FILE}); "
+    reason = rundir.without_last(path)
+    if reason is not None:
+        raise CheckpointError(f"{flag} {path}: no checkpoint to read: {reason}")
+    raise CheckpointError(f"{flag} {path}: no checkpoint here (no {STATE_FILE}, no last/{STATE_FILE}); "
                           "give a run directory written by `tinyllm train --out DIR` or DIR/last, DIR/best")
+
+
+def _read_once(path, read, flag: str):
+    """read(directory) of the checkpoint `path` names, in one directory held against pruning; when a
+    run pruned that directory all the same (rundir.Pruned, or a file gone while `path` came to name
+    another checkpoint), resolved again, once."""
+    for attempt in (1, 2):
+        directory = resolve_checkpoint_dir(path, flag)
+        try:
+            with rundir.reading(directory):
+                return read(directory)
+        except rundir.Pruned:
+            pass
+        except (CheckpointError, FileNotFoundError):
+            if not _replaced(path, directory, flag):
+                raise               # a real problem of a checkpoint that is still the one `path` names
+        if attempt == 2:
+            raise CheckpointError(f"{flag} {path}: its checkpoint was replaced and deleted while being read, "
+                                  "twice (a run is saving faster than it can be read); try again, or read "
+                                  "DIR/best")
+    raise AssertionError("unreachable")
+
+
+def _replaced(path, directory: Path, flag: str) -> bool:
+    """Whether checkpoint `directory`, read through `path`, is gone or no longer what `path` names."""
+    if not (directory / STATE_FILE).is_file():
+        return True
+    try:
+        return resolve_checkpoint_dir(path, flag) != directory
+    except CheckpointError:
+        return True
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """A verified checkpoint read into memory (host arrays)."""
 
-    path: Path
+    path: Path                        # the checkpoint's own directory (links resolved)
     state: dict
     model_state: dict
     optimizer_state: dict | None
+    loaded_tokenizer: object = None   # read with the rest, from the same directory
 
     @property
     def step(self) -> int:
         return int(self.state["step"])
 
     def tokenizer(self):
-        from tinyllm.tokenizer import load_tokenizer  # noqa: PLC0415
-        file = self.path / TOKENIZER_FILE
-        if not file.is_file():
-            raise CheckpointError(f"{file}: the checkpoint has no tokenizer file")
-        return load_tokenizer(file)
+        if self.loaded_tokenizer is None:
+            raise CheckpointError(f"{self.path / TOKENIZER_FILE}: the checkpoint has no tokenizer file")
+        return self.loaded_tokenizer
 
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -278,128 +320,9 @@ def _read_verified(path: Path, record: dict) -> bytes:
     return data
 
 
-def read_state(path) -> dict:
+def read_state(path, flag: str = "--ckpt") -> dict:
     """state.json of the checkpoint at `path` (a checkpoint or run directory), validated (check_state)."""
-    file = resolve_checkpoint_dir(path) / STATE_FILE
-    try:
-        size = os.stat(file).st_size
-        if size > MAX_METADATA_BYTES:
-            raise CheckpointError(f"{file}: {size:,} bytes, more than a state.json ever holds "
-                                  f"({MAX_METADATA_BYTES:,}); the checkpoint is corrupted")
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{file}: not valid JSON ({error}); the checkpoint is truncated or corrupted") from None
-    check_state(state, file)
-    return state
-
-
-# ---- what state.json may hold ----------------------------------------------------------------
-
-
-def _integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _natural(v) -> bool:
-    return _integer(v) and v >= 0
-
-
-def _optional(check):
-    return lambda v: v is None or check(v)
-
-
-def _sha256(v) -> bool:
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-
-def plain_file_name(name) -> bool:
-    """A name of a file directly inside the checkpoint directory: no separators, not . or .., no NUL."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-            and "\0" not in name and len(name) <= 255)
-
-
-# key -> (check, what it must be); keys a checkpoint may lack are optional
-STATE_KEYS = {
-    "step": (_natural, "a non-negative integer"),
-    "files": (lambda v: isinstance(v, dict) and bool(v), "an object of file records"),
-    "tokens_seen": (_natural, "a non-negative integer"),
-    "elapsed_s": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "best_val_loss": (_optional(_number), "a number or null"),
-    "train_loss": (_optional(_number), "a number or null"),
-    "val_loss": (_optional(_number), "a number or null"),
-    "num_parameters": (_optional(_natural), "a non-negative integer or null"),
-    "model_config": (lambda v: isinstance(v, dict), "an object"),
-    "train_config": (lambda v: isinstance(v, dict), "an object"),
-    "optimizer": (lambda v: isinstance(v, dict), "an object"),
-    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("train_sampler"), dict)
-            and (v.get("dropout") in (None, "keyed") or isinstance(v.get("dropout"), dict)),
-            'an object with train_sampler (an object) and dropout ("keyed", an object or null)'),
-    "pipeline": (lambda v: isinstance(v, dict), "an object (the pipeline manifest)"),
-    "finetune": (lambda v: isinstance(v, dict) and isinstance(v.get("config"), dict)
-                 and isinstance(v.get("frozen_sha256", ""), str) and _integer(v.get("pad_id", 0)),
-                 "an object with config (an object), frozen_sha256 and pad_id"),
-}
-REQUIRED_KEYS = ("step", "files")
-
-
-def check_state(state, file) -> None:
-    """A CheckpointError naming `file` and the key unless `state` has the types a checkpoint writes."""
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a tinyllm checkpoint "
-                              f"(format {state.get('format') if isinstance(state, dict) else None!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r} is not supported "
-                              f"(this tinyllm reads version {VERSION})")
-    for key in REQUIRED_KEYS:
-        if key not in state:
-            raise CheckpointError(f"{file}: missing the {key!r} entry")
-    for key, (check, what) in STATE_KEYS.items():
-        if key in state and not check(state[key]):
-            raise CheckpointError(f"{file}: {key!r} is {_shown(state[key])}, not {what}; the checkpoint is "
-                                  "corrupted or was edited")
-    for name, record in state["files"].items():
-        if not plain_file_name(name):
-            raise CheckpointError(f"{file}: file name {_shown(name)} is not a plain file name inside the checkpoint "
-                                  "directory; the checkpoint is corrupted or was crafted")
-        if not (isinstance(record, dict) and _natural(record.get("size")) and _sha256(record.get("sha256"))):
-            raise CheckpointError(f"{file}: the record of {name} is {_shown(record)}, not "
-                                  '{"size": bytes, "sha256": 64 hex digits}; the checkpoint is corrupted or was edited')
-    if "pipeline" in state:
-        _check_manifest(state["pipeline"], file)
-    label_names = state.get("finetune", {}).get("label_names")
-    if label_names is not None and not (isinstance(label_names, list) and all(isinstance(n, str) for n in label_names)):
-        raise CheckpointError(f"{file}: finetune.label_names is {_shown(label_names)}, not a list of strings")
-
-
-def _check_manifest(manifest: dict, file) -> None:
-    shards = manifest.get("shards")
-    ok = _integer(manifest.get("n_stages")) and isinstance(shards, list) and len(shards) == manifest["n_stages"] > 0
-    for shard in shards if ok else ():
-        ok = ok and isinstance(shard, dict) and isinstance(shard.get("model"), str) \
-            and isinstance(shard.get("optimizer", ""), str) and isinstance(shard.get("parameters", []), list) \
-            and all(isinstance(n, str) for n in shard.get("parameters", []))
-    if not ok:
-        raise CheckpointError(f"{file}: the pipeline manifest is malformed ({_shown(manifest)}); the checkpoint is "
-                              "corrupted or was edited")
-
-
-def saved_config(config_class, values: dict, where):
-    """config_class.from_dict(values) for settings read from a checkpoint (`where`: its state.json):
-    a value of the wrong kind is the file's fault, a CheckpointError naming it, not a flag's."""
-    try:
-        return config_class.from_dict(values)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{where}: the saved settings are unusable ({error}); the checkpoint is "
-                              "corrupted or was edited") from None
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return _read_once(path, lambda directory: read_state_file(directory / STATE_FILE), flag)
 
 
 FLOAT_KINDS = ("float16", "float32", "float64")
@@ -416,9 +339,10 @@ def load_tensors(path: Path, record: dict) -> dict:
         if array.dtype.name not in FLOAT_KINDS:
             raise CheckpointError(f"{path}: tensor {name!r} is stored as {array.dtype.name}; checkpoint weights are "
                                   f"floating point ({', '.join(FLOAT_KINDS)}): the file was not written by tinyllm")
-        if not np.isfinite(array).all():
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; this checkpoint cannot "
-                                  "be used (resume from an earlier one)")
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or infinite values; this checkpoint cannot "
+                              "be used (resume from an earlier one)")
     return tensors
 
 
@@ -441,14 +365,18 @@ def tensor_files(directory: Path, state: dict) -> tuple[list, list]:
     return model_files, optimizer_files
 
 
-def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
+def load_checkpoint(path, with_optimizer: bool = True, flag: str = "--ckpt") -> Checkpoint:
     """Read and verify a checkpoint (sizes, hashes, formats); errors name the file and the problem.
 
-    A checkpoint sharded by pipeline stage comes back merged, one name -> array dict for the
-    model and one for the optimizer, exactly as if one process had saved it.
+    Everything comes from one directory (`last` resolved once, held against pruning, resolved
+    again once if pruned all the same). A checkpoint sharded by pipeline stage comes back merged,
+    one name -> array dict for the model and one for the optimizer, as if one process had saved it.
     """
-    directory = resolve_checkpoint_dir(path)
-    state = read_state(directory)
+    return _read_once(path, lambda directory: _load(directory, with_optimizer), flag)
+
+
+def _load(directory: Path, with_optimizer: bool) -> Checkpoint:
+    state = read_state_file(directory / STATE_FILE)
     files = state["files"]
     model_files, optimizer_files = tensor_files(directory, state)
     for name, record in files.items():  # verify everything up front, even what is not loaded
@@ -462,7 +390,56 @@ def load_checkpoint(path, with_optimizer: bool = True) -> Checkpoint:
         optimizer_state = {}
         for name in optimizer_files:
             optimizer_state.update(load_tensors(directory / name, files[name]))
-    return Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state)
+    tokenizer = None
+    if TOKENIZER_FILE in files:
+        from tinyllm.tokenizer import load_tokenizer  # noqa: PLC0415 - the tokenizer package sits beside this one
+        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    return Checkpoint(path=directory, state=state, model_state=model_state, optimizer_state=optimizer_state,
+                      loaded_tokenizer=tokenizer)
+
+
+def copy_checkpoint(source, destination, flag: str = "--ckpt") -> Path:
+    """Copy the checkpoint `source` names into `destination` (a new directory): its weights and
+    tokenizer, without the optimizer state, their files hard-linked where one file system holds
+    both (no space used), copied otherwise, and a state.json listing only them; read from one
+    directory held against pruning, published whole by one rename."""
+    destination = Path(destination)
+
+    def copy(directory: Path) -> Path:
+        state = read_state_file(directory / STATE_FILE)
+        _, optimizer_files = tensor_files(directory, state)
+        kept = {key: value for key, value in state.items() if key not in ("optimizer", "files")}
+        kept["files"] = {name: record for name, record in state["files"].items() if name not in optimizer_files}
+        if "pipeline" in state:
+            kept["pipeline"] = {**state["pipeline"], "shards": [{k: v for k, v in shard.items() if k != "optimizer"}
+                                                                for shard in state["pipeline"]["shards"]]}
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+        try:
+            for name, record in kept["files"].items():
+                _link_or_copy(directory / name, staging / name, record)
+            write_staged_file(staging / STATE_FILE, io.json_bytes(kept))
+            io.fsync_directory(staging)
+            os.replace(staging, destination)
+            io.fsync_directory(destination.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return destination
+    return _read_once(source, copy, flag)
+
+
+def _link_or_copy(source: Path, target: Path, record: dict) -> None:
+    """`target` the same file as `source` (a hard link), or a copy where a link cannot be made."""
+    with _open_regular(source, record):   # a plain file of the recorded size, not a link or a device
+        pass
+    try:
+        os.link(source, target)
+    except OSError:                       # another file system, or links to others' files not allowed
+        with io.naming_the_file(target):
+            shutil.copyfile(source, target)
+            with open(target, "rb+") as f:
+                os.fsync(f.fileno())
 
 
 def optimizer_arrays_for(arrays: dict, names) -> dict:

@@ -79,6 +79,18 @@ class DataSettings:
         check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
         check(self, "vocab_size", is_positive_int, "must be a positive integer")
         check(self, "val_fraction", lambda v: is_number(v) and 0 < v < 1, "must be between 0 and 1 (e.g. 0.1)")
+        for name, value in absolute_paths({name: getattr(self, name) for name in PATH_SETTINGS}).items():
+            object.__setattr__(self, name, value)   # stored as used: the run works from any directory
+
+
+# the data settings that name files, with their values that are not paths
+PATH_SETTINGS = {"data": (STDLIB,), "tokenizer": ("char", "bpe")}
+
+
+def absolute_paths(settings: dict) -> dict:
+    """`settings` (by flat name) with every path among PATH_SETTINGS made absolute (tinyllm.io.absolute_path)."""
+    return {name: io.absolute_path(value, PATH_SETTINGS[name]) if name in PATH_SETTINGS else value
+            for name, value in settings.items()}
 
 
 # ---- corpora ---------------------------------------------------------------------------
@@ -302,12 +314,18 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones
-        if stale.name != key and stale.is_dir():
+    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones (only caches:
+        if stale.name != key and is_cache_dir(stale):   # a corpus the user keeps under DIR/data/ stays)
             shutil.rmtree(stale, ignore_errors=True)
     log(f"wrote {meta['n_train']:,} train and {meta['n_val']:,} val tokens to {cache_dir} "
         f"(vocab {meta['vocab_size']})")
     return _open_cached(cache_dir, cache_dir / "meta.json")
+
+
+def is_cache_dir(path: Path) -> bool:
+    """A token cache this module wrote: a directory named by a cache key, holding meta.json."""
+    return (path.is_dir() and not path.is_symlink() and len(path.name) == 16
+            and all(c in "0123456789abcdef" for c in path.name) and (path / "meta.json").is_file())
 
 
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:

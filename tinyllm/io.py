@@ -6,6 +6,8 @@
     io.write_tensors("out/model.safetensors", {"wte.weight": array})
     with io.AtomicFile("shard.bin") as out:             # for a file written piece by piece
         out.file.write(header); out.file.write(ids)
+    f.write(io.json_line(record))                       # a JSON Lines record: NaN and infinity as null
+    io.absolute_path("input.txt")                       # -> "/home/me/input.txt", what a run stores
 
 Every writer in tinyllm goes through here, and all give the same guarantees:
 
@@ -19,7 +21,8 @@ Every writer in tinyllm goes through here, and all give the same guarantees:
    under umask 022), not the private 0600 that `tempfile.mkstemp` uses.
 
 A failure at any point (an exception, a full disk) removes the temporary file and leaves
-the target as it was.
+the target as it was, and the error names the file (a full disk's OSError comes without a
+file name from write(); `naming_the_file` adds it).
 
 Checkpoints write many files into a staging directory that is then renamed as a whole;
 those files need no rename of their own (tinyllm/checkpoint.py, `write_staged_file`).
@@ -30,7 +33,9 @@ to fsync there; that step is skipped).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 
@@ -61,6 +66,18 @@ def fsync_directory(path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def naming_the_file(path):
+    """An OSError raised inside without a file name (write() on a full disk) gets `path` as its
+    file name, so that the one-line error (tinyllm.errors) says which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror or os.strerror(error.errno), os.fspath(path)) from None
+
+
 class AtomicFile:
     """A file that appears under `path` whole, or not at all.
 
@@ -85,10 +102,11 @@ class AtomicFile:
 
     def commit(self) -> None:
         try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            os.replace(self.temporary_path, self.path)
+            with naming_the_file(self.path):
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                os.replace(self.temporary_path, self.path)
         except BaseException:
             self.abort()
             raise
@@ -111,13 +129,36 @@ class AtomicFile:
 
 def write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` atomically (see the module docstring for the guarantees)."""
-    with AtomicFile(path) as out:
+    with AtomicFile(path) as out, naming_the_file(path):
         out.file.write(data)
 
 
 def json_bytes(obj) -> bytes:
     """`obj` as tinyllm writes JSON files: indented, keys sorted, a final newline, UTF-8."""
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def json_line(record: dict) -> str:
+    """`record` as one line of a JSON Lines file, strict JSON: a NaN or infinite number is written
+    as null (json.dumps would write NaN, which jq and other strict readers reject)."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+    return json.dumps(finite(record), allow_nan=False) + "\n"
+
+
+def absolute_path(value, names=()):
+    """`value` as a run stores a path it was given: absolute (against the current directory), so
+    that the run can be used and resumed from any directory. None and the built-in `names` (not
+    paths: "stdlib", "char", ...) are kept as they are; a glob stays a glob."""
+    if value is None or value in names or not isinstance(value, str) or value == "":
+        return value
+    return os.path.abspath(value)
 
 
 def write_json(path, obj) -> None:

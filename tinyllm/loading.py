@@ -19,9 +19,9 @@ from tinyllm.model import GPT, GPTConfig
 
 
 def load_gpt(path, device: str = "cpu", dtype: str | None = None) -> tuple:
-    """(GPT with the checkpoint's weights, the Checkpoint) from a checkpoint or run directory.
-    dtype None: the dtype the run trained in."""
-    checkpoint = ckpt.load_checkpoint(path, with_optimizer=False)
+    """(GPT with the checkpoint's weights, the Checkpoint) from a checkpoint or run directory (or a
+    Checkpoint already read). dtype None: the dtype the run trained in."""
+    checkpoint = path if isinstance(path, ckpt.Checkpoint) else ckpt.load_checkpoint(path, with_optimizer=False)
     model_config = saved_model_config(checkpoint)
     if dtype is None:
         dtype = checkpoint.state.get("train_config", {}).get("dtype", "float32")

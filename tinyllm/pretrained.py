@@ -46,6 +46,7 @@ from safetensors import safe_open
 
 from . import io
 from .config import GPTConfig
+from .statefile import plain_file_name
 from .errors import UserError
 from .limits import MAX_METADATA_BYTES, check_file_size
 
@@ -100,6 +101,11 @@ def read_safetensors(path) -> dict:
     header = read_safetensors_header(path)
     n = header.pop("__header_length__")
     tensors = {}
+    for name, info in header.items():
+        if info.get("dtype") not in _FLOAT_DTYPES:   # a cast would turn them into other numbers (or zeros)
+            raise PretrainedFormatError(f"{path}: tensor {name!r} is stored as {info.get('dtype')}; model weights "
+                                        f"are floating point ({', '.join(_FLOAT_DTYPES)}): the file is not a model's "
+                                        "weights, or a quantised one (not supported)")
     with safe_open(str(path), framework="numpy") as f:
         for name, info in header.items():
             if info["dtype"] == "BF16":
@@ -139,8 +145,14 @@ def read_checkpoint_tensors(directory) -> dict:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise PretrainedFormatError(f"{index}: not a valid safetensors index (needs a 'weight_map'): {e}") from None
+        if not isinstance(weight_map, dict):
+            raise PretrainedFormatError(f"{index}: 'weight_map' is a {type(weight_map).__name__}, not an object of "
+                                        "tensor name -> shard file")
         tensors = {}
-        for shard in sorted(set(weight_map.values())):
+        for shard in sorted(set(map(str, weight_map.values()))):
+            if not plain_file_name(shard):   # never a path out of the directory (../../etc/hostname)
+                raise PretrainedFormatError(f"{index}: shard {shard!r} is not a file name in {directory}; "
+                                            "the index is corrupted or was crafted")
             shard_path = directory / shard
             if not shard_path.is_file():
                 raise FileNotFoundError(f"{index} lists shard {shard!r}, which is missing from {directory}")

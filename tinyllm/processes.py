@@ -42,7 +42,13 @@ Workers ignore SIGINT and SIGTERM (this process decides when to stop, saves, and
 to exit), die with this process (a pipe EOF, or the kernel's parent-death signal on Linux),
 and are joined when the strategy is closed or collected. An exception in a worker ends the
 step here as the same exception, its traceback chained (`WorkerTraceback`); a worker that
-dies outright raises WorkerError.
+dies outright (killed: by the out-of-memory killer, typically) raises WorkerError, a condition
+of the machine: one line naming the signal, exit status 2 (tinyllm.errors).
+
+Forking: the workers are forked from this process while it runs no other thread (a fork of a
+multi-threaded process can deadlock the child, and Python 3.12+ warns of it). OpenBLAS stops
+its own threads around a fork; the one other thread a run starts is tqdm's monitor, which no
+bar of the Trainer starts and which is stopped here before forking if another bar started it.
 
 Dropout: keyed masks (tinyllm/dropout.py, DropoutMasks) need nothing shared, each slice opens
 its step and first row; runs in the older "generator" scheme send each slice a generator
@@ -62,12 +68,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import traceback
 import weakref
 
 import numpy as np
 
 from autograd import enable_grad, grad, no_grad
+from tinyllm.errors import UserError
 from tinyllm.strategy import SingleProcess, first_rows
 from tinyllm.dropout import slice_sources
 from tinyllm.threads import BlasThreads, batch_slices, split_by_size
@@ -83,8 +91,8 @@ def fork_available() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-class WorkerError(RuntimeError):
-    """A worker process died (killed, out of memory) or could not report its error."""
+class WorkerError(UserError):
+    """A worker process died (killed: out of memory, typically); a condition of the machine, one line."""
 
 
 class WorkerTraceback(Exception):
@@ -188,6 +196,7 @@ class DataProcesses(SingleProcess):
             view[...] = p.data
             p.data = view
         self.optimizer.relocate_state(self.shared.share)
+        stop_other_threads()
         context = multiprocessing.get_context("fork")
         parent = os.getpid()
         for k in range(1, self.processes):
@@ -352,6 +361,7 @@ def _worker_main(strategy: DataProcesses, k: int, conn, parents_end, model, task
         other.close()
     blas = strategy._blas.one()
     blas.__enter__()                                  # BLAS on one thread for the worker's whole life
+    np.seterr(over="ignore", invalid="ignore")        # as the parent's step and evaluation (trainer.DIVERGING)
     optimizer = strategy.optimizer
     while True:
         try:
@@ -414,8 +424,19 @@ def _receive(k: int, process, conn):
 
 def _died(k: int, process) -> WorkerError:
     process.join(timeout=1.0)
-    return WorkerError(f"worker process {k} died (exit code {process.exitcode}) during a training step; "
-                       "see its output above, or the system log if it was killed (out of memory?)")
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+        if -code == signal.SIGKILL:
+            how += " (on Linux usually the out-of-memory killer: see `dmesg`)"
+    else:
+        how = f"died (exit code {code}; see its output above)"
+    return WorkerError(f"worker process {k} {how} during a training step; nothing was saved from that step: "
+                       "continue from the last checkpoint with --resume, with fewer --workers or a smaller "
+                       "--batch-size if memory ran out")
 
 
 def _run_jobs(strategy: DataProcesses, k: int, model, task, jobs: list, training: bool) -> list:
@@ -473,6 +494,16 @@ def _slice_loss(model, task, piece, training: bool) -> float:
     model.train(training)
     with no_grad():
         return float(task.loss(model, piece).item())
+
+
+def stop_other_threads() -> None:
+    """Before forking: stop tqdm's monitor thread if a progress bar started one (the Trainer's bar
+    starts none; tqdm starts a new one for a later bar that wants it). Other threads are the caller's."""
+    monitor_class = getattr(sys.modules.get("tqdm._monitor"), "TMonitor", None)
+    for thread in threading.enumerate() if monitor_class is not None else ():
+        if isinstance(thread, monitor_class):
+            with contextlib.suppress(Exception):
+                thread.exit()
 
 
 _running: "weakref.WeakSet[DataProcesses]" = weakref.WeakSet()   # strategies whose workers may still run

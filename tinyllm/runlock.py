@@ -133,7 +133,8 @@ def _usable_directory(run_dir: Path, flag: str) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise RunDirectoryError(f"{flag} {run_dir}: is a file, not a directory; choose another {flag}") from None
+        raise RunDirectoryError(f"{flag} {run_dir}: {_what_is_there(run_dir)}, not a directory; "
+                                f"choose another {flag}") from None
     except NotADirectoryError:
         raise RunDirectoryError(f"{flag} {run_dir}: a part of the path is a file, not a directory; "
                                 f"choose another {flag}") from None
@@ -142,6 +143,19 @@ def _usable_directory(run_dir: Path, flag: str) -> None:
                                 f"choose a location you may write, e.g. under your home directory") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirectoryError(f"{flag} {run_dir}: is not writable; fix its permissions or choose another {flag}")
+
+
+def _what_is_there(path: Path) -> str:
+    """What stands at `path` where a directory should: a file, a link to a missing target, a link loop."""
+    if not path.is_symlink():
+        return "is a file"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"is a symbolic link that loops ({path} -> {os.readlink(path)} -> ...)"
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"is a symbolic link to {os.readlink(path)}, a file"
 
 
 def _lock(path: Path, run_dir: Path, flag: str) -> tuple:

@@ -43,6 +43,8 @@ import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from autograd import grad, no_grad
 from tinyllm.dropout import slice_sources
 from tinyllm.strategy import SingleProcess, batch_rows, first_rows
@@ -137,7 +139,8 @@ class DataThreads(SingleProcess):
         if len(jobs) == 1 or self._pool is None:
             return [fn(*job) for job in jobs]
         with self._blas.one():
-            futures = [self._pool.submit(fn, *job) for job in jobs[1:]]
+            settings = np.geterr()   # the caller's NumPy error settings (tinyllm.trainer.DIVERGING), per thread
+            futures = [self._pool.submit(_with_errstate, settings, fn, *job) for job in jobs[1:]]
             try:
                 first = fn(*jobs[0])
             finally:
@@ -185,6 +188,11 @@ class DataThreads(SingleProcess):
         whole = sum(w for _, w, _ in slices)
         losses = self._run(_slice_loss, [(model, task, piece) for piece, _, _ in slices])
         return sum(loss * w / whole for loss, (_, w, _) in zip(losses, slices))
+
+
+def _with_errstate(settings: dict, fn, *args):
+    with np.errstate(**settings):
+        return fn(*args)
 
 
 def batch_slices(task, batch, parts: int) -> list:

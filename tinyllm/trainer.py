@@ -25,8 +25,14 @@ One step, in order (`train_step`, then `run`):
     read loss and norm (on a GPU: the step's one copy to the host, both numbers together)
     stop if loss or norm is not finite (NonFiniteLossError; the weights are untouched)
     clip to grad_clip, strategy.step(optimizer, lr), zero the grads
+    stop if the update made a weight NaN or infinite (host weights of one process: checked
+    here; elsewhere the next step's loss and the check before saving find it)
     stop    = strategy.agree_stop(signal seen)            # every rank, after the step's collectives
     log; evaluate and checkpoint when due; on a stop, checkpoint and return "interrupted"
+
+An evaluation whose loss is not finite, and weights to save that are not (checked before
+anything is published: checkpoint.write_tensor_file), stop the run as a non-finite loss does:
+nothing non-finite is ever published as `last` or `best`.
 
 Every decision that involves other ranks (evaluate, save, stop) is taken from values all
 ranks share (the step counter, agreed losses, the agreed stop), so a pipeline never sends
@@ -59,9 +65,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from autograd import backend, no_grad
 from tinyllm import checkpoint as ckpt
 from tinyllm import io
+from tinyllm.errors import UserError
 from tinyllm.fields import check, is_positive_int, one_of, setting
 from tinyllm.optim import clip_grad_norm
 
@@ -145,8 +154,16 @@ class Strategy(Protocol):
         """The whole model's parameter count (a pipeline stage holds only part of it)."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN or infinite; nothing was saved from that step."""
+# A diverging run overflows in its forward, backward or update; the loop checks the loss, the norm,
+# the weights and what it saves right after, and stops with one line naming the step, so NumPy's
+# RuntimeWarnings would only say it first, several times. The step and evaluation run under these
+# (worker processes and threads too); only NumPy warns, CuPy does not.
+DIVERGING = {"over": "ignore", "invalid": "ignore"}
+
+
+class NonFiniteLossError(UserError):
+    """The run diverged: its loss, gradient norm or weights became NaN or infinite; nothing was saved
+    from that step, and the message names the last good checkpoint. One line, exit status 2."""
 
 
 @dataclass
@@ -253,7 +270,7 @@ class Trainer:
                         result.status, result.stop_signal = "interrupted", int(stop)
                         saved = self.save(train_loss=loss)
                         log.message(f"interrupted by {stop.name} at step {self.step}: saved {saved}; "
-                                    "continue with the same command and --resume")
+                                    "continue with the same command and --resume", always=True)
                         break
                 if result.status == "finished" and self.step == end < cfg.max_iters:
                     self.save()  # stopped early on request (stop_at): keep the state to resume from
@@ -268,24 +285,34 @@ class Trainer:
         lr = self.schedule(self.step)
         batches = [self.task.next_batch() for _ in range(self.loop.grad_accum)]
         self.optimizer.zero_grad()
-        loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
-        norm = self.strategy.grad_norm(self.params)
-        loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            self.optimizer.zero_grad()
-            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
-            raise NonFiniteLossError(
-                f"step {self.step + 1}: the {what} is {value}; the run stopped before updating the weights. "
-                f"Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
-                "Try a lower --lr, a --grad-clip, or --dtype float64")
-        clip_grad_norm(self.params, self.settings.optim.grad_clip, norm)
-        self.strategy.step(self.optimizer, lr)
+        with np.errstate(**DIVERGING):
+            loss = self.strategy.gradients(self.model, self.task, batches, self.step + 1)
+            norm = self.strategy.grad_norm(self.params)
+            loss, norm = backend.read_scalars(loss, norm)   # on a GPU the step's one copy to the host
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                self.optimizer.zero_grad()
+                what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+                raise self.diverged(f"step {self.step + 1}: the {what} is {value}; the run stopped before "
+                                    "updating the weights")
+            clip_grad_norm(self.params, self.settings.optim.grad_clip, norm)
+            self.strategy.step(self.optimizer, lr)
         self.optimizer.zero_grad()
+        if self.strategy.ranks == 1 and self.params and not backend.is_cupy_array(self.params[0].data):
+            bad = ckpt.first_nonfinite({n: p.data for n, p in self.optimizer.params})   # one pass, no copy
+            if bad is not None:
+                raise self.diverged(f"step {self.step + 1}: the update made the weights of {bad} NaN or infinite "
+                                    "(the loss and gradient norm were finite)")
         self.step += 1
         self.step_tokens = sum(self.task.tokens(batch) for batch in batches)
         self.tokens_seen += self.step_tokens
         self.elapsed_s += time.perf_counter() - started
         return loss, norm, lr
+
+    def diverged(self, what: str) -> NonFiniteLossError:
+        """The run's divergence error: `what` happened, the last good checkpoint, what to try."""
+        return NonFiniteLossError(f"{what}. Last good checkpoint: "
+                                  f"{self.last_checkpoint or 'none (no checkpoint was saved yet)'}. "
+                                  "Try a lower --lr, a --grad-clip, or --dtype float64")
 
     # ---- evaluation and checkpoints ----------------------------------------------------------
     def evaluate(self, evaluation=None) -> dict:
@@ -294,7 +321,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with no_grad():
+            with no_grad(), np.errstate(**DIVERGING):
                 return evaluation(self.model, lambda batch: self.strategy.batch_loss(self.model, self.task, batch))
         finally:
             self.model.train(was_training)
@@ -302,7 +329,11 @@ class Trainer:
     def evaluate_and_log(self, log: "RunLog", lr: float, train_loss=None) -> dict:
         """Evaluate, show and record the metrics; after step 0 also checkpoint (as best when val improved)."""
         metrics = self.evaluate()
-        improved = self.best_val_loss is None or metrics["val"] < self.best_val_loss
+        for split in ("train", "val"):
+            if self.step > 0 and not math.isfinite(metrics[split]):   # its checkpoint would record it: none is saved
+                raise self.diverged(f"step {self.step}: the evaluation's {split} loss is {metrics[split]}; nothing "
+                                    "was saved from this step")
+        improved = math.isfinite(metrics["val"]) and (self.best_val_loss is None or metrics["val"] < self.best_val_loss)
         if improved and self.step > 0:
             self.best_val_loss = metrics["val"]
         log.message(f"step {self.step}: train loss {metrics['train']:.4f}, val loss {metrics['val']:.4f}"
@@ -334,9 +365,13 @@ class Trainer:
             return None
         if self.saved_step == self.step and not best:  # e.g. an interrupt right after an evaluation's save
             return self.last_checkpoint
-        path = self.strategy.save(self.run_dir, weights=TrainedWeights(self.model, self.optimizer.params),
-                                  optimizer=self.optimizer, tokenizer=self.tokenizer,
-                                  state=self.checkpoint_state(train_loss, val_loss), best=best)
+        try:
+            path = self.strategy.save(self.run_dir, weights=TrainedWeights(self.model, self.optimizer.params),
+                                      optimizer=self.optimizer, tokenizer=self.tokenizer,
+                                      state=self.checkpoint_state(train_loss, val_loss), best=best)
+        except ckpt.NonFiniteWeightsError as error:   # checked before anything was published
+            raise self.diverged(f"step {self.step}: the weights to save hold NaN or infinite values "
+                                f"({error.tensor}); nothing was saved") from None
         self.last_checkpoint, self.saved_step = path, self.step
         return path
 
@@ -348,7 +383,8 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.best_val_loss = state.get("best_val_loss")
+        best = state.get("best_val_loss")   # older code could save NaN here, which no loss would ever beat
+        self.best_val_loss = best if best is not None and math.isfinite(best) else None
         self.task.set_state(state["rng"]["train_sampler"])
         note = self.model.dropout_masks.restore(state["rng"].get("dropout"))
         if note and self.strategy.is_writer and self.model.config.dropout > 0:
@@ -404,8 +440,9 @@ class RunLog:
         """Measure the throughput afresh from now (tokens/s and steps/s since the last record)."""
         self.window_start, self.window_tokens, self.window_steps = time.perf_counter(), 0, 0
 
-    def message(self, text: str) -> None:
-        self.progress.message(text)
+    def message(self, text: str, always: bool = False) -> None:
+        """Show `text` (with --progress none only when `always`: the line that says how the run ended)."""
+        self.progress.message(text, always)
 
     def write(self, record: dict) -> None:
         if self.metrics is not None:
@@ -453,7 +490,7 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(io.json_line(record))
 
 
 def _step_of(line: str):
@@ -476,9 +513,8 @@ class Progress:
         self.mode = mode
         self.bar = None
         if mode == "bar":
-            from tqdm import tqdm  # noqa: PLC0415
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", file=self.stream,
-                            dynamic_ncols=True)
+            self.bar = quiet_bar()(total=total, initial=initial, desc="train", unit="step", file=self.stream,
+                                   dynamic_ncols=True)
 
     def step(self, step: int, total: int, loss: float, lr: float, tokens_per_s: float, eta_s: float,
              log_now: bool, flops: str = "") -> None:
@@ -491,8 +527,8 @@ class Progress:
             self.message(f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s{flops} | "
                          f"eta {duration(eta_s)}")
 
-    def message(self, text: str) -> None:
-        if self.mode == "none":
+    def message(self, text: str, always: bool = False) -> None:
+        if self.mode == "none" and not always:
             return
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
@@ -502,6 +538,16 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_bar():
+    """tqdm's bar class without its monitor thread (a thread that would make the worker processes'
+    fork a fork of a multi-threaded process: tinyllm/processes.py)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    class Bar(tqdm):
+        monitor_interval = 0
+    return Bar
 
 
 def duration(seconds: float) -> str:

@@ -119,3 +119,20 @@ def assert_clean_outcome(result: dict) -> None:
     assert "Traceback" not in err, f"{where}:\n{err[-3000:]}"
     if code == 2:
         assert_one_line_error(code, err, result["argv"][0])
+
+
+def start_training(run, corpus, *argv, links=("last",), timeout: float = 60):
+    """`tinyllm train` in a subprocess (stderr piped), checkpointing every step of a tiny model for as
+    long as it is let run, once `run/last` (and the other `links`) exist; the caller ends it."""
+    import time  # noqa: PLC0415
+    proc = subprocess.Popen([sys.executable, "-m", "tinyllm.cli", "train", "--data", str(corpus), "--out", str(run),
+                             *TINY, "--max-iters", "100000", "--eval-interval", "1", *map(str, argv)],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + timeout
+    while not all((Path(run) / link).exists() for link in links):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint within {timeout} s:\n{proc.communicate()[1][-3000:]}")
+        time.sleep(0.02)
+    return proc

@@ -40,6 +40,11 @@ def edit_state(checkpoint_dir: Path, change) -> None:
     path.write_text(json.dumps(state))
 
 
+def last_dir(run: Path) -> Path:
+    """The checkpoint directory run/last names (what errors name: the checkpoint read, not the link)."""
+    return run / os.readlink(run / "last")
+
+
 def rewrite_file(checkpoint_dir: Path, name: str, data: bytes) -> None:
     """Replace a checkpoint file and its record, so that only its content is wrong."""
     (checkpoint_dir / name).write_bytes(data)
@@ -52,7 +57,7 @@ def rewrite_file(checkpoint_dir: Path, name: str, data: bytes) -> None:
 
 def test_a_huge_sparse_checkpoint_file_is_refused_before_it_is_read(trained, copy_of, tinyllm, one_line_error):
     run = copy_of(trained)
-    model_file = run / "last" / "model.safetensors"
+    model_file = last_dir(run) / "model.safetensors"    # errors name the checkpoint `last` named, not the link
     recorded = json.loads((run / "last" / "state.json").read_text())["files"]["model.safetensors"]["size"]
     os.truncate(model_file, 20 << 30)                      # 20 GB, sparse: costs no disk
     for command in ("info", "sample"):
@@ -200,7 +205,7 @@ def test_a_state_json_with_wrong_types_is_one_line(damage, command, trained, cop
     if command == "info" and damage == "negative n_embd":   # info builds no model: it shows what the file says
         assert code == 0, err
         return
-    assert_one_line_error(code, err, command, f"{run / 'last' / 'state.json'}: ", message)
+    assert_one_line_error(code, err, command, f"{last_dir(run) / 'state.json'}: ", message)
 
 
 def test_a_resume_from_a_state_json_with_wrong_types_is_one_line(trained, copy_of, capsys):
@@ -372,7 +377,7 @@ def test_state_json_file_names_must_stay_inside_the_checkpoint(trained, copy_of,
 
 def test_a_checkpoint_file_that_is_a_link_is_refused(trained, copy_of, tmp_path, capsys):
     run = copy_of(trained)
-    target = run / "last" / "tokenizer.json"
+    target = last_dir(run) / "tokenizer.json"
     moved = tmp_path / "elsewhere.json"
     shutil.move(target, moved)
     os.symlink(moved, target)

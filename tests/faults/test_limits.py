@@ -35,3 +35,21 @@ def test_the_address_space_limit_counts_as_memory():
     left = int(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                               timeout=60, check=True).stdout)
     assert 0 < left < 1 << 30          # what the cap leaves after the interpreter and numpy
+
+
+def test_training_counts_the_four_copies_of_the_weights_it_needs(tmp_path, corpus, monkeypatch):
+    """Weights, gradients and AdamW's two moments: a model whose weights fit 2.5 times in the memory
+    left is refused for training (issue 23: a check counting one copy let a 124M model start with
+    1 GiB free, then run out of memory), and accepted with room for 4."""
+    from tinyllm import limits
+    from tinyllm.build import build_run
+    from tinyllm.settings import RunSettings
+    from tinyllm.train import Pretraining
+    config = RunSettings.of(data=str(corpus), out=str(tmp_path / "run"), n_layer=2, n_head=4, n_embd=256,
+                            block_size=16, progress="none", workers=1)
+    one_copy = GPT.count_parameters(config.model.config(vocab_size=16)) * 4      # float32; the corpus has 16 characters
+    monkeypatch.setattr(limits, "available_memory", lambda: int(one_copy * 2.5))
+    with pytest.raises(LimitError, match=r"with the 4 copies this needs\), more than the"):
+        build_run(config, Pretraining())
+    monkeypatch.setattr(limits, "available_memory", lambda: int(one_copy * 4.5))
+    assert build_run(config, Pretraining()).model.num_parameters() * 4 == one_copy

@@ -11,6 +11,7 @@ from tinyllm.finetune import (FinetuneConfig, FinetuneDataError, PaddedBatch, Se
                               pad_sequences, prepare_model, split_indices)
 from tinyllm.build import build_run
 from tinyllm.fields import ConfigError
+from tinyllm.runlock import RunDirectoryError
 from tinyllm.settings import RunSettings
 
 
@@ -121,7 +122,7 @@ def test_an_existing_run_is_not_overwritten(make_base, keyword_data, tmp_path):
     base = make_base()
     config = FinetuneConfig(task="classify", init_from=str(base), data=str(keyword_data), freeze="all")
     finetune(config, train_config(tmp_path / "run", max_iters=1, eval_interval=1))
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(RunDirectoryError, match="--resume"):
         finetune(config, train_config(tmp_path / "run", max_iters=1))
 
 

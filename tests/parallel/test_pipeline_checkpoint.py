@@ -56,8 +56,9 @@ def trained(model_params):
     return optimizer
 
 
-def save_with_threads(run_dir, stages: int, replicas: int = 1, fail_on_rank=None):
-    """Every rank of a stages x replicas grid saves; returns (rank 0's result or error, stage models)."""
+def save_with_threads(run_dir, stages: int, replicas: int = 1, fail_on_rank=None, nan_on_rank=None):
+    """Every rank of a stages x replicas grid saves; returns (rank 0's result or error, stage models).
+    On success only rank 0 returns the path; on a failure every rank raises the same error."""
     shape = GridShape(pipeline_stages=stages, data_parallel=replicas)
     partition = uniform_partition(CONFIG.n_layer, stages)
     shared = SimpleNamespace(barrier=threading.Barrier(shape.world_size), slots=[None] * shape.world_size)
@@ -70,6 +71,8 @@ def save_with_threads(run_dir, stages: int, replicas: int = 1, fail_on_rank=None
         optimizer = trained(stage_model.named_parameters())
         if rank == fail_on_rank:
             optimizer.state_arrays = lambda: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        if rank == nan_on_rank:   # a diverged update on this stage only
+            next(p for n, p in stage_model.named_parameters() if n.startswith("blocks.")).data[0] = np.nan
         grid = SimpleNamespace(world=ThreadComm(shared, rank), rank=rank, replica=replica, stage=stage,
                                n_stages=stages, shape=shape)
         try:
@@ -85,7 +88,10 @@ def save_with_threads(run_dir, stages: int, replicas: int = 1, fail_on_rank=None
     for thread in threads:
         thread.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a rank is still waiting"
-    assert all(o is None for o in outcomes[1:])        # only rank 0 returns the path or raises
+    if isinstance(outcomes[0], Exception):              # every rank stops alike
+        assert all(type(o) is type(outcomes[0]) and str(o) == str(outcomes[0]) for o in outcomes[1:]), outcomes
+    else:
+        assert all(o is None for o in outcomes[1:])     # only rank 0 returns the path
     return outcomes[0], stage_models
 
 
@@ -125,6 +131,14 @@ def test_a_rank_that_fails_to_write_fails_the_save_and_publishes_nothing(tmp_pat
     assert isinstance(error, OSError) and "rank 1" in str(error) and "No space left" in str(error)
     assert not (tmp_path / "last").exists()
     assert list((tmp_path / "checkpoints").iterdir()) == []   # the staging directory is gone
+
+
+def test_a_stage_holding_nan_fails_the_save_on_every_rank_and_publishes_nothing(tmp_path):
+    """The one check before publishing (tinyllm.checkpoint.write_tensor_file) runs on each stage's shard."""
+    save_with_threads(tmp_path, stages=2)
+    error, _ = save_with_threads(tmp_path, stages=2, replicas=2, nan_on_rank=1)   # rank 1: stage 1 of replica 0
+    assert isinstance(error, ckpt.NonFiniteWeightsError) and error.tensor.startswith("blocks.")
+    assert ckpt.load_checkpoint(tmp_path).step == 7 and len(list((tmp_path / "checkpoints").iterdir())) == 1
 
 
 def test_a_damaged_shard_and_a_foreign_parameter_are_named(tmp_path):

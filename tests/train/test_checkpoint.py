@@ -151,12 +151,12 @@ def test_truncated_corrupted_and_missing_files_are_named(tmp_path):
 
 def test_a_checkpoint_from_another_shape_is_refused_by_name(tmp_path):
     model, opt, tok = make_run()
-    save(tmp_path, model, opt, tok, step=1)
+    path = save(tmp_path, model, opt, tok, step=1)
     wider = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=32))
     with pytest.raises(ckpt.CheckpointError) as error:
         ckpt.load_model_state(wider, ckpt.load_checkpoint(tmp_path))
     message = str(error.value)
-    assert message.startswith(str(tmp_path / "last" / "model.safetensors") + ": ")
+    assert message.startswith(str(path / "model.safetensors") + ": ")   # the checkpoint `last` named, by its name
     assert "missing keys: blocks.1.norm1.weight" in message and " and 8 more" in message
     assert "shape mismatch for wte.weight: checkpoint (11, 16), model (11, 32)" in message
     assert message.endswith("the checkpoint was saved with a different model config") and "\n" not in message

@@ -89,6 +89,10 @@ def comparable_state(path, *ignored) -> dict:
     for key in ("out", "data", "resume", "threads", "workers", "parallel",
                 "virtual_stages", "zero", "recompute"):   # settings added after the fixtures (issues 15, 17)
         state["train_config"].pop(key, None)
+    finetune_config = state.get("finetune", {}).get("config", {})
+    for key in ("init_from", "data", "template"):   # paths: stored absolute since issue 23; compared by name
+        if key in finetune_config:
+            finetune_config[key] = os.path.basename(finetune_config[key])
     if state["model_config"]["dropout"] == 0:
         state["rng"].pop("dropout")
     return state

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tinyllm import checkpoint as ckpt
+from tinyllm.errors import describe
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW, global_grad_norm
 from tinyllm import processes
@@ -155,8 +156,9 @@ def test_a_worker_that_dies_ends_the_step_with_an_error_not_a_hang():
         process, _ = workers.workers[0]
         os.kill(process.pid, signal.SIGKILL)
         process.join(timeout=5)
-        with pytest.raises(WorkerError, match="worker process 1 died"):
+        with pytest.raises(WorkerError, match="worker process 1 was killed by SIGKILL .*out-of-memory") as error:
             workers.gradients(model, TOKENS, [_batch(4)], step=2)
+        assert describe(error.value)[0] == 2   # a condition of the machine, not a bug: one line, exit 2
     finally:
         workers.close()
 

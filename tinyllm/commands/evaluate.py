@@ -17,9 +17,11 @@ import sys
 import numpy as np
 
 from autograd import no_grad
-from tinyllm.checkpoint import CheckpointError
+from tinyllm.checkpoint import CheckpointError, load_checkpoint
 from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
 from tinyllm.data import DEFAULT_EXTENSIONS, resolve_corpus, split_point
+from tinyllm.finetune import is_finetune_checkpoint, load_finetuned
+from tinyllm.lora import merge_lora
 
 EXAMPLES = """\
 tinyllm eval --ckpt runs/demo
@@ -83,9 +85,28 @@ def perplexity(loss: float) -> float:
         return float("inf")
 
 
+def load_for_eval(args) -> tuple:
+    """(model, tokenizer, checkpoint) of --ckpt, read once: a pretrained GPT, or an instruction finetune's
+    (its LoRA merged); a classifier has no next-token loss (say so)."""
+    checkpoint = load_checkpoint(args.ckpt, with_optimizer=False)
+    if not is_finetune_checkpoint(checkpoint):
+        return load_model(checkpoint, device=args.device)
+    task = checkpoint.state["finetune"]["config"].get("task")
+    if task == "classify":
+        raise UsageError(f"--ckpt {args.ckpt}: a classifier (finetuned with --task classify) predicts labels, not "
+                         "text, so it has no perplexity: its test loss and accuracy are in its run's metrics.jsonl, "
+                         f"and `tinyllm classify --ckpt {args.ckpt} TEXT` labels texts")
+    if args.data is None:
+        raise UsageError(f"--ckpt {args.ckpt}: an instruction finetune has no text split of its own; pass --data "
+                         "TEXT to measure its loss on a text")
+    finetuned = load_finetuned(checkpoint, device=args.device)
+    merge_lora(finetuned.model)
+    return finetuned.model, finetuned.tokenizer, checkpoint
+
+
 def run(args, out=None) -> int:
     out = out or sys.stdout
-    model, tokenizer, checkpoint = load_model(args.ckpt, device=args.device)
+    model, tokenizer, checkpoint = load_for_eval(args)
     data, data_ext, val_fraction = saved_data(checkpoint)
     corpus = resolve_corpus(args.data if args.data is not None else data,
                             args.data_ext if args.data is not None else data_ext)

@@ -25,9 +25,9 @@ from tinyllm import checkpoint as ckpt
 from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, config_flags, given,
                                      refuse_independent_copies, settings_flags)
 from tinyllm.finetune import FinetuneConfig, Finetuning, classify_texts, finetune, load_finetuned, load_template
+from tinyllm.finetune.loading import BASE_DIR
 from tinyllm.lora import parse_targets
 from tinyllm.settings import RunSettings
-from tinyllm.trainer import NonFiniteLossError
 
 FINETUNE_EXAMPLES = """\
 tinyllm finetune --task classify --init-from runs/demo --data reviews.csv --out runs/clf
@@ -81,21 +81,25 @@ def resolve_configs(args) -> tuple:
     if not hasattr(args, "out"):
         raise UsageError("--out DIR is required: the run directory for checkpoints and metrics")
     if args.resume:
-        state = ckpt.read_state(args.out)
+        state = ckpt.read_state(args.out, flag="--out")
         saved = state.get("finetune")
         if saved is None:
             raise UsageError(f"--out {args.out}: its checkpoint was not made by `tinyllm finetune`; "
                              "resume it with `tinyllm train --resume`")
         where = Path(args.out) / "last" / ckpt.STATE_FILE
-        task_settings = dict(saved["config"])
-        ckpt.saved_config(FinetuneConfig, task_settings, where)
+        task_settings = ckpt.saved_config(FinetuneConfig, dict(saved["config"]), where).to_dict()
         ckpt.saved_config(RunSettings, {**state.get("train_config", {}), "out": args.out, "resume": True}, where)
-        for name, value in _task_values(task).items():
-            if name in ("init_from", "data", "task") or value == task_settings.get(name):
-                task_settings[name] = value
+        for name, value in FinetuneConfig.absolute_paths(_task_values(task)).items():
+            if value == task_settings.get(name) or (name == "init_from" and not _base_still_there(args.out,
+                                                                                                 task_settings)):
+                task_settings[name] = value   # the same, or a base model that moved: pointed at anew
             else:
+                kept = "its task settings"
+                if name == "init_from" and (Path(args.out) / BASE_DIR).is_dir():
+                    kept = f"its base model (a copy is in {Path(args.out) / BASE_DIR})"
                 raise UsageError(f"--{name.replace('_', '-')} {value!r} differs from the checkpoint's "
-                                 f"{task_settings.get(name)!r}; a resumed run keeps its task settings")
+                                 f"{task_settings.get(name)!r}; a resumed run keeps {kept}: drop the flag, "
+                                 "or finetune into a new --out")
         train_settings = {k: v for k, v in state.get("train_config", {}).items()}
         train_settings.update(train)
     else:
@@ -106,6 +110,12 @@ def resolve_configs(args) -> tuple:
         train_settings = {**TRAIN_DEFAULTS, **train}
     train_settings.update(out=args.out, resume=bool(args.resume))
     return FinetuneConfig.from_dict(task_settings), RunSettings.from_dict(train_settings)
+
+
+def _base_still_there(out, saved: dict) -> bool:
+    """Whether the run's base model is still where it was (its copy in DIR/base, or init_from): a
+    resumed run may be pointed at a base that moved (its frozen weights are checked), and only then."""
+    return (Path(out) / BASE_DIR).is_dir() or Path(saved["init_from"]).exists()
 
 
 def _task_values(given: dict) -> dict:
@@ -124,11 +134,7 @@ def run_finetune(args) -> int:
                               "run it without mpiexec")
     config, train_config = resolve_configs(args)
     check_device(train_config.device)
-    try:
-        result = finetune(config, train_config)
-    except NonFiniteLossError as error:
-        print(f"tinyllm finetune: error: {error}", file=sys.stderr)
-        return 1
+    result = finetune(config, train_config)
     return result.exit_status  # 0, or 128 + the signal that interrupted it (130 SIGINT, 143 SIGTERM)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import sys
 
+from tinyllm import checkpoint as ckpt
 from tinyllm.commands.common import UsageError, add_command, check_device, load_model, positive_int
 from tinyllm.finetune import TEMPLATES, is_finetune_checkpoint, load_finetuned, load_template
 from tinyllm.lora import merge_lora
@@ -129,15 +130,16 @@ def prepare_sample(args) -> tuple:
     """(model, tokenizer, prompt text) for `tinyllm sample`; see the module docstring."""
     template = None
     check_device(getattr(args, "device", "cpu"))
-    if is_finetune_checkpoint(args.ckpt):
-        finetuned = load_finetuned(args.ckpt, device=getattr(args, "device", "cpu"))
-        if finetuned.config.task != "instruct":
+    checkpoint = ckpt.load_checkpoint(args.ckpt, with_optimizer=False)   # one checkpoint, read once
+    if is_finetune_checkpoint(checkpoint):
+        if checkpoint.state["finetune"]["config"].get("task") == "classify":
             raise UsageError(f"--ckpt {args.ckpt}: a classifier (finetuned with --task classify) does not generate "
                              "text; use `tinyllm classify`")
+        finetuned = load_finetuned(checkpoint, device=getattr(args, "device", "cpu"))
         model, tokenizer, template = finetuned.model, finetuned.tokenizer, finetuned.template
         merge_lora(model)
     else:
-        model, tokenizer, _ = load_model(args.ckpt, device=getattr(args, "device", "cpu"))
+        model, tokenizer, _ = load_model(checkpoint, device=getattr(args, "device", "cpu"))
     prompt = args.prompt
     if getattr(args, "instruct", False):
         if not prompt.strip():

@@ -20,14 +20,15 @@ except ModuleNotFoundError:              # Python 3.10: the same parser, from Py
     import tomli as tomllib
 
 from tinyllm import checkpoint as ckpt
-from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
+from tinyllm import rundir
 from tinyllm.build import build_run
 from tinyllm.commands.common import (UsageError, add_command, add_flags, check_device, given, mpi_launch,
                                      refuse_independent_copies, settings_flags)
 from tinyllm.config import MODEL_FIELDS
+from tinyllm.data import absolute_paths
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 from tinyllm.settings import RunSettings
 from tinyllm.train import Pretraining
-from tinyllm.trainer import NonFiniteLossError
 
 EXAMPLES = """\
 tinyllm train --out runs/demo                       # built-in corpus, baby preset, a few minutes on 2 cores
@@ -70,15 +71,20 @@ def read_toml(path: str) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path}: not valid TOML ({error})") from None
     if isinstance(raw.get("train"), dict):  # allow the settings under a [train] table
-        raw = {**{k: v for k, v in raw.items() if k != "train"}, **raw["train"]}
+        raw = [*((k, v) for k, v in raw.items() if k != "train"), *raw["train"].items()]
+    else:
+        raw = list(raw.items())
     known = set(TRAIN_FLAGS)
-    settings = {}
-    for key, value in raw.items():
+    settings, spelled = {}, {}
+    for key, value in raw:
         name = key.replace("-", "_")
         if name not in known or name == "resume":
             raise UsageError(f"--config {path}: unknown setting {key!r}; the keys are the train flags "
                              "without dashes, e.g. max_iters = 2000")
-        settings[name] = value
+        if name in spelled:   # `max-iters` and `max_iters`, or a key at the top and under [train]
+            raise UsageError(f"--config {path}: {name} is set twice ({spelled[name]!r} = {settings[name]!r} and "
+                             f"{key!r} = {value!r}); keep one")
+        settings[name], spelled[name] = value, key
     return settings
 
 
@@ -86,13 +92,19 @@ def resolve_config(args) -> RunSettings:
     """The run's settings from the layers: defaults (or the checkpoint's settings), TOML, flags."""
     settings = read_toml(args.config) if args.config else {}
     settings.update(given(args, TRAIN_FLAGS))
+    settings = absolute_paths(settings)        # as the settings store them (so comparisons below are fair)
     if args.resume:
         out = settings.get("out", _DEFAULTS.out)
         if not (Path(out) / "last").exists():
-            raise UsageError(f"--resume: {out} holds no checkpoint to resume (no {out}/last); "
-                             "start the run without --resume, or give the run's --out")
-        state = ckpt.read_state(out)
-        base = dict(state.get("train_config", {}))
+            reason = rundir.without_last(out)
+            raise UsageError(f"--resume: {out} " + (f"has no checkpoint to resume: {reason}" if reason else
+                             f"holds no checkpoint to resume (no {out}/last); start the run without --resume, "
+                             "or give the run's --out"))
+        state = ckpt.read_state(out, flag="--out")
+        if "finetune" in state:
+            raise UsageError(f"--out {out}: is a finetuning run (made by `tinyllm finetune`); continue it with "
+                             f"tinyllm finetune --out {out} --resume")
+        base = absolute_paths(dict(state.get("train_config", {})))
         ckpt.saved_config(RunSettings, {**base, "resume": True}, Path(out) / "last" / ckpt.STATE_FILE)
         kept = [name for name, (section, _) in RunSettings.fields(("data", "model")).items() if section is not None]
         changed = [name for name in kept if name in settings and settings[name] != base.get(name)]
@@ -115,11 +127,7 @@ def run(args) -> int:
     if config.pipeline.distributed:   # without mpiexec: the runner says how many ranks to start
         return hand_off_to_parallel_runner(lambda: config, trace)
     trainer = build_run(config, Pretraining())
-    try:
-        result = trainer.run()
-    except NonFiniteLossError as error:
-        print(f"tinyllm train: error: {error}", file=sys.stderr)
-        return 1
+    result = trainer.run()
     if result.status == "interrupted":
         return result.exit_status  # the shell convention: 130 for SIGINT, 143 for SIGTERM
     last = result.last_eval or {}
@@ -132,12 +140,13 @@ def run(args) -> int:
 
 
 def checked_settings(args) -> RunSettings:
-    """The run's settings (resolve_config), checked: the device, --sample-tokens, the pipeline flags."""
+    """The run's settings (resolve_config), checked: the device, --sample-tokens, the pipeline flags, --trace."""
     config = resolve_config(args)
     check_device(config.device)
     if args.sample_tokens < 0:
         raise UsageError(f"--sample-tokens {args.sample_tokens}: must be 0 (no sample) or more")
     check_pipeline_flags(config)
+    check_trace(getattr(args, "trace", None), config)
     return config
 
 
@@ -148,6 +157,18 @@ def distributed_settings(args) -> RunSettings:
         refuse_independent_copies("train", "pass --pipeline-stages P and --data-parallel D with P x D ranks "
                                   "(docs/pipeline.md), or run it without mpiexec")
     return config
+
+
+def check_trace(trace: str | None, config: RunSettings) -> None:
+    """--trace FILE.json: written by pipeline runs only, into a directory that exists; checked now,
+    before anything trains."""
+    if trace is None:
+        return
+    if not config.pipeline.distributed:
+        raise UsageError(f"--trace {trace}: traces are written by pipeline runs (--pipeline-stages or "
+                         "--data-parallel above 1, under mpiexec); drop --trace for a one-process run")
+    from parallel.runner import check_trace_path  # noqa: PLC0415 - a pipeline run needs parallel/ anyway
+    check_trace_path(trace)
 
 
 def print_sample(trainer, max_new_tokens: int, seed: int) -> None:

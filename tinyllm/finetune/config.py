@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autograd import backend
-from tinyllm import nn
+from tinyllm import io, nn
 from tinyllm.lora import LoRAConfig, LoRAError, apply_lora, freeze, trainable_parameters
 from tinyllm.model import GPT, unknown_fields
 from tinyllm.fields import ConfigError, required, setting
@@ -31,6 +31,7 @@ from .classifier import POOLINGS, SequenceClassifier
 from .data import TEMPLATES
 
 TASKS = ("classify", "instruct")
+PATH_SETTINGS = {"init_from": (), "data": (), "tokenizer": (), "template": tuple(TEMPLATES)}  # with non-path values
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class FinetuneConfig:
             if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"--{name.replace('_', '-')} {value!r}: must be a comma-separated list of names")
             object.__setattr__(self, name, tuple(value))
+        for name, value in self.absolute_paths({name: getattr(self, name) for name in PATH_SETTINGS}).items():
+            object.__setattr__(self, name, value)   # stored as used: the run works from any directory
+
+    @classmethod
+    def absolute_paths(cls, settings: dict) -> dict:
+        """`settings` with every path (PATH_SETTINGS) made absolute, as a FinetuneConfig stores it."""
+        return {name: io.absolute_path(value, PATH_SETTINGS[name]) if name in PATH_SETTINGS else value
+                for name, value in settings.items()}
 
     @property
     def lora(self) -> LoRAConfig | None:

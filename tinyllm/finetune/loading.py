@@ -5,9 +5,15 @@
     probs = classify_texts(finetuned, ["what a great film"])   # (N, K)
 
 A finetuning checkpoint holds only the parameters that train (the adapters and head with
-LoRA: a small file), where the base came from and a hash of the frozen weights; loading one
-rebuilds the model from `init_from` and checks the hash, so a base that changed since is an
-error rather than a silently different model.
+LoRA: a small file), where the base came from (`init_from`, an absolute path) and a hash of the
+frozen weights; loading one rebuilds the model from the base and checks the hash, so a base
+that changed since is an error rather than a silently different model.
+
+The base, when it is a tinyllm checkpoint, is kept by content: a finetune copies it into its own
+run directory once (`keep_base`: DIR/base, its weights and tokenizer, hard-linked where one file
+system holds both, so at no cost in space), and builds on that copy from then on. The base run
+may go on training, be pruned or be deleted: `init_from` naming `runs/demo` (its `last`, which
+moves) no longer strands the finetune. A Hugging Face directory is read where it is.
 
 Left out: merging a finetune into a standalone checkpoint (tinyllm.lora.merge_lora and
 GPT.save_pretrained do it by hand).
@@ -15,6 +21,8 @@ GPT.save_pretrained do it by hand).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +44,40 @@ from .config import FinetuneConfig, frozen_fingerprint, prepare_model
 from .data import PromptTemplate, encode_record, load_template, pad_sequences
 
 
+BASE_DIR = "base"   # a finetune run's copy of its base checkpoint
+
+
+def is_checkpoint_dir(path) -> bool:
+    """A tinyllm checkpoint directory, or a run directory with a `last` (not a Hugging Face directory)."""
+    path = Path(path)
+    return (path / ckpt.STATE_FILE).is_file() or (path / "last" / ckpt.STATE_FILE).is_file()
+
+
+def keep_base(init_from, run_dir, new_run: bool = True) -> Path:
+    """Where the finetune in `run_dir` reads its base model from: its copy DIR/base of a tinyllm
+    checkpoint (made now when missing; a new run replaces one left by an earlier start that saved
+    no checkpoint), or `init_from` itself (a Hugging Face directory, or a path that is not there:
+    load_base_model says so)."""
+    target = Path(run_dir) / BASE_DIR
+    if target.is_dir() and not new_run:
+        return target
+    if not is_checkpoint_dir(init_from):
+        return Path(init_from)
+    state = ckpt.read_state(init_from, flag="--init-from")
+    refuse_finetuned(init_from, state)
+    if target.is_dir():   # a new run: what an earlier start of this --out copied (check_new_run: no checkpoint since)
+        old = target.with_name(f".{BASE_DIR}.old-{os.getpid()}")
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    return ckpt.copy_checkpoint(init_from, target, flag="--init-from")
+
+
+def refuse_finetuned(init_from, state: dict) -> None:
+    if "finetune" in state:
+        raise ConfigError(f"--init-from {init_from}: is a finetuned checkpoint; finetune from its base model "
+                          f"({state['finetune'].get('config', {}).get('init_from')}) instead")
+
+
 def load_base_model(init_from, dtype="float32", device: str = "cpu", tokenizer_file: str | None = None):
     """(GPT, tokenizer) from a tinyllm checkpoint / run directory or a Hugging Face directory.
 
@@ -48,12 +90,10 @@ def load_base_model(init_from, dtype="float32", device: str = "cpu", tokenizer_f
         raise ConfigError(f"--init-from {init_from}: no such directory; give a run directory of `tinyllm train`, "
                           "one of its checkpoints, or a Hugging Face model directory (config.json + model.safetensors)")
     tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
-    if (path / ckpt.STATE_FILE).is_file() or (path / "last" / ckpt.STATE_FILE).is_file():
-        state = ckpt.read_state(path)
-        if "finetune" in state:
-            raise ConfigError(f"--init-from {init_from}: is a finetuned checkpoint; finetune from its base model "
-                              f"({state['finetune'].get('config', {}).get('init_from')}) instead")
-        model, checkpoint = load_gpt(path, device, dtype)
+    if is_checkpoint_dir(path):
+        checkpoint = ckpt.load_checkpoint(path, with_optimizer=False, flag="--init-from")   # read once
+        refuse_finetuned(init_from, checkpoint.state)
+        model, checkpoint = load_gpt(checkpoint, device, dtype)
         return model, tokenizer if tokenizer is not None else checkpoint.tokenizer()
     if (path / "config.json").is_file():
         model = load_hugging_face(path, dtype, device)
@@ -112,15 +152,32 @@ class Finetuned:
 
 
 def is_finetune_checkpoint(path) -> bool:
+    """Whether `path` (a checkpoint or run directory, or a Checkpoint read) is a finetune's."""
+    if isinstance(path, ckpt.Checkpoint):
+        return "finetune" in path.state
     try:
         return "finetune" in ckpt.read_state(path)
     except ckpt.CheckpointError:
         return False
 
 
+def base_of(checkpoint: ckpt.Checkpoint, config: FinetuneConfig) -> Path:
+    """Where a finetune checkpoint's base model is: its run's copy (DIR/base), else init_from; a
+    CheckpointError naming state.json when neither is there."""
+    directory = checkpoint.path
+    if directory.parent.name == ckpt.CHECKPOINTS_DIR and (directory.parent.parent / BASE_DIR).is_dir():
+        return directory.parent.parent / BASE_DIR
+    if Path(config.init_from).exists():
+        return Path(config.init_from)
+    raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: its base model {config.init_from} is not there, "
+                               f"and its run holds no copy of it ({BASE_DIR}/, which finetunes keep since); put the "
+                               "base model back there, or resume the finetune with --init-from where it is now")
+
+
 def load_finetuned(path, device: str = "cpu", dtype: str | None = None) -> Finetuned:
-    """Rebuild a finetuned model from its checkpoint: the base from init_from, then the trained weights."""
-    checkpoint = ckpt.load_checkpoint(path, with_optimizer=False)
+    """Rebuild a finetuned model from its checkpoint (a path, or a Checkpoint read): the base model
+    (its run's copy, else init_from), then the trained weights."""
+    checkpoint = path if isinstance(path, ckpt.Checkpoint) else ckpt.load_checkpoint(path, with_optimizer=False)
     saved = checkpoint.state.get("finetune")
     if saved is None:
         raise ckpt.CheckpointError(f"{checkpoint.path / ckpt.STATE_FILE}: not a finetuning checkpoint "
@@ -139,13 +196,14 @@ def load_finetuned(path, device: str = "cpu", dtype: str | None = None) -> Finet
     except (KeyError, TypeError, ValueError) as error:
         raise ckpt.CheckpointError(f"{where}: the finetuning entries are unusable ({error!r}); the checkpoint is "
                                    "corrupted or was edited") from None
-    gpt, _ = load_base_model(config.init_from, dtype, device, config.tokenizer)
+    base = base_of(checkpoint, config)
+    gpt, _ = load_base_model(base, dtype, device, config.tokenizer)
     if not 0 <= pad_id < gpt.config.vocab_size:
         raise ckpt.CheckpointError(f"{where}: pad_id {pad_id} is outside the vocabulary [0, {gpt.config.vocab_size}); "
                                    "the checkpoint is corrupted or was edited")
     model = prepare_model(gpt, config, len(label_names) if label_names else None, seed=seed)
     if frozen_fingerprint(model) != saved.get("frozen_sha256"):
-        raise ckpt.CheckpointError(f"{where}: the base model at {config.init_from} is not "
+        raise ckpt.CheckpointError(f"{where}: the base model at {base} is not "
                                    "the one this checkpoint was finetuned from (its frozen weights differ)")
     ckpt.load_model_state(TrainedWeights(model, trainable_parameters(model)), checkpoint)
     model.eval()

@@ -5,7 +5,8 @@
     records = load_instruction_data("alpaca.json")                  # [(number, InstructionRecord)]
 
 Record numbers count from 1: data rows of a CSV/TSV (after the header), objects of a JSON
-list, non-blank lines of a JSONL file (errors also give the line).
+list, non-blank lines of a JSONL file (errors also give the line). A UTF-8 byte-order mark at
+the start (what spreadsheet programs write) is skipped.
 
 Left out: other formats (Parquet, Arrow), streaming files larger than memory.
 """
@@ -52,7 +53,7 @@ def read_records(path) -> list:
     check_fits_in_memory(path.stat().st_size, RECORDS_MEMORY_FACTOR, str(path),
                          "use fewer records (the file is read whole)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # a byte-order mark (spreadsheets write one) is not text
     except UnicodeDecodeError as error:
         raise FinetuneDataError(f"{path}: not UTF-8 text ({error})") from None
     if kind in ("csv", "tsv"):

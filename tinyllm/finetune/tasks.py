@@ -35,7 +35,7 @@ from tinyllm.trainer import MetricsLog, RunResult
 
 from .config import FinetuneConfig, frozen_fingerprint, prepare_model
 from .data import IGNORE_INDEX, ExampleBatches, TaskData, build_task_data
-from .loading import load_base_model
+from .loading import keep_base, load_base_model
 
 
 def eval_chunks(indices, batch_size: int, limit: int | None) -> list:
@@ -136,7 +136,8 @@ def check_finetune_state(checkpoint, config: FinetuneConfig, frozen_sha256: str)
     if saved is None:
         raise ckpt.CheckpointError(f"{where}: not a finetuning checkpoint")
     now = config.to_dict()
-    diffs = [f"{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in saved["config"].items()
+    stored = ckpt.saved_config(FinetuneConfig, saved["config"], where).to_dict()   # its paths made absolute
+    diffs = [f"{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in stored.items()
              if k != "init_from" and now.get(k) != v]
     if diffs:
         raise ckpt.CheckpointError(f"{where}: made with other finetuning settings ({'; '.join(diffs)}); "
@@ -157,7 +158,8 @@ class Finetuning:
 
     def prepare(self, settings, run_dir: Path, log) -> None:
         config = self.config
-        self.gpt, self.tokenizer = load_base_model(config.init_from, settings.dtype, settings.device, config.tokenizer)
+        base = keep_base(config.init_from, run_dir, new_run=not settings.resume)   # DIR/base: kept by content
+        self.gpt, self.tokenizer = load_base_model(base, settings.dtype, settings.device, config.tokenizer)
         if self.tokenizer.vocab_size > self.gpt.config.vocab_size:
             raise ConfigError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's vocab_size is "
                               f"{self.gpt.config.vocab_size}; use the tokenizer the model was trained with")

@@ -8,8 +8,8 @@ come after them.
     >>> tok.chars, tok.encode("hole"), tok.decode([3, 1])
     (['e', 'h', 'l', 'o'], [1, 3, 2, 0], 'oh')
 
-Leaves out: characters not seen in training (encoding one is an error naming it, there
-is no unknown-token id) and any notion of merging.
+Leaves out: characters not seen in training (encoding one is an error naming it,
+UnknownCharacterError, there is no unknown-token id) and any notion of merging.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from tinyllm.errors import UserError
+
 from .base import Tokenizer
 from .lines import FileLines, json_string
+
+
+class UnknownCharacterError(UserError):
+    """Text holds a character the vocabulary lacks (a ValueError, as before; the user's to fix: one line)."""
 
 
 class CharTokenizer(Tokenizer):
@@ -62,7 +68,7 @@ class CharTokenizer(Tokenizer):
             return [self.char_to_id[c] for c in text]
         except KeyError:
             position = next(i for i, c in enumerate(text) if c not in self.char_to_id)
-            raise ValueError(
+            raise UnknownCharacterError(
                 f"character {text[position]!r} at position {position} is not in this "
                 f"CharTokenizer's vocabulary of {len(self.chars)} characters; train it on "
                 "text that contains it"
@@ -93,6 +99,10 @@ class CharTokenizer(Tokenizer):
         if header_fields:
             name, (line_number, _) = next(iter(header_fields.items()))
             raise reader.error(line_number, f"a char tokenizer file has no {name!r} line")
+        if not token_lines:
+            line_number = next((n for n, line in enumerate(reader.lines, start=1) if line.startswith("tokens")), 1)
+            raise reader.error(line_number, "a char tokenizer file lists at least one character (tokens 0 makes "
+                                            "a tokenizer that can encode nothing)")
         chars = []
         for expected_id, (line_number, line) in enumerate(token_lines):
             id_text, _, char_text = line.partition(" ")
