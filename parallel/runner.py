@@ -52,13 +52,15 @@ from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_o
 from tinyllm.trainer import Trainer
 
 from .engine import PipelineEngine, check_batch_split
+from . import deadline
 from .grid import Grid, GridShape, device_for
-from .p2p import cuda_aware_mpi
 from .partition import make_partition, stage_costs
 from .simulate import BUBBLE_FORMULAS, theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
 from .strategy import PipelineStrategy
+from .shared_dir import unshared_refusal
 from .trace import Tracer, measured_bubble, write_trace
+from .transport import Transport
 from .zero import ZeroOptimizer
 
 FAIL_ENV = "TINYLLM_PIPELINE_FAIL"  # "WHO:STEP[:SIGNAL[:POINT]]", a test hook: on stage WHO (or world rank R
@@ -133,6 +135,7 @@ def build_pipeline_run(config, progress_stream=None, trace_path: str | None = No
         check_layout(config)
     except ValueError as error:
         raise FlagError(str(error)) from error
+    deadline.start(config.comm_timeout)   # every wait on another rank from here on has the deadline
     run_lock = hold_run_directory(config.out)
     try:
         return _build(config, progress_stream, trace_path, run_lock)
@@ -143,14 +146,14 @@ def build_pipeline_run(config, progress_stream=None, trace_path: str | None = No
 def hold_run_directory(out: str):
     """Rank 0 locks the run directory for every rank (tinyllm.runlock) and bcasts its verdict,
     so a directory in use is every rank's FlagError: one line, status 2 everywhere."""
-    world = require_mpi().COMM_WORLD
+    world = deadline.watch(require_mpi().COMM_WORLD, "world")
     lock, refusal = None, None
     if world.Get_rank() == 0:
         try:
             lock = runlock.acquire(out)
         except runlock.RunDirectoryError as error:
             refusal = str(error)
-    refusal = world.bcast(refusal, root=0)
+    refusal = world.bcast(refusal, root=0) or unshared_refusal(world, out)   # --out must be one shared directory
     if refusal is not None:
         raise FlagError(refusal)
     return lock
@@ -215,12 +218,12 @@ def _build(config, progress_stream, trace_path, run_lock) -> tuple:
         f"({grid.world.Get_size()} ranks), {microbatches} microbatches of {micro_batch} sequences, "
         f"schedule {schedule}, partition {config.partition}{extras}; theoretical bubble "
         f"{theoretical_bubble(grid.n_stages, microbatches, config.schedule, chunks):.3f}\n"
-        f"{partition.describe(costs, unit, chunks)}")
+        f"{partition.describe(costs, unit, chunks)}\n"
+        f"hosts: {grid.describe_hosts()}; {Transport.for_this_process().describe()}; --comm-timeout {deadline.describe_timeout(config.comm_timeout)}")
     stage_model = StageModel(model, partition, grid.stage, n_chunks=chunks, recompute=config.recompute)  # prunes
     tracer = Tracer(grid.rank, time.perf_counter()) if trace_path else None
     if config.zero:
-        optimizer = ZeroOptimizer(stage_model.named_parameters(), lambda own: make_optimizer(config, own), grid.data,
-                                  cuda_aware=cuda_aware_mpi())
+        optimizer = ZeroOptimizer(stage_model.named_parameters(), lambda own: make_optimizer(config, own), grid.data)
     else:
         optimizer = make_optimizer(config, stage_model.named_parameters())
     engine = PipelineEngine(stage_model, grid, config.schedule, microbatches, global_batch, tracer=tracer,

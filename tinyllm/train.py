@@ -133,6 +133,8 @@ class TrainConfig:
     zero: int = setting(0, "1: shard the optimizer state across the --data-parallel replicas (ZeRO-1); 0: off")
     recompute: bool = setting(False, "pipeline stages keep only each block's input and recompute the block "
                                      "in backward (less memory, one more forward)")
+    comm_timeout: float = setting(300.0, "seconds a pipeline rank waits for another (a message, a collective) "
+                                         "before it ends the job with a message naming the wait (0 = no limit)")
 
     def __post_init__(self):
         positive = ("vocab_size", "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
@@ -183,6 +185,8 @@ class TrainConfig:
         _check(self, "data_ext", lambda v: isinstance(v, str), "must be extensions, comma-separated (e.g. .txt,.md)")
         _check(self, "tokenizer", lambda v: isinstance(v, str) and v != "", "must be char, bpe or a tokenizer file")
         _check(self, "partition", lambda v: v in ("uniform", "params", "time"), "must be uniform, params or time")
+        _check(self, "comm_timeout", lambda v: _number(v) and v >= 0,
+               "must be 0 (no limit) or a number of seconds (e.g. 300)")
 
     # ---- conversions ---------------------------------------------------------------------
     def to_dict(self) -> dict:
