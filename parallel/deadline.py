@@ -116,14 +116,21 @@ class Watchdog:
 
 
 def abort_job(status: int) -> None:
-    """MPI_Abort(status); if it has not ended this process ABORT_GRACE_S later, end it here."""
+    """End every rank, the way this MPI's launcher ends a job soonest when a node may be unreachable;
+    if this process is still alive ABORT_GRACE_S later, end it here.
+
+    MPICH's Hydra ends the job at once on MPI_Abort (a plain non-zero exit makes it wait for the
+    lost node's proxy); Open MPI's mpirun reports exit status 0 when, after an MPI_Abort, it also
+    loses a node's daemon, but keeps a rank's non-zero exit status: so there the rank just exits.
+    """
     timer = threading.Timer(ABORT_GRACE_S, os._exit, args=(status,))
     timer.daemon = True
     timer.start()
-    time.sleep(0.5)   # let the launcher forward the line before Abort tears the pipes down
+    time.sleep(0.5)   # let the launcher forward the line before the pipes go
     try:
         from mpi4py import MPI  # noqa: PLC0415 - optional extra
-        MPI.COMM_WORLD.Abort(status)
+        if MPI.get_vendor()[0] != "Open MPI":
+            MPI.COMM_WORLD.Abort(status)
     finally:
         os._exit(status)
 
