@@ -176,15 +176,21 @@ class WatchedComm:
     "pipeline", "data-parallel", ...).
     """
 
-    def __init__(self, comm, name: str, watchdog: Watchdog | None = None):
-        from mpi4py import MPI  # noqa: PLC0415
+    def __init__(self, comm, name: str, watchdog: Watchdog | None = None, world_ranks=None):
         self.comm = comm.comm if isinstance(comm, WatchedComm) else comm
         self.name = name
         self.watchdog = watchdog if watchdog is not None else current()
-        world, group = MPI.COMM_WORLD.Get_group(), self.comm.Get_group()
-        self.world_ranks = list(MPI.Group.Translate_ranks(group, list(range(group.Get_size())), world))
+        self.world_ranks = list(world_ranks) if world_ranks is not None else self._world_ranks(self.comm)
+
+    @staticmethod
+    def _world_ranks(comm) -> list:
+        """The world rank of each member of `comm`, in its own rank order."""
+        from mpi4py import MPI  # noqa: PLC0415
+        world, group = MPI.COMM_WORLD.Get_group(), comm.Get_group()
+        ranks = list(MPI.Group.Translate_ranks(group, list(range(group.Get_size())), world))
         group.Free()
         world.Free()
+        return ranks
 
     def call(self, method: str, *args, what: str = "", **kwargs):
         """self.comm.<method>(*args, **kwargs) under the deadline; `what` names the data in the message."""
