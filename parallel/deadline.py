@@ -28,13 +28,15 @@ GIL inside MPI, so the thread runs while the main thread waits. Twice a second t
 
 What it costs: the tuple per blocking call and a thread that wakes twice a second
 (bench/cluster_link.py measures a healthy run with the deadline on and off, side by side).
-Timeout 0 turns the deadline off (the parent watch stays).
+Timeout 0 turns the deadline off (the parent watch stays). The parent watch is on only in a
+process an MPI launcher started (it set PMI_RANK, PMIX_RANK or OMPI_COMM_WORLD_RANK).
 
 Left out: naming WHICH member of a collective is missing (MPI cannot tell; the line names the
 group), retrying or shrinking the job after a failure (it is restarted from the checkpoint).
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -58,7 +60,7 @@ class Watchdog:
         self.rank, self.host = None, socket.gethostname()
         self.hosts = None              # world rank -> host name, once the grid has gathered them
         self.current = None            # (since, WatchedComm or None, operation, peers, what) of the wait under way
-        self.parent = os.getppid()
+        self.parent = os.getppid() if launched_by_mpi() else None   # a process run by hand has no launcher to lose
         self.end_job = end_job or abort_job
         self._thread = threading.Thread(target=self._watch, name="tinyllm-watchdog", daemon=True)
         self._thread.start()
@@ -78,7 +80,7 @@ class Watchdog:
     def _watch(self) -> None:
         while True:
             time.sleep(self.poll)
-            if os.getppid() != self.parent:
+            if self.parent is not None and os.getppid() != self.parent:
                 self._say(f"tinyllm: rank {self._who()}: the process that launched it (pid {self.parent}: the "
                           "MPI launcher or its daemon on this node) is gone; exiting")
                 os._exit(ORPHAN_STATUS)
@@ -113,6 +115,15 @@ class Watchdog:
             print(line, file=sys.stderr, flush=True)
         except (OSError, ValueError):   # stderr gone with the launcher: still end
             pass
+
+
+LAUNCHER_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")   # Hydra, PMIx (Open MPI), Open MPI
+
+
+def launched_by_mpi(environ=None) -> bool:
+    """Whether an MPI launcher (mpiexec, mpirun, its daemon) started this process (it set its variables)."""
+    environ = os.environ if environ is None else environ
+    return any(name in environ for name in LAUNCHER_VARIABLES)
 
 
 def abort_job(status: int) -> None:
@@ -193,8 +204,17 @@ class WatchedComm:
         return ranks
 
     def call(self, method: str, *args, what: str = "", **kwargs):
-        """self.comm.<method>(*args, **kwargs) under the deadline; `what` names the data in the message."""
-        return self._wait(getattr(self.comm, method), (method, args, kwargs, what), *args, **kwargs)
+        """self.comm.<method>(*args, **kwargs) under the deadline; `what` names the data in the message.
+        (Watchdog.call's work, inlined: this runs for every message.)"""
+        function, dog = getattr(self.comm, method), self.watchdog
+        if dog is None or dog.timeout <= 0:
+            return function(*args, **kwargs)
+        previous = dog.current
+        dog.current = (time.monotonic(), self, method, args, kwargs, what)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            dog.current = previous
 
     def waitall(self, requests, peers=(), what: str = "") -> None:
         """MPI.Request.Waitall(requests) under the deadline; `peers`: the ranks (in this group) they go to."""
@@ -226,8 +246,9 @@ class WatchedComm:
         return f"over {group}"
 
     def __getattr__(self, name):
-        if name in BLOCKING:
-            return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+        if name in BLOCKING:   # kept on the instance: the next lookup does not come here
+            watched = self.__dict__[name] = functools.partial(self.call, name)
+            return watched
         return getattr(self.comm, name)
 
 

@@ -79,7 +79,7 @@ def test_a_process_whose_parent_dies_exits_within_a_second():
     parent = subprocess.Popen([sys.executable, "-c",
                                "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', sys.argv[1], "
                                "sys.argv[2]]); print(p.pid, flush=True); p.wait()", child, str(REPO)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PMI_RANK": "0"})
     pid = int(parent.stdout.readline())
     time.sleep(0.5)
     assert alive(pid)
@@ -98,3 +98,9 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_a_process_not_started_by_a_launcher_has_no_parent_to_watch():
+    from parallel.deadline import launched_by_mpi
+    assert launched_by_mpi({"PMI_RANK": "1"}) and launched_by_mpi({"OMPI_COMM_WORLD_RANK": "0"})
+    assert not launched_by_mpi({"HOME": "/root"})
