@@ -15,11 +15,11 @@ GIL inside MPI, so the thread runs while the main thread waits. Twice a second t
   operation, the peer rank(s) and their hosts, and the step, e.g.
 
       tinyllm: rank 1 on node1 gave up at step 3 after waiting 60 s (--comm-timeout 60) in Recv
-      of the activation of microbatch 2 from rank 0 on node0; ending the job (exit status 2 on every rank)
+      of the activation of microbatch 2 from rank 0 on node0; ending the job (exit status 2): ...
 
-  then ends the job: `MPI_Abort` (the launcher kills every rank it can still reach) and, if
-  this process is still alive `ABORT_GRACE_S` later (a launcher across a dead link may never
-  answer), `os._exit`. Ranks on the far side of a dead link reach their own deadline and do
+  then ends the job (`abort_job`): `MPI_Abort` under MPICH, a non-zero exit under Open MPI,
+  whose launchers then kill every rank they can still reach; if this process is still alive
+  `ABORT_GRACE_S` later (a launcher across a dead link may never answer), `os._exit`. Ranks on the far side of a dead link reach their own deadline and do
   the same, so every rank of every node exits with a non-zero status; the last checkpoint was
   published atomically (tinyllm.checkpoint), so it is whole and `--resume` continues from it.
 - its parent is gone (the launcher's daemon on this node, hydra_pmi_proxy or prted, or the
@@ -97,8 +97,8 @@ class Watchdog:
         on = f" of {what}" if what else ""
         peers = comm.describe_peers(operation, args, kwargs) if comm is not None else ""
         return (f"tinyllm: rank {self._who()} gave up {step} after waiting {waited:.0f} s (--comm-timeout "
-                f"{self.timeout:g}) in {operation}{on} {peers}; ending the job (exit status {TIMEOUT_STATUS} on "
-                "every rank): a node, the network between them or a rank failed; resume from the last "
+                f"{self.timeout:g}) in {operation}{on} {peers}; ending the job (exit status {TIMEOUT_STATUS}): "
+                "a node, the network between them or a rank failed; resume from the last "
                 "checkpoint with --resume once the nodes are healthy")
 
     def ranks_and_hosts(self, ranks) -> str:
