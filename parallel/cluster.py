@@ -19,8 +19,11 @@ nodes through an rsh-style agent (`DIR/agent HOST COMMAND...`, what `ssh HOST CO
 `ip netns exec`), given to MPICH's Hydra as `-launcher ssh -launcher-exec AGENT` and to Open MPI
 5 as `--prtemca plm_ssh_agent AGENT`; `mpiexec_command` adds the interface flags (Open MPI:
 `btl self,sm,tcp`, `btl_tcp_if_include`/`oob_tcp_if_include eth0`). Ranks on one node talk
-through shared memory, ranks on two nodes through TCP over the bridge; the hostfile (`DIR/hostfile`,
-in the MPI's format) lists each node's slots.
+through shared memory, ranks on two nodes through TCP over the bridge; the hostfiles
+(`DIR/hostfile.mpich`, `DIR/hostfile.openmpi`) list each node's slots. MPICH's ranks use
+libfabric's TCP provider on eth0 (`environment()`), and each node gives up on a TCP peer that
+stopped answering after about 12 s (`net.ipv4.tcp_retries2 = 5`) instead of Linux's 15 minutes, so
+Open MPI's launcher does not wait that long for a node cut off by `link(..., up=False)`.
 
 Faults: `link(node, up=False)` pulls a node's cable (its port on the switch goes down, nothing is
 dropped with an error: packets just stop), `shape(rate)` limits every node's outgoing traffic
@@ -30,7 +33,8 @@ empty tmpfs at a path (a directory that is not shared), `processes()` lists what
 namespaces, also after a failure; a cluster left by a killed process is found by
 `python -m parallel.cluster down --stale` (names carry the creating process id).
 
-Names are unique per cluster: namespaces `tinyllm-<pid>-<random>-<node>`; interface names live
+Names are unique per cluster: namespaces `tinyllm-<pid>-<random>-<node>` (`tinyllm-up-<random>-<node>`
+for one left up by `up`); interface names live
 inside those namespaces, so two clusters (two test runs) never collide.
 
 Left out: real ssh, a batch system, separate filesystems (only the private directories above),
@@ -102,7 +106,8 @@ def _run(*argv, check=True) -> subprocess.CompletedProcess:
 class Cluster:
     """N nodes as network namespaces on a bridge (see the module docstring); a context manager."""
 
-    def __init__(self, nodes: int = 2, slots=None, directory=None, private_dirs=None, mpiexec: str | None = None):
+    def __init__(self, nodes: int = 2, slots=None, directory=None, private_dirs=None, mpiexec: str | None = None,
+                 lasting: bool = False):
         if nodes < 1:
             raise ClusterError(f"a cluster needs at least one node, got {nodes}")
         reason = unavailable_reason()
@@ -111,7 +116,8 @@ class Cluster:
         self.slots = tuple(slots) if slots is not None else (1,) * nodes
         if len(self.slots) != nodes:
             raise ClusterError(f"--slots gives {len(self.slots)} counts for {nodes} nodes")
-        self.id = f"{os.getpid()}-{secrets.token_hex(3)}"
+        # the creator's pid in the names lets `down --stale` find what a killed run left; `up` outlives its creator
+        self.id = f"{'up' if lasting else os.getpid()}-{secrets.token_hex(3)}"
         self.hosts = [f"node{i}" for i in range(nodes)]
         self.namespaces = {host: f"{PREFIX}{self.id}-{host}" for host in self.hosts}
         self.switch = f"{PREFIX}{self.id}-{SWITCH}"
@@ -319,9 +325,9 @@ def main(argv=None) -> int:
     slots = tuple(int(s) for s in args.slots.split(",")) if args.slots else None
     try:
         if args.command == "up":
-            cluster = Cluster(args.nodes, slots=slots, directory=args.dir, mpiexec=args.mpiexec)
-            print(f"nodes {', '.join(cluster.hosts)} ({', '.join(cluster.namespaces.values())}); hostfile "
-                  f"{cluster.dir / 'hostfile'}; agent {cluster.dir / 'agent'}\n"
+            cluster = Cluster(args.nodes, slots=slots, directory=args.dir, mpiexec=args.mpiexec, lasting=True)
+            print(f"nodes {', '.join(cluster.hosts)} ({', '.join(cluster.namespaces.values())}); hostfiles "
+                  f"{cluster.dir / 'hostfile.mpich'} and {cluster.dir / 'hostfile.openmpi'}; agent {cluster.dir / 'agent'}\n"
                   f"run:  {shlex.join(cluster.mpiexec_command(['-n', str(sum(cluster.slots)), 'hostname']))}\n"
                   f"down: python -m parallel.cluster down --dir {cluster.dir}")
             return 0
