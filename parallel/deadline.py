@@ -59,7 +59,7 @@ class Watchdog:
         self.step = None               # the training step under way (None: setting up)
         self.rank, self.host = None, socket.gethostname()
         self.hosts = None              # world rank -> host name, once the grid has gathered them
-        self.current = None            # (since, WatchedComm or None, operation, peers, what) of the wait under way
+        self.current = None            # (since, WatchedComm or None, operation, args, kwargs, what) of the wait under way
         self.parent = os.getppid() if launched_by_mpi() else None   # a process run by hand has no launcher to lose
         self.end_job = end_job or abort_job
         self._thread = threading.Thread(target=self._watch, name="tinyllm-watchdog", daemon=True)
@@ -68,7 +68,7 @@ class Watchdog:
     # ---- what the main thread does -----------------------------------------------------------
     def call(self, function, description, *args, **kwargs):
         """`function(*args, **kwargs)`, a blocking wait on other ranks, under the deadline.
-        `description`: (WatchedComm or None, operation, peers, what), formatted only if it expires."""
+        `description`: (WatchedComm or None, operation, args, kwargs, what), formatted only if it expires."""
         previous = self.current
         self.current = (time.monotonic(), *description)
         try:
