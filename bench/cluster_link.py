@@ -8,8 +8,8 @@ Hydra through the box's agent), one rank each, so every activation and gradient 
 link over TCP. The link is limited with a token bucket (`tc qdisc add dev eth0 root tbf rate
 R`, on both nodes: both directions). Each contender is one `python -m parallel.runner` job
 (float32, one thread per rank, 4 layers x 256 wide, 4 heads, block 64, global batch 32, the
-built-in corpus's first 100 kB, char tokens) of `--steps` steps; per rate the contenders run in
-rounds whose order rotates. Reported per (rate, contender): tokens/s (the median over the
+built-in corpus's first 100 kB, char tokens) of `--steps` steps; every (rate, contender) pair
+runs once per round, the order rotating, so a change in the shared machine's load falls on all. Reported per (rate, contender): tokens/s (the median over the
 steps after the first, from metrics.jsonl), and from the run's own trace the share of each
 rank's time spent waiting in a receive or the all-reduce (the mean over the two ranks,
 steps after the first), beside the measured bubble (all time not computing).
@@ -36,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -139,16 +140,16 @@ def main(argv=None) -> None:
     corpus.write_text("".join(topics.values())[:100_000])
     base = {**MODEL, "data": str(corpus), "max_iters": args.steps}
     results = {}   # (rate, contender) -> [result per round]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # leave through `with`: the namespaces go
     try:
         with Cluster(2) as cluster:
-            for rate in RATES:
-                cluster.shape(rate)
-                names = list(CONTENDERS)
-                for round_ in range(args.rounds):
-                    for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                        config = {**base, **CONTENDERS[name], "out": str(work / "run")}
-                        results.setdefault((rate, name), []).append(run_job(cluster, config, work / "job"))
-                        print(rate or "unshaped", name, results[(rate, name)][-1], file=sys.stderr, flush=True)
+            jobs = [(rate, name) for rate in RATES for name in CONTENDERS]
+            for round_ in range(args.rounds):   # every (rate, contender) in every round: a load change hits all
+                for rate, name in jobs[round_ % len(jobs):] + jobs[:round_ % len(jobs)]:
+                    cluster.shape(rate)
+                    config = {**base, **CONTENDERS[name], "out": str(work / "run")}
+                    results.setdefault((rate, name), []).append(run_job(cluster, config, work / "job"))
+                    print(rate or "unshaped", name, results[(rate, name)][-1], file=sys.stderr, flush=True)
             cluster.shape(None)
             costs = {300: [], 0: []}
             for round_ in range(args.rounds * 3):

@@ -74,7 +74,7 @@ def unavailable_reason() -> str | None:
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "making network namespaces needs root"
-    for tool in ("ip", "unshare", "mount"):
+    for tool in ("ip", "unshare", "mount", "hostname"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (apt-get install iproute2 util-linux)"
     probe = f"{PREFIX}{os.getpid()}-probe{secrets.token_hex(2)}"
@@ -152,7 +152,7 @@ class Cluster:
             _run("ip", "-n", ns, "addr", "add", f"{self.addresses[host]}/24", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
-            _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.tcp_retries2={TCP_RETRIES}")
+            _run("ip", "netns", "exec", ns, "sh", "-c", f"echo {TCP_RETRIES} > /proc/sys/net/ipv4/tcp_retries2")
         hosts = ["127.0.0.1 localhost"] + [f"{self.addresses[h]} {h}" for h in self.hosts]
         (self.dir / "hosts").write_text("\n".join(hosts) + "\n")
         (self.dir / "hostfile.mpich").write_text("".join(f"{h}:{s}\n" for h, s in zip(self.hosts, self.slots)))
@@ -332,6 +332,7 @@ def main(argv=None) -> int:
                   f"down: python -m parallel.cluster down --dir {cluster.dir}")
             return 0
         args.args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # leave through `with`: the namespaces go
         with Cluster(args.nodes, slots=slots, mpiexec=args.mpiexec) as cluster:
             if args.rate:
                 cluster.shape(args.rate)
