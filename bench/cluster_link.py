@@ -15,13 +15,14 @@ rank's time spent waiting in a receive or the all-reduce (the mean over the two 
 steps after the first), beside the measured bubble (all time not computing).
 
 Then the deadline's cost on a healthy (unshaped) run: 1F1B, m = 8, with --comm-timeout 300 and
-with 0 (no watchdog deadline), alternating, `--rounds` x 2 jobs, median ms/step each; and
-the cost of one blocking call through parallel.deadline.WatchedComm against the bare
-communicator (a 1-element Allreduce on MPI_COMM_SELF, best of 5 x 20000 calls), times the
-blocking calls one step makes.
+with 0 (no deadline), alternating, 4 x `--rounds` jobs each of 2 x `--steps` steps: the median and
+the best ms/step of each; and the cost of one blocking call through parallel.deadline.WatchedComm
+against the bare communicator (a 1-element Allreduce on MPI_COMM_SELF, best of 5 x 20000 calls),
+times the blocking calls one step makes. `--only link|deadline` runs one part.
 
-`--write` replaces the part of docs/pipeline.md between `<!-- bench:cluster_link -->` and
-`<!-- /bench:cluster_link -->`. Needs root (network namespaces) and MPICH (the mpi extra).
+`--write` replaces the parts of docs/pipeline.md between `<!-- bench:cluster_link -->` and
+`<!-- /bench:cluster_link -->`, and between `<!-- bench:comm_deadline -->` and its end marker.
+Needs root (network namespaces) and MPICH (the mpi extra).
 
 Left out: latency shaping (netem is not available on these kernels), more than two nodes,
 data-parallel all-reduce over the slow link (see the table's note), Open MPI timings.
@@ -53,6 +54,7 @@ from autograd.backend import gemm_gflops  # noqa: E402
 from parallel.cluster import Cluster, unavailable_reason  # noqa: E402
 
 MARKERS = ("<!-- bench:cluster_link -->", "<!-- /bench:cluster_link -->")
+DEADLINE_MARKERS = ("<!-- bench:comm_deadline -->", "<!-- /bench:comm_deadline -->")
 RATES = (None, "1gbit", "100mbit", "10mbit")
 CONTENDERS = {  # name -> config overrides
     "1F1B, m = 8": dict(schedule="1f1b", microbatches=8),
@@ -83,7 +85,9 @@ def run_job(cluster, config: dict, work: Path, trace: bool = True) -> dict:
     steps = [json.loads(line) for line in (Path(config["out"]) / "metrics.jsonl").read_text().splitlines()]
     timed = [s for s in steps if s.get("step", 0) >= 2 and "tokens_per_s" in s]
     tokens = statistics.median(s["tokens_per_s"] for s in timed)
-    result = {"tokens_per_s": tokens, "ms_per_step": 1000 * config["batch_size"] * config["block_size"] / tokens}
+    per_step = 1000 * config["batch_size"] * config["block_size"]   # ms per step = this / tokens per second
+    result = {"tokens_per_s": tokens, "ms_per_step": per_step / tokens,
+              "best_ms_per_step": per_step / max(s["tokens_per_s"] for s in timed)}
     if trace:
         result.update(trace_shares(json.loads((work / "trace.json").read_text())))
     return result
@@ -125,8 +129,9 @@ print(best["bare"], best["watched"])
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=1, help="rounds per rate (order rotating)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (every rate and contender in each, order rotating)")
     parser.add_argument("--steps", type=int, default=4, help="steps per job (the first is not timed)")
+    parser.add_argument("--only", choices=("link", "deadline"), help="run one of the two parts")
     parser.add_argument("--write", action="store_true", help="put the tables in docs/pipeline.md")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
@@ -138,64 +143,89 @@ def main(argv=None) -> None:
     corpus = work / "corpus.txt"
     from pydoc_data.topics import topics   # the built-in corpus's text
     corpus.write_text("".join(topics.values())[:100_000])
-    base = {**MODEL, "data": str(corpus), "max_iters": args.steps}
-    results = {}   # (rate, contender) -> [result per round]
+    base = {**MODEL, "data": str(corpus), "max_iters": args.steps, "out": str(work / "run")}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # leave through `with`: the namespaces go
+    texts = []
     try:
         with Cluster(2) as cluster:
-            jobs = [(rate, name) for rate in RATES for name in CONTENDERS]
-            for round_ in range(args.rounds):   # every (rate, contender) in every round: a load change hits all
-                for rate, name in jobs[round_ % len(jobs):] + jobs[:round_ % len(jobs)]:
-                    cluster.shape(rate)
-                    config = {**base, **CONTENDERS[name], "out": str(work / "run")}
-                    results.setdefault((rate, name), []).append(run_job(cluster, config, work / "job"))
-                    print(rate or "unshaped", name, results[(rate, name)][-1], file=sys.stderr, flush=True)
-            cluster.shape(None)
-            costs = {300: [], 0: []}
-            for round_ in range(args.rounds * 3):
-                for timeout in ((300, 0) if round_ % 2 == 0 else (0, 300)):
-                    config = {**base, "max_iters": 2 * args.steps, **CONTENDERS["1F1B, m = 8"],
-                              "comm_timeout": timeout, "out": str(work / "run")}
-                    costs[timeout].append(run_job(cluster, config, work / "job", trace=False)["ms_per_step"])
-                    print("comm_timeout", timeout, costs[timeout][-1], file=sys.stderr, flush=True)
+            if args.only in (None, "link"):
+                results = link_rounds(cluster, base, args.rounds, work)
+                texts.append((MARKERS, link_table(args, results, gemm, (load_before, os.getloadavg()[0]))))
+            if args.only in (None, "deadline"):
+                costs = deadline_rounds(cluster, {**base, "max_iters": 2 * args.steps}, 4 * args.rounds, work)
+                texts.append((DEADLINE_MARKERS, deadline_text(costs, call_overhead(), gemm,
+                                                              (load_before, os.getloadavg()[0]))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    bare, watched = call_overhead()
-    text = tables(args, results, costs, (bare, watched), gemm, (load_before, os.getloadavg()[0]))
-    print(text)
-    if args.write:
-        write_docs(text, MARKERS)
+    for markers, text in texts:
+        print(text)
+        if args.write:
+            write_docs(text, markers)
 
 
-def tables(args, results: dict, costs: dict, call: tuple, gemm: float, load: tuple) -> str:
-    def rate_name(rate):
-        return {None: "unshaped", "1gbit": "1 Gbit/s", "100mbit": "100 Mbit/s", "10mbit": "10 Mbit/s"}[rate]
+def link_rounds(cluster, base: dict, rounds: int, work: Path) -> dict:
+    """(rate, contender) -> [result per round]; every pair once per round, the order rotating."""
+    results = {}
+    jobs = [(rate, name) for rate in RATES for name in CONTENDERS]
+    for round_ in range(rounds):
+        for rate, name in jobs[round_ % len(jobs):] + jobs[:round_ % len(jobs)]:
+            cluster.shape(rate)
+            results.setdefault((rate, name), []).append(run_job(cluster, {**base, **CONTENDERS[name]}, work / "job"))
+            print(rate or "unshaped", name, results[(rate, name)][-1], file=sys.stderr, flush=True)
+    cluster.shape(None)
+    return results
 
-    lines = [f"Machine: {cpu_model()}, {os.cpu_count()} cores; float32 GEMM {gemm:.1f} GFLOP/s on one thread. "
-             f"Two nodes (network namespaces, MPICH over TCP), one rank each; 4 layers x 256 wide, 4 heads, block 64, "
-             f"global batch 32, float32, one thread per rank; {args.steps} steps per job, {args.rounds} round(s); load "
-             f"average {load[0]:.1f} before, {load[1]:.1f} after.", "",
-             "| contender | " + " | ".join(f"{rate_name(r)}: tokens/s, waiting" for r in RATES) + " | tokens/s vs "
-             "unshaped: 100, 10 Mbit/s |", "|---|" + "---|" * (len(RATES) + 1)]
+
+def deadline_rounds(cluster, base: dict, jobs: int, work: Path) -> dict:
+    """--comm-timeout -> [(median, best) ms per step of each job]; unshaped, 1F1B, m = 8, alternating."""
+    costs = {300: [], 0: []}
+    for round_ in range(jobs):
+        for timeout in ((300, 0) if round_ % 2 == 0 else (0, 300)):
+            config = {**base, **CONTENDERS["1F1B, m = 8"], "comm_timeout": timeout}
+            result = run_job(cluster, config, work / "job", trace=False)
+            costs[timeout].append((result["ms_per_step"], result["best_ms_per_step"]))
+            print("comm_timeout", timeout, costs[timeout][-1], file=sys.stderr, flush=True)
+    return costs
+
+
+def rate_name(rate) -> str:
+    return {None: "unshaped", "1gbit": "1 Gbit/s", "100mbit": "100 Mbit/s", "10mbit": "10 Mbit/s"}[rate]
+
+
+def machine_line(gemm: float, load: tuple) -> str:
+    return (f"Machine: {cpu_model()}, {os.cpu_count()} cores; float32 GEMM {gemm:.1f} GFLOP/s on one thread; "
+            f"load average {load[0]:.1f} before, {load[1]:.1f} after.")
+
+
+def link_table(args, results: dict, gemm: float, load: tuple) -> str:
+    lines = [f"{machine_line(gemm, load)} Two nodes (network namespaces, MPICH over TCP), one rank each; 4 layers x "
+             f"256 wide, 4 heads, block 64, global batch 32 (2048 tokens a step), float32, one thread per rank; "
+             f"{args.steps} steps per job, {args.rounds} round(s); medians over rounds.", "",
+             "| contender | " + " | ".join(f"{rate_name(r)}: tokens/s, waiting" for r in RATES) +
+             " | tokens/s vs unshaped: 100, 10 Mbit/s |", "|---|" + "---|" * (len(RATES) + 1)]
     for name in CONTENDERS:
-        cells = []
-        for rate in RATES:
-            runs = results[(rate, name)]
-            cells.append(f"{statistics.median(r['tokens_per_s'] for r in runs):.0f}, "
-                         f"{statistics.median(r['waiting'] for r in runs):.2f}")
-        rate_of = {rate: statistics.median(r["tokens_per_s"] for r in results[(rate, name)]) for rate in RATES}
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate_of['100mbit'] / rate_of[None]:.2f}x, "
-                     f"{rate_of['10mbit'] / rate_of[None]:.2f}x |")
-    on, off = statistics.median(costs[300]), statistics.median(costs[0])
+        tokens = {rate: statistics.median(r["tokens_per_s"] for r in results[(rate, name)]) for rate in RATES}
+        waiting = {rate: statistics.median(r["waiting"] for r in results[(rate, name)]) for rate in RATES}
+        lines.append(f"| {name} | " + " | ".join(f"{tokens[r]:.0f}, {waiting[r]:.2f}" for r in RATES) +
+                     f" | {tokens['100mbit'] / tokens[None]:.2f}x, {tokens['10mbit'] / tokens[None]:.2f}x |")
     lines += ["", "Waiting: the share of each rank's time spent in a receive or the all-reduce (mean of the two "
-              "ranks; the pipeline's own bubble is part of it). Activations and gradients per step: 2 x 32 x 64 x "
-              "256 x 4 bytes = 4 MiB, whatever m.", "",
-              f"The deadline on a healthy run (unshaped, 1F1B, m = 8, {len(costs[300])} jobs each, alternating): "
-              f"--comm-timeout 300: {on:.0f} ms/step, --comm-timeout 0: {off:.0f} ms/step (ratio {on / off:.3f}). "
-              f"One blocking call: {call[0]:.2f} us bare, {call[1]:.2f} us through WatchedComm "
-              f"(+{call[1] - call[0]:.2f} us; a 1F1B step with m = 8 on 2 stages makes about 20 such waits per rank: "
-              f"{20 * (call[1] - call[0]):.0f} us a step).", ""]
+              "ranks, steps after the first; the pipeline's own bubble is part of it). Activations and gradients "
+              "cross the link once per microbatch each way: 2 x 32 x 64 x 256 x 4 bytes = 4 MiB a step whatever m "
+              "(interleaved: 3 crossings each way, 12 MiB).", ""]
     return "\n".join(lines)
+
+
+def deadline_text(costs: dict, call: tuple, gemm: float, load: tuple) -> str:
+    median = {t: statistics.median(m for m, _ in costs[t]) for t in costs}
+    best = {t: min(b for _, b in costs[t]) for t in costs}
+    added = 20 * (call[1] - call[0])   # microseconds a step
+    return (f"{machine_line(gemm, load)} Unshaped link, 1F1B, m = 8, {len(costs[300])} jobs each of --comm-timeout "
+            f"300 and 0, alternating: median {median[300]:.0f} vs {median[0]:.0f} ms/step (ratio "
+            f"{median[300] / median[0]:.3f}), best step {best[300]:.0f} vs {best[0]:.0f} ms (ratio "
+            f"{best[300] / best[0]:.3f}). One blocking call (a 1-element Allreduce on MPI_COMM_SELF, best of 5 x "
+            f"20000): {call[0]:.2f} us bare, {call[1]:.2f} us through WatchedComm, +{call[1] - call[0]:.2f} us; a "
+            f"rank of a 2-stage 1F1B step with m = 8 makes about 20 blocking calls: {added:.0f} us, "
+            f"{added / 10 / best[0]:.4f}% of its best step.\n")
 
 
 if __name__ == "__main__":
