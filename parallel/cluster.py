@@ -122,7 +122,8 @@ class Cluster:
         self.namespaces = {host: f"{PREFIX}{self.id}-{host}" for host in self.hosts}
         self.switch = f"{PREFIX}{self.id}-{SWITCH}"
         self.addresses = {host: f"{SUBNET}.{i + 1}" for i, host in enumerate(self.hosts)}
-        self.private_dirs = {host: [str(Path(p).resolve()) for p in paths] for host, paths in (private_dirs or {}).items()}
+        self.private_dirs = {host: [str(Path(p).resolve()) for p in paths]
+                             for host, paths in (private_dirs or {}).items()}
         self.made_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix=f"tinyllm-cluster-{self.id}-") if directory is None else directory)
         self.mpiexec = mpiexec or shutil.which("mpiexec") or shutil.which("mpirun")
@@ -327,7 +328,8 @@ def main(argv=None) -> int:
         if args.command == "up":
             cluster = Cluster(args.nodes, slots=slots, directory=args.dir, mpiexec=args.mpiexec, lasting=True)
             print(f"nodes {', '.join(cluster.hosts)} ({', '.join(cluster.namespaces.values())}); hostfiles "
-                  f"{cluster.dir / 'hostfile.mpich'} and {cluster.dir / 'hostfile.openmpi'}; agent {cluster.dir / 'agent'}\n"
+                  f"{cluster.dir / 'hostfile.mpich'} and {cluster.dir / 'hostfile.openmpi'}; "
+                  f"agent {cluster.dir / 'agent'}\n"
                   f"run:  {shlex.join(cluster.mpiexec_command(['-n', str(sum(cluster.slots)), 'hostname']))}\n"
                   f"down: python -m parallel.cluster down --dir {cluster.dir}")
             return 0

@@ -19,8 +19,8 @@ GIL inside MPI, so the thread runs while the main thread waits. Twice a second t
 
   then ends the job (`abort_job`): `MPI_Abort` under MPICH, a non-zero exit under Open MPI,
   whose launchers then kill every rank they can still reach; if this process is still alive
-  `ABORT_GRACE_S` later (a launcher across a dead link may never answer), `os._exit`. Ranks on the far side of a dead link reach their own deadline and do
-  the same, so every rank of every node exits with a non-zero status; the last checkpoint was
+  `ABORT_GRACE_S` later (a launcher across a dead link may never answer), `os._exit`. Ranks on
+  the far side of a dead link reach their own deadline and do the same, so every rank of every node exits with a non-zero status; the last checkpoint was
   published atomically (tinyllm.checkpoint), so it is whole and `--resume` continues from it.
 - its parent is gone (the launcher's daemon on this node, hydra_pmi_proxy or prted, or the
   launcher itself on its own node; the process was re-parented): it prints one line and exits
@@ -59,7 +59,7 @@ class Watchdog:
         self.step = None               # the training step under way (None: setting up)
         self.rank, self.host = None, socket.gethostname()
         self.hosts = None              # world rank -> host name, once the grid has gathered them
-        self.current = None            # (since, WatchedComm or None, operation, args, kwargs, what) of the wait under way
+        self.current = None            # the wait under way: (since, WatchedComm, operation, args, kwargs, what)
         self.parent = os.getppid() if launched_by_mpi() else None   # a process run by hand has no launcher to lose
         self.end_job = end_job or abort_job
         self._thread = threading.Thread(target=self._watch, name="tinyllm-watchdog", daemon=True)

@@ -45,11 +45,11 @@ from autograd.tensor import Tensor, split_backward
 from tinyllm.nn import dropout_rows
 from tinyllm.optim import grad_square_sum
 
-from . import schedules as S
 from . import deadline
+from . import schedules as S
 from .p2p import ACTIVATION, GRADIENT, BufferPool, PointToPoint, describe_tag, message_tag
-from .transport import Transport
 from .simulate import simulate
+from .transport import Transport
 
 
 class PipelineEngine:
@@ -207,7 +207,8 @@ class PipelineEngine:
     def _sum_tied(self) -> None:
         tied = self.stage_model.tied_name()
         if tied is not None:
-            self.transport.allreduce(self.grid.tied, dict(self.params)[tied].grad, what="the tied embedding's gradient")
+            self.transport.allreduce(self.grid.tied, dict(self.params)[tied].grad,
+                                     what="the tied embedding's gradient")
 
     def global_grad_norm(self) -> float:
         """L2 norm of the whole model's gradient: squared norms summed over the pipeline stages

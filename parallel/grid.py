@@ -110,7 +110,8 @@ class Grid:
         by_host = {}
         for rank, host in enumerate(self.hosts):
             by_host.setdefault(host, []).append(rank)
-        return "; ".join(f"{host}: rank{'s' if len(ranks) > 1 else ''} {span(ranks)}" for host, ranks in by_host.items())
+        return "; ".join(f"{host}: rank{'s' if len(ranks) > 1 else ''} {span(ranks)}"
+                         for host, ranks in by_host.items())
 
     def free(self) -> None:
         for comm in (self.pipe, self.data, self.tied):

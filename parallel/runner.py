@@ -51,14 +51,14 @@ from tinyllm.train import (PretrainingTask, TrainConfig, check_resumable, make_o
                            resume_checkpoint, write_run_config)
 from tinyllm.trainer import Trainer
 
-from .engine import PipelineEngine, check_batch_split
 from . import deadline
+from .engine import PipelineEngine, check_batch_split
 from .grid import Grid, GridShape, device_for
 from .partition import make_partition, stage_costs
 from .simulate import BUBBLE_FORMULAS, theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
-from .strategy import PipelineStrategy
 from .shared_dir import unshared_refusal
+from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
 from .transport import Transport
 from .zero import ZeroOptimizer
@@ -219,7 +219,8 @@ def _build(config, progress_stream, trace_path, run_lock) -> tuple:
         f"schedule {schedule}, partition {config.partition}{extras}; theoretical bubble "
         f"{theoretical_bubble(grid.n_stages, microbatches, config.schedule, chunks):.3f}\n"
         f"{partition.describe(costs, unit, chunks)}\n"
-        f"hosts: {grid.describe_hosts()}; {Transport.for_this_process().describe()}; --comm-timeout {deadline.describe_timeout(config.comm_timeout)}")
+        f"hosts: {grid.describe_hosts()}; {Transport.for_this_process().describe()}; "
+        f"--comm-timeout {deadline.describe_timeout(config.comm_timeout)}")
     stage_model = StageModel(model, partition, grid.stage, n_chunks=chunks, recompute=config.recompute)  # prunes
     tracer = Tracer(grid.rank, time.perf_counter()) if trace_path else None
     if config.zero:
