@@ -96,6 +96,15 @@ def mpi_flavor(mpiexec: str) -> str:
     raise ClusterError(f"{mpiexec}: neither Open MPI nor MPICH's Hydra (`--version` says {text.strip()[:80]!r})")
 
 
+def default_mpiexec() -> str | None:
+    """The launcher beside this Python (a virtual environment's, e.g. the mpi extra's MPICH), else on PATH."""
+    here = Path(sys.executable).parent
+    for name in ("mpiexec", "mpirun"):
+        if (here / name).exists():
+            return str(here / name)
+    return shutil.which("mpiexec") or shutil.which("mpirun")
+
+
 def _run(*argv, check=True) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(argv), capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -126,7 +135,7 @@ class Cluster:
                              for host, paths in (private_dirs or {}).items()}
         self.made_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix=f"tinyllm-cluster-{self.id}-") if directory is None else directory)
-        self.mpiexec = mpiexec or shutil.which("mpiexec") or shutil.which("mpirun")
+        self.mpiexec = mpiexec or default_mpiexec()
         self.flavor = mpi_flavor(self.mpiexec) if self.mpiexec else None
         self._made = []          # namespaces made so far, deleted by close()
         try:
@@ -301,7 +310,8 @@ def main(argv=None) -> int:
     run = sub.add_parser("run", help="make the nodes, run the launcher on node0 with ARGS, tear everything down")
     run.add_argument("--nodes", type=int, default=2)
     run.add_argument("--slots", help="ranks per node, comma-separated (default 1 each)")
-    run.add_argument("--mpiexec", help="the launcher: MPICH's mpiexec or Open MPI's mpirun (default: on PATH)")
+    run.add_argument("--mpiexec", help="the launcher: MPICH's mpiexec or Open MPI's mpirun (default: the one beside "
+                                       "this Python, else on PATH)")
     run.add_argument("--rate", help="limit every link to this rate (tc tbf: 1gbit, 100mbit)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="-- then mpiexec's arguments: -n 2 python ...")
     up = sub.add_parser("up", help="make the nodes and leave them up (prints how to use them)")
