@@ -396,10 +396,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, markers: tuple = MARKERS) -> None:
+    """Put `text` in docs/pipeline.md between the `markers` comments (bench/cluster_link.py has its own)."""
     path = REPO / "docs" / "pipeline.md"
     doc = path.read_text()
-    begin, end = MARKERS
+    begin, end = markers
     if begin not in doc or end not in doc:
         raise SystemExit(f"{path} has no {begin} ... {end} markers to write between")
     head, rest = doc.split(begin, 1)

@@ -46,9 +46,11 @@ from autograd.tensor import Tensor, split_backward
 from tinyllm.dropout import dropout_rows
 from tinyllm.optim import grad_square_sum
 
+from . import deadline
 from . import schedules as S
-from .p2p import ACTIVATION, GRADIENT, BufferPool, PointToPoint, message_tag
+from .p2p import ACTIVATION, GRADIENT, BufferPool, PointToPoint, describe_tag, message_tag
 from .simulate import simulate
+from .transport import Transport
 
 
 class PipelineEngine:
@@ -71,7 +73,8 @@ class PipelineEngine:
         self.actions = schedule_fn(self.n_stages, n_microbatches, self.stage)
         self.params = [(n, p) for n, p in stage_model.named_parameters()]
         self.weights = [p for _, p in self.params]
-        self.p2p = PointToPoint(grid.pipe)
+        self.transport = Transport.for_this_process()   # device arrays: direct or through the host
+        self.p2p = PointToPoint(grid.pipe, self.transport, self.n_boundaries)
         self.tracer = tracer
         self.zero = zero
         model = stage_model.model
@@ -108,6 +111,9 @@ class PipelineEngine:
         alive = 0
         for p in sm.model.parameters():
             p.grad = None
+        watchdog = deadline.current()
+        if watchdog is not None:
+            watchdog.step = step           # named if a wait of this step passes its deadline
         for action in self.actions:
             mb, kind, chunk = action.microbatch, action.kind, action.chunk
             key = (mb, chunk)
@@ -115,7 +121,8 @@ class PipelineEngine:
             start = time.perf_counter()
             if kind == S.RECV_ACT:
                 received[key] = self.act_pool.take()
-                self.p2p.recv_into(received[key], action.peer, self._tag(ACTIVATION, mb, virtual - 1))
+                tag = self._tag(ACTIVATION, mb, virtual - 1)
+                self.p2p.recv_into(received[key], action.peer, tag, describe_tag(tag, self.n_boundaries))
             elif kind == S.FORWARD:
                 if sm.starts_model(chunk):
                     stage_input = idx[mb * b:(mb + 1) * b]
@@ -132,7 +139,8 @@ class PipelineEngine:
                 self.p2p.isend(outputs[key].data, action.peer, self._tag(ACTIVATION, mb, virtual))
             elif kind == S.RECV_GRAD:
                 grads[key] = self.grad_pool.take()
-                self.p2p.recv_into(grads[key], action.peer, self._tag(GRADIENT, mb, virtual))
+                tag = self._tag(GRADIENT, mb, virtual)
+                self.p2p.recv_into(grads[key], action.peer, tag, describe_tag(tag, self.n_boundaries))
             elif kind in (S.BACKWARD, S.BACKWARD_INPUT):
                 out = outputs.pop(key)
                 seed = (xp.full((), loss_scale, dtype=out.dtype) if sm.ends_model(chunk)   # made on the device
@@ -196,13 +204,12 @@ class PipelineEngine:
 
         With ZeRO-1 the tied pair first (within the replica), then a reduce-scatter over the replicas.
         """
-        from mpi4py import MPI  # noqa: PLC0415
         params = [p for _, p in self.params]
         for p in params:
             if p.grad is None:  # a parameter this step did not reach still takes part in the sums
                 p.grad = backend.get_array_module(p.data).zeros_like(p.data)
         if self.zero is not None:
-            self._sum_tied(MPI)
+            self._sum_tied()
             self.zero.reduce_scatter_gradients()
             return
         if self.n_replicas > 1:
@@ -214,26 +221,18 @@ class PipelineEngine:
             for p in params:
                 self._flat[offset:offset + p.size] = p.grad.reshape(-1)
                 offset += p.size
-            self._allreduce_inplace(self.grid.data, self._flat, MPI)
+            self.transport.allreduce(self.grid.data, self._flat, what="the gradients")
             offset = 0
             for p in params:
                 p.grad = self._flat[offset:offset + p.size].reshape(p.shape).copy()
                 offset += p.size
-        self._sum_tied(MPI)
+        self._sum_tied()
 
-    def _sum_tied(self, MPI) -> None:
+    def _sum_tied(self) -> None:
         tied = self.stage_model.tied_name()
         if tied is not None:
-            self._allreduce_inplace(self.grid.tied, dict(self.params)[tied].grad, MPI)
-
-    def _allreduce_inplace(self, comm, array, MPI) -> None:
-        if backend.is_cupy_array(array) and not self.p2p.cuda_aware:
-            host = backend.to_numpy(array)
-            comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
-            array.set(host)
-            return
-        backend.synchronize(array)
-        comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+            self.transport.allreduce(self.grid.tied, dict(self.params)[tied].grad,
+                                     what="the tied embedding's gradient")
 
     def global_grad_norm(self) -> float:
         """L2 norm of the whole model's gradient: squared norms summed over the pipeline stages
@@ -241,7 +240,8 @@ class PipelineEngine:
         from mpi4py import MPI  # noqa: PLC0415
         counted = [p for name, p in self.params if self.stage_model.counted_in_norm(name)]
         total = np.array(backend.read_scalars(grad_square_sum(counted)), dtype=np.float64)   # one copy on a GPU
-        (self.grid.pipe if self.zero is None else self.grid.world).Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+        (self.grid.pipe if self.zero is None else self.grid.world).call("Allreduce", MPI.IN_PLACE, total, op=MPI.SUM,
+                                                                      what="the squared gradient norms")
         return math.sqrt(float(total[0]))
 
     def mean_loss(self, local_scaled_loss: float) -> float:
@@ -250,8 +250,8 @@ class PipelineEngine:
         value = np.array(backend.read_scalars(local_scaled_loss if self.stage_model.is_last else 0.0),
                          dtype=np.float64)   # one copy on a GPU
         if self.stage_model.is_last and self.n_replicas > 1:
-            self.grid.data.Allreduce(MPI.IN_PLACE, value, op=MPI.SUM)
-        self.grid.pipe.Bcast(value, root=self.n_stages - 1)
+            self.grid.data.call("Allreduce", MPI.IN_PLACE, value, op=MPI.SUM, what="the step's loss")
+        self.grid.pipe.call("Bcast", value, root=self.n_stages - 1, what="the step's loss")
         return float(value[0])
 
 

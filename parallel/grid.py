@@ -18,11 +18,19 @@ Devices: each rank also knows its `local_rank`, its index among the ranks of its
 `local_rank % (GPUs it sees)` (`device_for`); CUDA_VISIBLE_DEVICES limits what it sees. So
 8 ranks on a node with 8 GPUs use one each, and 4 ranks on 2 GPUs share them two by two.
 
+Deadlines: every communicator is a `parallel.deadline.WatchedComm` (named "world", "pipeline",
+"data-parallel", "tied-embedding"), so every blocking call on it has the watchdog's deadline, and
+the grid gathers every rank's host name once (`hosts`) for the watchdog's messages and the run's
+header (`describe_hosts`).
+
 Left out: tensor (intra-layer) parallelism, topology discovery beyond "same node".
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+
+from . import deadline
 
 
 @dataclass(frozen=True)
@@ -66,20 +74,24 @@ class Grid:
 
     def __init__(self, shape: GridShape, world=None):
         from mpi4py import MPI  # noqa: PLC0415 - mpi4py is an optional extra
-        self.world = MPI.COMM_WORLD if world is None else world
+        self.world = deadline.watch(MPI.COMM_WORLD if world is None else world, "world")
         shape.check_world(self.world.Get_size())
         self.shape = shape
         self.rank = self.world.Get_rank()
+        self.hosts = self.world.allgather(socket.gethostname())             # world rank -> host name
+        watchdog = deadline.current()
+        if watchdog is not None:
+            watchdog.rank, watchdog.hosts = self.rank, self.hosts
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)   # the ranks of this node
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
         self.replica, self.stage = shape.position(self.rank)
-        self.pipe = self.world.Split(color=self.replica, key=self.stage)
-        self.data = self.world.Split(color=self.stage, key=self.replica)
+        self.pipe = deadline.watch(self.world.Split(color=self.replica, key=self.stage), "pipeline")
+        self.data = deadline.watch(self.world.Split(color=self.stage, key=self.replica), "data-parallel")
         last = shape.pipeline_stages - 1
         holds_tie = last > 0 and self.stage in (0, last)
         tied = self.world.Split(color=self.replica if holds_tie else MPI.UNDEFINED, key=self.stage)
-        self.tied = tied if holds_tie else None
+        self.tied = deadline.watch(tied, "tied-embedding") if holds_tie else None
 
     @property
     def n_stages(self) -> int:
@@ -93,7 +105,27 @@ class Grid:
     def is_last(self) -> bool:
         return self.stage == self.shape.pipeline_stages - 1
 
+    def describe_hosts(self) -> str:
+        """"node0: ranks 0-1; node1: rank 2": where the ranks run, for the run's header."""
+        by_host = {}
+        for rank, host in enumerate(self.hosts):
+            by_host.setdefault(host, []).append(rank)
+        return "; ".join(f"{host}: rank{'s' if len(ranks) > 1 else ''} {span(ranks)}"
+                         for host, ranks in by_host.items())
+
     def free(self) -> None:
         for comm in (self.pipe, self.data, self.tied):
             if comm is not None:
                 comm.Free()
+
+
+def span(ranks) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts, start = [], None
+    for i, rank in enumerate(ranks):
+        if start is None:
+            start = rank
+        if i + 1 == len(ranks) or ranks[i + 1] != rank + 1:
+            parts.append(str(start) if start == rank else f"{start}-{rank}")
+            start = None
+    return ", ".join(parts)

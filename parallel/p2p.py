@@ -7,10 +7,12 @@ non-blocking: a stage hands its output to MPI and goes on computing; the request
 array it reads are kept until `wait_sends()` (at the end of each step) so the array cannot
 be freed or reused under MPI.
 
-CuPy arrays: when MPI is CUDA-aware (set TINYLLM_CUDA_AWARE_MPI=1; MPICH needs
-MPIR_CVAR_ENABLE_GPU=1 and a GPU build, Open MPI a CUDA build) device buffers go to MPI
-directly after the stream is synchronised, otherwise every message is staged through a
-host copy.
+CuPy arrays go to MPI directly or through a host copy, as the process's
+`parallel.transport.Transport` decides (CUDA-aware MPI detected, or TINYLLM_CUDA_AWARE_MPI).
+
+Deadlines: on a `parallel.deadline.WatchedComm` (the grid's communicators are) a receive and
+the wait for the step's sends run under the watchdog's deadline, named in its message
+("Recv of the activation of microbatch 2 from rank 0 on node0").
 
 Tags: a message is named by its kind, its microbatch and the boundary it crosses (boundary
 b lies between virtual stages b and b + 1; without interleaving, between stages b and
@@ -23,13 +25,15 @@ Left out: collective-based or one-sided transfers, compression, cross-step overl
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from autograd import backend
 
+from .deadline import watch
+from .transport import Transport
+
 ACTIVATION, GRADIENT = 0, 1
+KIND_NAMES = {ACTIVATION: "activation", GRADIENT: "gradient"}
 
 
 def message_tag(kind: int, microbatch: int, boundary: int = 0, n_boundaries: int = 1) -> int:
@@ -37,9 +41,12 @@ def message_tag(kind: int, microbatch: int, boundary: int = 0, n_boundaries: int
     return (microbatch * n_boundaries + boundary) * 2 + kind
 
 
-def cuda_aware_mpi() -> bool:
-    """Whether to hand CuPy buffers to MPI directly (TINYLLM_CUDA_AWARE_MPI=1)."""
-    return os.environ.get("TINYLLM_CUDA_AWARE_MPI", "0").lower() in ("1", "true", "yes")
+def describe_tag(tag: int, n_boundaries: int = 1) -> str:
+    """What a message_tag names, for a timeout's message: "the activation of microbatch 2"."""
+    unit, kind = divmod(tag, 2)
+    microbatch, boundary = divmod(unit, n_boundaries)
+    where = f" across boundary {boundary}" if n_boundaries > 1 else ""
+    return f"the {KIND_NAMES[kind]} of microbatch {microbatch}{where}"
 
 
 class BufferPool:
@@ -66,35 +73,26 @@ class BufferPool:
 
 
 class PointToPoint:
-    """Sends and receives on one communicator (the pipeline's), host-staged unless CUDA-aware."""
+    """Sends and receives on one communicator (the pipeline's); arrays handed over by `transport`."""
 
-    def __init__(self, comm, cuda_aware: bool | None = None):
-        self.comm = comm
-        self.cuda_aware = cuda_aware_mpi() if cuda_aware is None else cuda_aware
-        self._pending = []  # (request, array kept alive until the send completes)
+    def __init__(self, comm, transport: Transport | None = None, n_boundaries: int = 1):
+        self.comm = watch(comm, "pipeline")
+        self.transport = transport or Transport.for_this_process()
+        self.n_boundaries = n_boundaries
+        self._pending = []  # (request, array kept alive until the send completes, destination)
 
     def isend(self, array, dest: int, tag: int) -> None:
-        if backend.is_cupy_array(array):
-            if self.cuda_aware:
-                backend.synchronize(array)
-            else:
-                array = backend.to_numpy(array)  # a host copy (waits for the GPU)
+        array = self.transport.staged(array)
         array = array if array.flags.c_contiguous else array.copy()
-        self._pending.append((self.comm.Isend(array, dest=dest, tag=tag), array))
+        self._pending.append((self.comm.Isend(array, dest=dest, tag=tag), array, dest))
 
-    def recv_into(self, buffer, source: int, tag: int) -> None:
-        """Blocking receive into `buffer` (NumPy, or CuPy via a host copy unless CUDA-aware)."""
-        if backend.is_cupy_array(buffer) and not self.cuda_aware:
-            host = np.empty(buffer.shape, dtype=buffer.dtype)
-            self.comm.Recv(host, source=source, tag=tag)
-            buffer.set(host)
-            return
-        if backend.is_cupy_array(buffer):
-            backend.synchronize(buffer)
-        self.comm.Recv(buffer, source=source, tag=tag)
+    def recv_into(self, buffer, source: int, tag: int, what: str | None = None) -> None:
+        """Blocking receive into `buffer`, under the deadline; `what` names the message in a timeout's line."""
+        landing = self.transport.receiving(buffer)
+        self.comm.call("Recv", landing, source=source, tag=tag, what=what or f"the message with tag {tag}")
+        self.transport.unstage(landing, buffer)
 
     def wait_sends(self) -> None:
-        from mpi4py import MPI  # noqa: PLC0415 - optional extra
-        if self._pending:
-            MPI.Request.Waitall([req for req, _ in self._pending])
-            self._pending.clear()
+        self.comm.waitall([req for req, _, _ in self._pending], peers=[dest for _, _, dest in self._pending],
+                          what="this step's sends")
+        self._pending.clear()

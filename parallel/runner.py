@@ -56,15 +56,17 @@ from tinyllm.optim import make_optimizer
 from tinyllm.settings import RunSettings
 from tinyllm.train import Pretraining
 
+from . import deadline
 from .engine import PipelineEngine, check_batch_split
 from .grid import Grid, GridShape, device_for
-from .p2p import cuda_aware_mpi
 from .partition import make_partition, stage_costs
 from .schedules import check_pipeline_settings, chunks_per_stage, get_schedule
+from .shared_dir import unshared_refusal
 from .simulate import bubble_formula, theoretical_bubble
 from .stage import StageModel, block_parameter_counts, measure_block_times
 from .strategy import PipelineStrategy
 from .trace import Tracer, measured_bubble, write_trace
+from .transport import Transport
 from .zero import ZeroOptimizer
 
 
@@ -172,6 +174,7 @@ class PipelineLayout:
                 check_trace_path(self.trace_path)
         except ConfigError as error:
             raise FlagError(str(error)) from None
+        deadline.start(settings.pipeline.comm_timeout)   # every wait on another rank from here on has the deadline
         pipeline = settings.pipeline
         self.grid = Grid(GridShape(pipeline.pipeline_stages, pipeline.data_parallel), world)
         self.is_writer = self.grid.rank == 0
@@ -204,14 +207,15 @@ class PipelineLayout:
             f"({grid.world.Get_size()} ranks), {self.microbatches} microbatches of {micro_batch} sequences, "
             f"schedule {schedule}, partition {pipeline.partition}{extras}; theoretical bubble "
             f"{theoretical_bubble(grid.n_stages, self.microbatches, pipeline.schedule, chunks):.3f}\n"
-            f"{partition.describe(costs, unit, chunks)}")
+            f"{partition.describe(costs, unit, chunks)}\n"
+            f"hosts: {grid.describe_hosts()}; {Transport.for_this_process().describe()}; "
+            f"--comm-timeout {deadline.describe_timeout(pipeline.comm_timeout)}")
         self.stage_model = StageModel(model, partition, grid.stage, n_chunks=chunks, recompute=pipeline.recompute)
         return self.stage_model.model   # the GPT, pruned to this stage
 
     def optimizer(self, settings, named):
         if settings.pipeline.zero:
-            return ZeroOptimizer(named, lambda own: make_optimizer(settings.optim, own), self.grid.data,
-                                 cuda_aware=cuda_aware_mpi())
+            return ZeroOptimizer(named, lambda own: make_optimizer(settings.optim, own), self.grid.data)
         return make_optimizer(settings.optim, named)
 
     def strategy(self, settings, model, optimizer):
@@ -235,7 +239,8 @@ class PipelineLayout:
     # ---- helpers ----------------------------------------------------------------------------
     def hold_run_directory(self, run_dir: Path):
         """Rank 0 locks the run directory for every rank (tinyllm.runlock) and bcasts its verdict,
-        so a directory in use is every rank's FlagError: one line, status 2 everywhere."""
+        so a directory in use is every rank's FlagError: one line, status 2 everywhere; so is an
+        --out that some rank cannot see (not one shared directory: parallel.shared_dir)."""
         world = self.grid.world
         lock, refusal = None, None
         if world.Get_rank() == 0:
@@ -243,7 +248,7 @@ class PipelineLayout:
                 lock = runlock.acquire(run_dir)
             except runlock.RunDirectoryError as error:
                 refusal = str(error)
-        refusal = world.bcast(refusal, root=0)
+        refusal = world.bcast(refusal, root=0) or unshared_refusal(world, str(run_dir))
         if refusal is not None:
             raise FlagError(refusal)
         return lock
@@ -308,7 +313,9 @@ def agreed_settings(make) -> RunSettings:
         if known is None:
             raise
         settings, error = None, known[1]
-    first = next((e for e in require_mpi().COMM_WORLD.allgather(error) if e is not None), None)
+    deadline.start()   # the default deadline until the settings (and their --comm-timeout) are agreed
+    world = deadline.watch(require_mpi().COMM_WORLD, "world")
+    first = next((e for e in world.allgather(error) if e is not None), None)
     if first is not None:
         raise FlagError(first)
     return settings

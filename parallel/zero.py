@@ -38,6 +38,7 @@ from autograd import backend
 from tinyllm.checkpoint import optimizer_arrays_for
 
 from .partition import balanced_partition
+from .transport import Transport
 
 
 class ZeroOptimizer:
@@ -47,9 +48,10 @@ class ZeroOptimizer:
     state_arrays, state_meta, load_state); see the module docstring.
     """
 
-    def __init__(self, named_parameters, make_optimizer, comm, cuda_aware: bool = False):
+    def __init__(self, named_parameters, make_optimizer, comm, transport: Transport | None = None):
         self.params = list(named_parameters)       # [(name, Parameter)]: the whole stage, in order
-        self.comm, self.cuda_aware = comm, cuda_aware
+        self.comm = comm                           # the stage's data-parallel group (a deadline.WatchedComm)
+        self._transport = transport
         replicas, self.replica = comm.Get_size(), comm.Get_rank()
         sizes = [int(p.size) for _, p in self.params]
         if len(sizes) < replicas:
@@ -70,9 +72,10 @@ class ZeroOptimizer:
         """Sum gradients over the replicas, keeping only this replica's part (the others' .grad become None)."""
         from mpi4py import MPI  # noqa: PLC0415
         self._pack(self.params, (p.grad for _, p in self.params), 0)
-        flat = self._for_mpi(self.flat)
-        self.comm.Reduce_scatter(MPI.IN_PLACE, flat, recvcounts=self.counts, op=MPI.SUM)   # sums at flat's start
-        self._from_mpi(flat, self.flat)
+        flat = self.transport.staged(self.flat)
+        self.comm.call("Reduce_scatter", MPI.IN_PLACE, flat, recvcounts=self.counts, op=MPI.SUM,
+                       what="the gradients (ZeRO-1)")   # sums at flat's start
+        self.transport.unstage(flat, self.flat)
         for _, p in self.params:
             p.grad = None
         offset = 0
@@ -87,9 +90,10 @@ class ZeroOptimizer:
         self.inner.step(lr)
         start = self.displacements[self.replica]
         self._pack(self.own, (p.data for _, p in self.own), start)
-        flat = self._for_mpi(self.flat)
-        self.comm.Allgatherv(MPI.IN_PLACE, [flat, (self.counts, self.displacements)])
-        self._from_mpi(flat, self.flat)
+        flat = self.transport.staged(self.flat)
+        self.comm.call("Allgatherv", MPI.IN_PLACE, [flat, (self.counts, self.displacements)],
+                       what="the updated parameters (ZeRO-1)")
+        self.transport.unstage(flat, self.flat)
         offset = 0
         for _, p in self.params:
             p.data[...] = self.flat[offset:offset + p.size].reshape(p.shape)
@@ -118,10 +122,10 @@ class ZeroOptimizer:
             send = self.xp.empty(self.counts[self.replica], dtype=self.flat.dtype)
             self._pack(self.own, (own[f"{name}.{buffer}"] for name, _ in self.own), 0, out=send)
             whole = self.xp.empty(self.flat.shape, dtype=self.flat.dtype) if self.replica == 0 else None
-            recv = [self._for_mpi(whole), (self.counts, self.displacements)] if whole is not None else None
-            self.comm.Gatherv(self._for_mpi(send), recv, root=0)
+            recv = [self.transport.receiving(whole), (self.counts, self.displacements)] if whole is not None else None
+            self.comm.call("Gatherv", self.transport.staged(send), recv, root=0, what="the optimizer state (ZeRO-1)")
             if whole is not None:
-                self._from_mpi(recv[0], whole)
+                self.transport.unstage(recv[0], whole)
                 offset = 0
                 for name, p in self.params:
                     gathered[f"{name}.{buffer}"] = whole[offset:offset + p.size].reshape(p.shape)
@@ -148,14 +152,9 @@ class ZeroOptimizer:
             out[offset:offset + p.size] = array.reshape(-1)
             offset += p.size
 
-    def _for_mpi(self, array):
-        """`array` as MPI may read and write it: itself on the host or with CUDA-aware MPI, else a host copy."""
-        if backend.is_cupy_array(array) and not self.cuda_aware:
-            return backend.to_numpy(array)
-        backend.synchronize(array)
-        return array
-
-    def _from_mpi(self, staged, array) -> None:
-        """Copy what MPI wrote into a host copy made by _for_mpi back to the device array."""
-        if staged is not array:
-            array.set(staged)
+    @property
+    def transport(self) -> Transport:
+        """How the flat buffers reach MPI (parallel.transport: direct or through the host)."""
+        if self._transport is None:
+            self._transport = Transport.for_this_process()
+        return self._transport

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from tinyllm.config import ModelSettings
 from tinyllm.data import DataSettings
-from tinyllm.fields import ConfigError, check, is_int, is_positive_int, one_of, setting
+from tinyllm.fields import ConfigError, check, is_int, is_number, is_positive_int, one_of, setting
 from tinyllm.optim import OptimSettings
 from tinyllm.trainer import LoopSettings
 from tinyllm.workers import WorkerSettings
@@ -50,6 +50,8 @@ class PipelineSettings:
     zero: int = setting(0, "1: shard the optimizer state across the --data-parallel replicas (ZeRO-1); 0: off")
     recompute: bool = setting(False, "pipeline stages keep only each block's input and recompute the block "
                                      "in backward (less memory, one more forward)")
+    comm_timeout: float = setting(300.0, "seconds a pipeline rank waits for another (a message, a collective) "
+                                         "before it ends the job with a message naming the wait (0 = no limit)")
 
     def __post_init__(self):
         for name in ("pipeline_stages", "data_parallel"):
@@ -64,6 +66,8 @@ class PipelineSettings:
         check(self, "recompute", lambda v: isinstance(v, bool), "must be true or false")
         check(self, "recompute", lambda v: not v or self.distributed,
               "runs in pipeline stages: use it with --pipeline-stages or --data-parallel above 1 (under mpiexec)")
+        check(self, "comm_timeout", lambda v: is_number(v) and v >= 0,
+              "must be 0 (no limit) or a number of seconds (e.g. 300)")
 
     @property
     def distributed(self) -> bool:

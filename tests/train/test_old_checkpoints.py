@@ -87,7 +87,7 @@ def comparable_state(path, *ignored) -> dict:
     for key in ("elapsed_s", "files", "optimizer") + ignored:
         state.pop(key, None)
     for key in ("out", "data", "resume", "threads", "workers", "parallel",
-                "virtual_stages", "zero", "recompute"):   # settings added after the fixtures (issues 15, 17)
+                "virtual_stages", "zero", "recompute", "comm_timeout"):   # added after the fixtures (issues 15, 17, 24)
         state["train_config"].pop(key, None)
     finetune_config = state.get("finetune", {}).get("config", {})
     for key in ("init_from", "data", "template"):   # paths: stored absolute since issue 23; compared by name
