@@ -103,25 +103,27 @@ def run_rank(body, *args, **kwargs):
     except SystemExit as exit_:
         if exit_.code in (None, 0):
             raise
-        _abort(world, 2 if isinstance(exit_.code, str) else int(exit_.code), f"[rank {rank}] {exit_.code}")
+        _abort(2 if isinstance(exit_.code, str) else int(exit_.code), f"[rank {rank}] {exit_.code}")
     except BaseException as error:  # noqa: BLE001 - every failure must end every rank
         known = describe(error) if isinstance(error, Exception) else None
         if known is not None:
             if rank != 0:
                 time.sleep(2.0)  # rank 0 usually has the same error: let its line be the only one
-            _abort(world, known[0], f"tinyllm train: error (rank {rank}): {known[1]}")
+            _abort(known[0], f"tinyllm train: error (rank {rank}): {known[1]}")
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        _abort(world, 1, f"[rank {rank} of {world.Get_size()}] failed: {error}\n{text}")
+        _abort(1, f"[rank {rank} of {world.Get_size()}] failed: {error}\n{text}")
 
 
-ABORT_GRACE_S = 1.0  # time for mpiexec to forward the last line before Abort tears down the pipes
+ABORT_GRACE_S = 0.5  # time for mpiexec to forward the last line before the job ends (abort_job waits as long again)
 
 
-def _abort(world, status: int, message: str) -> None:
-    """Print `message` to stderr, give mpiexec a moment to forward it, then end every rank."""
+def _abort(status: int, message: str) -> None:
+    """Print `message` to stderr, give mpiexec a moment to forward it, then end every rank
+    (parallel.deadline.abort_job: the way this MPI's launcher ends a job soonest; this process
+    ends whatever MPI_Abort does)."""
     print(message, file=sys.stderr, flush=True)
-    time.sleep(ABORT_GRACE_S)  # Abort may kill the forwarding before it reads a line written just now
-    world.Abort(status)
+    time.sleep(ABORT_GRACE_S)  # the abort may kill the forwarding before it reads a line written just now
+    deadline.abort_job(status)
 
 
 def check_layout(settings: RunSettings, n_layer: int, world_size: int | None = None) -> None:

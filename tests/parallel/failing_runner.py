@@ -3,8 +3,9 @@
     mpiexec -n 2 python tests/parallel/failing_runner.py SETTINGS.json --fail 1:2:SIGTERM:eval [--result R.json]
 
 `--fail WHO:STEP[:SIGNAL[:POINT]]` makes `WHO` (a stage number, or "rR" for world rank R
-alone) raise (or, with a SIGNAL such as SIGTERM, send itself that signal) once, at POINT of
-that step: "gradients" (before the schedule; the default), "norm" (before the norm's
+alone) raise (or, with a SIGNAL such as SIGTERM, send itself that signal; with ENOSPC, find
+the disk full from then on: every checkpoint file it writes fails as a full disk fails) once,
+at POINT of that step: "gradients" (before the schedule; the default), "norm" (before the norm's
 all-reduce), "agreed" (just after the stop was agreed: between the step and its
 evaluation), "eval" (the first evaluation batch), "save" (before the collective save),
 "saved" (after it). Step 0's points are the evaluation before the first step.
@@ -12,12 +13,19 @@ evaluation), "eval" (the first evaluation batch), "save" (before the collective 
 It is the runner's own `main` with a PipelineLayout whose strategy is wrapped by `FailAt`:
 what the production code runs, with the failure around it.
 """
+import errno
 import os
 import signal
 import sys
 import time
 
 from parallel.runner import PipelineLayout, main
+from tinyllm import checkpoint as ckpt
+
+
+def disk_full(path, arrays, *args, **kwargs):
+    """tinyllm.checkpoint.write_tensor_file on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 class FailAt:
@@ -40,7 +48,9 @@ class FailAt:
         if (who, step, at) != (me, self.at_step, point):
             return
         self.spec = None
-        if sig is not None:   # as a scheduler stopping this rank alone would; the line times it for the tests
+        if sig == "ENOSPC":
+            ckpt.write_tensor_file = disk_full
+        elif sig is not None:   # as a scheduler stopping this rank alone would; the line times it for the tests
             print(f"failing_runner: rank {grid.rank} sends itself {sig.name} at step {step} ({point}) "
                   f"at {time.time():.3f}", file=sys.stderr, flush=True)
             os.kill(os.getpid(), sig)
@@ -84,7 +94,7 @@ class FailingLayout(PipelineLayout):
 def parse_fail(spec: str):
     """"WHO:STEP[:SIGNAL[:POINT]]" -> (stage number or "rR", step, signal or None, point)."""
     who, step, *rest = spec.split(":")
-    sig = signal.Signals[rest[0]] if rest and rest[0] else None
+    sig = (rest[0] if rest[0] == "ENOSPC" else signal.Signals[rest[0]]) if rest and rest[0] else None
     return (who if who.startswith("r") else int(who)), int(step), sig, (rest[1] if len(rest) > 1 else "gradients")
 
 
