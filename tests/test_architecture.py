@@ -1,5 +1,7 @@
 """The code's structure as tests: no import cycle between files, no private name taken
-across modules, no file over 600 lines, the core never imports parallel/.
+across modules, no file over 600 lines, the core never imports parallel/; and what issue 22's
+one assembly line promised: one place makes a Trainer (tinyllm/build.py), nothing outside
+finetuning imports the LoRA adapter, and the retired hooks are gone.
 
 Run as a script to list every violation at once:
 
@@ -28,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("autograd", "tinyllm", "parallel")
 MAX_LINES = 600
+TRAINER_MAKER = "tinyllm/build.py"                                      # build_run: the one assembly line
+LORA_USERS = ("tinyllm/lora.py", "tinyllm/finetune/", "tinyllm/commands/finetune.py")   # finetuning
+RETIRED = ("optimizer.parallel", "PIPELINE_SCHEDULES", "BUBBLE_FORMULAS", "user_errors", "TINYLLM_PIPELINE_FAIL")
 STDLIB_PRIVATE_API = {"_exit", "_getframe", "_replace", "_asdict", "_fields", "_make", "_current_frames"}
 
 
@@ -115,8 +120,9 @@ def _private(name: str) -> bool:
 
 
 def violations() -> dict:
-    """{"cycles": [...], "private": [...], "long": [...], "core_imports_parallel": [...]}."""
-    graph, private, long_files, upward = {}, [], [], []
+    """{"cycles": [...], "private": [...], "long": [...], "core_imports_parallel": [...], "trainers": [...],
+    "lora_imports": [...], "retired": [...]}."""
+    graph, private, long_files, upward, trainers, lora, retired = {}, [], [], [], [], [], []
     for path in project_files():
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source)
@@ -124,6 +130,10 @@ def violations() -> dict:
         lines = source.count("\n")
         if lines > MAX_LINES:
             long_files.append(f"{rel}: {lines} lines")
+        retired += [f"{rel}: {name}" for name in RETIRED if name in source]
+        trainers += [f"{rel}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and isinstance(node.func, ast.Name) and node.func.id == "Trainer"
+                     and rel != TRAINER_MAKER]
         edges = graph.setdefault(path, set())
         for target, names, line in imports(path, tree):
             if target != path:
@@ -133,13 +143,16 @@ def violations() -> dict:
                     private.append(f"{rel}:{line}: imports {name} from {target.relative_to(ROOT).as_posix()}")
             if _is_core(rel) and target.relative_to(ROOT).parts[0] == "parallel":
                 upward.append(f"{rel}:{line}: imports {target.relative_to(ROOT).as_posix()}")
+            if target.relative_to(ROOT).as_posix() == "tinyllm/lora.py" and not rel.startswith(LORA_USERS):
+                lora.append(f"{rel}:{line}: imports tinyllm/lora.py")
         own = _defined_private_names(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
                 if node.attr in STDLIB_PRIVATE_API:
                     continue
                 private.append(f"{rel}:{node.lineno}: reads .{node.attr}, defined in another module")
-    return {"cycles": _cycles(graph), "private": private, "long": long_files, "core_imports_parallel": upward}
+    return {"cycles": _cycles(graph), "private": private, "long": long_files, "core_imports_parallel": upward,
+            "trainers": trainers, "lora_imports": lora, "retired": retired}
 
 
 def _cycles(graph: dict) -> list:
@@ -202,19 +215,39 @@ def test_core_never_imports_parallel():
     assert violations()["core_imports_parallel"] == []
 
 
+def test_one_place_makes_a_trainer():
+    """Every run is assembled by tinyllm.build.build_run; no other module (tests aside) calls Trainer(...)."""
+    assert violations()["trainers"] == []
+    assert "Trainer(model, recipe.task" in (ROOT / TRAINER_MAKER).read_text()
+
+
+def test_nothing_outside_finetuning_imports_lora():
+    assert violations()["lora_imports"] == []
+
+
+def test_the_retired_hooks_are_gone():
+    """optimizer.parallel, PIPELINE_SCHEDULES, BUBBLE_FORMULAS, user_errors, TINYLLM_PIPELINE_FAIL."""
+    assert violations()["retired"] == []
+
+
 def test_the_checker_sees_a_cycle_and_a_private_name(tmp_path, monkeypatch):
     """The checker itself can fail: a planted cycle and a planted private import are reported."""
     pkg = tmp_path / "tinyllm"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from tinyllm.b import _hidden\n")
-    (pkg / "b.py").write_text("from tinyllm import a\n_hidden = 1\n")
+    (pkg / "b.py").write_text("from tinyllm import a\n_hidden = 1\ntrainer = Trainer(1)\n")
+    (pkg / "lora.py").write_text("")
+    (pkg / "decode.py").write_text("from tinyllm.lora import x  # optimizer.parallel\n")
     (tmp_path / "autograd").mkdir()
     (tmp_path / "parallel").mkdir()
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     found = violations()
     assert found["cycles"] == ["tinyllm/a.py <-> tinyllm/b.py"]
     assert found["private"] == ["tinyllm/a.py:1: imports _hidden from tinyllm/b.py"]
+    assert found["trainers"] == ["tinyllm/b.py:3"]
+    assert found["lora_imports"] == ["tinyllm/decode.py:1: imports tinyllm/lora.py"]
+    assert found["retired"] == ["tinyllm/decode.py: optimizer.parallel"]
 
 
 if __name__ == "__main__":

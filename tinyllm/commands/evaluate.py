@@ -21,7 +21,6 @@ from tinyllm.checkpoint import CheckpointError, load_checkpoint
 from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
 from tinyllm.data import DEFAULT_EXTENSIONS, resolve_corpus, split_point
 from tinyllm.finetune import is_finetune_checkpoint, load_finetuned
-from tinyllm.lora import merge_lora
 
 EXAMPLES = """\
 tinyllm eval --ckpt runs/demo
@@ -99,8 +98,7 @@ def load_for_eval(args) -> tuple:
     if args.data is None:
         raise UsageError(f"--ckpt {args.ckpt}: an instruction finetune has no text split of its own; pass --data "
                          "TEXT to measure its loss on a text")
-    finetuned = load_finetuned(checkpoint, device=args.device)
-    merge_lora(finetuned.model)
+    finetuned = load_finetuned(checkpoint, device=args.device, merged=True)
     return finetuned.model, finetuned.tokenizer, checkpoint
 
 

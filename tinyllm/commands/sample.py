@@ -19,7 +19,6 @@ import sys
 from tinyllm import checkpoint as ckpt
 from tinyllm.commands.common import UsageError, add_command, check_device, load_model, positive_int
 from tinyllm.finetune import TEMPLATES, is_finetune_checkpoint, load_finetuned, load_template
-from tinyllm.lora import merge_lora
 
 EXAMPLES = """\
 tinyllm sample --ckpt runs/demo
@@ -135,9 +134,8 @@ def prepare_sample(args) -> tuple:
         if checkpoint.state["finetune"]["config"].get("task") == "classify":
             raise UsageError(f"--ckpt {args.ckpt}: a classifier (finetuned with --task classify) does not generate "
                              "text; use `tinyllm classify`")
-        finetuned = load_finetuned(checkpoint, device=getattr(args, "device", "cpu"))
+        finetuned = load_finetuned(checkpoint, device=getattr(args, "device", "cpu"), merged=True)
         model, tokenizer, template = finetuned.model, finetuned.tokenizer, finetuned.template
-        merge_lora(model)
     else:
         model, tokenizer, _ = load_model(checkpoint, device=getattr(args, "device", "cpu"))
     prompt = args.prompt

@@ -34,7 +34,7 @@ from autograd import functional as F
 from tinyllm import checkpoint as ckpt
 from tinyllm import nn, pretrained
 from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_model_fits
-from tinyllm.lora import trainable_parameters
+from tinyllm.lora import merge_lora, trainable_parameters
 from tinyllm.model import GPT
 from tinyllm.fields import ConfigError
 from tinyllm.loading import load_gpt
@@ -174,9 +174,10 @@ def base_of(checkpoint: ckpt.Checkpoint, config: FinetuneConfig) -> Path:
                                "base model back there, or resume the finetune with --init-from where it is now")
 
 
-def load_finetuned(path, device: str = "cpu", dtype: str | None = None) -> Finetuned:
+def load_finetuned(path, device: str = "cpu", dtype: str | None = None, merged: bool = False) -> Finetuned:
     """Rebuild a finetuned model from its checkpoint (a path, or a Checkpoint read): the base model
-    (its run's copy, else init_from), then the trained weights."""
+    (its run's copy, else init_from), then the trained weights. merged: LoRA adapters folded into
+    their weights (inference at the plain layers' speed; tinyllm.lora.merge_lora)."""
     checkpoint = path if isinstance(path, ckpt.Checkpoint) else ckpt.load_checkpoint(path, with_optimizer=False)
     saved = checkpoint.state.get("finetune")
     if saved is None:
@@ -206,6 +207,8 @@ def load_finetuned(path, device: str = "cpu", dtype: str | None = None) -> Finet
         raise ckpt.CheckpointError(f"{where}: the base model at {base} is not "
                                    "the one this checkpoint was finetuned from (its frozen weights differ)")
     ckpt.load_model_state(TrainedWeights(model, trainable_parameters(model)), checkpoint)
+    if merged:
+        merge_lora(model)
     model.eval()
     return Finetuned(model, checkpoint.tokenizer(), config, label_names, template, pad_id, checkpoint)
 
