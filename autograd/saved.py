@@ -1,0 +1,161 @@
+"""The saved-array guard: what a Function saved for backward must be unchanged when backward reads it.
+
+A Function's forward saves arrays on `self` for its backward (`self.x = x`). Many of them are
+shared with the rest of the program: an input's data (the caller's tensor, a parameter), the
+output (the tensor the caller gets back), a setting (a mask, an index). Change one in place
+between the forward and the backward (`y.data *= 0`, an optimizer step between them, an op
+whose forward writes into its input) and backward computes a wrong gradient, silently.
+PyTorch catches this with a version counter that its own in-place ops bump; our arrays are
+plain NumPy and CuPy arrays that any code may write, so the guard compares contents:
+
+    default, NumPy       after forward, a checksum of each saved array that is shared (an
+                         input's data, the output, a setting, or a view of one of them): the
+                         sum of its bits read as unsigned integers (Adler-32 for a small
+                         array). Checked again when backward reaches the Function, before its
+                         backward runs. Catches any change of one element and every scaling,
+                         shift or overwrite; a rearrangement that keeps the sum (two elements
+                         swapped, a big array sorted in place) can slip by. Costs one read of
+                         those arrays in forward and one in backward, about 1% of a training
+                         step (docs/performance.md). Arrays the Function made itself are not
+                         checked: nothing else can reach them.
+    debug_backward()     a copy of every saved array, its own ones too, compared exactly before
+                         and after the Function's backward (so a backward that changes what it
+                         saved is named as well); NumPy and CuPy alike.
+    CuPy, default        off: a check would make the host wait for the GPU at every op.
+    saved_array_checks(False)   off (autograd/mode.py), for the Functions recorded inside.
+
+A changed array raises BackwardError (cause "saved") naming the Function, which of its inputs,
+its output or which setting the array is, the attribute it was saved as, and what to do.
+
+Looked at: arrays saved directly on the Function, in a list or tuple saved on it, and on a
+Function saved on it (a fused Function running another's forward). Left out: deeper nesting,
+arrays inside other objects (a NamedTuple of tables), Tensors saved whole.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from . import backend
+from .errors import BackwardError
+
+OUTPUT = "output"       # the kind of a saved array that is (a view of) the Function's output
+SMALL = 4096            # bytes: up to this, a contiguous array's checksum is Adler-32 (fewer calls)
+_UNSIGNED = {size: np.dtype(f"uint{8 * size}") for size in (1, 2, 4, 8)}
+
+
+def checksum(a):
+    """A number that changes when any one element of the NumPy array `a` changes (see the module docstring)."""
+    if a.nbytes <= SMALL and a.flags.c_contiguous:
+        return zlib.adler32(a)
+    unsigned = _UNSIGNED.get(a.dtype.itemsize)
+    if unsigned is None or a.dtype.hasobject:
+        return a.copy()                                  # complex, structured: compared whole
+    return np.add.reduce(a.view(unsigned), axis=None, dtype=unsigned)
+
+
+def same_values(a, b) -> bool:
+    """Equal element by element (NaN equal to NaN): two arrays of one module and one shape."""
+    if a.shape != b.shape:
+        return False
+    xp = backend.get_array_module(a)
+    if a.dtype.kind not in "fc":
+        return bool(xp.all(a == b))
+    return bool(xp.all((a == b) | ((a != a) & (b != b))))
+
+
+def _root(a):
+    """The array owning a's memory (a itself if it owns it): views of one array share it."""
+    base = getattr(a, "base", None)
+    while base is not None and type(base) is type(a):
+        a, base = base, getattr(base, "base", None)
+    return a
+
+
+def _is_array(value) -> bool:
+    return type(value) is np.ndarray or backend.is_cupy_array(value)
+
+
+def guard(fn, inputs, out, settings: dict, exact: bool):
+    """What Function.apply keeps on `fn` after its forward: (exact, entries), or None if nothing is guarded.
+
+    entries: (kind, name, array, stamp) for each saved array; kind is an input's index, OUTPUT,
+    a setting's keyword, or None (the Function's own array, guarded in exact mode only); stamp
+    is a checksum, or a copy when `exact`.
+    """
+    owners = {}                                          # id(root array) -> kind
+    for index, tensor in enumerate(inputs):
+        owners.setdefault(id(_root(tensor.data)), index)
+    owners.setdefault(id(_root(out)), OUTPUT)
+    for key, value in settings.items():
+        if _is_array(value):
+            owners.setdefault(id(_root(value)), key)
+    entries = []
+    _collect(vars(fn), owners, exact, entries, "", nested=True)
+    return (exact, tuple(entries)) if entries else None
+
+
+def _collect(attributes: dict, owners: dict, exact: bool, entries: list, prefix: str, nested: bool) -> None:
+    for name, value in attributes.items():
+        if type(value) is np.ndarray or backend.is_cupy_array(value):
+            _add(prefix + name, value, owners, exact, entries)
+        elif type(value) is tuple or type(value) is list:
+            for j, item in enumerate(value):
+                if type(item) is np.ndarray or backend.is_cupy_array(item):
+                    _add(f"{prefix}{name}[{j}]", item, owners, exact, entries)
+        elif nested and hasattr(value, "needs_input_grad") and hasattr(value, "backward"):   # a Function inside
+            _collect(vars(value), owners, exact, entries, f"{prefix}{name}.", nested=False)
+
+
+def _add(name: str, array, owners: dict, exact: bool, entries: list) -> None:
+    kind = owners.get(id(_root(array)))
+    if exact:
+        entries.append((kind, name, array, array.copy()))
+    elif kind is not None and type(array) is np.ndarray:
+        entries.append((kind, name, array, checksum(array)))
+
+
+def check(fn, guarded, output=None, after_backward: bool = False) -> None:
+    """Raise a BackwardError if an array fn saved has changed since guard() stamped it.
+
+    `output`: fn's output array, to tell a view of it from the Function's own arrays in the
+    message. after_backward=True: the check that follows fn's backward (exact mode only).
+    """
+    __tracebackhide__ = True
+    exact, entries = guarded
+    for kind, name, array, stamp in entries:
+        if exact:
+            unchanged = same_values(stamp, array)
+        else:
+            now = checksum(array)
+            unchanged = same_values(stamp, now) if type(now) is np.ndarray else bool(now == stamp)
+        if not unchanged:
+            raise BackwardError(_message(fn, kind, name, array, after_backward), fn.name, "saved",
+                                kind if isinstance(kind, int) else None)
+
+
+def _message(fn, kind, name: str, array, after_backward: bool) -> str:
+    what = _describe(fn, kind, array)
+    if after_backward:
+        return (f"{fn.name}.backward changed {what} in place, saved for it as `.{name}`: a backward must not "
+                f"write into what forward saved (the caller owns it, and the graph may be backpropagated again "
+                f"with retain_graph=True); compute new arrays instead (`x * s`, not `x *= s`)")
+    return (f"{fn.name}: {what}, saved for its backward as `.{name}`, was changed in place after the forward "
+            f"pass, so backward would compute a wrong gradient from it. Change a copy instead (`t.clone()` "
+            f"keeps it in the graph, `t.data.copy()` does not), or change it after backward()")
+
+
+def _describe(fn, kind, array) -> str:
+    shape = f"a {tuple(array.shape)} {array.dtype} array"
+    if kind == OUTPUT:
+        return f"its output ({shape})"
+    if isinstance(kind, int):
+        inputs = fn.inputs
+        tensor = inputs[kind] if kind < len(inputs) else None
+        label = f" '{tensor.name}'" if tensor is not None and tensor.name else ""
+        view = "" if tensor is None or array is tensor.data else ", a view of it"
+        return f"its input {kind}{label} ({shape}{view})"
+    if isinstance(kind, str):
+        return f"its setting `{kind}` ({shape})"
+    return f"an array it made itself ({shape})"
