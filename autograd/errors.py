@@ -6,8 +6,9 @@ of a wrong gradient or a failure three ops later. `cause` says which contract:
     "shape", "dtype", "type"   a gradient that does not fit its input (autograd/backward.py)
     "count"                    not one gradient per input
     "in-place"                 a backward that wrote into the grad it was given
-    "saved"                    an array a Function saved for backward changed before (or, under
-                               debug_backward, during) its backward (autograd/saved.py)
+    "saved"                    an array a Function saved for backward changed before its backward
+                               (autograd/saved.py)
+    "saved in backward"        under debug_backward: the Function's own backward changed what it saved
     "no-gradient"              under debug_backward: a gradient for an input that cannot have one
                                (an integer array, or a number or array that was not a Tensor)
 """

@@ -8,15 +8,17 @@ whose forward writes into its input) and backward computes a wrong gradient, sil
 PyTorch catches this with a version counter that its own in-place ops bump; our arrays are
 plain NumPy and CuPy arrays that any code may write, so the guard compares contents:
 
-    default, NumPy       after forward, a checksum of each saved array that is shared (an
+    default, NumPy       after forward, a fingerprint of each saved array that is shared (an
                          input's data, the output, a setting, or a view of one of them): the
-                         sum of its bits read as unsigned integers (Adler-32 for a small
-                         array). Checked again when backward reaches the Function, before its
-                         backward runs. Catches any change of one element and every scaling,
-                         shift or overwrite; a rearrangement that keeps the sum (two elements
-                         swapped, a big array sorted in place) can slip by. Costs one read of
-                         those arrays in forward and one in backward, about 1% of a training
-                         step (docs/performance.md). Arrays the Function made itself are not
+                         array's bytes when it has at most 2048 elements; else a sample of about
+                         2048 elements, one in each row (each in the next column: a diagonal
+                         walk), or in every k-th row when there are more rows, and the last one. Checked again when
+                         backward reaches the Function, before its backward runs. So a change to
+                         a small array, and a change of a whole row or column of a big one,
+                         any scaling, shift or overwrite, any optimizer step, is caught; a
+                         change to a few scattered elements of a big array can slip by. Costs
+                         a few microseconds per saved array, well under 1% of a training step
+                         (docs/performance.md). Arrays the Function made itself are not
                          checked: nothing else can reach them.
     debug_backward()     a copy of every saved array, its own ones too, compared exactly before
                          and after the Function's backward (so a backward that changes what it
@@ -24,8 +26,9 @@ plain NumPy and CuPy arrays that any code may write, so the guard compares conte
     CuPy, default        off: a check would make the host wait for the GPU at every op.
     saved_array_checks(False)   off (autograd/mode.py), for the Functions recorded inside.
 
-A changed array raises BackwardError (cause "saved") naming the Function, which of its inputs,
-its output or which setting the array is, the attribute it was saved as, and what to do.
+A changed array raises BackwardError (cause "saved", or "saved in backward" when the Function's
+own backward changed it) naming the Function, which of its inputs, its output or which setting
+the array is, the attribute it was saved as, and what to do.
 
 Looked at: arrays saved directly on the Function, in a list or tuple saved on it, and on a
 Function saved on it (a fused Function running another's forward). Left out: deeper nesting,
@@ -33,7 +36,7 @@ arrays inside other objects (a NamedTuple of tables), Tensors saved whole.
 """
 from __future__ import annotations
 
-import zlib
+import functools
 
 import numpy as np
 
@@ -41,18 +44,31 @@ from . import backend
 from .errors import BackwardError
 
 OUTPUT = "output"       # the kind of a saved array that is (a view of) the Function's output
-SMALL = 4096            # bytes: up to this, a contiguous array's checksum is Adler-32 (fewer calls)
-_UNSIGNED = {size: np.dtype(f"uint{8 * size}") for size in (1, 2, 4, 8)}
+SAMPLES = 2048          # elements in a fingerprint: a smaller array is fingerprinted whole
+_CUPY = backend.cupy_loaded()   # CuPy arrays can be saved (in debug mode they are guarded too)
 
 
-def checksum(a):
-    """A number that changes when any one element of the NumPy array `a` changes (see the module docstring)."""
-    if a.nbytes <= SMALL and a.flags.c_contiguous:
-        return zlib.adler32(a)
-    unsigned = _UNSIGNED.get(a.dtype.itemsize)
-    if unsigned is None or a.dtype.hasobject:
-        return a.copy()                                  # complex, structured: compared whole
-    return np.add.reduce(a.view(unsigned), axis=None, dtype=unsigned)
+def fingerprint(a) -> bytes:
+    """Bytes that change when `a` (a NumPy array) changes in a way the module docstring lists."""
+    n = a.size
+    if n <= SAMPLES:
+        return a.tobytes()
+    C = a.shape[-1]
+    if a.ndim == 1 or C == 1:
+        step = -(-n // SAMPLES)                          # evenly spread
+    else:
+        step = C * -(-n // (SAMPLES * C)) + 1            # the next row (or k-th row), the next column
+    if a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        return flat[::step].tobytes() + flat[-1:].tobytes()
+    return a[_flat_positions(a.shape, step)].tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _flat_positions(shape: tuple, step: int) -> tuple:
+    """The index arrays of flat positions 0, step, 2 step, ... and the last one, of an array of `shape` (any layout)."""
+    n = int(np.prod(shape))
+    return np.unravel_index(np.append(np.arange(0, n, step), n - 1), shape)
 
 
 def same_values(a, b) -> bool:
@@ -74,7 +90,7 @@ def _root(a):
 
 
 def _is_array(value) -> bool:
-    return type(value) is np.ndarray or backend.is_cupy_array(value)
+    return type(value) is np.ndarray or (_CUPY and backend.is_cupy_array(value))
 
 
 def guard(fn, inputs, out, settings: dict, exact: bool):
@@ -82,7 +98,7 @@ def guard(fn, inputs, out, settings: dict, exact: bool):
 
     entries: (kind, name, array, stamp) for each saved array; kind is an input's index, OUTPUT,
     a setting's keyword, or None (the Function's own array, guarded in exact mode only); stamp
-    is a checksum, or a copy when `exact`.
+    is a fingerprint, or a copy when `exact`.
     """
     owners = {}                                          # id(root array) -> kind
     for index, tensor in enumerate(inputs):
@@ -98,11 +114,11 @@ def guard(fn, inputs, out, settings: dict, exact: bool):
 
 def _collect(attributes: dict, owners: dict, exact: bool, entries: list, prefix: str, nested: bool) -> None:
     for name, value in attributes.items():
-        if type(value) is np.ndarray or backend.is_cupy_array(value):
+        if _is_array(value):
             _add(prefix + name, value, owners, exact, entries)
         elif type(value) is tuple or type(value) is list:
             for j, item in enumerate(value):
-                if type(item) is np.ndarray or backend.is_cupy_array(item):
+                if _is_array(item):
                     _add(f"{prefix}{name}[{j}]", item, owners, exact, entries)
         elif nested and hasattr(value, "needs_input_grad") and hasattr(value, "backward"):   # a Function inside
             _collect(vars(value), owners, exact, entries, f"{prefix}{name}.", nested=False)
@@ -113,7 +129,7 @@ def _add(name: str, array, owners: dict, exact: bool, entries: list) -> None:
     if exact:
         entries.append((kind, name, array, array.copy()))
     elif kind is not None and type(array) is np.ndarray:
-        entries.append((kind, name, array, checksum(array)))
+        entries.append((kind, name, array, fingerprint(array)))
 
 
 def check(fn, guarded, output=None, after_backward: bool = False) -> None:
@@ -125,14 +141,9 @@ def check(fn, guarded, output=None, after_backward: bool = False) -> None:
     __tracebackhide__ = True
     exact, entries = guarded
     for kind, name, array, stamp in entries:
-        if exact:
-            unchanged = same_values(stamp, array)
-        else:
-            now = checksum(array)
-            unchanged = same_values(stamp, now) if type(now) is np.ndarray else bool(now == stamp)
-        if not unchanged:
-            raise BackwardError(_message(fn, kind, name, array, after_backward), fn.name, "saved",
-                                kind if isinstance(kind, int) else None)
+        if not (same_values(stamp, array) if exact else stamp == fingerprint(array)):
+            raise BackwardError(_message(fn, kind, name, array, after_backward), fn.name,
+                                "saved in backward" if after_backward else "saved", kind if isinstance(kind, int) else None)
 
 
 def _message(fn, kind, name: str, array, after_backward: bool) -> str:
