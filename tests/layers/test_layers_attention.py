@@ -196,7 +196,7 @@ def test_attention_errors_name_the_values():
         F.scaled_dot_product_attention(z, z, z, mask=np.ones(3, bool))
     with pytest.raises(ValueError, match="dropout_p=1.0"):
         F.scaled_dot_product_attention(z, z, z, dropout_p=1.0)
-    with pytest.raises(ValueError, match="T <= S"):
+    with pytest.raises(ValueError, match="T <= Tk"):
         F.scaled_dot_product_attention(Tensor(np.zeros((1, 3, 4, 4))), z, z)
 
 
