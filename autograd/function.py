@@ -9,18 +9,26 @@ and saves on `self`, by name, only what backward needs. `Function.apply(*tensors
 **params)` runs forward and, when gradients are being recorded, links the output
 tensor to the Function so `Tensor.backward` can call `backward` later.
 
-Contract for backward (users writing their own ops follow it too):
-- return one gradient per tensor input, shaped like that input (use `unbroadcast`
-  after a broadcasting forward) and of its dtype, or None for inputs that need none;
+Contract for forward and backward (users writing their own ops follow it too):
+- forward never writes into its input arrays: they belong to the caller, and another op
+  may have saved them;
+- backward returns one gradient per tensor input (a tuple or a list; a bare array for
+  one input), shaped like that input (use `unbroadcast` after a broadcasting forward) and
+  of its floating dtype, or None for inputs that need none;
 - `self.needs_input_grad[i]` says whether input i wants a gradient: skip the work
   when it does not;
-- never modify `grad` in place: the engine may hand the same array to several ops.
+- backward never modifies `grad` in place (the engine may hand the same array to several
+  ops), nor what forward saved (the graph may be backpropagated again).
 The engine enforces it: after each backward it checks every gradient's shape and dtype
 against its input's and raises a BackwardError naming the Function, the input and the
-likely cause ("missing unbroadcast?"); the grad a backward receives is a read-only
-array on NumPy (on CuPy, `autograd.debug_backward()` catches writes). Both cost 2 to 3
-microseconds per op, about 0.1 ms of a 120 ms training step of the baby model (46 ops),
-so they stay on.
+likely cause ("missing unbroadcast?", "a forgotten `* grad`?"); the grad a backward
+receives is a read-only array on NumPy (on CuPy, `autograd.debug_backward()` catches
+writes); before each backward it checks that what forward saved is unchanged
+(autograd/saved.py). Together they cost a few microseconds per op, under 1% of a training
+step of the baby model (docs/performance.md), so they stay on. `debug_backward()` checks
+more (saved arrays exactly, gradients for inputs that cannot have one), and
+`autograd.gradcheck.check_backward` more again (forwards that write into their inputs,
+non-determinism, memory layouts, float32).
 
 `apply` takes Tensors, and wraps NumPy (or CuPy) arrays and Python numbers as constants
 (numbers take the dtype of the first Tensor argument); settings that are not arrays
