@@ -8,18 +8,19 @@ whose forward writes into its input) and backward computes a wrong gradient, sil
 PyTorch catches this with a version counter that its own in-place ops bump; our arrays are
 plain NumPy and CuPy arrays that any code may write, so the guard compares contents:
 
-    default, NumPy       after forward, a fingerprint of each saved array that is shared (an
-                         input's data, the output, a setting, or a view of one of them): the
-                         array's bytes when it has at most 2048 elements; else a sample of about
-                         2048 elements, one in each row (each in the next column: a diagonal
-                         walk), or in every k-th row when there are more rows, and the last one. Checked again when
-                         backward reaches the Function, before its backward runs. So a change to
-                         a small array, and a change of a whole row or column of a big one,
-                         any scaling, shift or overwrite, any optimizer step, is caught; a
-                         change to a few scattered elements of a big array can slip by. Costs
-                         a few microseconds per saved array, well under 1% of a training step
-                         (docs/performance.md). Arrays the Function made itself are not
-                         checked: nothing else can reach them.
+    default, NumPy       after forward, a fingerprint of each input, output or setting that the
+                         Function saved (itself, a view or a part of it; one fingerprint each,
+                         of the whole array): its bytes when it has at most 256 elements; else
+                         256 of its elements in a diagonal walk (every k-th row, each in the
+                         next column), up to its last. Checked again when backward reaches the
+                         Function, before its backward runs. So any change to a small array,
+                         and to a big one any scaling, shift, overwrite or optimizer step, any
+                         change to a whole column (up to 256 columns) or to more than a few
+                         percent of its elements, is caught; a change to a few scattered
+                         elements, or to one row of a big array, can slip by. Costs about 1% of
+                         a training step (docs/performance.md): reading one element of every
+                         row would cost about twice that, mostly in cache misses. Arrays the
+                         Function made itself are not checked: nothing else can reach them.
     debug_backward()     a copy of every saved array, its own ones too, compared exactly before
                          and after the Function's backward (so a backward that changes what it
                          saved is named as well); NumPy and CuPy alike.
@@ -44,7 +45,7 @@ from . import backend
 from .errors import BackwardError
 
 OUTPUT = "output"       # the kind of a saved array that is (a view of) the Function's output
-SAMPLES = 2048          # elements in a fingerprint: a smaller array is fingerprinted whole
+SAMPLES = 256          # elements in a fingerprint: a smaller array is fingerprinted whole
 _CUPY = backend.cupy_loaded()   # CuPy arrays can be saved (in debug mode they are guarded too)
 
 
@@ -59,16 +60,15 @@ def fingerprint(a) -> bytes:
     else:
         step = C * -(-n // (SAMPLES * C)) + 1            # the next row (or k-th row), the next column
     if a.flags.c_contiguous:
-        flat = a.reshape(-1)
-        return flat[::step].tobytes() + flat[-1:].tobytes()
+        return a.reshape(-1)[(n - 1) % step::step].tobytes()
     return a[_flat_positions(a.shape, step)].tobytes()
 
 
 @functools.lru_cache(maxsize=64)
 def _flat_positions(shape: tuple, step: int) -> tuple:
-    """The index arrays of flat positions 0, step, 2 step, ... and the last one, of an array of `shape` (any layout)."""
+    """The index arrays of the flat positions a fingerprint reads (every step-th, up to the last), for any layout."""
     n = int(np.prod(shape))
-    return np.unravel_index(np.append(np.arange(0, n, step), n - 1), shape)
+    return np.unravel_index(np.arange((n - 1) % step, n, step), shape)
 
 
 def same_values(a, b) -> bool:
@@ -93,43 +93,58 @@ def _is_array(value) -> bool:
     return type(value) is np.ndarray or (_CUPY and backend.is_cupy_array(value))
 
 
+_ENGINE = frozenset(("inputs", "needs_input_grad", "non_tensor_inputs", "saved_guard"))   # not what forward saved
+_PLAIN = frozenset((int, float, bool, str, bytes, type(None), np.dtype, slice, dict))     # never an array or Function
+
+
 def guard(fn, inputs, out, settings: dict, exact: bool):
     """What Function.apply keeps on `fn` after its forward: (exact, entries), or None if nothing is guarded.
 
-    entries: (kind, name, array, stamp) for each saved array; kind is an input's index, OUTPUT,
-    a setting's keyword, or None (the Function's own array, guarded in exact mode only); stamp
-    is a fingerprint, or a copy when `exact`.
+    entries: (kind, name, array, stamp). kind is an input's index, OUTPUT, a setting's keyword,
+    or None (the Function's own array: guarded in exact mode only); name is the attribute it
+    was saved as. By default there is one entry per input, output or setting that fn saved
+    any of (itself, a view, a part), and the array stamped is that input's data (the output,
+    the setting) as a whole: one fingerprint of one array, however many views of it were
+    saved. When `exact`, one entry per saved array, stamped with a copy of it.
     """
-    owners = {}                                          # id(root array) -> kind
+    owners = {}                                          # id(root array) -> (kind, the array watched)
     for index, tensor in enumerate(inputs):
-        owners.setdefault(id(_root(tensor.data)), index)
-    owners.setdefault(id(_root(out)), OUTPUT)
+        owners.setdefault(id(_root(tensor.data)), (index, tensor.data))
+    owners.setdefault(id(_root(out)), (OUTPUT, out))
     for key, value in settings.items():
         if _is_array(value):
-            owners.setdefault(id(_root(value)), key)
+            owners.setdefault(id(_root(value)), (key, value))
     entries = []
     _collect(vars(fn), owners, exact, entries, "", nested=True)
     return (exact, tuple(entries)) if entries else None
 
 
 def _collect(attributes: dict, owners: dict, exact: bool, entries: list, prefix: str, nested: bool) -> None:
+    ndarray = np.ndarray
     for name, value in attributes.items():
-        if _is_array(value):
+        kind = type(value)
+        if kind is ndarray or (_CUPY and backend.is_cupy_array(value)):
             _add(prefix + name, value, owners, exact, entries)
-        elif type(value) is tuple or type(value) is list:
+        elif kind in _PLAIN or name in _ENGINE:
+            continue
+        elif kind is tuple or kind is list:
             for j, item in enumerate(value):
-                if _is_array(item):
+                if type(item) is ndarray or (_CUPY and backend.is_cupy_array(item)):
                     _add(f"{prefix}{name}[{j}]", item, owners, exact, entries)
         elif nested and hasattr(value, "needs_input_grad") and hasattr(value, "backward"):   # a Function inside
             _collect(vars(value), owners, exact, entries, f"{prefix}{name}.", nested=False)
 
 
 def _add(name: str, array, owners: dict, exact: bool, entries: list) -> None:
-    kind = owners.get(id(_root(array)))
+    plain = type(array) is np.ndarray and array.base is None        # the common case, without a call
+    kind, watched = owners.get(id(array if plain else _root(array)), (None, None))
     if exact:
         entries.append((kind, name, array, array.copy()))
-    elif kind is not None and type(array) is np.ndarray:
-        entries.append((kind, name, array, fingerprint(array)))
+    elif kind is not None and type(watched) is np.ndarray:
+        for entry in entries:
+            if entry[0] == kind:
+                return
+        entries.append((kind, name, watched, fingerprint(watched)))
 
 
 def check(fn, guarded, output=None, after_backward: bool = False) -> None:

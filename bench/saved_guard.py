@@ -7,7 +7,11 @@ default guard, one with `autograd.saved_array_checks(False)` and, with --debug, 
 `autograd.debug_backward()` (exact copies: the strict mode), in the same process on the same
 data. Each round runs every mode once, in a rotating order; a mode's cost is the median, over
 the rounds, of its step time divided by the guard-off step time of the same round, so the
-machine's drift cancels. Prints the CPU, BLAS threads and the measured float32 GEMM rate first.
+machine's drift cancels. Times are the process's CPU time (one BLAS thread: the step's own
+work, which other processes on a shared machine disturb far less than the wall clock) and
+the wall clock beside it. A third view needs no comparison at all: the time spent inside the
+guard itself (taking and checking the fingerprints), summed over a step, as a share of the
+step. Prints the CPU, BLAS threads and the measured float32 GEMM rate first.
 
     python bench/saved_guard.py [--rounds 60] [--batch 12] [--threads 1] [--debug]
 
@@ -69,28 +73,64 @@ def main() -> None:
     if args.debug:
         modes["debug_backward()"] = autograd.debug_backward()
     names = list(modes)
-    times = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    wall = {name: [] for name in names}
     for r in range(args.rounds + 3):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             with modes[name]:
-                start = time.perf_counter()
+                start_cpu, start = time.process_time(), time.perf_counter()
                 step()
-                elapsed = time.perf_counter() - start
+                elapsed_cpu, elapsed = time.process_time() - start_cpu, time.perf_counter() - start
             if r >= 3:
-                times[name].append(elapsed)
+                cpu[name].append(elapsed_cpu)
+                wall[name].append(elapsed)
+    inside = time_inside_the_guard(step, steps=max(5, args.rounds // 4))
 
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}; "
           f"BLAS threads {args.threads}; float32 GEMM {backend.gemm_gflops('float32'):.0f} GFLOP/s (512^3)")
     print(f"baby model (4 layers, 128 wide, block 64), batch {args.batch}, float32: forward + backward + AdamW, "
           f"{args.rounds} rounds")
-    off = times["guard off"]
-    print(f"{'mode':<22}{'median ms':>11}{'vs guard off':>14}  (median of per-round ratios; quartiles)")
+    print(f"{'mode':<20}{'CPU ms':>9}{'vs off':>9}{'(quartiles)':>16}{'wall ms':>10}{'vs off':>9}{'(quartiles)':>16}")
     for name in names:
-        ratios = sorted(t / o for t, o in zip(times[name], off))
-        q1, q3 = ratios[len(ratios) // 4], ratios[3 * len(ratios) // 4]
-        print(f"{name:<22}{statistics.median(times[name]) * 1e3:>11.1f}{statistics.median(ratios):>13.3f}x"
-              f"  ({q1:.3f}-{q3:.3f})")
+        row = f"{name:<20}"
+        for times in (cpu, wall):
+            ratios = sorted(t / o for t, o in zip(times[name], times["guard off"]))
+            q1, q3 = ratios[len(ratios) // 4], ratios[3 * len(ratios) // 4]
+            row += (f"{statistics.median(times[name]) * 1e3:>9.1f}{statistics.median(ratios):>8.3f}x"
+                    f"{f'({q1:.3f}-{q3:.3f})':>17}")
+        print(row)
+    step_ms = statistics.median(cpu["guard on (default)"]) * 1e3
+    print(f"inside the guard: {inside * 1e3:.2f} ms of CPU a step, {inside * 1e3 / step_ms:.1%} of the default "
+          f"step's median CPU time")
+
+
+def time_inside_the_guard(step, steps: int) -> float:
+    """CPU seconds a step spends taking and checking fingerprints (autograd/saved.py), by timing those calls
+    (with the thread's CPU clock, which other processes do not advance; each reading costs a little)."""
+    from autograd import saved
+
+    spent = [0.0]
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - start
+        return wrapper
+
+    original = saved.guard, saved.check
+    saved.guard, saved.check = timed(saved.guard), timed(saved.check)
+    try:
+        step()
+        spent[0] = 0.0
+        for _ in range(steps):
+            step()
+    finally:
+        saved.guard, saved.check = original
+    return spent[0] / steps
 
 
 if __name__ == "__main__":
