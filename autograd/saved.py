@@ -11,16 +11,18 @@ plain NumPy and CuPy arrays that any code may write, so the guard compares conte
     default, NumPy       after forward, a fingerprint of each input, output or setting that the
                          Function saved (itself, a view or a part of it; one fingerprint each,
                          of the whole array): its bytes when it has at most 256 elements; else
-                         256 of its elements in a diagonal walk (every k-th row, each in the
-                         next column), up to its last. Checked again when backward reaches the
-                         Function, before its backward runs. So any change to a small array,
-                         and to a big one any scaling, shift, overwrite or optimizer step, any
-                         change to a whole column (up to 256 columns) or to more than a few
-                         percent of its elements, is caught; a change to a few scattered
-                         elements, or to one row of a big array, can slip by. Costs about 1% of
-                         a training step (docs/performance.md): reading one element of every
-                         row would cost about twice that, mostly in cache misses. Arrays the
-                         Function made itself are not checked: nothing else can reach them.
+                         16 runs of 16 consecutive elements, from its first row to its last
+                         element, each run further along the columns (so up to 256 columns
+                         are read). Checked again when backward reaches the Function, before
+                         its backward runs. So any change to a small array, and to a big one
+                         any scaling, shift, overwrite or optimizer step, any change to a whole
+                         column (of up to 256) or to more than a few percent of its elements,
+                         is caught; a change to a few scattered elements, or to one row of a big
+                         array, can slip by. Runs, not scattered elements: a run costs one or
+                         two cache misses, where 256 scattered elements cost 256, and reading
+                         every row of every saved array would cost a few percent of a training
+                         step; this costs about 1% (docs/performance.md). Arrays the Function
+                         made itself are not checked: nothing else can reach them.
     debug_backward()     a copy of every saved array, its own ones too, compared exactly before
                          and after the Function's backward (so a backward that changes what it
                          saved is named as well); NumPy and CuPy alike.
@@ -45,30 +47,40 @@ from . import backend
 from .errors import BackwardError
 
 OUTPUT = "output"       # the kind of a saved array that is (a view of) the Function's output
-SAMPLES = 256          # elements in a fingerprint: a smaller array is fingerprinted whole
+RUNS, RUN = 16, 16      # a big array's fingerprint: 16 runs of 16 consecutive elements (a smaller one: all of it)
 _CUPY = backend.cupy_loaded()   # CuPy arrays can be saved (in debug mode they are guarded too)
 
 
 def fingerprint(a) -> bytes:
     """Bytes that change when `a` (a NumPy array) changes in a way the module docstring lists."""
-    n = a.size
-    if n <= SAMPLES:
+    if a.size <= RUNS * RUN:
         return a.tobytes()
-    C = a.shape[-1]
-    if a.ndim == 1 or C == 1:
-        step = -(-n // SAMPLES)                          # evenly spread
-    else:
-        step = C * -(-n // (SAMPLES * C)) + 1            # the next row (or k-th row), the next column
+    positions = _sample_positions(a.shape)
     if a.flags.c_contiguous:
-        return a.reshape(-1)[(n - 1) % step::step].tobytes()
-    return a[_flat_positions(a.shape, step)].tobytes()
+        return a.reshape(-1).take(positions).tobytes()
+    return a[_unravelled(a.shape)].tobytes()
 
 
-@functools.lru_cache(maxsize=64)
-def _flat_positions(shape: tuple, step: int) -> tuple:
-    """The index arrays of the flat positions a fingerprint reads (every step-th, up to the last), for any layout."""
+@functools.lru_cache(maxsize=256)
+def _sample_positions(shape: tuple):
+    """The flat positions a fingerprint reads: RUNS runs of RUN consecutive elements, from the first
+    row to the last (the last run ends at the last element), each run in the next columns."""
     n = int(np.prod(shape))
-    return np.unravel_index(np.arange((n - 1) % step, n, step), shape)
+    C = shape[-1] if len(shape) > 1 and shape[-1] >= RUN else n        # the length of a row
+    rows = n // C
+    starts = []
+    for r in range(RUNS):
+        if rows == 1:
+            starts.append(r * (n - RUN) // (RUNS - 1))                   # one row: spread along it
+        else:
+            column = C - RUN if r == RUNS - 1 else (r * RUN) % (C - RUN + 1)
+            starts.append((r * (rows - 1) // (RUNS - 1)) * C + column)
+    return (np.asarray(starts)[:, None] + np.arange(RUN)).reshape(-1)
+
+
+@functools.lru_cache(maxsize=256)
+def _unravelled(shape: tuple) -> tuple:
+    return np.unravel_index(_sample_positions(shape), shape)
 
 
 def same_values(a, b) -> bool:
@@ -83,7 +95,7 @@ def same_values(a, b) -> bool:
 
 def _root(a):
     """The array owning a's memory (a itself if it owns it): views of one array share it."""
-    base = getattr(a, "base", None)
+    base = a.base if type(a) is np.ndarray else getattr(a, "base", None)
     while base is not None and type(base) is type(a):
         a, base = base, getattr(base, "base", None)
     return a
@@ -107,6 +119,10 @@ def guard(fn, inputs, out, settings: dict, exact: bool):
     the setting) as a whole: one fingerprint of one array, however many views of it were
     saved. When `exact`, one entry per saved array, stamped with a copy of it.
     """
+    saved = []                                           # [(attribute name, array)]
+    _find(vars(fn), "", saved, nested=True)
+    if not saved:
+        return None
     owners = {}                                          # id(root array) -> (kind, the array watched)
     for index, tensor in enumerate(inputs):
         owners.setdefault(id(_root(tensor.data)), (index, tensor.data))
@@ -114,37 +130,32 @@ def guard(fn, inputs, out, settings: dict, exact: bool):
     for key, value in settings.items():
         if _is_array(value):
             owners.setdefault(id(_root(value)), (key, value))
-    entries = []
-    _collect(vars(fn), owners, exact, entries, "", nested=True)
+    entries, watched_kinds = [], set()
+    for name, array in saved:
+        kind, watched = owners.get(id(_root(array)), (None, None))
+        if exact:
+            entries.append((kind, name, array, array.copy()))
+        elif kind is not None and kind not in watched_kinds and type(watched) is np.ndarray:
+            watched_kinds.add(kind)
+            entries.append((kind, name, watched, fingerprint(watched)))
     return (exact, tuple(entries)) if entries else None
 
 
-def _collect(attributes: dict, owners: dict, exact: bool, entries: list, prefix: str, nested: bool) -> None:
+def _find(attributes: dict, prefix: str, found: list, nested: bool) -> None:
+    """(name, array) for each array among `attributes`, in a list or tuple there, or on a Function there."""
     ndarray = np.ndarray
     for name, value in attributes.items():
         kind = type(value)
         if kind is ndarray or (_CUPY and backend.is_cupy_array(value)):
-            _add(prefix + name, value, owners, exact, entries)
+            found.append((prefix + name, value))
         elif kind in _PLAIN or name in _ENGINE:
             continue
         elif kind is tuple or kind is list:
             for j, item in enumerate(value):
                 if type(item) is ndarray or (_CUPY and backend.is_cupy_array(item)):
-                    _add(f"{prefix}{name}[{j}]", item, owners, exact, entries)
+                    found.append((f"{prefix}{name}[{j}]", item))
         elif nested and hasattr(value, "needs_input_grad") and hasattr(value, "backward"):   # a Function inside
-            _collect(vars(value), owners, exact, entries, f"{prefix}{name}.", nested=False)
-
-
-def _add(name: str, array, owners: dict, exact: bool, entries: list) -> None:
-    plain = type(array) is np.ndarray and array.base is None        # the common case, without a call
-    kind, watched = owners.get(id(array if plain else _root(array)), (None, None))
-    if exact:
-        entries.append((kind, name, array, array.copy()))
-    elif kind is not None and type(watched) is np.ndarray:
-        for entry in entries:
-            if entry[0] == kind:
-                return
-        entries.append((kind, name, watched, fingerprint(watched)))
+            _find(vars(value), f"{prefix}{name}.", found, nested=False)
 
 
 def check(fn, guarded, output=None, after_backward: bool = False) -> None:

@@ -9,9 +9,10 @@ data. Each round runs every mode once, in a rotating order; a mode's cost is the
 the rounds, of its step time divided by the guard-off step time of the same round, so the
 machine's drift cancels. Times are the process's CPU time (one BLAS thread: the step's own
 work, which other processes on a shared machine disturb far less than the wall clock) and
-the wall clock beside it. A third view needs no comparison at all: the time spent inside the
-guard itself (taking and checking the fingerprints), summed over a step, as a share of the
-step. Prints the CPU, BLAS threads and the measured float32 GEMM rate first.
+the wall clock beside it. A third view needs no comparison at all: the guard's own work in a
+step (every fingerprint taken in forward and checked in backward, recorded in a real step and
+replayed over the step's own arrays) as a share of the step. Prints the CPU, BLAS threads and
+the measured float32 GEMM rate first.
 
     python bench/saved_guard.py [--rounds 60] [--batch 12] [--threads 1] [--debug]
 
@@ -85,7 +86,7 @@ def main() -> None:
             if r >= 3:
                 cpu[name].append(elapsed_cpu)
                 wall[name].append(elapsed)
-    inside = time_inside_the_guard(step, steps=max(5, args.rounds // 4))
+    forward, backward = time_inside_the_guard(model, x, y)
 
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}; "
           f"BLAS threads {args.threads}; float32 GEMM {backend.gemm_gflops('float32'):.0f} GFLOP/s (512^3)")
@@ -101,36 +102,42 @@ def main() -> None:
                     f"{f'({q1:.3f}-{q3:.3f})':>17}")
         print(row)
     step_ms = statistics.median(cpu["guard on (default)"]) * 1e3
-    print(f"inside the guard: {inside * 1e3:.2f} ms of CPU a step, {inside * 1e3 / step_ms:.1%} of the default "
-          f"step's median CPU time")
+    inside = (forward + backward) * 1e3
+    print(f"the guard's own work, replayed: {forward * 1e3:.2f} ms of CPU in forward (fingerprints taken) + "
+          f"{backward * 1e3:.2f} ms in backward (checked) = {inside / step_ms:.1%} of the default step")
 
 
-def time_inside_the_guard(step, steps: int) -> float:
-    """CPU seconds a step spends taking and checking fingerprints (autograd/saved.py), by timing those calls
-    (with the thread's CPU clock, which other processes do not advance; each reading costs a little)."""
+def time_inside_the_guard(model, x, y, repeats: int = 20) -> tuple:
+    """(forward, backward) CPU seconds of the guard's own work in one step: every fingerprint taken
+    (saved.guard) and checked (saved.check), recorded in a real step and replayed `repeats` times
+    over the step's own arrays, timed with the process's CPU clock around each whole replay."""
     from autograd import saved
 
-    spent = [0.0]
+    calls = []
+    original = saved.guard
 
-    def timed(function):
-        def wrapper(*args, **kwargs):
-            start = time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[0] += time.thread_time() - start
-        return wrapper
+    def recording(fn, inputs, out, settings, exact):
+        calls.append((fn, inputs, out, settings))
+        return original(fn, inputs, out, settings, exact)
 
-    original = saved.guard, saved.check
-    saved.guard, saved.check = timed(saved.guard), timed(saved.check)
+    saved.guard = recording
     try:
-        step()
-        spent[0] = 0.0
-        for _ in range(steps):
-            step()
+        _, loss = model(x, y)
     finally:
-        saved.guard, saved.check = original
-    return spent[0] / steps
+        saved.guard = original
+    checks = [(fn, fn.saved_guard) for fn, *_ in calls if fn.saved_guard is not None]
+    start = time.process_time()
+    for _ in range(repeats):
+        for fn, inputs, out, settings in calls:
+            original(fn, inputs, out, settings, False)
+    forward = (time.process_time() - start) / repeats
+    start = time.process_time()
+    for _ in range(repeats):
+        for fn, guarded in checks:
+            saved.check(fn, guarded)
+    backward = (time.process_time() - start) / repeats
+    loss.backward()
+    return forward, backward
 
 
 if __name__ == "__main__":

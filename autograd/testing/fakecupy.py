@@ -554,7 +554,7 @@ def _namespace(name: str, doc: str, **members) -> types.ModuleType:
 
 
 cupy = _namespace(
-    "cupy", "The CPU stand-in for CuPy (autograd/fakecupy.py): CuPy's names only.",
+    "cupy", "The CPU stand-in for CuPy (autograd/testing/fakecupy.py): CuPy's names only.",
     ndarray=ndarray, ufunc=ufunc, asarray=asarray, array=array, ascontiguousarray=ascontiguousarray,
     asnumpy=asnumpy, get_array_module=get_array_module, get_default_memory_pool=lambda: _memory_pool,
     **{name: ufunc(getattr(np, name)) for name in UFUNCS},

@@ -153,26 +153,26 @@ def test_a_weight_changed_between_the_two_halves_of_a_split_backward_is_named():
 
 
 def test_debug_mode_names_a_backward_that_changes_what_it_saved():
-    class DoublesItsInput(Function):
-        """Planted bug: backward doubles the input it saved (the issue's case 3)."""
+    class ExpHalvesItsOutput(Function):
+        """Planted bug: backward scales the output it saved, which the caller holds (the issue's case 3)."""
 
         def forward(self, x):
-            self.x = x
-            return x * x
+            self.y = np.exp(x)
+            return self.y
 
         def backward(self, grad):
-            self.x *= 2
-            return grad * self.x
+            self.y *= 0.5
+            return grad * 2 * self.y
 
     x = leaf(4)
-    before = x.data.copy()
     with debug_backward():
-        y = DoublesItsInput.apply(x)
-        with pytest.raises(BackwardError, match=r"DoublesItsInput\.backward changed its input 0 .* in place, saved "
-                                                r"for it as `\.x`") as info:
+        y = ExpHalvesItsOutput.apply(x)
+        with pytest.raises(BackwardError, match=r"ExpHalvesItsOutput\.backward changed its output .* in place, "
+                                                r"saved for it as `\.y`") as info:
             y.sum().backward()
     assert info.value.cause == "saved in backward"
-    np.testing.assert_array_equal(x.data, 2 * before)   # it did change: the error says so instead of hiding it
+    np.testing.assert_allclose(y.data, 0.5 * np.exp(x.data))   # it did change: the error says so instead of hiding it
+    assert x.grad is None                                      # and stops before handing the gradient on
 
 
 def test_the_switch_turns_the_guard_off_and_a_clone_is_the_way_to_change_a_copy():
