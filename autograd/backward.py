@@ -116,9 +116,9 @@ def backpropagate(root, grad, retain_graph: bool, on_leaf, split: "WeightGradien
         inputs = fn.inputs
         deferred = split.defer(fn, g) if split is not None else ()  # indices of the weights among inputs
         if not deferred:
-            input_grads = call_backward(fn, g, debug, node.data)
+            input_grads = call_backward(fn, g, debug)
         else:
-            input_grads = split.input_half(fn, g, deferred, debug, node.data)
+            input_grads = split.input_half(fn, g, deferred, debug)
         input_grads = _one_per_input(fn, input_grads)
         for index, inp in enumerate(inputs):
             ig = input_grads[index]
@@ -157,14 +157,13 @@ def _one_per_input(fn, input_grads) -> tuple:
     return input_grads
 
 
-def call_backward(fn, g, debug: bool, output=None):
+def call_backward(fn, g, debug: bool):
     """fn.backward(g): its saved arrays checked first, g read-only (NumPy), and in debug mode a
-    private copy of g compared afterwards, as are the saved arrays. `output`: fn's output array
-    (for the saved-array message)."""
+    private copy of g compared afterwards, as are the saved arrays."""
     __tracebackhide__ = True
     guarded = fn.saved_guard
     if guarded is not None:
-        saved.check(fn, guarded, output)
+        saved.check(fn, guarded)
     original = None
     if debug:
         original, g = g, g.copy()
@@ -188,7 +187,7 @@ def call_backward(fn, g, debug: bool, output=None):
                             f"(another op, or the caller, may hold the same array); compute a new array instead: "
                             f"`grad * s`, not `grad *= s`", fn.name, "in-place")
     if guarded is not None and guarded[0]:
-        saved.check(fn, guarded, output, after_backward=True)
+        saved.check(fn, guarded, after_backward=True)
     return input_grads
 
 
@@ -313,7 +312,7 @@ class WeightGradients:
             self.work.append((fn, g, weights))
         return weights
 
-    def input_half(self, fn, g, weights: tuple, debug: bool, output=None):
+    def input_half(self, fn, g, weights: tuple, debug: bool):
         """B: fn's backward with its weights masked out of needs_input_grad (skipped when nothing else needs one)."""
         __tracebackhide__ = True
         needs = fn.needs_input_grad
@@ -322,7 +321,7 @@ class WeightGradients:
             return (None,) * len(needs)
         fn.needs_input_grad = others
         try:
-            return call_backward(fn, g, debug, output)
+            return call_backward(fn, g, debug)
         finally:
             fn.needs_input_grad = needs
 

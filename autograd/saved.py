@@ -130,6 +130,10 @@ def guard(fn, inputs, out, settings: dict, exact: bool):
     for key, value in settings.items():
         if _is_array(value):
             owners.setdefault(id(_root(value)), (key, value))
+        elif type(value) is tuple or type(value) is list:               # an index: a tuple of arrays
+            for j, item in enumerate(value):
+                if _is_array(item):
+                    owners.setdefault(id(_root(item)), (f"{key}[{j}]", item))
     entries, watched_kinds = [], set()
     for name, array in saved:
         kind, watched = owners.get(id(_root(array)), (None, None))
@@ -158,11 +162,11 @@ def _find(attributes: dict, prefix: str, found: list, nested: bool) -> None:
             _find(vars(value), f"{prefix}{name}.", found, nested=False)
 
 
-def check(fn, guarded, output=None, after_backward: bool = False) -> None:
+def check(fn, guarded, after_backward: bool = False) -> None:
     """Raise a BackwardError if an array fn saved has changed since guard() stamped it.
 
-    `output`: fn's output array, to tell a view of it from the Function's own arrays in the
-    message. after_backward=True: the check that follows fn's backward (exact mode only).
+    after_backward=True: the check that follows fn's backward (exact mode only), whose message
+    blames the backward.
     """
     __tracebackhide__ = True
     exact, entries = guarded

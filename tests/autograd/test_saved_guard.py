@@ -143,6 +143,15 @@ def test_a_changed_setting_is_named():
         y.sum().backward()
 
 
+def test_an_index_array_changed_after_forward_is_named():
+    x = leaf(4, 3)
+    rows, targets = np.arange(4), np.array([0, 2, 1, 0])
+    picked = x[rows, targets]                     # the composed cross-entropy's pick: GetItem saves its index
+    targets[0] = 2
+    with pytest.raises(BackwardError, match=r"GetItem: its setting `index\[1\]` \(a \(4,\) int64 array\)"):
+        picked.sum().backward()
+
+
 def test_a_weight_changed_between_the_two_halves_of_a_split_backward_is_named():
     w, x = leaf(4, 5), leaf(3, 5)
     deferred = split_backward(F.linear(x, w).sum(), [w])
