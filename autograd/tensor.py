@@ -52,7 +52,7 @@ def _compare(op):
 class Tensor:
     """An n-dimensional array that can record the ops applied to it, for backpropagation.
 
-    `name=` is a label for drawings of the graph (autograd.to_dot) and nothing else.
+    `name=` is a label for drawings of the graph (autograd.to_dot) and for error messages, nothing else.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "graph_freed", "name", "__weakref__")
