@@ -53,8 +53,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
-from .mode import debug_backward, no_grad
 from .errors import BackwardError
+from .mode import debug_backward, no_grad
 from .saved import same_values
 from .tensor import Tensor
 
