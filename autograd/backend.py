@@ -6,7 +6,7 @@ code once against that module. Moving data between devices happens explicitly,
 here, at the edges; an op never mixes NumPy and CuPy arrays.
 
 Which CuPy: the real one (the `gpu` extra) when it imports; with TINYLLM_FAKE_CUDA=1 the
-strict CPU stand-in of autograd/fakecupy.py instead, so device "cuda" exists on any machine
+strict CPU stand-in of autograd/testing/fakecupy.py instead, so device "cuda" exists on any machine
 (the test suite runs every device test on it); with TINYLLM_FAKE_CUDA=auto (what the test
 suite sets) the real one when it sees a GPU, the stand-in otherwise. `cuda_backend()` says
 which one is loaded.
@@ -54,11 +54,11 @@ def _load_cupy():
     """(cupy module, cupyx module, which) for this process: see the module docstring."""
     mode = os.environ.get(FAKE_CUDA_ENV, "0").strip().lower()
     if mode in ("1", "true", "yes"):
-        from . import fakecupy  # noqa: PLC0415 - a test double, only loaded when asked for
+        from .testing import fakecupy  # noqa: PLC0415 - a test double, only loaded when asked for
         return fakecupy.cupy, fakecupy.cupyx, "stand-in"
     cupy, cupyx = _real_cupy()
     if mode == "auto" and not _sees_a_gpu(cupy):
-        from . import fakecupy  # noqa: PLC0415
+        from .testing import fakecupy  # noqa: PLC0415
         return fakecupy.cupy, fakecupy.cupyx, "stand-in"
     return cupy, cupyx, ("cupy" if cupy is not None else None)
 
@@ -75,7 +75,7 @@ def cupy_loaded() -> bool:
 
 
 def cuda_backend() -> str | None:
-    """What device "cuda" runs on: "cupy" (real CuPy), "stand-in" (autograd/fakecupy.py) or None."""
+    """What device "cuda" runs on: "cupy" (real CuPy), "stand-in" (autograd/testing/fakecupy.py) or None."""
     return _CUDA_BACKEND
 
 

@@ -236,7 +236,7 @@ def rope(x: Tensor, theta: float = 10000.0, offset: int = 0, composed: bool = Fa
 
 
 def attention_weights(q: Tensor, k: Tensor, causal: bool = True, mask=None, scale: float | None = None) -> Tensor:
-    """The attention probabilities softmax(q k^T * scale) (B, nh, T, S), masked as in
+    """The attention probabilities softmax(q k^T * scale) (B, nh, T, Tk), masked as in
     scaled_dot_product_attention; a row with no allowed key is all zeros. No gradient."""
     _check_attention_shapes(q, k, k)
     allowed = _attention_allowed(q, k, causal, mask)
@@ -249,11 +249,11 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
                                  scale: float | None = None) -> Tensor:
     """softmax(q k^T * scale + masks) v, with grouped-query heads, padding mask and dropout.
 
-    q: (B, nh, T, hs); k, v: (B, nkv, S, hs) with nh % nkv == 0: kv head j serves the
+    q: (B, nh, T, hs); k, v: (B, nkv, Tk, hs) with nh % nkv == 0: kv head j serves the
     nh/nkv consecutive query heads j*nh/nkv ... (Hugging Face Llama's repeat_kv).
-    scale defaults to 1/sqrt(hs). causal: the T queries are the last T of the S positions,
-    so query i may attend key j only if j <= S - T + i (KV-cache decoding has T < S).
-    mask: boolean, broadcastable to (B, nh, T, S), True = may attend (padding masks).
+    scale defaults to 1/sqrt(hs). causal: the T queries are the last T of the Tk positions,
+    so query i may attend key j only if j <= Tk - T + i (KV-cache decoding has T < Tk).
+    mask: boolean, broadcastable to (B, nh, T, Tk), True = may attend (padding masks).
     A query row with no key it may attend gives output 0 and zero gradient (never NaN).
     dropout_p: dropout on the attention weights, masks from `generator` (a seeded Generator or a DropoutKey).
     Returns (B, nh, T, hs).
@@ -269,10 +269,10 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         gen = generator if generator is not None else default_generator(q.device)
         keep_scaled = dropout_scaled_mask((B, nh, T, k.shape[2]), q.dtype, dropout_p, gen, q.xp)
     if composed:
-        probs = _composed_attention_probs(q, k, allowed, scale)        # (B, nh, T, S)
+        probs = _composed_attention_probs(q, k, allowed, scale)        # (B, nh, T, Tk)
         if keep_scaled is not None:
             probs = probs * Tensor.constant(keep_scaled)
-        return probs @ _repeat_kv(v, q.shape[1])                        # (B, nh, T, S) @ (B, nh, S, hs)
+        return probs @ _repeat_kv(v, q.shape[1])                        # (B, nh, T, Tk) @ (B, nh, Tk, hs)
     return ScaledDotProductAttentionFunction.apply(q, k, v, allowed=allowed, scale=scale, keep_scaled=keep_scaled)
 
 
@@ -341,7 +341,7 @@ def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"{op}: k {tuple(k.shape)} and v {tuple(v.shape)} must have the same shape")
     if k.shape[0] != B or k.shape[3] != hs:
         raise ValueError(f"{op}: k/v of shape {tuple(k.shape)} do not match q {tuple(q.shape)}: "
-                         f"need (B={B}, nkv, S, hs={hs})")
+                         f"need (B={B}, nkv, Tk, hs={hs})")
     nkv = k.shape[1]
     if nkv == 0 or nh % nkv:
         raise ValueError(f"{op}: {nh} query heads are not a multiple of {nkv} kv heads; "
@@ -353,49 +353,49 @@ def _attention_scale(q: Tensor, scale: float | None) -> float:
 
 
 def _attention_allowed(q: Tensor, k: Tensor, causal: bool, mask):
-    """Boolean array broadcastable to (B, nh, T, S): True where query i may attend key j; None = all."""
+    """Boolean array broadcastable to (B, nh, T, Tk): True where query i may attend key j; None = all."""
     xp = q.xp
     B, nh, T, _ = q.shape
-    S = k.shape[2]
+    Tk = k.shape[2]
     allowed = None
     if causal:
-        if T > S:
+        if T > Tk:
             raise ValueError(f"scaled_dot_product_attention: causal attention with {T} queries but only "
-                             f"{S} keys; the queries are the last T of the S positions, so T <= S")
-        # query i sits at absolute position S - T + i and sees keys j <= S - T + i
-        allowed = causal_mask(T, S, xp)                                  # (T, S)
+                             f"{Tk} keys; the queries are the last T of the Tk positions, so T <= Tk")
+        # query i sits at absolute position Tk - T + i and sees keys j <= Tk - T + i
+        allowed = causal_mask(T, Tk, xp)                                  # (T, Tk)
     if mask is not None:
         m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
         if m.dtype != np.bool_:
             raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = may attend), "
                             f"got dtype {m.dtype}")
         try:
-            np.broadcast_shapes(m.shape, (B, nh, T, S))
+            np.broadcast_shapes(m.shape, (B, nh, T, Tk))
         except ValueError:
             raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not broadcast to "
-                             f"(B, nh, T, S) = {(B, nh, T, S)}") from None
+                             f"(B, nh, T, Tk) = {(B, nh, T, Tk)}") from None
         allowed = m if allowed is None else (allowed & m)
     return allowed
 
 
 def _repeat_kv(kv: Tensor, nh: int) -> Tensor:
-    """(B, nkv, S, hs) -> (B, nh, S, hs), each kv head repeated for its nh/nkv query heads."""
-    B, nkv, S, hs = kv.shape
+    """(B, nkv, Tk, hs) -> (B, nh, Tk, hs), each kv head repeated for its nh/nkv query heads."""
+    B, nkv, Tk, hs = kv.shape
     if nkv == nh:
         return kv
     group = nh // nkv
-    return kv.reshape(B, nkv, 1, S, hs).expand(B, nkv, group, S, hs).reshape(B, nh, S, hs)
+    return kv.reshape(B, nkv, 1, Tk, hs).expand(B, nkv, group, Tk, hs).reshape(B, nh, Tk, hs)
 
 
 def _composed_attention_probs(q: Tensor, k: Tensor, allowed, scale: float) -> Tensor:
     """softmax(q k^T * scale) over allowed keys, from primitives; dead rows are zero."""
     B, nh, T, _ = q.shape
-    S = k.shape[2]
-    scores = (q @ ops.transpose(_repeat_kv(k, nh))) * scale              # (B, nh, T, hs) @ (B, nh, hs, S)
+    Tk = k.shape[2]
+    scores = (q @ ops.transpose(_repeat_kv(k, nh))) * scale              # (B, nh, T, hs) @ (B, nh, hs, Tk)
     if allowed is None:
         return softmax(scores, axis=-1, composed=True)
     xp = q.xp
-    allowed = xp.broadcast_to(allowed, (B, nh, T, S))
+    allowed = xp.broadcast_to(allowed, (B, nh, T, Tk))
     live = allowed.any(axis=-1, keepdims=True)                           # (B, nh, T, 1): rows with a key
     # A dead row attends everything (finite softmax) and is then multiplied by 0.
     scores = ops.masked_fill(scores, ~(allowed | ~live), -np.inf)

@@ -2,7 +2,7 @@
 
 Devices. A test that takes the `device` fixture runs once per device, its id naming it:
 `[cpu]`, and `[cuda]` on real CuPy when CuPy sees a GPU, else on the strict CPU stand-in
-for CuPy (autograd/fakecupy.py). TINYLLM_FAKE_CUDA=auto is set here, before the engine is
+for CuPy (autograd/testing/fakecupy.py). TINYLLM_FAKE_CUDA=auto is set here, before the engine is
 imported, so the choice is made once for this process and its subprocesses (CLI runs,
 mpiexec ranks) alike; set TINYLLM_FAKE_CUDA=1 to force the stand-in on a GPU machine, or 0
 to leave device "cuda" to real CuPy alone. The `stand_in` fixture is for tests that read
@@ -29,7 +29,7 @@ DEVICES = ("cpu", "cuda")
 
 
 def pytest_report_header(config):
-    kind = {"cupy": "real CuPy on a GPU", "stand-in": "the CPU stand-in for CuPy (autograd/fakecupy.py)",
+    kind = {"cupy": "real CuPy on a GPU", "stand-in": "the CPU stand-in for CuPy (autograd/testing/fakecupy.py)",
             None: "not available (no CuPy; TINYLLM_FAKE_CUDA=0)"}[backend.cuda_backend()]
     return f"device 'cuda': {kind}"
 
@@ -44,10 +44,10 @@ def device(request):
 
 @pytest.fixture
 def stand_in():
-    """The stand-in's copy counters, reset (autograd.fakecupy.copies); skips on real CuPy."""
+    """The stand-in's copy counters, reset (autograd.testing.fakecupy.copies); skips on real CuPy."""
     if backend.cuda_backend() != "stand-in":
         pytest.skip("host-copy budgets are counted by the CPU stand-in for CuPy; device 'cuda' is real CuPy "
                     "here (TINYLLM_FAKE_CUDA=1 counts them)")
-    from autograd import fakecupy
+    from autograd.testing import fakecupy
     fakecupy.copies.reset()
     return fakecupy.copies

@@ -2,7 +2,7 @@
 
 Forward, per batch and head (docs/derivations/attention.md):
 
-    S = Q K^T * scale              scores,  (T, hs) @ (hs, S_k) -> (T, S_k)
+    S = Q K^T * scale              scores,  (T, hs) @ (hs, Tk) -> (T, Tk)
     P = softmax(S + masks)         masked entries are -inf, so their weight is exactly 0
     O = (P * M) V                  M: dropout's keep mask / (1 - p) (all ones without dropout)
 
@@ -13,14 +13,16 @@ Backward, with G = dO:
     dS = P * (dP - rowsum(dP * P)),  rowsum(dP * P) = rowsum(G * O)   term 3 (softmax backward)
     dQ = dS K * scale,   dK = dS^T Q * scale                  term 4
 
-rowsum(dP * P) = rowsum(G * O) (as in FlashAttention) turns a (T, S_k) reduction into a
-(T, hs) one and needs no second (T, S_k) temporary. Saved: P (the one (B, nh, T, S_k)
+rowsum(dP * P) = rowsum(G * O) (as in FlashAttention) turns a (T, Tk) reduction into a
+(T, hs) one and needs no second (T, Tk) temporary. Saved: P (the one (B, nh, T, Tk)
 buffer), the dropout mask when there is one, Q * scale, K, V and O (references or (T, hs)
-sized). Backward works in place in the single (B, nh, T, S_k) buffer dP it owns.
+sized). Backward works in place in the single (B, nh, T, Tk) buffer dP it owns.
 
-Grouped-query attention: query heads nkv*g .. are reshaped to (B, nkv, g*T, hs), so the g
-query heads sharing kv head j are one (g*T, hs) block against that head's keys; the kv heads
-are never copied, and dK, dV sum over the group automatically inside the matmul.
+Grouped-query attention: the n_rep = nh / nkv query heads sharing kv head j (heads j*n_rep ..
+j*n_rep + n_rep - 1) are reshaped to (B, nkv, n_rep*T, hs): one (n_rep*T, hs) block against that
+head's keys; the kv heads are never copied, and dK, dV sum over the group automatically inside
+the matmul. Names as in docs/derivations/: Tk is the key count (T_k), n_rep the query heads per
+kv head (n_rep), G = dO the upstream gradient (g).
 
 A query row with no allowed key (a fully masked padding row) has P = 0: output 0 and zero
 gradient, never NaN.
@@ -47,8 +49,8 @@ from ..function import Function
 def masked_softmax_(scores, allowed, causal: bool = False):
     """softmax over the last axis of `scores`, in place, with -inf where `allowed` is False.
 
-    scores: (B, nh, T, S) float; allowed: bool broadcastable to it, or None (all allowed).
-    Rows with no allowed entry become all zeros. causal=True says `allowed` is causal_mask(T, S),
+    scores: (B, nh, T, Tk) float; allowed: bool broadcastable to it, or None (all allowed).
+    Rows with no allowed entry become all zeros. causal=True says `allowed` is causal_mask(T, Tk),
     whose every row allows a key: its cached complement is used and no row is checked for death.
     """
     xp = get_array_module(scores)
@@ -67,18 +69,18 @@ def masked_softmax_(scores, allowed, causal: bool = False):
     return scores
 
 
-def causal_mask(T: int, S: int, xp=np):
-    """(T, S) booleans, True where query i (the last T of S positions) may see key j <= S - T + i.
+def causal_mask(T: int, Tk: int, xp=np):
+    """(T, Tk) booleans, True where query i (the last T of Tk positions) may see key j <= Tk - T + i.
 
-    Cached per (T, S, xp) and read-only: the block path asks for the same masks every layer and step.
+    Cached per (T, Tk, xp) and read-only: the block path asks for the same masks every layer and step.
     """
-    return _causal_masks(T, S, xp)[0]
+    return _causal_masks(T, Tk, xp)[0]
 
 
 @functools.lru_cache(maxsize=256)
-def _causal_masks(T: int, S: int, xp) -> tuple:
+def _causal_masks(T: int, Tk: int, xp) -> tuple:
     """(allowed, its complement) for causal_mask, made once."""
-    allowed = xp.tril(xp.ones((T, S), dtype=bool), k=S - T)
+    allowed = xp.tril(xp.ones((T, Tk), dtype=bool), k=Tk - T)
     masks = (allowed, ~allowed)
     for mask in masks:
         if type(mask) is np.ndarray:
@@ -87,27 +89,27 @@ def _causal_masks(T: int, S: int, xp) -> tuple:
 
 
 def attention_probs(q_scaled, k, allowed, causal: bool = False):
-    """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, S, hs) -> (B, nh, T, S).
+    """P = softmax(q_scaled k^T) over allowed keys: (B, nh, T, hs), (B, nkv, Tk, hs) -> (B, nh, T, Tk).
 
-    causal=True: `allowed` is causal_mask(T, S) (masked_softmax_ takes its shortcut)."""
+    causal=True: `allowed` is causal_mask(T, Tk) (masked_softmax_ takes its shortcut)."""
     B, nh, T, hs = q_scaled.shape
-    nkv, S = k.shape[1], k.shape[2]
-    q_groups = q_scaled.reshape(B, nkv, (nh // nkv) * T, hs)      # (B, nkv, g*T, hs)
-    scores = q_groups @ k.swapaxes(-1, -2)                         # (B, nkv, g*T, hs) @ (B, nkv, hs, S)
-    return masked_softmax_(scores.reshape(B, nh, T, S), allowed, causal)
+    nkv, Tk = k.shape[1], k.shape[2]
+    q_groups = q_scaled.reshape(B, nkv, (nh // nkv) * T, hs)      # (B, nkv, n_rep*T, hs)
+    scores = q_groups @ k.swapaxes(-1, -2)                         # (B, nkv, n_rep*T, hs) @ (B, nkv, hs, Tk)
+    return masked_softmax_(scores.reshape(B, nh, T, Tk), allowed, causal)
 
 
 class ScaledDotProductAttentionFunction(Function):
     def forward(self, q, k, v, allowed=None, scale=1.0, keep_scaled=None):
         B, nh, T, hs = q.shape
-        nkv, S = k.shape[1], k.shape[2]
-        g = nh // nkv
+        nkv, Tk = k.shape[1], k.shape[2]
+        n_rep = nh // nkv
         xp = get_array_module(q)
         q_scaled = xp.empty(q.shape, dtype=q.dtype)                # (B, nh, T, hs), C-contiguous even when q is a
         xp.multiply(q, q.dtype.type(scale), out=q_scaled)          # strided view, so the group reshape is free
-        probs = attention_probs(q_scaled, k, allowed)              # (B, nh, T, S)
+        probs = attention_probs(q_scaled, k, allowed)              # (B, nh, T, Tk)
         weights = probs if keep_scaled is None else probs * keep_scaled
-        out = weights.reshape(B, nkv, g * T, S) @ v                # (B, nkv, g*T, S) @ (B, nkv, S, hs)
+        out = weights.reshape(B, nkv, n_rep * T, Tk) @ v           # (B, nkv, n_rep*T, Tk) @ (B, nkv, Tk, hs)
         out = out.reshape(B, nh, T, hs)
         self.q_scaled, self.k, self.v, self.probs, self.keep_scaled, self.out = q_scaled, k, v, probs, keep_scaled, out
         self.scale = scale
@@ -116,32 +118,32 @@ class ScaledDotProductAttentionFunction(Function):
     def backward(self, grad):
         xp = get_array_module(grad)
         probs, keep = self.probs, self.keep_scaled
-        B, nh, T, S = probs.shape
+        B, nh, T, Tk = probs.shape
         nkv, hs = self.k.shape[1], self.k.shape[3]
-        gT = (nh // nkv) * T
-        grad_groups = xp.ascontiguousarray(grad).reshape(B, nkv, gT, hs)   # (B, nkv, g*T, hs)
+        rep_T = (nh // nkv) * T
+        grad_groups = xp.ascontiguousarray(grad).reshape(B, nkv, rep_T, hs)   # (B, nkv, n_rep*T, hs)
         dq = dk = dv = None
         if self.needs_input_grad[2]:
             weights = probs if keep is None else probs * keep
-            # term 1: dV = (P * M)^T dO, summed over the g query heads of each kv head
-            dv = weights.reshape(B, nkv, gT, S).swapaxes(-1, -2) @ grad_groups   # (B, nkv, S, g*T) @ (B, nkv, g*T, hs)
+            # term 1: dV = (P * M)^T dO, summed over the n_rep query heads of each kv head
+            dv = weights.reshape(B, nkv, rep_T, Tk).swapaxes(-1, -2) @ grad_groups   # (B, nkv, Tk, n_rep*T) @ (B, nkv, n_rep*T, hs)
             del weights
         if self.needs_input_grad[0] or self.needs_input_grad[1]:
-            dp = grad_groups @ self.v.swapaxes(-1, -2)             # term 2: dP = dO V^T, (B, nkv, g*T, S)
-            dp = dp.reshape(B, nh, T, S)
+            dp = grad_groups @ self.v.swapaxes(-1, -2)             # term 2: dP = dO V^T, (B, nkv, n_rep*T, Tk)
+            dp = dp.reshape(B, nh, T, Tk)
             if keep is not None:
                 dp *= keep
             # term 3: dS = P * (dP - rowsum(dP * P)), rowsum(dP * P) = rowsum(dO * O)
             dp -= xp.einsum("bhtd,bhtd->bht", grad, self.out)[..., None]
             dp *= probs
-            ds = dp.reshape(B, nkv, gT, S)
+            ds = dp.reshape(B, nkv, rep_T, Tk)
             scale = grad.dtype.type(self.scale)
             if self.needs_input_grad[0]:
                 dq = ds @ self.k                                   # term 4: dQ = dS K * scale
                 dq *= scale
                 dq = dq.reshape(B, nh, T, hs)
             if self.needs_input_grad[1]:
-                dk = ds.swapaxes(-1, -2) @ self.q_scaled.reshape(B, nkv, gT, hs)   # dK = dS^T (Q * scale)
+                dk = ds.swapaxes(-1, -2) @ self.q_scaled.reshape(B, nkv, rep_T, hs)   # dK = dS^T (Q * scale)
         return dq, dk, dv
 
 
@@ -156,7 +158,7 @@ class BlockCausalAttentionFunction(Function):
     def forward(self, q, k, v, blocks=2, scale=1.0, keep_scaled=None):
         B, nh, T, hs = q.shape
         nkv = k.shape[1]
-        g = nh // nkv
+        n_rep = nh // nkv
         xp = get_array_module(q)
         q_scaled = xp.empty(q.shape, dtype=q.dtype)                # (B, nh, T, hs)
         xp.multiply(q, q.dtype.type(scale), out=q_scaled)
@@ -168,7 +170,7 @@ class BlockCausalAttentionFunction(Function):
             # queries [a, b) on keys [0, b) only, under key j <= a + i
             probs = attention_probs(q_scaled[:, :, a:b], k[:, :, :b], causal_mask(c, b, xp), causal=True)  # (B, nh, c, b)
             weights = probs if keep_scaled is None else probs * keep_scaled[:, :, a:b, :b]
-            out[:, :, a:b] = (weights.reshape(B, nkv, g * c, b) @ v[:, :, :b]).reshape(B, nh, c, hs)
+            out[:, :, a:b] = (weights.reshape(B, nkv, n_rep * c, b) @ v[:, :, :b]).reshape(B, nh, c, hs)
             self.probs.append(probs)                               # (B, nh, c, b)
         self.q_scaled, self.k, self.v, self.keep_scaled, self.out = q_scaled, k, v, keep_scaled, out
         self.scale = scale
@@ -179,7 +181,7 @@ class BlockCausalAttentionFunction(Function):
         q_scaled, k, v, keep = self.q_scaled, self.k, self.v, self.keep_scaled
         B, nh, T, hs = q_scaled.shape
         nkv = k.shape[1]
-        g = nh // nkv
+        n_rep = nh // nkv
         need_q, need_k, need_v = self.needs_input_grad[:3]
         dq = xp.empty(q_scaled.shape, dtype=grad.dtype) if need_q else None
         dk = xp.zeros(k.shape, dtype=grad.dtype) if need_k else None
@@ -188,22 +190,22 @@ class BlockCausalAttentionFunction(Function):
         scale = grad.dtype.type(self.scale)
         for (a, b), probs in zip(self.bounds, self.probs):
             c = b - a
-            gb = grad[:, :, a:b].reshape(B, nkv, g * c, hs)         # (B, nkv, g*c, hs)
+            gb = grad[:, :, a:b].reshape(B, nkv, n_rep * c, hs)     # (B, nkv, n_rep*c, hs)
             keep_b = None if keep is None else keep[:, :, a:b, :b]
             if need_v:                                             # term 1: dV[:b] += (P * M)^T dO
                 weights = probs if keep_b is None else probs * keep_b
-                dv[:, :, :b] += weights.reshape(B, nkv, g * c, b).swapaxes(-1, -2) @ gb
+                dv[:, :, :b] += weights.reshape(B, nkv, n_rep * c, b).swapaxes(-1, -2) @ gb
             if need_q or need_k:
                 dp = (gb @ v[:, :, :b].swapaxes(-1, -2)).reshape(B, nh, c, b)   # term 2: dP = dO V^T
                 if keep_b is not None:
                     dp *= keep_b
                 dp -= rowdot[:, :, a:b]                            # term 3: dS = P * (dP - rowsum(dO * O))
                 dp *= probs
-                ds = dp.reshape(B, nkv, g * c, b)
+                ds = dp.reshape(B, nkv, n_rep * c, b)
                 if need_q:                                         # term 4: dQ = dS K * scale
                     dq[:, :, a:b] = (ds @ k[:, :, :b]).reshape(B, nh, c, hs) * scale
                 if need_k:                                         # dK[:b] += dS^T (Q * scale)
-                    dk[:, :, :b] += ds.swapaxes(-1, -2) @ q_scaled[:, :, a:b].reshape(B, nkv, g * c, hs)
+                    dk[:, :, :b] += ds.swapaxes(-1, -2) @ q_scaled[:, :, a:b].reshape(B, nkv, n_rep * c, hs)
         return dq, dk, dv
 
 

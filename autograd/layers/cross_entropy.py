@@ -1,10 +1,11 @@
 """Cross-entropy of logits against integer targets, softmax and negative log-likelihood fused.
 
     loss_n = logsumexp(x_n) - x_n[t_n]           for rows whose target is not ignore_index
-    dx_n   = (softmax(x_n) - onehot(t_n)) * g_n   (docs/derivations/cross_entropy.md)
+    dx_n   = (softmax(x_n) - onehot(t_n)) * dl_n  (docs/derivations/cross_entropy.md)
 
-With reduction "mean" the loss is averaged over the rows that are not ignored, and
-g_n = g / n_valid. A batch in which every row is ignored has loss 0 and zero gradient
+dl_n = dL/dloss_n, what reaches row n's loss from the upstream gradient g: g's n-th entry
+("none"), g ("sum"), g / n_valid ("mean": the loss is averaged over the rows that are not
+ignored), 0 for an ignored row. A batch in which every row is ignored has loss 0 and zero gradient
 (a deliberate choice: no signal rather than NaN). The fused form never builds the
 one-hot matrix and never takes log of a probability, so it is exact at extreme logits.
 n_valid stays an array on the device (reading it would stop the GPU every step); the
@@ -50,14 +51,14 @@ class CrossEntropyFunction(Function):
 
     def backward(self, grad):
         xp = get_array_module(grad)
-        if self.reduction == "none":
-            row_grad = grad.reshape(-1) * self.valid                # (N,)
+        if self.reduction == "none":                                # dl: dL/dloss_n, (N,)
+            dl = grad.reshape(-1) * self.valid
         elif self.reduction == "sum":
-            row_grad = xp.broadcast_to(grad, self.valid.shape) * self.valid
+            dl = xp.broadcast_to(grad, self.valid.shape) * self.valid
         else:
-            row_grad = xp.broadcast_to(grad / self.count, self.valid.shape) * self.valid
-        dx = self.probs * row_grad[:, None]                         # term 1: softmax * g_n
-        dx[self.rows, self.safe_t] -= row_grad                      # term 2: - onehot * g_n
+            dl = xp.broadcast_to(grad / self.count, self.valid.shape) * self.valid
+        dx = self.probs * dl[:, None]                               # term 1: softmax * dl_n
+        dx[self.rows, self.safe_t] -= dl                            # term 2: - onehot * dl_n
         return dx.reshape(self.in_shape), None
 
 

@@ -5,11 +5,12 @@ i + hs/2, and position t rotates each pair by the angle (offset + t) * theta^(-2
 
     y1 = x1 cos - x2 sin            x1 = x[..., :hs/2],  x2 = x[..., hs/2:]
     y2 = x2 cos + x1 sin
-    dx1 = g1 cos + g2 sin           (the transpose of a rotation is the inverse rotation)
-    dx2 = g2 cos - g1 sin           (docs/derivations/rope.md)
+    dx1 = g1 cos + g2 sin           term 1 + term 2 (the transpose of a rotation is the
+    dx2 = g2 cos + (-g1 sin)        term 1 + term 2  inverse rotation; docs/derivations/rope.md)
 
-Both run over whole rows: y = x [cos, cos] (term 1) + (x2, x1) [-sin, sin] (term 2), with
-the halves swapped by a strided view, which is faster than working on half-rows.
+Both run over whole rows, with the halves swapped by a strided view (faster than working on
+half-rows): y = x [cos, cos] + (x2, x1) [-sin, sin], and dx = g [cos, cos] (term 1) +
+(g2, g1) [sin, -sin] (term 2).
 The tables are computed in float64 on the input's device, cast to its dtype and cached per
 (T, hs, theta, offset, dtype, device) in a small least-recently-used cache
 (KV-cache decoding asks for a new offset at every step).
@@ -64,21 +65,21 @@ def rope_tables(T: int, hs: int, theta: float, offset: int, dtype, xp) -> RopeTa
 
 
 def rotate_pairs(x, tables: RopeTables, inverse: bool = False):
-    """Rotate x's (i, i + hs/2) pairs by the tables' angles (by minus them when inverse=True).
+    """Rotate x's (i, i + hs/2) pairs by the tables' angles (by minus them when inverse=True: the backward).
 
-    y = x * [cos, cos] + (x2, x1) * [-sin, sin]       (term 1 + term 2)
-    The inverse (= the transpose) subtracts term 2 instead: y = x * [cos, cos] - (x2, x1) * [-sin, sin].
+    forward:  y  = x * [cos, cos] + (x2, x1) * [-sin, sin]
+    backward: dx = g * [cos, cos] + (g2, g1) * [sin, -sin]      (term 1 + term 2)
     """
     *lead, T, hs = x.shape
     half = hs // 2
-    out = x * tables.cos_full                                          # term 1, (..., T, hs)
+    out = x * tables.cos_full                                          # backward: term 1, (..., T, hs)
     swapped = x.reshape(*lead, T, 2, half)[..., ::-1, :]               # (..., T, 2, hs/2): (x2, x1), a view
-    term2 = swapped * tables.sin_signed.reshape(T, 2, half)            # (-x2 sin, x1 sin)
-    term2 = term2.reshape(x.shape)
+    cross = swapped * tables.sin_signed.reshape(T, 2, half)            # (-x2 sin, x1 sin)
+    cross = cross.reshape(x.shape)
     if inverse:
-        out -= term2
+        out -= cross                                                   # term 2: (g2 sin, -g1 sin)
     else:
-        out += term2
+        out += cross
     return out
 
 

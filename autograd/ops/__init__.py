@@ -1,26 +1,28 @@
-"""The primitive ops as functions on Tensors, and the Tensor operators built on them.
+"""The primitive ops as functions on Tensors: `autograd.add(a, b)`, `autograd.sum(x, axis=-1)`, ...
 
-Derived ops are sugar over primitives, as in micrograd: `a - b` has its own Function
-for speed, but `x.mean()` over axes, `softmax` and friends in `functional` compose
-these. Every wrapper turns Python scalars into tensors of the other operand's dtype.
+The primitive Functions live in this package by family (elementwise, reduce, movement,
+matmul); these functions are their public face, and Tensor's operators and methods
+(autograd/tensor.py) are these same functions: `a + b` is `add(a, b)`, `x.sum()` is
+`sum(x)`. Derived ops are sugar over primitives, as in micrograd: `a - b` has its own
+Function for speed, but `x.mean()` over axes, `softmax` and friends in `functional`
+compose these. Every wrapper turns Python scalars into tensors of the other operand's dtype.
 """
 from __future__ import annotations
 
 import builtins
-import operator
 
 import numpy as np
 
-from ..tensor import Tensor, as_tensor
+from ..function import as_tensor, is_tensor
 from .elementwise import (Abs, Add, AsType, Div, Exp, Log, MaskedFill, Maximum, Minimum, Mul, Neg, Pow,
                           Relu, Sigmoid, Sqrt, Sub, Tanh, Where)
 from .matmul import MatMul
-from .movement import Concatenate, Expand, GetItem, Permute, Reshape, Stack
+from .movement import Clone, Concatenate, Expand, GetItem, Permute, Reshape, Stack
 from .reduce import Max, Mean, Sum, Var
 
 
 def _pair(a, b):
-    if isinstance(a, Tensor):
+    if is_tensor(a):
         return a, as_tensor(b, like=a)
     b = as_tensor(b)
     return as_tensor(a, like=b), b
@@ -45,21 +47,21 @@ def matmul(a, b): return MatMul.apply(*_pair(a, b))
 
 def pow(a, exponent):  # noqa: A001 - mirrors numpy's name
     """a ** exponent for a constant exponent (a Python number)."""
-    if isinstance(exponent, Tensor):
+    if is_tensor(exponent):
         raise TypeError("pow: the exponent must be a Python number; for a tensor exponent use exp(b * log(a))")
     return Pow.apply(a, exponent=exponent)
 
 
 def where(cond, a, b):
     """Elementwise `a if cond else b`; cond is a boolean array or tensor (not differentiated)."""
-    if isinstance(cond, Tensor):
+    if is_tensor(cond):
         cond = cond.data
     a, b = _pair(a, b)
     return Where.apply(a, b, cond=cond)
 
 
 def masked_fill(a, mask, value):
-    if isinstance(mask, Tensor):
+    if is_tensor(mask):
         mask = mask.data
     return MaskedFill.apply(a, mask=mask, value=value)
 
@@ -92,6 +94,11 @@ def expand(a, *shape):
     return Expand.apply(a, shape=tuple(shape))
 
 
+def clone(a):
+    """A copy of `a` with memory of its own, in the graph (the gradient passes through unchanged)."""
+    return Clone.apply(a)
+
+
 def astype(a, dtype):
     if np.dtype(dtype) == a.dtype:
         return a
@@ -101,10 +108,10 @@ def astype(a, dtype):
 def _raw_index(index, xp):
     """The index with tensors replaced by their arrays, and lists and NumPy arrays made xp arrays
     (on a GPU one explicit copy here, instead of CuPy's implicit one in forward and again in backward)."""
-    if isinstance(index, Tensor):
+    if is_tensor(index):
         return index.data
     if isinstance(index, tuple):
-        return tuple(_raw_index(i, xp) if isinstance(i, (Tensor, list, np.ndarray)) else i for i in index)
+        return tuple(_raw_index(i, xp) if is_tensor(i) or isinstance(i, (list, np.ndarray)) else i for i in index)
     if isinstance(index, (list, np.ndarray)):
         return xp.asarray(index)
     return index
@@ -146,42 +153,3 @@ def split(a, sections, axis=-1):
         parts.append(getitem(a, index))
         start += size
     return parts
-
-
-def _install_operators() -> None:
-    """Attach operators and methods to Tensor (kept here so tensor.py stays about backward)."""
-    T = Tensor
-    T.__add__ = add
-    T.__radd__ = lambda self, other: add(other, self)
-    T.__sub__ = sub
-    T.__rsub__ = lambda self, other: sub(other, self)
-    T.__mul__ = mul
-    T.__rmul__ = lambda self, other: mul(other, self)
-    T.__truediv__ = div
-    T.__rtruediv__ = lambda self, other: div(other, self)
-    T.__neg__ = neg
-    T.__pow__ = pow
-    T.__matmul__ = matmul
-    T.__rmatmul__ = lambda self, other: matmul(other, self)
-    T.__getitem__ = getitem
-    # Comparisons give boolean tensors outside the graph (masks), never gradients.
-    for name in ("lt", "le", "gt", "ge"):
-        op = getattr(operator, name)       # the arrays' own operator: NumPy's or CuPy's
-
-        def compare(self, other, op=op):
-            other = other.data if isinstance(other, Tensor) else other
-            return Tensor.constant(op(self.data, other))
-        setattr(T, f"__{name}__", compare)
-    for fn in (exp, log, sqrt, tanh, sigmoid, relu, abs, sum, mean, max, var, reshape, permute,
-               transpose, expand, astype, masked_fill, split):
-        setattr(T, fn.__name__, fn)
-    T.view = reshape
-    T.T = property(lambda self: permute(self, tuple(reversed(range(self.ndim)))))
-    T.float = lambda self: astype(self, np.float32)
-    T.double = lambda self: astype(self, np.float64)
-    T.abs = abs
-    T.__abs__ = abs
-    T.pow = pow
-
-
-_install_operators()

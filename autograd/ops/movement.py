@@ -1,9 +1,9 @@
-"""Movement primitives: reshape, permute, expand, indexing, concatenate, stack.
+"""Movement primitives: reshape, permute, expand, indexing, concatenate, stack, clone.
 
 None of these change values, only where they sit, so each backward moves the gradient
 back: reshape reshapes it, permute applies the inverse permutation, expand sums over
 the broadcast axes, getitem scatters it into zeros (adding where an advanced index
-repeats), concatenate and stack slice it apart.
+repeats), concatenate and stack slice it apart, clone passes it through.
 
 Left out: views that alias and write back (every op here returns a new tensor in
 the graph), `gather`/`scatter` with an axis argument (use advanced indexing).
@@ -26,6 +26,16 @@ class Reshape(Function):
 
     def backward(self, grad):
         return grad.reshape(self.in_shape)
+
+
+class Clone(Function):
+    """A copy with memory of its own, in the graph: change the copy's data without touching what an op saved."""
+
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, grad):
+        return grad
 
 
 class Permute(Function):

@@ -1,7 +1,8 @@
 """The engine holds every backward to its contract: each planted bug is named where it happens.
 
 Planted bugs (the ones users hit writing their own ops): a backward that forgets to
-unbroadcast, one that returns float32 for float64 inputs, one that writes into its grad.
+unbroadcast, one that returns float32 for float64 inputs, one that writes into its grad,
+one that returns a mask without its `* grad`, one that returns a gradient for token ids.
 Each must raise a BackwardError naming the Function, the input and the cause, never pass
 silently or fail later inside another op. Also: Function.apply wraps arrays and numbers.
 """
@@ -136,7 +137,38 @@ def test_a_number_instead_of_an_array_and_a_wrong_count_are_named():
         ReturnsTwo.apply(leaf(2)).sum().backward()
 
 
+def test_a_list_of_gradients_is_read_as_one_per_input_like_a_tuple():
+    class ListLogAddExp(LogAddExp):
+        def backward(self, grad):
+            return list(super().backward(grad))           # once: "returned 1 gradients for 2 inputs"
+
+    a, b = leaf(3, 4), leaf(3, 1, seed=1)
+    ListLogAddExp.apply(a, b).sum().backward()
+    s = 1 / (1 + np.exp(b.data - a.data))
+    np.testing.assert_allclose(a.grad, s)
+    np.testing.assert_allclose(b.grad, (1 - s).sum(axis=1, keepdims=True))
+
+
 # ---- dtypes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int64])
+def test_a_bool_or_integer_gradient_is_named_with_the_forgotten_grad_hint(dtype):
+    class ReluForgotGrad(Function):
+        """Planted bug: backward returns the mask itself, not grad * mask."""
+
+        def forward(self, x):
+            self.mask = x > 0
+            return x * self.mask
+
+        def backward(self, grad):
+            return self.mask.astype(dtype)
+
+    kind = "bool" if dtype is bool else r"integer \(int64\)"
+    with pytest.raises(BackwardError, match=rf"ReluForgotGrad\.backward returned a {kind} gradient for input 0, a "
+                                            rf"float64 tensor: .*forgotten `\* grad`") as info:
+        ReluForgotGrad.apply(leaf(4)).sum().backward()      # once: "(precision is lost)"
+    assert info.value.cause == "dtype"
 
 
 def test_float32_gradient_for_a_float64_input_is_named():
@@ -213,6 +245,52 @@ def test_grad_returns_writable_arrays_even_for_gradients_passed_through():
     (gx,) = ag.grad((x + 1.0).reshape(3, 1).reshape(3), [x], grad_output=np.ones(3))
     gx += 1                                   # read-only views inside the engine, a fresh array out
     np.testing.assert_array_equal(gx, [2.0, 2.0, 2.0])
+
+
+# ---- gradients for inputs that cannot have one ------------------------------------------------
+
+
+class Lookup(Function):
+    """rows of w picked by ids; planted bug: a gradient for the ids too (a copy of grad's first column)."""
+
+    def forward(self, w, ids):
+        self.ids, self.w_shape = ids, w.shape
+        return w[ids]
+
+    def backward(self, grad):
+        dw = np.zeros(self.w_shape)
+        np.add.at(dw, self.ids, grad)
+        return dw, self.wrong_ids_gradient(grad)
+
+    def wrong_ids_gradient(self, grad):
+        return grad[:, 0].copy()
+
+
+def test_debug_backward_names_a_gradient_for_integer_ids():
+    w, ids = leaf(5, 3), Tensor(np.array([0, 3, 3]))
+    Lookup.apply(w, ids).sum().backward()                   # ignored by default, as it always was
+    with debug_backward():
+        with pytest.raises(BackwardError, match=r"Lookup\.backward returned a float64 array for input 1, which cannot "
+                                                r"have a gradient: it is a int64 array .*Return None for it") as info:
+            Lookup.apply(w, ids).sum().backward()
+    assert (info.value.cause, info.value.input_index) == ("no-gradient", 1)
+
+
+def test_debug_backward_names_any_gradient_for_ids_or_a_constant_that_was_not_a_tensor():
+    class StringForIds(Lookup):
+        def wrong_ids_gradient(self, grad):
+            return "oops"
+
+    class GradForConstant(LogAddExp):
+        pass
+
+    with debug_backward():
+        with pytest.raises(BackwardError, match=r"StringForIds\.backward returned a str for input 1, which cannot"):
+            StringForIds.apply(leaf(5, 3), np.array([0, 1])).sum().backward()
+        with pytest.raises(BackwardError, match=r"GradForConstant\.backward returned a float64 array for input 1, "
+                                                r"which cannot have a gradient: it is not a Tensor"):
+            GradForConstant.apply(leaf(3), np.zeros(3)).sum().backward()
+        GradForConstant.apply(leaf(3), Tensor(np.zeros(3))).sum().backward()   # a float Tensor constant: unused
 
 
 # ---- Function.apply on arrays and numbers ------------------------------------------------------

@@ -185,3 +185,142 @@ def test_pytest_shows_the_test_line_not_the_checker(pytester):
     output = result.stdout.str()
     assert "check_backward(Cube.apply" in output and "check_backward failed: input 0" in output
     assert "gradcheck.py" not in output and "autograd/tensor.py" not in output
+
+
+# ---- what makes a check meaningless, named as such; the hints; layouts; float32 beside float64 ----
+
+
+class RandomMask(Function):
+    """An unseeded dropout-like mask: its backward is right for its own forward, the check cannot be."""
+
+    def forward(self, x):
+        self.mask = np.random.default_rng().random(x.shape) < 0.5
+        return x * self.mask
+
+    def backward(self, grad):
+        return grad * self.mask
+
+
+def test_a_non_deterministic_fn_is_named_not_reported_as_a_wrong_backward():
+    with pytest.raises(GradcheckError, match=r"check_backward failed: fn is not deterministic: two evaluations at "
+                                             r"the same inputs differ"):
+        check_backward(RandomMask.apply, [np.arange(1.0, 41.0)])   # once: "analytic 0, numeric -1833801"
+
+
+class ReluInPlace(Function):
+    """Planted bug: forward clamps its input in place (the gradient it returns is right)."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        x *= self.mask
+        return x.copy()
+
+    def backward(self, grad):
+        return grad * self.mask
+
+
+def test_a_forward_that_changes_its_input_is_named_and_the_report_shows_the_input_before():
+    x = np.array([-1.0, 2.0, -3.0])
+    with pytest.raises(GradcheckError, match=r"check_backward failed: forward changed input 0 in place \(2 of 3 "
+                                             r"elements differ") as info:
+        check_backward(ReluInPlace.apply, [x])               # once: passed, with x.data now [0, 2, 0]
+    assert "x0 (differentiated, shape (3,), float64) = [-1.  2. -3.]" in str(info.value)
+    np.testing.assert_array_equal(x, [-1.0, 2.0, -3.0])     # the caller's array is the checker's copy's source
+
+
+class DoublesItsInput(Function):
+    """Planted bug: backward doubles the input it saved."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        self.x *= 2
+        return grad * self.x
+
+
+def test_a_backward_that_changes_its_input_is_named():
+    with pytest.raises(GradcheckError, match=r"check_backward failed: backward changed input 0 in place: "
+                                             r"DoublesItsInput\.backward changed its input 0"):
+        check_backward(DoublesItsInput.apply, [np.array([0.5, -1.5])])   # once: only a mismatch
+
+
+class SignError(Function):
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        return -2 * grad * self.x
+
+
+def test_a_sign_error_and_a_constant_factor_are_said():
+    with pytest.raises(GradcheckError, match=r"analytic = -numeric at every element: the sign of the gradient is wrong"):
+        check_backward(SignError.apply, [np.array([0.5, -1.5, 2.0])])
+    with pytest.raises(GradcheckError, match=r"analytic = 1\.05 x numeric at every element"):
+        check_backward(WrongScale.apply, [np.array([0.5, -1.5, 2.0])])
+    with pytest.raises(GradcheckError, match=r"analytic is close to -numeric along this direction"):
+        check_backward(SignError.apply, [np.random.default_rng(0).standard_normal((30, 30))])
+
+
+class SquareContiguousOnly(Function):
+    """Planted bug: backward fills its result through `reshape(-1)`, a copy (writes lost) for a non-C input."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        dx = np.zeros_like(self.x)                            # keeps x's layout
+        dx.reshape(-1)[:] = (2 * grad * self.x).reshape(-1)   # a view only when dx is C-contiguous
+        return dx
+
+
+def test_a_backward_right_only_for_contiguous_inputs_fails_in_the_other_layout():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    with pytest.raises(GradcheckError, match=r"the gradient of input 0 changes with input 0 transposed in memory "
+                                             r"\(given C-contiguous; same values\)"):
+        check_backward(SquareContiguousOnly.apply, [x])       # once: passed unless the author thought of x.T
+    assert check_backward(SquareContiguousOnly.apply, [x], layouts=False).passed   # the switch that skips it
+    with pytest.raises(GradcheckError, match=r"check_backward failed: input 0"):
+        check_backward(SquareContiguousOnly.apply, [np.asfortranarray(x)], layouts=False)   # given transposed
+
+
+class ExpCompound(Function):
+    """exp with a backward computing e^x as (1 + x/n)^n: fine in float64, far off in float32 (1 + x/n rounds)."""
+
+    def forward(self, x):
+        self.x = x
+        return np.exp(x)
+
+    def backward(self, grad):
+        n = 10 ** 6
+        return grad * (1 + self.x / self.x.dtype.type(n)) ** n
+
+
+def test_float32_beside_float64_says_which_dtype_failed():
+    x = np.array([0.5, 1.0, 2.0])
+    assert check_backward(ExpCompound.apply, [x]).passed                          # float64 alone: fine
+    with pytest.raises(GradcheckError, match=r"check_backward failed in float32 \(float64 passes\): the float32 "
+                                             r"gradient of input 0 differs from float64's"):
+        check_backward(ExpCompound.apply, [x], dtype=(np.float64, np.float32))
+    results = check_backward(lambda t: F.softmax(t), [x], dtype=(np.float64, np.float32))
+    assert [r.dtype for r in results] == ["float64", "float32"] and all(r.passed for r in results)
+    failed, = check_backward(SignError.apply, [x], dtype=(np.float64, np.float32), raise_on_failure=False)
+    assert not failed.passed and failed.report.startswith("check_backward failed in float64: input 0")
+
+
+def test_inputs_keep_their_layout_and_each_is_tried_in_another():
+    seen = []
+
+    def record(t):
+        seen.append((t.data.flags.c_contiguous, t.data.flags.f_contiguous, 0 in t.data.strides))
+        return t * t
+
+    base = np.random.default_rng(0).standard_normal((3, 4))
+    check_backward(record, [np.asfortranarray(base)])
+    assert seen[0] == (False, True, False) and (True, False, False) in seen       # given F: also tried C
+    seen.clear()
+    check_backward(record, [np.broadcast_to(base[:1], (3, 4))])
+    assert seen[0][2]                                                             # a broadcast input stays one

@@ -86,3 +86,45 @@ def test_the_docstring_example_catches_a_naive_logaddexp(tmp_path, monkeypatch, 
     page.write_text(naive)
     with np.errstate(all="ignore"), pytest.raises(AssertionError, match="test_logaddexp_is_finite_and_bounded"):
         run_page(page)
+
+
+def _layout(a) -> str:
+    if 0 in a.strides and a.size > 1:
+        return "broadcast"
+    if a.flags.c_contiguous:
+        return "contiguous"
+    return "transposed" if a.flags.f_contiguous else "strided"
+
+
+@pytest.mark.parametrize("strategy", ["float_arrays", "extreme_arrays", "separated_arrays"])
+def test_the_array_strategies_draw_non_contiguous_layouts_too(strategy):
+    """Transposed, strided and broadcast arrays, not only C-contiguous ones (a backward right only for
+    contiguous arrays used to pass the recipe's tests)."""
+    import autograd.testing as testing
+    draw = getattr(testing, strategy)
+    seen = set()
+
+    @settings(max_examples=120, derandomize=True, database=None)
+    @given(draw((3, 4)))
+    def collect(a):
+        assert a.shape == (3, 4) and a.dtype == np.float64
+        seen.add(_layout(a))
+    collect()
+    expected = {"contiguous", "transposed", "strided"} | ({"broadcast"} if strategy != "separated_arrays" else set())
+    assert seen == expected
+
+
+def test_with_layout_keeps_the_values_and_falls_back_where_a_layout_cannot_be():
+    from autograd.testing import LAYOUTS, with_layout
+    a = np.arange(12.0).reshape(3, 4)
+    for layout in LAYOUTS[:3]:
+        b = with_layout(a, layout)
+        np.testing.assert_array_equal(b, a)
+        assert _layout(b) == layout
+    broadcast = with_layout(a, "broadcast")
+    assert _layout(broadcast) == "broadcast" and not broadcast.flags.writeable
+    np.testing.assert_array_equal(broadcast, np.broadcast_to(a[:1], (3, 4)))
+    assert _layout(with_layout(np.arange(4.0), "transposed")) == "strided"     # one axis: no transpose
+    assert _layout(with_layout(np.ones((1, 1)), "strided")) == "contiguous"    # one element
+    with pytest.raises(ValueError, match="unknown layout 'diagonal'"):
+        with_layout(a, "diagonal")

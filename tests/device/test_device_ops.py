@@ -56,7 +56,7 @@ def test_indexing_with_a_list_moves_the_index_once(device):
 
 
 def test_the_stand_in_refuses_what_cupy_refuses(stand_in):
-    from autograd import fakecupy
+    from autograd.testing import fakecupy
     cp = fakecupy.cupy
     a = cp.arange(4.0)
     with pytest.raises(TypeError, match="implicit conversion"):
@@ -81,7 +81,7 @@ def test_the_stand_in_refuses_what_cupy_refuses(stand_in):
 
 
 def test_the_stand_in_pretends_to_have_devices(stand_in, monkeypatch):
-    from autograd import fakecupy
+    from autograd.testing import fakecupy
     cp = fakecupy.cupy
     monkeypatch.setenv("TINYLLM_FAKE_CUDA_DEVICES", "3")
     assert cp.cuda.runtime.getDeviceCount() == 3

@@ -1,4 +1,4 @@
-"""Host copies are a budget, counted by the CPU stand-in for CuPy (autograd/fakecupy.py).
+"""Host copies are a budget, counted by the CPU stand-in for CuPy (autograd/testing/fakecupy.py).
 
 On a GPU every copy to the host waits for the device to finish its queue. The budgets:
 

@@ -63,7 +63,7 @@ def test_attention_explicit_scale(scale):
 @settings(max_examples=min(50, settings.default.max_examples))
 @given(case=attention_case(allow_dropout=False), t=st.integers(0, 5), data=st.data())
 def test_causality_later_positions_never_change_earlier_outputs(case, t, data):
-    q, k, v, _, _, _ = case
+    q, k, v = (np.ascontiguousarray(a) for a in case[:3])   # one layout for both runs: bitwise comparable
     T, S = q.shape[2], k.shape[2]
     t = min(t, T - 1)
     first_changed_key = S - T + t + 1      # query t (absolute S - T + t) sees keys <= S - T + t
@@ -196,7 +196,7 @@ def test_attention_errors_name_the_values():
         F.scaled_dot_product_attention(z, z, z, mask=np.ones(3, bool))
     with pytest.raises(ValueError, match="dropout_p=1.0"):
         F.scaled_dot_product_attention(z, z, z, dropout_p=1.0)
-    with pytest.raises(ValueError, match="T <= S"):
+    with pytest.raises(ValueError, match="T <= Tk"):
         F.scaled_dot_product_attention(Tensor(np.zeros((1, 3, 4, 4))), z, z)
 
 

@@ -1,57 +1,9 @@
-"""Hypothesis strategies and settings for testing ops: shapes, broadcastable shape pairs, float
-arrays (ordinary and extreme), and the test profiles tinyllm's own suite runs with.
+"""Hypothesis strategies and profiles for testing ops (public as `autograd.testing`).
 
-These are what tinyllm's tests use; they are public so you can test your own Functions the
-same way, together with `autograd.gradcheck.check_backward`. Needs hypothesis (the `test`
-extra). A complete test file for a new op (docs/writing-ops.md explains each step):
-
-```python
-import numpy as np
-from hypothesis import given, strategies as st
-
-from autograd import Function, Tensor, unbroadcast
-from autograd.backend import get_array_module
-from autograd.gradcheck import check_backward
-from autograd.testing import broadcastable_pairs, extreme_arrays, float_arrays, load_profile
-
-load_profile()   # "ci" under CI=1, "dev" otherwise, or $HYPOTHESIS_PROFILE; or put this in conftest.py
-
-
-class LogAddExp(Function):
-    # log(exp(a) + exp(b)), broadcasting;  d/da = exp(a - out) = sigmoid(a - b),  d/db = sigmoid(b - a)
-
-    def forward(self, a, b):
-        xp = get_array_module(a)              # numpy or cupy: the same code on both
-        m = xp.maximum(a, b)                  # shift by the larger: exp never overflows
-        out = m + xp.log(xp.exp(a - m) + xp.exp(b - m))
-        self.a, self.b, self.out = a, b, out
-        return out
-
-    def backward(self, grad):
-        xp = get_array_module(grad)
-        da = grad * xp.exp(self.a - self.out)      # = sigmoid(a - b), in [0, 1]
-        db = grad * xp.exp(self.b - self.out)
-        return unbroadcast(da, self.a.shape), unbroadcast(db, self.b.shape)
-
-
-@given(broadcastable_pairs(), st.data())
-def test_logaddexp_backward(pair, data):
-    a = data.draw(float_arrays(pair[0]))
-    b = data.draw(float_arrays(pair[1]))
-    check_backward(LogAddExp.apply, [a, b])
-
-
-@given(extreme_arrays((3, 4)), extreme_arrays((3, 4)))
-def test_logaddexp_is_finite_and_bounded_at_extremes(a, b):
-    x, y = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
-    out = LogAddExp.apply(x, y)
-    out.sum().backward()
-    assert np.all(out.data >= np.maximum(a, b))       # log(e^a + e^b) >= max(a, b) ...
-    assert np.all(out.data <= np.maximum(a, b) + np.log(2) + 1e-12)   # ... and at most log 2 above it
-    assert np.all((x.grad >= 0) & (x.grad <= 1) & (y.grad >= 0) & (y.grad <= 1))
-```
-
-Run it with pytest; `HYPOTHESIS_PROFILE=ci` (or CI=1) bounds the examples to 25 per test.
+Shapes, broadcastable shape pairs, matmul shapes, float arrays (ordinary, extreme, tie-free)
+in any memory layout, and the test profiles tinyllm's own suite runs with. Imports NumPy and
+hypothesis only (the `test` extra), nothing of the engine. The example test file is in the
+package docstring (autograd/testing/__init__.py); docs/writing-ops.md explains each step.
 """
 from __future__ import annotations
 
@@ -118,14 +70,57 @@ def matmul_shapes(draw, max_batch_dims: int = 2, max_side: int = 5):
     return a, b
 
 
+LAYOUTS = ("contiguous", "transposed", "strided", "broadcast")   # what the array strategies draw from
+
+
+def with_layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """`a`'s values in a memory layout (a NumPy array of a's shape and dtype, of its own memory):
+
+        contiguous   C order, as NumPy makes arrays
+        transposed   the axes' strides reversed (Fortran order), as `x.T` of a C array is
+        strided      every other element of a buffer twice as long in the last axis, as `x[..., ::2]` is
+        broadcast    the first axis longer than 1 repeats its first entry (a read-only view with a 0
+                     stride, as np.broadcast_to makes): the values along that axis become equal
+
+    A layout an array cannot have (transposed with fewer than two axes longer than 1, any layout
+    of a 0-d or one-element array) falls back to the next one that it can: strided, then contiguous.
+    """
+    a = np.array(a, copy=True, order="C")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    if layout == "contiguous" or a.size < 2:
+        return a
+    if layout == "broadcast":
+        axis = next(i for i, n in enumerate(a.shape) if n > 1)
+        return np.broadcast_to(a[(slice(None),) * axis + (slice(0, 1),)], a.shape)
+    if layout == "transposed" and sum(n > 1 for n in a.shape) >= 2:
+        return np.asfortranarray(a)
+    buffer = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    buffer[..., ::2] = a
+    return buffer[..., ::2]
+
+
+def in_layouts(arrays, layouts=LAYOUTS):
+    """The arrays `arrays` draws, each in a layout drawn from `layouts` (shrinking towards the first)."""
+    layouts = tuple(layouts)
+    if layouts == ("contiguous",):
+        return arrays
+    return st.tuples(arrays, st.sampled_from(layouts)).map(lambda pair: with_layout(*pair))
+
+
 def float_arrays(shape, dtype=np.float64, min_value: float = -3.0, max_value: float = 3.0,
-                 exclude_near_zero: float = 0.0):
+                 exclude_near_zero: float = 0.0, layouts=LAYOUTS):
     """Finite float arrays in [min_value, max_value]; optionally keep |x| >= exclude_near_zero
-    (for ops such as log, sqrt or division, and for kinks like relu and abs)."""
+    (for ops such as log, sqrt or division, and for kinks like relu and abs).
+
+    Drawn in every layout of LAYOUTS (with_layout): C-contiguous, transposed, strided and
+    broadcast (read-only, with equal values along an axis), so a forward or backward that is
+    right only for contiguous arrays fails; `layouts=("contiguous",)` draws plain arrays only.
+    """
     elements = st.floats(min_value, max_value, allow_nan=False, allow_infinity=False, width=64)
     if exclude_near_zero > 0:
         elements = elements.filter(lambda v: abs(v) >= exclude_near_zero)
-    return hnp.arrays(np.dtype(dtype), shape, elements=elements)
+    return in_layouts(hnp.arrays(np.dtype(dtype), shape, elements=elements), layouts)
 
 
 def extreme_values(dtype=np.float64, max_abs: float = 1e4):
@@ -149,17 +144,21 @@ def extreme_values(dtype=np.float64, max_abs: float = 1e4):
     return st.one_of(st.sampled_from(special), ordinary)
 
 
-def extreme_arrays(shape, dtype=np.float64, max_abs: float = 1e4):
-    """Arrays of `shape` whose elements come from extreme_values(dtype, max_abs)."""
-    return hnp.arrays(np.dtype(dtype), shape, elements=extreme_values(dtype, max_abs))
+def extreme_arrays(shape, dtype=np.float64, max_abs: float = 1e4, layouts=LAYOUTS):
+    """Arrays of `shape` whose elements come from extreme_values(dtype, max_abs), in every layout
+    of LAYOUTS (as float_arrays)."""
+    return in_layouts(hnp.arrays(np.dtype(dtype), shape, elements=extreme_values(dtype, max_abs)), layouts)
 
 
-def separated_arrays(shape, dtype=np.float64, min_value: float = -3.0, max_value: float = 3.0, gap: float = 1e-3):
+def separated_arrays(shape, dtype=np.float64, min_value: float = -3.0, max_value: float = 3.0, gap: float = 1e-3,
+                     layouts=("contiguous", "transposed", "strided")):
     """Float arrays whose elements differ pairwise by at least `gap`: max/min have a unique
-    winner, so finite differences do not straddle a tie."""
+    winner, so finite differences do not straddle a tie. Contiguous, transposed or strided
+    (a broadcast array repeats values, so it is not among the default layouts)."""
     count = int(np.prod(shape)) if len(shape) else 1
     span = max_value - min_value
     if count * gap > span:
         raise ValueError(f"cannot fit {count} values {gap} apart in [{min_value}, {max_value}]")
-    return st.permutations(range(count)).map(
-        lambda perm: (min_value + (np.asarray(perm, dtype=np.float64) + 0.5) * (span / count)).reshape(shape).astype(dtype))
+    return in_layouts(st.permutations(range(count)).map(
+        lambda perm: (min_value + (np.asarray(perm, dtype=np.float64) + 0.5) * (span / count)).reshape(shape).astype(dtype)),
+        layouts)

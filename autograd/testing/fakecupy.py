@@ -1,4 +1,4 @@
-"""A strict CPU stand-in for CuPy, so that every CUDA code path runs in the test suite.
+"""A strict CPU stand-in for CuPy, so that every CUDA code path runs in the test suite (autograd.testing.fakecupy).
 
 With TINYLLM_FAKE_CUDA=1 autograd/backend.py takes `cupy` and `cupyx` from here (with "auto",
 what tests/conftest.py sets, when no real GPU is seen), and device "cuda" exists on any
@@ -44,7 +44,7 @@ import numpy as np
 
 _SCALARS = (bool, int, float, complex, np.generic)
 _HERE = os.path.abspath(__file__)
-_BACKEND = os.path.join(os.path.dirname(_HERE), "backend.py")
+_BACKEND = os.path.join(os.path.dirname(os.path.dirname(_HERE)), "backend.py")   # autograd/backend.py
 
 
 # ---- copies between host and device ---------------------------------------------------------
@@ -554,7 +554,7 @@ def _namespace(name: str, doc: str, **members) -> types.ModuleType:
 
 
 cupy = _namespace(
-    "cupy", "The CPU stand-in for CuPy (autograd/fakecupy.py): CuPy's names only.",
+    "cupy", "The CPU stand-in for CuPy (autograd/testing/fakecupy.py): CuPy's names only.",
     ndarray=ndarray, ufunc=ufunc, asarray=asarray, array=array, ascontiguousarray=ascontiguousarray,
     asnumpy=asnumpy, get_array_module=get_array_module, get_default_memory_pool=lambda: _memory_pool,
     **{name: ufunc(getattr(np, name)) for name in UFUNCS},
