@@ -69,8 +69,9 @@ def environment_error(error: OSError) -> str | None:
 
 
 def one_line(text: str) -> str:
-    """`text` on one line (a message that quotes a file's content may hold line breaks)."""
-    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+    """`text` on one line: a message that quotes a file's content may hold line breaks, of any of the
+    kinds str.splitlines() knows (newline, return, vertical tab, form feed, \\x1c-\\x1e, \\x85, \\u2028, \\u2029)."""
+    return " ".join(text.split()) if len(text.splitlines()) > 1 else text
 
 
 def describe(error: BaseException) -> tuple | None:

@@ -116,3 +116,17 @@ def test_a_worker_process_killed_by_the_out_of_memory_killer_is_one_line(tmp_pat
     assert_one_line_error(proc.returncode, err, "train", "worker process 1 was killed by SIGKILL",
                           "out-of-memory killer", "--resume")
     assert ckpt.load_checkpoint(run).step >= 1
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_a_message_quoting_any_line_break_stays_one_line(brk, tmp_path, trained, capsys):
+    """A damaged file may put any of the characters str.splitlines() breaks on into a message
+    (here a checkpoint's train_config.data, which eval reads by default)."""
+    import shutil
+    target = tmp_path / "ckpt"
+    shutil.copytree((trained / "last").resolve(), target)
+    state = json.loads((target / "state.json").read_text())
+    state["train_config"]["data"] = f"gone{brk}missing"
+    (target / "state.json").write_text(json.dumps(state))
+    code, err = cli(capsys, "eval", "--ckpt", target, "--max-tokens", "40")
+    assert_one_line_error(code, err, "eval", "gone missing")
