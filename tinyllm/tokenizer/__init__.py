@@ -10,7 +10,8 @@ Token shards for training data: write_shard, read_shard, encode_files_to_shards
 """
 
 from .base import EOT_TOKEN, Tokenizer
-from .bpe import BPETokenizer, gpt2_bytes_to_unicode
+from .bpe import BPETokenizer
+from .openai_files import gpt2_bytes_to_unicode
 from .char import CharTokenizer
 from .files import load_tokenizer
 from .lines import TokenizerFileError

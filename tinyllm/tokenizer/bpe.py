@@ -23,26 +23,22 @@ ASCII text is split by a faster standard-library twin of the pattern, and other 
 is cut into pieces (a word with its space) whose ids are cached whole (patterns.py).
 
 Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
-(textstream.py), shard files (shards.py). Encoding does not use threads.
+(textstream.py), shard files (shards.py), the parsing of OpenAI's files (openai_files.py). Encoding does not use threads.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
-import binascii
 import json
 import os
 from collections import Counter
 from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from tinyllm import io
-from tinyllm.limits import MAX_TOKENIZER_FILE_BYTES, MAX_VOCAB, check_file_size
-
 from .base import Tokenizer
 from .bpe_train import tqdm_disable, train_bpe_merges
 from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
+from .openai_files import read_gpt2_files, read_tiktoken_ranks, write_tiktoken_ranks
 from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
                        resolve_pattern)
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
@@ -299,10 +295,7 @@ class BPETokenizer(Tokenizer):
         the middle of a character) become U+FFFD unless `errors` says otherwise."""
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.decode_bytes([token_id])
-
-    # -- standard files ---------------------------------------------------------
+    # -- OpenAI's files (openai_files.py) -------------------------------------
 
     @classmethod
     def from_tiktoken(cls, path: str | os.PathLike, pattern: str,
@@ -310,92 +303,20 @@ class BPETokenizer(Tokenizer):
         """Read a `.tiktoken` file: one `base64(token) rank` per line, single bytes in
         any order. The file holds no pattern or special tokens, so pass them (for
         cl100k_base: pattern="gpt4", special_tokens={"<|endoftext|>": 100257, ...})."""
-        reader = FileLines(path)
-        ranks: dict[bytes, int] = {}
-        seen_ranks: dict[int, int] = {}  # rank -> line number
-        for line_number, line in enumerate(reader.lines, start=1):
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise reader.error(line_number, f"expected 'BASE64TOKEN RANK', got {line[:60]!r}")
-            try:
-                token = base64.b64decode(fields[0], validate=True)
-            except (binascii.Error, ValueError):
-                raise reader.error(line_number, f"{fields[0][:40]!r} is not base64") from None
-            if not fields[1].isdigit():
-                raise reader.error(line_number, f"rank {fields[1]!r} is not a non-negative integer")
-            rank = parse_id(reader, line_number, fields[1], "rank")
-            if token in ranks:
-                raise reader.error(line_number, f"token {token!r} appears twice")
-            if rank in seen_ranks:
-                raise reader.error(line_number, f"rank {rank} was already given on line "
-                                                f"{seen_ranks[rank]}")
-            ranks[token] = rank
-            seen_ranks[rank] = line_number
-        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+        return _build_from_file(cls, path, read_tiktoken_ranks(path), pattern, special_tokens)
 
     def save_tiktoken(self, path: str | os.PathLike) -> None:
         """Write the ranks as a `.tiktoken` file (pattern and special tokens are not in
         that format; keep them yourself or use `save`)."""
-        lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
-                 for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
-        io.write_bytes(path, "".join(lines).encode("ascii"))
+        write_tiktoken_ranks(path, self.mergeable_ranks)
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike,
                         pattern: str = "gpt2") -> "BPETokenizer":
         """Read OpenAI's GPT-2 `encoder.json` (token string -> id) and `vocab.bpe`
-        (merges, one `left right` per line). Tokens are written with GPT-2's
-        byte-to-unicode table (see `gpt2_bytes_to_unicode`); "<|endoftext|>" is a special
-        token. Every merge must produce a token of encoder.json with a higher id than
-        the merges before it, since ids are the ranks."""
-        byte_of = {char: byte for byte, char in gpt2_bytes_to_unicode().items()}  # str -> int
-        encoder_path = os.fspath(encoder_json)
-        if not os.path.isfile(encoder_path):
-            raise FileNotFoundError(f"GPT-2 encoder file not found: {encoder_path!r}")
-        check_file_size(encoder_path, MAX_TOKENIZER_FILE_BYTES, "GPT-2 encoder file")
-        try:
-            with open(encoder_path, encoding="utf-8") as file:
-                encoder = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            where = f", line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
-            raise TokenizerFileError(f"{encoder_path}{where}: not a JSON file ({error})") from None
-        if not isinstance(encoder, dict):
-            raise TokenizerFileError(f"{encoder_path}: expected a JSON object of token -> id")
-        ranks: dict[bytes, int] = {}
-        special_tokens: dict[str, int] = {}
-        for token_text, token_id in encoder.items():
-            if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < MAX_VOCAB:
-                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has id "
-                                         f"{token_id!r}, not an integer in [0, {MAX_VOCAB:,})")
-            if token_text.startswith("<|") and token_text.endswith("|>"):
-                special_tokens[token_text] = token_id
-                continue
-            try:
-                ranks[bytes(byte_of[char] for char in token_text)] = token_id
-            except KeyError:
-                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has a character "
-                                         "outside GPT-2's byte-to-unicode table") from None
-        merges = FileLines(vocab_bpe)
-        last_rank = -1
-        for line_number, line in enumerate(merges.lines, start=1):
-            if line_number == 1 and line.startswith("#version"):
-                continue
-            if not line.strip():
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise merges.error(line_number, f"expected 'LEFT RIGHT', got {line[:60]!r}")
-            merged = parts[0] + parts[1]
-            if merged not in encoder:
-                raise merges.error(line_number, f"the merge {line!r} makes {merged!r}, which is "
-                                                f"not in {encoder_path}")
-            if encoder[merged] <= last_rank:
-                raise merges.error(line_number, f"the merge {line!r} has id {encoder[merged]}, "
-                                                f"not above the previous merge's {last_rank}")
-            last_rank = encoder[merged]
-        return _build_from_file(cls, merges, ranks, pattern, special_tokens)
+        (merges); "<|endoftext|>" is a special token. See openai_files.py."""
+        ranks, special_tokens = read_gpt2_files(encoder_json, vocab_bpe)
+        return _build_from_file(cls, vocab_bpe, ranks, pattern, special_tokens)
 
     # -- our own file format ----------------------------------------------------
 
@@ -432,35 +353,12 @@ class BPETokenizer(Tokenizer):
             if token in ranks:
                 raise reader.error(line_number, f"token {token!r} appears twice")
             ranks[token] = rank
-        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+        return _build_from_file(cls, reader.path, ranks, pattern, special_tokens)
 
     @property
     def pattern_name(self) -> str | None:
         """"gpt2", "gpt4", "none" for the standard patterns, else None."""
         return pattern_name(self.pattern)
-
-
-def gpt2_bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table from bytes to printable characters, used to write tokens in
-    encoder.json and vocab.bpe: printable Latin-1 bytes stand for themselves, the
-    others (control characters, space, ...) take the characters from U+0100 upwards
-    in byte order. So the space byte 32 is 'Ġ' (U+0120) and the newline 10 is 'Ċ'.
-
-        >>> table = gpt2_bytes_to_unicode()
-        >>> table[ord("A")], table[32], table[10]
-        ('A', 'Ġ', 'Ċ')
-    """
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) \
-        | set(range(ord("®"), ord("ÿ") + 1))
-    table = {}
-    next_stand_in = 256
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(next_stand_in)
-            next_stand_in += 1
-    return table
 
 
 def _missing_keys(cache: dict, keys: Sequence[str]) -> list[str]:
@@ -535,9 +433,9 @@ def _parse_bytes_literal(literal: str) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def _build_from_file(cls, reader: FileLines, ranks, pattern, special_tokens) -> "BPETokenizer":
+def _build_from_file(cls, path, ranks, pattern, special_tokens) -> "BPETokenizer":
     """Construct, turning a constructor complaint into an error naming the file."""
     try:
         return cls(ranks, pattern, special_tokens)
     except ValueError as error:
-        raise TokenizerFileError(f"{reader.path}: {error}") from None
+        raise TokenizerFileError(f"{os.fspath(path)}: {error}") from None
