@@ -11,7 +11,7 @@ MODULES = ["base", "bpe", "bpe_train", "char", "files", "lines", "openai_files",
            "textstream"]
 # The stdlib fast paths exist from Python 3.11 (patterns.STDLIB_POSSESSIVE); on 3.10 their examples
 # are left out, and tests/tokenizer/test_tokenizer_patterns.py checks that they are absent.
-FAST_PATHS = {"tinyllm.tokenizer.patterns.piece_cutter", "tinyllm.tokenizer.patterns.ascii_split_pattern"}
+FAST_PATHS = {"tinyllm.tokenizer.patterns.ascii_split_pattern"}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -19,8 +19,8 @@ special tokens take ids after the ranks. Encoding a text:
 Step 3 goes through merges by rank, not by replaying the training merges; it is what
 tiktoken does, so with the same ranks and pattern the ids are identical to tiktoken's.
 Encodings of chunks are cached (text repeats its words). With the gpt2/gpt4 patterns,
-ASCII text is split by a faster standard-library twin of the pattern, and other text
-is cut into pieces (a word with its space) whose ids are cached whole (patterns.py).
+text is split by a faster standard-library twin of the pattern, non-ASCII characters
+replaced by ASCII stand-ins for the split (patterns.ChunkSplitter).
 
 Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
 (textstream.py), shard files (shards.py), the parsing of OpenAI's files (openai_files.py). Encoding does not use threads.
@@ -39,14 +39,13 @@ from .base import Tokenizer
 from .bpe_train import tqdm_disable, train_bpe_merges
 from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
 from .openai_files import read_gpt2_files, read_tiktoken_ranks, write_tiktoken_ranks
-from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
-                       resolve_pattern)
+from .patterns import ascii_split_pattern, chunk_splitter, compile_pattern, pattern_name, resolve_pattern
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
 from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
 
 LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
 BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
-CHUNK_CACHE_ENTRIES = 1 << 18  # each cache (chunks, pieces) is emptied before it grows past this
+CHUNK_CACHE_ENTRIES = 1 << 18  # the chunk cache is emptied before it grows past this
 
 
 class BPETokenizer(Tokenizer):
@@ -78,9 +77,7 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(f"special token {text!r} has id {token_id}, which is already "
                                  f"the token {self._id_to_bytes[token_id]!r}")
             self._id_to_bytes[token_id] = text.encode("utf-8")
-        self._piece_cutter = piece_cutter(self.pattern)  # None: no cheap cut for this pattern
-        self._ascii_split = ascii_split_pattern(self.pattern)  # for ASCII pieces, or None
-        self._piece_cache: dict[str, tuple[int, ...]] = {}  # piece text -> its ids
+        self._split = chunk_splitter(self.pattern)  # text -> chunks, the fastest exact way
         self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
         self._pair_table: PairTable | None = None  # built on the first batch of misses
 
@@ -169,39 +166,7 @@ class BPETokenizer(Tokenizer):
         except UnicodeEncodeError:
             # lone surrogates are not text; tiktoken replaces them with U+FFFD
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        if self._compiled is None:
-            return self.encode_chunks([text] if text else [])
-        if self._ascii_split is not None and text.isascii():
-            return self.encode_chunks(self._ascii_split.findall(text))
-        if self._piece_cutter is not None:
-            return self._encode_pieces(self._piece_cutter.findall(text))
-        return self.encode_chunks(self._compiled.findall(text))
-
-    def _encode_pieces(self, pieces: list[str]) -> list[int]:
-        """Encode the pieces of a text (patterns.piece_cutter) with the piece cache.
-
-        The pieces missing from it are split with the pattern (its ASCII twin for
-        ASCII pieces), their chunks encoded together, and each piece's ids cut out of
-        the result: the loops over pieces and chunks all run inside map/accumulate.
-        """
-        pieces.pop()  # the cutter's empty match at the end of the text
-        cache = self._piece_cache
-        cached = list(map(cache.get, pieces))  # tuple of ids, or None for a miss
-        if None in cached:
-            misses = _missing_keys(cache, pieces)
-            split, ascii_split = self._compiled.findall, self._ascii_split.findall
-            chunk_lists = [ascii_split(piece) if piece.isascii() else split(piece)
-                           for piece in misses]
-            chunk_ids = self.encode_chunk_tuples(list(chain.from_iterable(chunk_lists)))
-            flat_ids = list(chain.from_iterable(chunk_ids))
-            ids_before_chunk = [0, *accumulate(map(len, chunk_ids))]
-            chunks_before_piece = [0, *accumulate(map(len, chunk_lists))]
-            ids_before_piece = list(map(ids_before_chunk.__getitem__, chunks_before_piece))
-            piece_ids = map(flat_ids.__getitem__,
-                            map(slice, ids_before_piece, ids_before_piece[1:]))
-            cache.update(zip(misses, map(tuple, piece_ids)))
-            cached = list(map(cache.__getitem__, pieces))
-        return list(chain.from_iterable(cached))
+        return self.encode_chunks(self._split(text))
 
     def encode_chunks(self, chunks: Sequence[str]) -> list[int]:
         """Encode already-split chunks (each one merged on its own), with the cache.
@@ -269,7 +234,7 @@ class BPETokenizer(Tokenizer):
         """Encode a UTF-8 file block by block as ordinary text, with the chunks cut as
         if the file were read whole: yields (ids, bytes_read)."""
         blocks = iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES)
-        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled, self._ascii_split):
+        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled, ascii_split_pattern(self.pattern)):
             yield self.encode_chunks(chunks), bytes_read
 
     # -- decoding ---------------------------------------------------------------

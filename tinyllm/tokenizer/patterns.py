@@ -7,11 +7,11 @@ patterns and turns a user's choice into a compiled `regex` pattern.
     >>> split_text("Hello world's 123", "gpt4")
     ['Hello', ' world', "'s", ' ', '123']
 
-For the GPT-2 and GPT-4 patterns, `piece_cutter` gives a much cheaper regex that cuts
-text into pieces (" word", " speak.\n\n") only at places where the split pattern
-always cuts too, so a piece's chunks can be cached as a whole (see its docstring),
-and `ascii_split_pattern` a standard-library regex that splits ASCII text the same
-way, faster than `regex` (docs/performance.md).
+For the GPT-2 and GPT-4 patterns, `ascii_split_pattern` gives a standard-library regex
+that splits ASCII text the same way, faster than `regex` (docs/performance.md);
+`ChunkSplitter` splits any text with it, non-ASCII characters replaced by ASCII stand-ins
+that the pattern cannot tell apart from them; `cut_before_a_word` finds places where the
+patterns always cut, so a long text can be split in pieces on several cores.
 
 Leaves out: the stream reader that applies a pattern to files block by block
 (textstream.py) and special tokens (handled by the tokenizers before splitting).
@@ -23,6 +23,7 @@ import functools
 import re
 import sys
 
+import numpy as np
 import regex
 
 # The GPT-2 split (tiktoken's r50k/p50k/gpt2 pattern): contractions, optional space
@@ -111,53 +112,9 @@ def split_text(text: str, pattern: str) -> list[str]:
     return compiled.findall(text)
 
 
-# Piece cutters (standard library `re`, several times faster than the split patterns).
-# Each match runs from one cut to the next: a leading whitespace run, a non-space
-# run, then whitespace runs glued to the next non-space run unless the run starts
-# with " " (a cut before it) or ends a line (a cut after it). `\s`/`\S` here are the
-# standard library's, whose whitespace includes all of `regex`'s (tested).
-_GPT4_PIECE = r"\s*+\S*+(?:(?! )\s++(?<!\n)\S++)*+(?:(?! )\s++)?"
-_GPT2_PIECE = r"\s*+\S*+(?:(?! )(?!\n\S)\s++\S++)*+(?:(?! )\s++)?"
 # The standard library's `re` has possessive quantifiers from Python 3.11; on 3.10 there are
-# no cutters and no ASCII twins, and the tokenizer splits with `regex` alone (same chunks, slower).
+# no ASCII twins, and the tokenizer splits with `regex` alone (same chunks, slower).
 STDLIB_POSSESSIVE = sys.version_info >= (3, 11)
-_PIECE_CUTTERS = ({GPT4_PATTERN: re.compile(_GPT4_PIECE), GPT2_PATTERN: re.compile(_GPT2_PIECE)}
-                  if STDLIB_POSSESSIVE else {})
-
-
-def piece_cutter(regex_text: str) -> re.Pattern | None:
-    r"""A regex whose matches cut text into pieces with the same chunks as the text:
-
-        [c for piece in cutter.findall(text) for c in split.findall(piece)]
-            == split.findall(text)
-
-    for `split` the GPT-2 or GPT-4 pattern; None for other patterns. findall's last
-    match is the empty piece at the end of the text.
-
-    Why: a cut at position p of `text` keeps the chunks if every test that matching
-    from a start s < p makes at p (is text[p] in a class; lookahead; `$`) comes out
-    as it would at the end of the text. Then the matches before p are those of
-    text[:p] and end exactly at p, and the patterns have no lookbehind, `\b` or `^`,
-    so the matches from p on are those of text[p:]. The cutters cut only at:
-
-    (a) a non-space character followed by " ". Nothing matched from s < p reaches p:
-        every alternative that can take a non-space character stops before a space
-        (GPT-4's one-character prefix `[^\r\n\p{L}\p{N}]?` only starts a match, and
-        `[\r\n]*+` after symbols does not take " "); the whitespace alternatives
-        cannot run through the non-space character at p - 1.
-    (b) GPT-4: "\n" followed by a non-space character. Symbols then `[\r\n]*+` stop at
-        p either way; a whitespace run from s that ends with this "\n" is taken whole,
-        by `\s++$` at the end of the text and by `\s*[\r\n]` (giving back the one
-        "\n") inside it.
-        GPT-2: a lone "\n" between non-space characters. At p - 1, `\s++$` takes it
-        at the end of the text; inside, `\s+(?!\S)` fails and `\s` takes it.
-
-        >>> piece_cutter("gpt4") is None  # it takes the regex text, not a name
-        True
-        >>> piece_cutter(GPT4_PATTERN).findall("First Citizen:\nBefore we  go.\n\n")
-        ['First', ' Citizen:\n', 'Before', ' we', '  go.\n\n', '']
-    """
-    return _PIECE_CUTTERS.get(regex_text)
 
 
 # The GPT-2 and GPT-4 patterns with every class cut down to ASCII: \p{L} -> A-Za-z,
@@ -183,3 +140,124 @@ def ascii_split_pattern(regex_text: str) -> re.Pattern | None:
         ['IT', "'S", ' ', '123', '45', ' ok']
     """
     return _ASCII_SPLITS.get(regex_text)
+
+
+# Everything the GPT-2 and GPT-4 patterns ask of a character. Each of their atoms is a
+# literal (', space, the contraction letters) or a class made of \p{L}, \p{N}, \s, \r and
+# \n; `$` asks whether a "\n" ends the text, `(?!\S)` whether \s holds. GPT-4 reads the
+# contraction letters ignoring case (so "\u017f", the long s, is an "s" there).
+_CHARACTER_TESTS = {
+    GPT2_PATTERN: (r"\p{L}", r"\p{N}", r"\s", r"[\r\n]", "'", " ", *"sdmtlver"),
+    GPT4_PATTERN: (r"\p{L}", r"\p{N}", r"\s", r"[\r\n]", "'", " ", *(f"(?i:{c})" for c in "sdmtlver")),
+}
+_STAND_IN_CANDIDATES = "a0\t!sdmtlverSDMTLVER"  # a letter, a digit, whitespace, a symbol, ...
+_UNKNOWN, _NO_STAND_IN = 0, 255  # table entries: not looked at yet; no ASCII character answers alike
+
+
+class ChunkSplitter:
+    """`split(text)`: the chunks of `pattern.findall(text)`, computed the fastest exact way.
+
+    - ASCII text with the GPT-2/GPT-4 pattern: the pattern's ASCII twin
+      (`ascii_split_pattern`), a standard-library regex, faster than `regex`.
+    - Other text with those patterns: every non-ASCII character is replaced by an ASCII
+      stand-in that answers every test the pattern makes of a character alike
+      (`_CHARACTER_TESTS`: "é" -> "a", "\u2019" -> "!", "\u00a0" -> "\t", "\u0663" -> "0"),
+      the twin splits that ASCII text, and the chunks that hold a replaced character
+      are cut again out of the real text. The pattern cannot tell the two texts apart,
+      so the chunks lie at the same places.
+    - Other patterns (or Python 3.10, without twins): `regex`'s findall.
+
+        >>> split = ChunkSplitter(GPT4_PATTERN)
+        >>> split("Don\u2019t stop \u00e9t\u00e9\u00a0now")
+        ['Don', '\u2019t', ' stop', ' \u00e9t\u00e9', '\u00a0now']
+    """
+
+    def __init__(self, regex_text: str):
+        self.compiled = compile_pattern(regex_text)
+        self.twin = ascii_split_pattern(regex_text)
+        tests = _CHARACTER_TESTS.get(regex_text, ())
+        self.tests = [regex.compile(test) for test in tests]
+        self.stand_ins = None  # (sys.maxunicode + 1,) uint8: code point -> stand-in, filled as met
+
+    def __call__(self, text: str) -> list[str]:
+        if self.compiled is None:
+            return [text] if text else []
+        if self.twin is not None:
+            if text.isascii():
+                return self.twin.findall(text)
+            chunks = self._split_with_stand_ins(text)
+            if chunks is not None:
+                return chunks
+        return self.compiled.findall(text)
+
+    def _split_with_stand_ins(self, text: str) -> list[str] | None:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (L,)
+        wide = np.flatnonzero(codes >= 128)  # positions of the non-ASCII characters
+        stand_ins = self._stand_ins_for(codes[wide])
+        if stand_ins is None:
+            return None
+        ascii_codes = codes.astype(np.uint8)
+        ascii_codes[wide] = stand_ins
+        chunks = self.twin.findall(ascii_codes.tobytes().decode("ascii"))
+        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        ends = np.cumsum(lengths)  # (chunks,) one past each chunk's last character
+        touched = np.searchsorted(ends, wide, side="right")  # the chunk of each replaced character
+        touched = touched[np.r_[True, touched[1:] != touched[:-1]]] if touched.size else touched
+        starts = ends - lengths
+        for index, start, end in zip(touched.tolist(), starts[touched].tolist(), ends[touched].tolist()):
+            chunks[index] = text[start:end]
+        return chunks
+
+    def _stand_ins_for(self, codes: np.ndarray) -> np.ndarray | None:
+        """The stand-in of each code point, None if one has none."""
+        if self.stand_ins is None:
+            self.stand_ins = np.zeros(sys.maxunicode + 1, dtype=np.uint8)
+        stand_ins = self.stand_ins[codes]
+        if (stand_ins == _UNKNOWN).any():
+            for code in np.unique(codes[stand_ins == _UNKNOWN]).tolist():
+                self.stand_ins[code] = self._stand_in(chr(code))
+            stand_ins = self.stand_ins[codes]
+        return None if (stand_ins == _NO_STAND_IN).any() else stand_ins
+
+    def _stand_in(self, char: str) -> int:
+        answers = [test.match(char) is not None for test in self.tests]
+        for candidate in _STAND_IN_CANDIDATES:
+            if [test.match(candidate) is not None for test in self.tests] == answers:
+                return ord(candidate)
+        return _NO_STAND_IN
+
+
+@functools.lru_cache(maxsize=32)
+def chunk_splitter(regex_text: str) -> ChunkSplitter:
+    """The ChunkSplitter of a split regex ("" = no split), one per pattern and process."""
+    return ChunkSplitter(regex_text)
+
+
+def cut_before_a_word(data: bytes, end: int | None = None) -> int:
+    r"""The last place p < end in UTF-8 text where the GPT-2 and GPT-4 patterns always cut:
+    data[p] is " " and data[p - 1] is an ASCII letter, digit or symbol; -1 if there is none.
+
+    Encoding data[:p] and data[p:] apart gives the chunks of the whole, whatever comes
+    before or after. Why: every test that matching from a start s < p makes at p (is
+    text[p] in a class; a lookahead; `$`) comes out as it would at the end of the text,
+    so the matches before p are those of text[:p] and end exactly at p; and the patterns
+    have no lookbehind, `` or `^`, so the matches from p on are those of text[p:].
+    Nothing matched from s < p reaches p: every alternative that can take a non-space
+    character stops before a space (GPT-4's one-character prefix `[^
+\p{L}\p{N}]?`
+    only starts a match, and `[
+]*+` after symbols does not take " "), and the
+    whitespace alternatives cannot run through the non-space character at p - 1.
+
+        >>> cut_before_a_word(b"Before we  go.")
+        9
+        >>> data = b"one two"; cut = cut_before_a_word(data)
+        >>> split_text("one two", "gpt4") == split_text(data[:cut].decode(), "gpt4") + split_text(data[cut:].decode(), "gpt4")
+        True
+    """
+    end = len(data) if end is None else end
+    while True:
+        p = data.rfind(b" ", 1, end)
+        if p < 0 or 0x21 <= data[p - 1] <= 0x7E:
+            return p
+        end = p
