@@ -1,6 +1,6 @@
-"""Split patterns: known GPT-2/GPT-4 splits, streaming splits equal whole-text splits,
-and the fast paths (ASCII twins, ASCII stand-ins, cuts before a word) split exactly like
-the patterns."""
+"""Split patterns: known GPT-2/GPT-4 splits, and the fast paths (ASCII twins, ASCII
+stand-ins) and the safe cuts (before a word, after a line end) split exactly like the
+patterns."""
 
 import re
 import sys
@@ -10,9 +10,8 @@ import regex
 from hypothesis import given, strategies as st
 
 from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, STDLIB_POSSESSIVE, ChunkSplitter,
-                                        ascii_split_pattern, compile_pattern, cut_before_a_word,
-                                        resolve_pattern, split_text)
-from tinyllm.tokenizer.textstream import iter_chunk_lists, iter_text_blocks
+                                        ascii_split_pattern, compile_pattern, cut_after_a_line_end,
+                                        cut_before_a_word, resolve_pattern, split_text)
 
 # The fast paths are standard-library regexes with possessive quantifiers, which `re` has from
 # Python 3.11; on 3.10 they are absent (test_no_fast_paths_without_possessive_quantifiers).
@@ -52,34 +51,6 @@ def test_none_pattern_and_custom_regex():
 def test_bad_regex_is_named(bad):
     with pytest.raises(ValueError, match=regex.escape(repr(bad))):
         resolve_pattern(bad)
-
-
-whitespace_heavy_text = st.text(alphabet=st.sampled_from(list("ab1 '\n\r\t.,é\u00a0\u3000Z")),
-                                max_size=60)
-
-
-@given(whitespace_heavy_text, st.integers(1, 9))
-@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN])
-def test_streamed_chunks_equal_whole_text_chunks(pattern, text, block_chars):
-    compiled = compile_pattern(pattern)
-    blocks = [(text[i:i + block_chars], 0) for i in range(0, len(text), block_chars)]
-    for ascii_pattern in (None, ascii_split_pattern(pattern)):  # ASCII blocks split apart
-        streamed = [chunk for chunks, _ in iter_chunk_lists(blocks, compiled, ascii_pattern)
-                    for chunk in chunks]
-        assert streamed == compiled.findall(text)
-
-
-def test_text_blocks_keep_bytes_and_name_bad_files(tmp_path):
-    path = tmp_path / "t.txt"
-    path.write_bytes("é\r\nx".encode() * 1000)
-    blocks = list(iter_text_blocks(path, block_bytes=7))  # cuts inside "é"
-    assert "".join(text for text, _ in blocks) == "é\r\nx" * 1000
-    assert sum(n for _, n in blocks) == path.stat().st_size
-    path.write_bytes(b"ok\xff")
-    with pytest.raises(ValueError, match=r"t\.txt: not valid UTF-8 near byte 2"):
-        list(iter_text_blocks(path))
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
-        list(iter_text_blocks(tmp_path / "missing.txt"))
 
 
 # Characters where the cuts and splits could go wrong: every kind of whitespace
@@ -122,6 +93,20 @@ def test_a_cut_before_a_word_keeps_the_chunks(pattern, text, data):
         return
     assert cut < end and encoded[cut] == 32 and 0x21 <= encoded[cut - 1] <= 0x7E
     before, after = (part.decode("utf-8", "surrogatepass") for part in (encoded[:cut], encoded[cut:]))
+    assert compiled.findall(before) + compiled.findall(after) == compiled.findall(text)
+
+
+@given(st.one_of(tricky_text, st.text(max_size=40)), st.data())
+def test_a_cut_after_a_line_end_keeps_gpt4_s_chunks(text, data):
+    encoded = text.encode("utf-8", "surrogatepass")
+    end = data.draw(st.integers(0, len(encoded)))
+    cut = cut_after_a_line_end(encoded, end)
+    if cut < 0:
+        return
+    assert 0 < cut < end and encoded[cut - 1] == 10
+    compiled = compile_pattern(GPT4_PATTERN)
+    before, after = (part.decode("utf-8", "surrogatepass") for part in (encoded[:cut], encoded[cut:]))
+    assert not after[0].isspace()
     assert compiled.findall(before) + compiled.findall(after) == compiled.findall(text)
 
 

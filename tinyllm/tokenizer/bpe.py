@@ -36,12 +36,12 @@ from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .base import Tokenizer
-from .bpe_train import tqdm_disable, train_bpe_merges
+from .bpe_train import train_bpe_merges
 from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
 from .openai_files import read_gpt2_files, read_tiktoken_ranks, write_tiktoken_ranks
-from .patterns import ascii_split_pattern, chunk_splitter, compile_pattern, pattern_name, resolve_pattern
+from .patterns import PatternCut, chunk_splitter, pattern_name, resolve_pattern
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
-from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
+from .prepare import COUNT_BLOCK_BYTES, count_chunks
 
 LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
 BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
@@ -60,7 +60,6 @@ class BPETokenizer(Tokenizer):
         self.mergeable_ranks: dict[bytes, int] = dict(mergeable_ranks)  # bytes -> rank
         check_ids(self.mergeable_ranks.values(), "rank")
         self.pattern: str = resolve_pattern(pattern)  # the split regex ("" = no split)
-        self._compiled = compile_pattern(self.pattern)
         missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
         if missing:
             raise ValueError(f"mergeable_ranks lacks the single bytes {missing[:8]}"
@@ -78,6 +77,7 @@ class BPETokenizer(Tokenizer):
                                  f"the token {self._id_to_bytes[token_id]!r}")
             self._id_to_bytes[token_id] = text.encode("utf-8")
         self._split = chunk_splitter(self.pattern)  # text -> chunks, the fastest exact way
+        self._cut = PatternCut(self.pattern)  # where a stream of text may be cut (stream_cut)
         self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
         self._pair_table: PairTable | None = None  # built on the first batch of misses
 
@@ -87,12 +87,13 @@ class BPETokenizer(Tokenizer):
     def train(cls, text_or_iterable: str | os.PathLike | Iterable[str | os.PathLike],
               vocab_size: int, pattern: str = "gpt4",
               special_tokens: Iterable[str] | None = None,
-              progress: bool | None = None,
-              block_bytes: int = DEFAULT_BLOCK_BYTES) -> "BPETokenizer":
+              progress: bool | None = None, workers: int | None = 1,
+              block_bytes: int = COUNT_BLOCK_BYTES) -> "BPETokenizer":
         """Learn a vocabulary of `vocab_size` ids (special tokens included).
 
         text_or_iterable: a text, a file path (pathlib.Path or other os.PathLike), or an
-        iterable of texts and paths; files are streamed in blocks, so a corpus larger
+        iterable of texts and paths; files are streamed in segments, counted on `workers`
+        processes (0 or None: one per core; prepare.count_chunks), so a corpus larger
         than memory only needs its distinct chunks to fit. Strings are always text:
         wrap file names in pathlib.Path (or use `train_from_files`).
 
@@ -106,40 +107,37 @@ class BPETokenizer(Tokenizer):
             >>> [tok.decode_bytes([i]) for i in (256, 257)]
             [b'he', b'the']
         """
-        specials = list(special_tokens or [])
-        if len(set(specials)) != len(specials):
-            raise ValueError(f"special_tokens has duplicates: {specials}")
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
-            raise ValueError(
-                f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for "
-                f"the bytes plus {len(specials)} for special tokens; ask for at least "
-                f"{256 + len(specials)}"
-            )
+        specials = _checked_special_tokens(special_tokens, vocab_size)
         regex_text = resolve_pattern(pattern)
-        compiled = compile_pattern(regex_text)
-        ascii_split = ascii_split_pattern(regex_text)  # the same split, faster, ASCII only
+        split = chunk_splitter(regex_text)
         splitter = Tokenizer({s: i for i, s in enumerate(specials)})
         chunk_counts: Counter = Counter()  # str -> occurrences
+        files = []
         for item in _as_sources(text_or_iterable):
             if isinstance(item, os.PathLike):
-                _count_file_chunks(item, compiled, ascii_split, splitter, chunk_counts,
-                                   progress, block_bytes)
+                files.append(os.fspath(item))
                 continue
             for piece in splitter.split_on_special_tokens(item):
-                if compiled is None:
-                    chunk_counts.update([piece])
-                elif ascii_split is not None and piece.isascii():
-                    chunk_counts.update(ascii_split.findall(piece))
-                else:
-                    chunk_counts.update(compiled.findall(piece))
+                chunk_counts.update(split(piece))
+        if files:
+            chunk_counts.update(count_chunks(files, regex_text, specials, workers=workers, progress=progress,
+                                             block_bytes=block_bytes))
+        return cls.from_chunk_counts(chunk_counts, vocab_size, regex_text, specials, progress)
+
+    @classmethod
+    def from_chunk_counts(cls, chunk_counts: Mapping[str, int], vocab_size: int, pattern: str = "gpt4",
+                          special_tokens: Iterable[str] | None = None,
+                          progress: bool | None = None) -> "BPETokenizer":
+        """Learn the merges from chunks already counted (str -> occurrences, as
+        prepare.count_chunks gives them); see `train`."""
+        specials = _checked_special_tokens(special_tokens, vocab_size)
         byte_counts: Counter = Counter()  # bytes -> occurrences
         for chunk, count in chunk_counts.items():
             byte_counts[chunk.encode("utf-8", errors="surrogatepass")] += count
-        del chunk_counts
         num_merges = vocab_size - len(specials) - 256
         merges, vocab = train_bpe_merges(byte_counts, num_merges, progress)
         ranks = {token: rank for rank, token in enumerate(vocab)}
-        return cls(ranks, regex_text, {s: len(vocab) + i for i, s in enumerate(specials)})
+        return cls(ranks, resolve_pattern(pattern), {s: len(vocab) + i for i, s in enumerate(specials)})
 
     @classmethod
     def train_from_files(cls, paths: Iterable[str | os.PathLike], vocab_size: int,
@@ -229,13 +227,9 @@ class BPETokenizer(Tokenizer):
             return merge_long_chunk(piece, self.mergeable_ranks)
         return merge_chunk(piece, self.mergeable_ranks)
 
-    def iter_encode_file(self, path: str | os.PathLike, block_bytes: int | None = None
-                         ) -> Iterator[tuple[list[int], int]]:
-        """Encode a UTF-8 file block by block as ordinary text, with the chunks cut as
-        if the file were read whole: yields (ids, bytes_read)."""
-        blocks = iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES)
-        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled, ascii_split_pattern(self.pattern)):
-            yield self.encode_chunks(chunks), bytes_read
+    def stream_cut(self, data: bytes, end: int) -> int:
+        """Where the split pattern always cuts (patterns.PatternCut); see Tokenizer.stream_cut."""
+        return self._cut(data, end)
 
     # -- decoding ---------------------------------------------------------------
 
@@ -343,6 +337,18 @@ class _PathName(str):
         return str(self)
 
 
+def _checked_special_tokens(special_tokens, vocab_size) -> list[str]:
+    """The special tokens as a list, checked with the vocabulary size they must fit in."""
+    specials = list(special_tokens or [])
+    if len(set(specials)) != len(specials):
+        raise ValueError(f"special_tokens has duplicates: {specials}")
+    if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for "
+                         f"the bytes plus {len(specials)} for special tokens; ask for at least "
+                         f"{256 + len(specials)}")
+    return specials
+
+
 def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
     """A text, a path, or an iterable of them -> texts and paths one at a time."""
     if isinstance(text_or_iterable, (str, os.PathLike)):
@@ -353,36 +359,6 @@ def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
             raise TypeError(f"training items must be texts (str) or paths (os.PathLike), "
                             f"got {type(item).__name__}")
         yield item
-
-
-def _count_file_chunks(path, compiled, ascii_split, splitter: Tokenizer,
-                       chunk_counts: Counter, progress: bool | None, block_bytes: int) -> None:
-    """Add the chunks of a file to `chunk_counts`, one block at a time, with a bar.
-    Special tokens are cut out per block (see textstream.py)."""
-    from tqdm.auto import tqdm
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"training file not found: {path!r}")
-    bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, unit_divisor=1024,
-               desc=f"counting {os.path.basename(path)}", disable=tqdm_disable(progress))
-    blocks = iter_text_blocks(path, block_bytes)
-    if splitter.special_tokens:
-        blocks = _cut_at_special_tokens(blocks, splitter)
-    for chunks, bytes_read in iter_chunk_lists(blocks, compiled, ascii_split):
-        chunk_counts.update(chunks)
-        bar.update(bytes_read)
-    bar.close()
-
-
-def _cut_at_special_tokens(blocks, splitter: Tokenizer):
-    """Drop special-token strings from a block stream, leaving a hard boundary (None)
-    in their place so that no chunk spans them."""
-    for text, bytes_read in blocks:
-        pieces = splitter.split_on_special_tokens(text)
-        yield pieces[0], bytes_read
-        for piece in pieces[1:]:
-            yield None, 0
-            yield piece, 0
 
 
 def _parse_bytes_literal(literal: str) -> bytes | None:
