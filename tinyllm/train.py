@@ -72,8 +72,8 @@ class TrainConfig:
     """Every hyperparameter of a run (nanoGPT's names). Saved whole in the run directory."""
 
     # data
-    data: str | None = setting(None, "a text file, a directory, a glob, or 'stdlib' "
-                                     "(default: the built-in pydoc topics corpus)")
+    data: str | None = setting(None, "a text file, a directory, a glob, 'stdlib', or token shards from `tinyllm "
+                                     "tokenizer encode` (default: the built-in pydoc topics corpus)")
     data_ext: str = setting(",".join(DEFAULT_EXTENSIONS), "extensions read from a --data directory, comma-separated")
     tokenizer: str = setting("char", "'char', 'bpe' (trained on the corpus) or a tokenizer file")
     vocab_size: int = setting(512, "BPE vocabulary size (with --tokenizer bpe)")
@@ -409,7 +409,8 @@ def build_trainer(config: TrainConfig, log=None, progress_stream=None) -> Traine
     checkpoint = resume_checkpoint(config)
     corpus = resolve_corpus(config.data, config.data_ext)
     dataset = prepare_dataset(corpus, config.tokenizer, run_dir, vocab_size=config.vocab_size,
-                              val_fraction=config.val_fraction, log=log)
+                              val_fraction=config.val_fraction, log=log, progress=config.progress,
+                              workers=config.threads or config.workers or default_threads())
     model_config = config.model_config(dataset.vocab_size)
     check_split_fits(dataset, model_config.block_size)
     if checkpoint is not None:

@@ -76,7 +76,7 @@ def read_manifest(path: str | os.PathLike) -> dict | None:
 
 def encode_files_to_shards(tokenizer: Tokenizer, paths, out_dir: str | os.PathLike,
                            shard_tokens: int = DEFAULT_SHARD_TOKENS, append_eot: bool = True,
-                           prefix: str = "shard", progress: bool | None = None,
+                           prefix: str = "shard", progress: bool | str | None = None,
                            block_bytes: int | None = None, workers: int | None = 1, log=None) -> list[str]:
     """Encode text files into shards `out_dir/{prefix}_000000.bin`, ... of `shard_tokens`
     ids each (the last one fewer), each file as ordinary text (special-token strings in
@@ -91,7 +91,7 @@ def encode_files_to_shards(tokenizer: Tokenizer, paths, out_dir: str | os.PathLi
 def encode_to_shards(tokenizer: Tokenizer, sources: Sequence, out_dir: str | os.PathLike, *,
                      names: Sequence[str] | None = None, prefix: str = "shard",
                      shard_tokens: int = DEFAULT_SHARD_TOKENS, separator: str | None = None,
-                     append_eot: bool = True, workers: int | None = 1, progress: bool | None = None,
+                     append_eot: bool = True, workers: int | None = 1, progress: bool | str | None = None,
                      log=None, block_bytes: int | None = None) -> list[str]:
     """Encode documents (file paths, or texts as UTF-8 bytes; `names` name them) into shards;
     see the module docstring. separator: None encodes the documents apart (each followed by
@@ -139,7 +139,7 @@ def encode_to_shards(tokenizer: Tokenizer, sources: Sequence, out_dir: str | os.
 
 def count_chunks(sources: Sequence, pattern: str = "gpt4", special_tokens: Sequence[str] = (),
                  separator: str | None = None, workers: int | None = 1, names: Sequence[str] | None = None,
-                 progress: bool | None = None, log=None, block_bytes: int = COUNT_BLOCK_BYTES) -> collections.Counter:
+                 progress: bool | str | None = None, log=None, block_bytes: int = COUNT_BLOCK_BYTES) -> collections.Counter:
     """How often each chunk of the split occurs in the documents (paths, or UTF-8 bytes):
     str -> count, what BPE training learns from. Special-token strings are cut out first (no
     chunk spans one); documents are split apart, or joined by `separator` (as
@@ -155,7 +155,7 @@ def count_chunks(sources: Sequence, pattern: str = "gpt4", special_tokens: Seque
 
 
 def corpus_characters(sources: Sequence, separator: str | None = None, workers: int | None = 1,
-                      names: Sequence[str] | None = None, progress: bool | None = None, log=None,
+                      names: Sequence[str] | None = None, progress: bool | str | None = None, log=None,
                       block_bytes: int = COUNT_BLOCK_BYTES) -> set:
     """The distinct characters of the documents (joined by `separator`, if given)."""
     seen: set = set()
@@ -376,17 +376,20 @@ def _fingerprint(source, name: str) -> dict:
 
 
 class _Progress:
-    """Bytes done: a tqdm bar (MB, MB/s, ETA) on a terminal or when asked (`progress=True`), else
-    a `log` line every LOG_EVERY_S seconds, else nothing (`progress=False`)."""
+    """Bytes done, as `progress` says: True or "bar": a tqdm bar (MB, MB/s, ETA) on stderr; "log":
+    a `log` line every LOG_EVERY_S seconds; None or "auto": the bar on a terminal, else the
+    lines; False or "none": nothing."""
 
-    def __init__(self, total: int, initial: int, what: str, progress: bool | None, log):
+    def __init__(self, total: int, initial: int, what: str, progress, log):
         self.total, self.done, self.what = total, initial, what
         self.bar = None
         self.log = None
-        if progress or (progress is None and sys.stderr.isatty()):
+        if progress in (None, "auto"):
+            progress = "bar" if sys.stderr.isatty() else "log"
+        if progress in (True, "bar"):
             self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1000,
                             desc=what, file=sys.stderr, dynamic_ncols=True)
-        elif progress is None and log is not None:
+        elif progress == "log" and log is not None:
             self.log = log
         self.started = self.last_log = time.monotonic()
         self.initial = initial

@@ -22,7 +22,7 @@ A shard is a 64-byte header followed by the ids, uint16 when the vocabulary fits
 Files are written atomically (tinyllm.io: temporary file, fsync, rename, fsync of the
 folder): a reader never sees a half-written shard under the final name. Leaves out:
 encoding a corpus into shards (prepare.py), batching and train/val splits (tinyllm/data.py)
-and compression.
+and compression. `ConcatenatedTokens` reads several shards as one sequence.
 """
 
 from __future__ import annotations
@@ -216,6 +216,55 @@ def verify_shard(header: ShardHeader, block_bytes: int = VERIFY_BLOCK_BYTES) -> 
     if largest >= header.vocab_size:
         raise ShardError(f"{header.path}: holds id {largest}, not below its vocab_size {header.vocab_size}; "
                          "the file was not written by tinyllm: encode the corpus again")
+
+
+class ConcatenatedTokens:
+    """The ids of several shards (memory-mapped arrays) as one sequence; a window of ids may
+    span two of them. Indexing takes a slice (a view: one array when it lies in one) or an
+    integer array (the ids at those places, as an array of that shape).
+
+        >>> tokens = ConcatenatedTokens([np.arange(3), np.arange(10, 12)])
+        >>> len(tokens), tokens[np.array([[1, 2, 3], [2, 3, 4]])].tolist()
+        (5, [[1, 2, 10], [2, 10, 11]])
+        >>> np.asarray(tokens[2:4]).tolist()
+        [2, 10]
+    """
+
+    def __init__(self, parts: list):
+        self.parts = [part for part in parts if len(part)] or [np.zeros(0, dtype=np.uint16)]
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])  # (P + 1,) where each part starts
+        self.dtype = np.result_type(*[part.dtype for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("ConcatenatedTokens takes slices with step 1")
+            return concatenate_shards([part[max(start - lo, 0):max(stop - lo, 0)]
+                                       for part, lo in zip(self.parts, self.starts[:-1].tolist())])
+        index = np.asarray(index)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"token index out of range 0..{len(self) - 1}")
+        part_of = np.searchsorted(self.starts, index, side="right") - 1  # the part that holds each place
+        out = np.empty(index.shape, dtype=self.dtype)
+        for k in np.unique(part_of).tolist():
+            inside = part_of == k
+            out[inside] = self.parts[k][index[inside] - self.starts[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.concatenate(self.parts)
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def concatenate_shards(parts: list):
+    """The ids of `parts` as one sequence: the one array itself when only one holds ids (as a
+    small corpus has always been held), else a ConcatenatedTokens."""
+    tokens = ConcatenatedTokens(parts)
+    return tokens.parts[0] if len(tokens.parts) == 1 else tokens
 
 
 def expand_data_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
