@@ -68,6 +68,7 @@ STDLIB = "stdlib"
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 DOCUMENT_SEPARATOR = "\n\n"
 CACHE_FORMAT = 2  # bump when the cache layout or the way text is joined changes
+SHARD_TOKENS = 100_000_000  # ids per shard of the cache (200 MB as uint16), as `tinyllm tokenizer encode` writes
 SHARD_MAGIC = b"TLLMTOKS"  # the first bytes of a token shard (tokenizer/shards.py)
 VALIDATION_NAME = re.compile(r"(^|[_.-])val", re.IGNORECASE)  # val_000000.bin, fineweb_val_000000.bin
 
@@ -184,6 +185,7 @@ def resolve_corpus(data: str | None, extensions=DEFAULT_EXTENSIONS) -> Corpus:
         raise DataError(f"--data {data}: is {describe_file_type(path)}, not a text file or a directory; "
                         "give a text file, a directory, a glob, or 'stdlib'")
     if path.is_dir():
+        refuse_unfinished(data, [str(path)])
         files = sorted(str(p) for p in path.rglob("*") if p.is_file())
         corpus = _text_or_shards(data, str(path), files, extensions)
         if corpus is None:
@@ -326,7 +328,7 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     log(f"tokenizing {corpus.name} ({len(documents)} source(s), {sum(sizes) / 1e6:,.1f} MB) with tokenizer "
         f"{tokenizer_spec!r}")
     shards = encode_to_shards(tokenizer, documents, staging, names=names, separator=DOCUMENT_SEPARATOR,
-                              workers=workers, progress=progress, log=log)
+                              shard_tokens=SHARD_TOKENS, workers=workers, progress=progress, log=log)
     arrays = [_read_checked(path, tokenizer) for path in shards]
     n_tokens = sum(len(a) for a in arrays)
     n_train = split_point(n_tokens, val_fraction)
@@ -440,16 +442,9 @@ def checked_shards(corpus: Corpus, tokenizer, tokenizer_name: str, log) -> dict:
     an interrupted `tinyllm tokenizer encode` beside it), written by `tokenizer`, whole (CRC-32),
     every id below its vocabulary. DataError or ShardError naming the file otherwise."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415
-    from tinyllm.tokenizer.prepare import read_manifest  # noqa: PLC0415
 
     log = log or (lambda message: None)
-    for folder in sorted({os.path.dirname(os.path.abspath(s)) for s in corpus.sources}):
-        for path in sorted(globlib.glob(os.path.join(globlib.escape(folder), "*_manifest.json"))):
-            manifest = read_manifest(path)
-            if manifest is not None and not manifest.get("complete"):
-                raise DataError(f"--data {corpus.name}: {path} records an unfinished encoding (stopped after "
-                                f"{len(manifest.get('shards', []))} shard(s)); run the same `tinyllm tokenizer "
-                                "encode` again to finish it (it keeps the finished shards)")
+    refuse_unfinished(corpus.name, {os.path.dirname(os.path.abspath(s)) for s in corpus.sources})
     headers = [tok.read_shard_header(path) for path in corpus.sources]
     for header in headers:
         if header.tokenizer_hash not in (None, tokenizer.hash()):
@@ -465,6 +460,19 @@ def checked_shards(corpus: Corpus, tokenizer, tokenizer_name: str, log) -> dict:
     for header in headers:
         tok.verify_shard(header)
     return {header.path: tok.read_shard(header.path) for header in headers}
+
+
+def refuse_unfinished(name: str, folders) -> None:
+    """A DataError when a folder holds the manifest of an interrupted `tinyllm tokenizer encode`."""
+    from tinyllm.tokenizer.prepare import read_manifest  # noqa: PLC0415
+
+    for folder in sorted(folders):
+        for path in sorted(globlib.glob(os.path.join(globlib.escape(folder), "*_manifest.json"))):
+            manifest = read_manifest(path)
+            if manifest is not None and not manifest.get("complete"):
+                raise DataError(f"--data {name}: {path} records an unfinished encoding (stopped after "
+                                f"{len(manifest.get('shards', []))} shard(s)); run the same `tinyllm tokenizer "
+                                "encode` again to finish it (it keeps the finished shards)")
 
 
 def check_split_fits(dataset: Dataset, block_size: int) -> None:
