@@ -68,7 +68,7 @@ STDLIB = "stdlib"
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 DOCUMENT_SEPARATOR = "\n\n"
 CACHE_FORMAT = 2  # bump when the cache layout or the way text is joined changes
-SHARD_TOKENS = 100_000_000  # ids per shard of the cache (200 MB as uint16), as `tinyllm tokenizer encode` writes
+SHARD_TOKENS = 10_000_000  # ids per shard of the cache (20 MB as uint16): what an interruption can cost
 SHARD_MAGIC = b"TLLMTOKS"  # the first bytes of a token shard (tokenizer/shards.py)
 VALIDATION_NAME = re.compile(r"(^|[_.-])val", re.IGNORECASE)  # val_000000.bin, fineweb_val_000000.bin
 

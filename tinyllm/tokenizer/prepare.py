@@ -48,7 +48,8 @@ from .base import Tokenizer
 from .patterns import PatternCut, chunk_splitter, resolve_pattern
 from .shards import (DEFAULT_SHARD_TOKENS, ShardError, ShardWriter, expand_data_paths, read_shard_header,
                      shard_dtype)
-from .textstream import DEFAULT_BLOCK_BYTES, Piece, decode_piece, document_names, iter_segments
+from .textstream import (DEFAULT_BLOCK_BYTES, Piece, decode_piece, document_names, iter_segments, load_pieces,
+                         piece_places)
 from .workers import WorkerPool
 
 MANIFEST_FORMAT = "tinyllm-shards 1"
@@ -113,14 +114,14 @@ def encode_to_shards(tokenizer: Tokenizer, sources: Sequence, out_dir: str | os.
     start, skip = record.resume_point()
     done_bytes = sum(sizes[:start[0]]) + start[1]
     sink = _ShardSink(record, tokenizer, shard_tokens)
-    job = _EncodeJob(tokenizer, separator, eot, shard_dtype(tokenizer.vocab_size))
+    job = _EncodeJob(sources, tokenizer, separator, eot, shard_dtype(tokenizer.vocab_size))
     spans: collections.deque = collections.deque()  # (start, end, bytes) of each segment sent out
 
     def segments():
         for segment in iter_segments(sources, tokenizer.stream_cut, plan["block_bytes"], separator is None,
                                      start=start, names=names):
             spans.append((_start_of(segment), _end_of(segment), sum(len(piece.data) for piece in segment)))
-            yield segment
+            yield piece_places(segment)
 
     with WorkerPool(workers, job) as pool:
         bar = _Progress(sum(sizes), done_bytes, f"encoding {len(sources)} file(s)", progress, log)
@@ -174,8 +175,9 @@ def segment_texts(segment: Sequence[Piece], separator: str | None) -> list[str]:
                     else decode_piece(piece) for piece in segment)]
 
 
-def encode_segment(job: "_EncodeJob", segment: Sequence[Piece]) -> np.ndarray:
-    """The ids of one segment (runs in a worker)."""
+def encode_segment(job: "_EncodeJob", places: tuple) -> np.ndarray:
+    """The ids of one segment (runs in a worker), read from where `places` says."""
+    segment = load_pieces(job.sources, places)
     texts = segment_texts(segment, job.separator)
     if job.separator is not None:
         return np.array(job.tokenizer.encode_ordinary(texts[0]), dtype=job.dtype)
@@ -190,22 +192,24 @@ def encode_segment(job: "_EncodeJob", segment: Sequence[Piece]) -> np.ndarray:
 class _EncodeJob:
     """What every worker needs to encode a segment."""
 
-    def __init__(self, tokenizer: Tokenizer, separator: str | None, eot: int | None, dtype: np.dtype):
-        self.tokenizer, self.separator, self.eot, self.dtype = tokenizer, separator, eot, dtype
+    def __init__(self, sources: Sequence, tokenizer: Tokenizer, separator: str | None, eot: int | None,
+                 dtype: np.dtype):
+        self.sources, self.tokenizer, self.separator, self.eot, self.dtype = sources, tokenizer, separator, eot, dtype
 
 
-def _count_segment(state, segment) -> collections.Counter:
-    regex_text, splitter, separator = state
+def _count_segment(state, places) -> collections.Counter:
+    sources, (regex_text, splitter, separator) = state
     split = chunk_splitter(regex_text)
     counts: collections.Counter = collections.Counter()
-    for text in segment_texts(segment, separator):
+    for text in segment_texts(load_pieces(sources, places), separator):
         for part in splitter.split_on_special_tokens(text):
             counts.update(split(part))
     return counts
 
 
-def _segment_characters(separator, segment) -> set:
-    return set().union(*segment_texts(segment, separator))
+def _segment_characters(state, places) -> set:
+    sources, separator = state
+    return set().union(*segment_texts(load_pieces(sources, places), separator))
 
 
 def _map_segments(function, state, sources, cut, separator, workers, names, progress, log, block_bytes, what):
@@ -217,9 +221,9 @@ def _map_segments(function, state, sources, cut, separator, workers, names, prog
     def segments():
         for segment in iter_segments(sources, cut, block_bytes, separator is None, names=names):
             spans.append(sum(len(piece.data) for piece in segment))
-            yield segment
+            yield piece_places(segment)
 
-    with WorkerPool(workers, state) as pool:
+    with WorkerPool(workers, (sources, state)) as pool:
         bar = _Progress(sum(sizes), 0, what, progress, log)
         try:
             for result in pool.map(function, segments()):

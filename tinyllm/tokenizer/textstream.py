@@ -132,6 +132,28 @@ class _Reader:
         self.open_source, self.file = -1, None
 
 
+def piece_places(segment: Sequence[Piece]) -> tuple:
+    """Where a segment's pieces lie, without their bytes (small: what goes to a worker process)."""
+    return tuple((piece.name, piece.source, piece.offset, len(piece.data), piece.ends_document) for piece in segment)
+
+
+def load_pieces(sources: Sequence, places: Sequence[tuple]) -> tuple[Piece, ...]:
+    """The pieces at `places` (from `piece_places`), their bytes read again from `sources`."""
+    pieces = []
+    for name, source, offset, length, ends_document in places:
+        document = sources[source]
+        if isinstance(document, (bytes, bytearray)):
+            data = bytes(document[offset:offset + length])
+        else:
+            with open(document, "rb") as file:
+                file.seek(offset)
+                data = file.read(length)
+        if len(data) != length:
+            raise TextFileError(f"{name}: changed while it was being read (shorter than before); run again")
+        pieces.append(Piece(name, source, offset, data, ends_document))
+    return tuple(pieces)
+
+
 def iter_segments(sources: Sequence, stream_cut: Callable[[bytes, int], int],
                   target_bytes: int = DEFAULT_BLOCK_BYTES, documents_apart: bool = True,
                   start: tuple[int, int] = (0, 0), names: Sequence[str] | None = None

@@ -1,22 +1,25 @@
 """Worker processes for corpus work: a map over every core, results in order, memory bounded.
 
-    with WorkerPool(workers=4, state=tokenizer) as pool:
-        for ids in pool.map(encode_segment, segments):      # encode_segment(tokenizer, segment)
+    with WorkerPool(workers=4, state=job) as pool:
+        for ids in pool.map(encode_segment, segments):      # encode_segment(job, segment)
             write(ids)                                      # in the order of `segments`
 
-`state` (a tokenizer, say) is handed to every worker once, when it starts (inherited
-through fork on Linux); each call sends one item and gets one result back. At most
-`ahead` items (twice the workers, by default) are out at a time, so a corpus of any
-size streams through in bounded memory, and results come back in item order, so what
-several workers make is what one process makes. With one worker, or where the item
-function is cheap, nothing is started: `map` runs in this process.
+`state` (what every call needs: a tokenizer, the corpus's file names) is handed to each
+worker when it starts, inherited through fork (Linux; elsewhere pickled). Each worker has
+a pipe of its own; an item goes to the worker with the fewest items in hand, and results
+are read as soon as any worker has one (so a finished worker never waits on a slow
+one) and handed out in item order, so what several workers make is what one process
+makes. At most `ahead` items (three per worker, by default) are out at a time, so a
+corpus of any size streams through in bounded memory: send small items (where a segment
+lies, not its bytes). With one worker nothing is started: `map` runs in this process.
 
-Workers ignore Ctrl-C (this process stops them: the items not started are cancelled,
-the ones running finish) and die with this process (Linux: prctl PDEATHSIG), so an
-interrupted run leaves none behind. A worker that dies (killed, out of memory) is a
-WorkerError naming the way on (--workers 1); so is a call that takes longer than
-CALL_DEADLINE_S. An exception raised by the item function (a file that is not UTF-8,
-say) is raised here, as it is.
+Workers ignore Ctrl-C; the pool stops them when its `with` block ends (killed at once
+when it ends with an exception: their results are not wanted) and they die with this
+process (Linux: prctl PDEATHSIG), so an interrupted run leaves none behind. A worker that
+dies (killed, out of memory) is a WorkerError naming the way on (fewer --workers); so is
+a call that gives no answer within CALL_DEADLINE_S. An exception raised by the function
+(a file that is not UTF-8, say) is raised here as it is, with the worker's traceback
+chained.
 
 Leaves out: threads (the work is Python code, which holds the GIL), and sharing results
 between workers.
@@ -24,26 +27,33 @@ between workers.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
-from concurrent.futures.process import BrokenProcessPool
+import traceback
 from typing import Callable, Iterable, Iterator
 
 from tinyllm.errors import UserError
 
 CALL_DEADLINE_S = 900.0  # one item (a segment of about 1 MiB) takes well under a second
+STOP_WAIT_S = 5.0  # a worker asked to stop that has not within this is killed
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
-_state = None  # the state of this worker process (set by _start_worker)
 
 
 class WorkerError(UserError):
     """A worker process died or stopped answering; the message says what to do."""
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker, chained under the exception raised here."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0])
 
 
 def available_cores() -> int:
@@ -67,56 +77,111 @@ class WorkerPool:
     def __init__(self, workers: int | None, state=None):
         self.workers = resolve_workers(workers)
         self.state = state
-        self.executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self.processes: list = []  # (process, connection, items in hand)
 
     def __enter__(self) -> "WorkerPool":
         if self.workers > 1:
             context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-            self.executor = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_start_worker, initargs=(self.state, os.getpid()))
+            try:
+                for _ in range(self.workers):
+                    ours, theirs = context.Pipe()
+                    process = context.Process(target=_worker_main, args=(theirs, self.state, os.getpid()),
+                                              daemon=True)
+                    process.start()
+                    theirs.close()
+                    self.processes.append([process, ours, 0])
+            except BaseException:
+                self._stop(kill=True)
+                raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-            self.executor = None
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop(kill=exc_type is not None)
 
     def map(self, function: Callable, items: Iterable, ahead: int | None = None) -> Iterator:
-        """function(state, item) for each item, in order (a module-level function, so that a
-        worker can find it)."""
-        if self.executor is None:
+        """function(state, item) for each item, in item order (a module-level function, so that
+        a worker can find it)."""
+        if not self.processes:
             for item in items:
                 yield function(self.state, item)
             return
-        ahead = ahead or 2 * self.workers
-        pending: collections.deque = collections.deque()
+        ahead = ahead or 3 * self.workers
+        done: dict = {}  # item index -> result, for results that came back early
+        sent = handed_out = 0
         for item in items:
-            pending.append(self.executor.submit(_call, function, item))
-            if len(pending) >= ahead:
-                yield self._result(pending.popleft())
-        while pending:
-            yield self._result(pending.popleft())
+            worker = min(self.processes, key=lambda w: w[2])
+            worker[1].send((sent, function, item))
+            worker[2] += 1
+            sent += 1
+            while sent - handed_out >= ahead:
+                yield self._next(done, handed_out)
+                handed_out += 1
+        while handed_out < sent:
+            yield self._next(done, handed_out)
+            handed_out += 1
 
-    def _result(self, future: concurrent.futures.Future):
-        try:
-            return future.result(timeout=CALL_DEADLINE_S)
-        except BrokenProcessPool:
-            raise WorkerError("a worker process died (killed, or out of memory?); run again with fewer "
-                              "--workers (e.g. --workers 1): finished work is kept") from None
-        except concurrent.futures.TimeoutError:
-            raise WorkerError(f"a worker process gave no answer in {CALL_DEADLINE_S:.0f} s; run again with "
-                              "--workers 1 to see where it stops") from None
+    def _next(self, done: dict, index: int):
+        """The result of item `index`, reading whatever the workers send until it is there."""
+        while index not in done:
+            busy = [w[1] for w in self.processes if w[2]]
+            ready = multiprocessing.connection.wait(busy, timeout=CALL_DEADLINE_S)
+            if not ready:
+                raise WorkerError(f"a worker process gave no answer in {CALL_DEADLINE_S:.0f} s; run again with "
+                                  "--workers 1 to see where it stops")
+            for connection in ready:
+                worker = next(w for w in self.processes if w[1] is connection)
+                try:
+                    status, item_index, payload, *trace = connection.recv()
+                except (EOFError, OSError):
+                    raise WorkerError("a worker process died (killed, or out of memory?); run again with fewer "
+                                      "--workers (e.g. --workers 1): finished work is kept") from None
+                worker[2] -= 1
+                if status == "error":
+                    raise payload from WorkerTraceback(trace[0])
+                done[item_index] = payload
+        return done.pop(index)
+
+    def _stop(self, kill: bool) -> None:
+        for process, connection, _ in self.processes:
+            if kill:
+                process.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    connection.send(None)
+        for process, connection, _ in self.processes:
+            process.join(STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            connection.close()
+        self.processes = []
 
 
-def _start_worker(state, parent: int) -> None:
-    global _state
-    _state = state
+def _worker_main(connection, state, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, function, item = message
+        try:
+            reply = ("ok", index, function(state, item))
+        except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent
+            reply = ("error", index, _portable(error), traceback.format_exc())
+        connection.send(reply)
 
 
-def _call(function: Callable, item):
-    return function(_state, item)
+def _portable(error: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(error).__name__}: {error}")
