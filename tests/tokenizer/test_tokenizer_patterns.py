@@ -9,9 +9,9 @@ import pytest
 import regex
 from hypothesis import given, strategies as st
 
-from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, STDLIB_POSSESSIVE, ChunkSplitter,
-                                        ascii_split_pattern, compile_pattern, cut_after_a_line_end,
-                                        cut_before_a_word, resolve_pattern, split_text)
+from tinyllm.tokenizer.cuts import cut_after_a_line_end, cut_before_a_word
+from tinyllm.tokenizer.fastsplit import STDLIB_POSSESSIVE, ChunkSplitter, ascii_split_pattern
+from tinyllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern, resolve_pattern, split_text
 
 # The fast paths are standard-library regexes with possessive quantifiers, which `re` has from
 # Python 3.11; on 3.10 they are absent (test_no_fast_paths_without_possessive_quantifiers).

@@ -76,11 +76,11 @@ class StopAfter(BPETokenizer):
     calls = 0
     stop_at = None
 
-    def encode_ordinary(self, text):
+    def encode_array(self, text):
         type(self).calls += 1
         if self.calls == self.stop_at:
             raise Interrupted
-        return super().encode_ordinary(text)
+        return super().encode_array(text)
 
 
 def test_an_interrupted_preparation_goes_on_from_its_finished_shards(tmp_path, corpus, trained_bpe):

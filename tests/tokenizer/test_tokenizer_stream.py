@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from tinyllm.tokenizer import CharTokenizer, TextFileError, read_text_file
-from tinyllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PatternCut, compile_pattern
+from tinyllm.tokenizer.cuts import PatternCut
+from tinyllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern
 from tinyllm.tokenizer.prepare import segment_texts
 from tinyllm.tokenizer.textstream import Piece, decode_piece, iter_segments
 

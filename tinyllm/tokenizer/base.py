@@ -30,6 +30,7 @@ import hashlib
 import os
 from typing import ClassVar, Iterable
 
+import numpy as np
 import regex
 
 from tinyllm import io
@@ -64,6 +65,10 @@ class Tokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, reading special-token strings as ordinary text."""
         raise NotImplementedError
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a NumPy array: uint16 when every id fits, else uint32."""
+        return np.array(self.encode_ordinary(text), dtype=np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError

@@ -19,8 +19,9 @@ special tokens take ids after the ranks. Encoding a text:
 Step 3 goes through merges by rank, not by replaying the training merges; it is what
 tiktoken does, so with the same ranks and pattern the ids are identical to tiktoken's.
 Encodings of chunks are cached (text repeats its words). With the gpt2/gpt4 patterns,
-text is split by a faster standard-library twin of the pattern, non-ASCII characters
-replaced by ASCII stand-ins for the split (patterns.ChunkSplitter).
+text is split by a faster standard-library twin of the pattern whose classes list the
+characters met so far (fastsplit.ChunkSplitter); chunk ids are cached packed as bytes,
+so a text's ids are one join of them.
 
 Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
 (textstream.py), shard files (shards.py), the parsing of OpenAI's files (openai_files.py). Encoding does not use threads.
@@ -31,17 +32,21 @@ from __future__ import annotations
 import ast
 import json
 import os
+from array import array
 from collections import Counter
-from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from .base import Tokenizer
 from .bpe_train import train_bpe_merges
+from .cuts import PatternCut
+from .fastsplit import chunk_splitter
 from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
 from .openai_files import read_gpt2_files, read_tiktoken_ranks, write_tiktoken_ranks
-from .patterns import PatternCut, chunk_splitter, pattern_name, resolve_pattern
-from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
+from .patterns import pattern_name, resolve_pattern
 from .prepare import COUNT_BLOCK_BYTES, count_chunks
+from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
 
 LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
 BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
@@ -78,7 +83,8 @@ class BPETokenizer(Tokenizer):
             self._id_to_bytes[token_id] = text.encode("utf-8")
         self._split = chunk_splitter(self.pattern)  # text -> chunks, the fastest exact way
         self._cut = PatternCut(self.pattern)  # where a stream of text may be cut (stream_cut)
-        self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
+        self._id_type = "H" if max(self._id_to_bytes) < 1 << 16 else "I"  # ids packed as uint16, else uint32
+        self._chunk_cache: dict[str, bytes] = {}  # chunk text -> its ids, packed (array(self._id_type).tobytes())
         self._pair_table: PairTable | None = None  # built on the first batch of misses
 
     # -- training ---------------------------------------------------------------
@@ -159,30 +165,32 @@ class BPETokenizer(Tokenizer):
             >>> tok.encode_ordinary("hi!")
             [104, 105, 33]
         """
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a read-only NumPy array: uint16 when every id fits, else uint32."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             # lone surrogates are not text; tiktoken replaces them with U+FFFD
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return self.encode_chunks(self._split(text))
+        return np.frombuffer(self._packed_ids(self._split(text)), dtype=np.dtype(self._id_type))
 
     def encode_chunks(self, chunks: Sequence[str]) -> list[int]:
-        """Encode already-split chunks (each one merged on its own), with the cache.
+        """Encode already-split chunks (each one merged on its own), with the cache."""
+        return np.frombuffer(self._packed_ids(chunks), dtype=np.dtype(self._id_type)).tolist()
 
-        Chunks missing from the cache are encoded first, all together when there are
-        many (`merge_many_chunks`), then every chunk is looked up.
-        """
-        return list(chain.from_iterable(self.encode_chunk_tuples(chunks)))
-
-    def encode_chunk_tuples(self, chunks: Sequence[str]) -> list[tuple[int, ...]]:
-        """The ids of each chunk, as `encode_chunks` finds them."""
+    def _packed_ids(self, chunks: Sequence[str]) -> bytes:
+        """The ids of the chunks, packed: one join of the cached ids of each. Chunks missing from
+        the cache are encoded first, all together when there are many (`merge_many_chunks`)."""
         cache = self._chunk_cache
-        cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
-        if None in cached:
+        try:
+            return b"".join(map(cache.__getitem__, chunks))
+        except KeyError:
             misses = _missing_keys(cache, chunks)
-            cache.update(zip(misses, self._encode_uncached(misses)))
-            cached = list(map(cache.__getitem__, chunks))
-        return cached
+            packed = [array(self._id_type, ids).tobytes() for ids in self._encode_uncached(misses)]
+            cache.update(zip(misses, packed))
+            return b"".join(map(cache.__getitem__, chunks))
 
     def _encode_uncached(self, chunks: list[str]) -> list[tuple[int, ...]]:
         if len(chunks) < BATCH_MIN_CHUNKS:
@@ -228,7 +236,7 @@ class BPETokenizer(Tokenizer):
         return merge_chunk(piece, self.mergeable_ranks)
 
     def stream_cut(self, data: bytes, end: int) -> int:
-        """Where the split pattern always cuts (patterns.PatternCut); see Tokenizer.stream_cut."""
+        """Where the split pattern always cuts (cuts.PatternCut); see Tokenizer.stream_cut."""
         return self._cut(data, end)
 
     # -- decoding ---------------------------------------------------------------

@@ -45,7 +45,9 @@ from tinyllm import io
 from tinyllm.limits import MAX_METADATA_BYTES
 
 from .base import Tokenizer
-from .patterns import PatternCut, chunk_splitter, resolve_pattern
+from .cuts import PatternCut
+from .fastsplit import chunk_splitter
+from .patterns import resolve_pattern
 from .shards import (DEFAULT_SHARD_TOKENS, ShardError, ShardWriter, expand_data_paths, read_shard_header,
                      shard_dtype)
 from .textstream import (DEFAULT_BLOCK_BYTES, Piece, decode_piece, document_names, iter_segments, load_pieces,
@@ -168,7 +170,12 @@ def corpus_characters(sources: Sequence, separator: str | None = None, workers: 
 
 def segment_texts(segment: Sequence[Piece], separator: str | None) -> list[str]:
     """A segment's text: one per piece when documents are apart (separator None), else one,
-    with the separator before every document but the first."""
+    with the separator before every document but the first.
+
+        >>> segment = (Piece("a.txt", 0, 4, b"two", True), Piece("b.txt", 1, 0, b"three", False))
+        >>> segment_texts(segment, None), segment_texts(segment, "\\n\\n")
+        (['two', 'three'], ['two\\n\\nthree'])
+    """
     if separator is None:
         return [decode_piece(piece) for piece in segment]
     return ["".join(separator + decode_piece(piece) if piece.offset == 0 and piece.source > 0
@@ -180,13 +187,13 @@ def encode_segment(job: "_EncodeJob", places: tuple) -> np.ndarray:
     segment = load_pieces(job.sources, places)
     texts = segment_texts(segment, job.separator)
     if job.separator is not None:
-        return np.array(job.tokenizer.encode_ordinary(texts[0]), dtype=job.dtype)
-    ids: list[int] = []
+        return job.tokenizer.encode_array(texts[0]).astype(job.dtype, copy=False)
+    parts = []
     for piece, text in zip(segment, texts):
-        ids += job.tokenizer.encode_ordinary(text)
+        parts.append(job.tokenizer.encode_array(text))
         if job.eot is not None and piece.ends_document:
-            ids.append(job.eot)
-    return np.array(ids, dtype=job.dtype)
+            parts.append(np.array([job.eot]))
+    return np.concatenate(parts).astype(job.dtype, copy=False) if parts else np.zeros(0, dtype=job.dtype)
 
 
 class _EncodeJob:

@@ -31,7 +31,7 @@ bytes between ASCII letters), a binary file (NUL bytes: an executable, an image)
 bytes that are not UTF-8 are refused with a TextFileError naming the file, what was found
 and where (`decode_piece`; `read_text_file` for a file read whole).
 
-Leaves out: the cut rules themselves (patterns.py, the tokenizers), encoding (prepare.py).
+Leaves out: the cut rules themselves (cuts.py, the tokenizers), encoding (prepare.py).
 A text with no safe cut for a long way (one chunk of many megabytes, the "none" pattern)
 makes a segment that long: a chunk is encoded whole.
 """

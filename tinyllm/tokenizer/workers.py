@@ -65,7 +65,11 @@ def available_cores() -> int:
 
 
 def resolve_workers(workers: int | None) -> int:
-    """A worker count from a `--workers` value: 0 or None is one per core."""
+    """A worker count from a `--workers` value: 0 or None is one per core.
+
+        >>> resolve_workers(3), resolve_workers(0) == available_cores()
+        (3, True)
+    """
     if workers is None or workers <= 0:
         return available_cores()
     return int(workers)
