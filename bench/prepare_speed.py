@@ -18,11 +18,13 @@ in its own process tree, one after the other:
   step: the preparation's own seconds are read from its log line);
 - `tinyllm train --tokenizer bpe` (BPE training on the corpus, then the preparation).
 
-It reports wall time, MB of text per second and the peak memory of each process tree
-(sampled every 50 ms from /proc: the sum of the processes' RSS, which counts pages that
-forked workers share once per process, so it overstates; and the sum of their PSS, which
-shares them out), checks that our shards hold exactly tiktoken's ids, and deletes what it
-wrote (--keep keeps it). Needs Linux (/proc) and tiktoken (pip install tiktoken: the
+It reports wall time, MB of text per second (from the preparation's own seconds where the
+run logs them), CPU seconds of the process tree, and the peak memory of each tree (sampled
+every 50 ms from /proc: the sum of the processes' RSS, which counts pages that forked
+workers share once per process, so it overstates; and the sum of their PSS, which shares
+them out); with --repeats N each runs N times in turns and its fastest run is reported. It
+checks that our shards hold exactly tiktoken's ids, and deletes what it wrote (--keep
+keeps the corpora). Needs Linux (/proc) and tiktoken (pip install tiktoken: the
 benchmark's, never the package's dependency).
 """
 
@@ -118,23 +120,30 @@ def tree_memory(root: int) -> tuple:
 
 
 def measure(command: list, env=None) -> dict:
-    """Run `command`, sampling its process tree's memory; wall seconds, peak RSS and PSS, output."""
+    """Run `command`, sampling its process tree's memory: wall seconds, CPU seconds of the tree
+    (user + system, its waited-for workers included), peak RSS and PSS, output."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         peak_rss = peak_pss = 0
-        while process.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
             rss, pss = tree_memory(process.pid)
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.05)
         seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
         text = output.read().decode("utf-8", "replace")
     if process.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{text[-3000:]}")
-    return {"seconds": seconds, "rss": peak_rss, "pss": peak_pss, "output": text}
+    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "rss": peak_rss, "pss": peak_pss,
+            "output": text}
 
 
+TIKTOKEN = "tiktoken, Pool.imap (llm.c, nanoGPT)"
 TIKTOKEN_SCRIPT = r'''
 import multiprocessing as mp, sys
 import numpy as np, tiktoken
@@ -192,7 +201,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "tinyllm-prepare-bench"))
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--keep", action="store_true", help="keep the generated corpora and outputs")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each, in turns; the fastest is reported")
+    parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
     args = parser.parse_args()
     workers = args.workers or len(os.sched_getaffinity(0))
     tinyllm = [sys.executable, "-m", "tinyllm.cli"]
@@ -217,45 +227,45 @@ def main() -> None:
             generate_corpus(corpus, size)
             megabytes = os.path.getsize(corpus) / 1e6
             reference = os.path.join(args.dir, f"tiktoken_{size}.bin")
-            runs = {
-                "tiktoken, Pool.imap (llm.c, nanoGPT)": measure(
-                    [sys.executable, tiktoken_script, corpus, tokenizer, reference, REPO_ROOT, str(workers)], env),
-                "tinyllm tokenizer encode": measure(
-                    tinyllm + ["tokenizer", "encode", "--tokenizer", tokenizer, "--data", corpus, "--no-eot",
-                               "--out", os.path.join(args.dir, f"shards_{size}"), "--workers", str(workers)], env),
-            }
+            shards_dir = os.path.join(args.dir, f"shards_{size}")
             train = ["train", "--data", corpus, "--max-iters", "1", "--eval-iters", "1", "--eval-interval", "1",
                      "--batch-size", "2", "--sample-tokens", "0", "--progress", "log", "--workers", str(workers)]
-            runs["tinyllm train (its preparation)"] = measure(
-                tinyllm + train + ["--tokenizer", tokenizer, "--out", os.path.join(args.dir, f"run_{size}")], env)
-            runs["tinyllm train --tokenizer bpe"] = measure(
-                tinyllm + train + ["--tokenizer", "bpe", "--vocab-size", str(args.vocab_size),
-                                   "--out", os.path.join(args.dir, f"run_bpe_{size}")], env)
-            shards = sorted(os.path.join(args.dir, f"shards_{size}", name)
-                            for name in os.listdir(os.path.join(args.dir, f"shards_{size}")) if name.endswith(".bin"))
+            commands = {
+                TIKTOKEN: [sys.executable, tiktoken_script, corpus, tokenizer, reference, REPO_ROOT, str(workers)],
+                "tinyllm tokenizer encode": tinyllm + ["tokenizer", "encode", "--tokenizer", tokenizer, "--data", corpus,
+                                                       "--no-eot", "--out", shards_dir, "--workers", str(workers)],
+                "tinyllm train (its preparation)": tinyllm + train + ["--tokenizer", tokenizer],
+                "tinyllm train --tokenizer bpe": tinyllm + train + ["--tokenizer", "bpe", "--vocab-size",
+                                                                    str(args.vocab_size)],
+            }
+            best: dict = {}
+            for _ in range(args.repeats):  # all four in turns; the fastest run of each is kept
+                for name, command in commands.items():
+                    run_dir = os.path.join(args.dir, "run")
+                    # a finished preparation would be reused, not timed
+                    shutil.rmtree(shards_dir if name.endswith("encode") else run_dir, ignore_errors=True)
+                    run = measure(command + (["--out", run_dir] if name.startswith("tinyllm train") else []), env)
+                    prepared = re.search(r"wrote [\d,]+ train and [\d,]+ val tokens .* in ([\d.]+) s", run["output"])
+                    run["preparation"] = float(prepared.group(1)) if prepared else run["seconds"]
+                    if name not in best or run["preparation"] < best[name]["preparation"]:
+                        best[name] = run
+            shards = sorted(os.path.join(shards_dir, name) for name in os.listdir(shards_dir) if name.endswith(".bin"))
             identical = same_ids(shards, reference)
-            base = runs["tiktoken, Pool.imap (llm.c, nanoGPT)"]["seconds"]
-            for name, run in runs.items():
-                seconds = run["seconds"]
-                prepared = re.search(r"wrote [\d,]+ train and [\d,]+ val tokens .* in ([\d.]+) s", run["output"])
-                if prepared:  # the preparation alone, from the run's own log line
-                    seconds = float(prepared.group(1))
-                rows.append((size, name, run["seconds"], seconds, megabytes / seconds, base / seconds,
-                             run["rss"] / 2**20, run["pss"] / 2**20))
             print(f"{size} MB: our shards hold exactly tiktoken's ids: {identical}", flush=True)
             if not identical:
                 sys.exit("ids differ from tiktoken's")
-            for path in (os.path.join(args.dir, f"shards_{size}"), os.path.join(args.dir, f"run_{size}"),
-                         os.path.join(args.dir, f"run_bpe_{size}")):
-                shutil.rmtree(path, ignore_errors=True)
-            os.unlink(reference)
-            if not args.keep:
-                os.unlink(corpus)
-        print("\n| corpus | run | wall s | preparation s | MB/s | vs tiktoken | peak RSS MiB (sum) | peak PSS MiB |")
-        print("|---|---|---|---|---|---|---|---|")
-        for size, name, wall, seconds, rate, ratio, rss, pss in rows:
-            print(f"| {size} MB | {name} | {wall:.1f} | {seconds:.1f} | {rate:.1f} | {ratio:.2f}x | {rss:,.0f} | "
-                  f"{pss:,.0f} |")
+            base = best[TIKTOKEN]["preparation"]
+            for name, run in best.items():
+                rows.append((size, name, run["seconds"], run["preparation"], megabytes / run["preparation"],
+                             base / run["preparation"], run["cpu"], run["rss"] / 2**20, run["pss"] / 2**20))
+            for path in (shards_dir, os.path.join(args.dir, "run"), reference) + (() if args.keep else (corpus,)):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        print("\n| corpus | run | wall s | preparation s | MB/s | vs tiktoken | CPU s | peak RSS MiB (sum) "
+              "| peak PSS MiB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for size, name, wall, seconds, rate, ratio, cpu_seconds, rss, pss in rows:
+            print(f"| {size} MB | {name} | {wall:.1f} | {seconds:.1f} | {rate:.1f} | {ratio:.2f}x | {cpu_seconds:.1f} | "
+                  f"{rss:,.0f} | {pss:,.0f} |")
         print(json.dumps({"rows": rows}))
     finally:
         if not args.keep:

@@ -323,20 +323,18 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     staging.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     tokenizer = _staged_tokenizer(staging, tokenizer_spec, corpus, vocab_size, workers, progress, log)
-    from tinyllm.tokenizer import encode_to_shards  # noqa: PLC0415
+    from tinyllm.tokenizer import encode_to_shards, read_shard_header  # noqa: PLC0415
 
     log(f"tokenizing {corpus.name} ({len(documents)} source(s), {sum(sizes) / 1e6:,.1f} MB) with tokenizer "
         f"{tokenizer_spec!r}")
     shards = encode_to_shards(tokenizer, documents, staging, names=names, separator=DOCUMENT_SEPARATOR,
                               shard_tokens=SHARD_TOKENS, workers=workers, progress=progress, log=log)
-    arrays = [_read_checked(path, tokenizer) for path in shards]
-    n_tokens = sum(len(a) for a in arrays)
+    n_tokens = sum(read_shard_header(path).num_tokens for path in shards)  # checked whole when opened, below
     n_train = split_point(n_tokens, val_fraction)
     meta = {"format": CACHE_FORMAT, "key": key, "corpus": corpus.name, "n_sources": len(corpus.sources),
             "n_tokens": n_tokens, "n_train": n_train, "n_val": n_tokens - n_train, "val_fraction": val_fraction,
             "tokenizer": tokenizer_spec, "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer.hash(),
             "shards": [os.path.basename(path) for path in shards]}
-    del arrays
     io.write_json(staging / "meta.json", meta)
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
