@@ -1,7 +1,13 @@
 """Corpora, the token-shard cache, the train/val split, batches, downloads, and training from token shards."""
 import hashlib
+import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +16,7 @@ from tinyllm import data
 from tinyllm.data import (BatchSampler, DataError, builtin_text, prepare_dataset, resolve_corpus, split_point)
 from tinyllm.errors import UserError
 from tinyllm.tokenizer import BPETokenizer, encode_files_to_shards, load_tokenizer, read_shard, write_shard
-from tinyllm.train import build_trainer, train
+from tinyllm.train import TrainConfig, build_trainer, train
 
 
 def test_builtin_corpus_is_the_pydoc_topics_text():
@@ -251,3 +257,25 @@ def test_an_interrupted_preparation_is_resumed_by_the_next_run(tmp_path, corpus_
     for split in ("train", "val"):
         np.testing.assert_array_equal(np.asarray(getattr(dataset, split)), np.asarray(getattr(reference, split)))
     assert dataset.meta["shards"] == reference.meta["shards"] and len(reference.meta["shards"]) > 3
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(shutil.which("mpiexec") is None or importlib.util.find_spec("mpi4py") is None,
+                    reason="needs mpiexec and mpi4py (pip install 'tinyllm[mpi]')")
+def test_data_parallel_ranks_train_from_shards_as_one_process_does(tmp_path, corpus_file, bpe_file):
+    """Rank 0 opens the shards first, the other rank then opens the same; each takes its rows."""
+    encode(bpe_file, corpus_file, tmp_path / "shards", shard_tokens=300)
+    settings = dict(data=str(tmp_path / "shards"), tokenizer=str(bpe_file), n_layer=2, n_head=2, n_embd=16,
+                    block_size=8, batch_size=8, max_iters=3, eval_interval=3, eval_iters=1, dtype="float64",
+                    progress="none", seed=3)
+    reference = train(TrainConfig(**settings, out=str(tmp_path / "one"), workers=1))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**settings, "out": str(tmp_path / "ranks"), "data_parallel": 2, "microbatches": 2}))
+    command = [shutil.which("mpiexec"), "-n", "2", sys.executable, "-m", "parallel.runner", str(config),
+               "--result", str(tmp_path / "result.json")]
+    proc = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    np.testing.assert_allclose(result["train_losses"], reference.train_losses, rtol=1e-12, atol=0)
+    assert result["last_eval"]["val"] == pytest.approx(reference.last_eval["val"], rel=1e-12)

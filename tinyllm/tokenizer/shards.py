@@ -214,7 +214,7 @@ def verify_shard(header: ShardHeader, block_bytes: int = VERIFY_BLOCK_BYTES) -> 
         raise ShardError(f"{header.path}: the ids are corrupted (checksum mismatch); the file was damaged "
                          "after it was written: encode the corpus again")
     if largest >= header.vocab_size:
-        raise ShardError(f"{header.path}: holds id {largest}, not below its vocab_size {header.vocab_size}; "
+        raise ShardError(f"{header.path}: holds id {largest}, not below vocab_size {header.vocab_size}; "
                          "the file was not written by tinyllm: encode the corpus again")
 
 
