@@ -32,13 +32,12 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import sys
 import traceback
 from typing import Callable, Iterable, Iterator
 
-from tinyllm.errors import UserError
+from tinyllm.errors import UserError, portable
 
 CALL_DEADLINE_S = 900.0  # one item (a segment of about 1 MiB) takes well under a second
 STOP_WAIT_S = 5.0  # a worker asked to stop that has not within this is killed
@@ -178,14 +177,5 @@ def _worker_main(connection, state, parent: int) -> None:
         try:
             reply = ("ok", index, function(state, item))
         except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent
-            reply = ("error", index, _portable(error), traceback.format_exc())
+            reply = ("error", index, portable(error), traceback.format_exc())
         connection.send(reply)
-
-
-def _portable(error: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a RuntimeError with its text."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(error).__name__}: {error}")
