@@ -1,17 +1,20 @@
 """Preparing a corpus: the same ids from one process and from several, equal to encoding the
-text whole; an interrupted preparation resumed without redoing its finished shards."""
+text whole; an interrupted preparation resumed without redoing its finished shards; worker
+processes that keep order, report errors and deaths, and leave none behind."""
 
 import json
+import multiprocessing
 import os
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from tinyllm.tokenizer import (BPETokenizer, CharTokenizer, count_chunks, encode_files_to_shards, read_shard,
-                               verify_shard, read_shard_header)
+from tinyllm.tokenizer import (BPETokenizer, CharTokenizer, TextFileError, WorkerError, count_chunks,
+                               encode_files_to_shards, read_shard, read_shard_header, verify_shard)
 from tinyllm.tokenizer.patterns import compile_pattern
 from tinyllm.tokenizer.prepare import corpus_characters, encode_to_shards, manifest_path, read_manifest
+from tinyllm.tokenizer.workers import WorkerPool
 
 
 @pytest.fixture
@@ -123,3 +126,35 @@ def test_a_character_tokenizer_prepares_the_same_way(tmp_path, corpus):
     paths = encode_files_to_shards(tokenizer, folder, tmp_path / "out", block_bytes=300, workers=2, progress=False)
     assert all_ids(paths) == tokenizer.encode("".join(texts))   # no <|endoftext|>: it has none
     assert json.loads((tmp_path / "out" / "shard_manifest.json").read_text())["complete"]
+
+
+def die_on_three(state, item):
+    if item == 3:
+        os.kill(os.getpid(), 9)
+    return item * state
+
+
+def fail_on_three(state, item):
+    if item == 3:
+        raise TextFileError("three.txt: not valid UTF-8 near byte 3")
+    return item * state
+
+
+def test_worker_pool_keeps_order_and_reports_a_death_or_an_error(tmp_path):
+    with WorkerPool(3, state=10) as pool:
+        assert list(pool.map(fail_on_three, [5, 1, 4, 2], ahead=2)) == [50, 10, 40, 20]
+    assert multiprocessing.active_children() == []
+    with pytest.raises(WorkerError, match="a worker process died .* --workers"):
+        with WorkerPool(2, state=1) as pool:
+            list(pool.map(die_on_three, range(6)))
+    with pytest.raises(TextFileError, match="three.txt"):
+        with WorkerPool(2, state=1) as pool:
+            list(pool.map(fail_on_three, range(6)))
+    assert multiprocessing.active_children() == []   # stopped, none left behind
+
+
+def test_a_bad_byte_is_named_from_a_worker(tmp_path, trained_bpe):
+    (tmp_path / "bad.txt").write_bytes(b"word " * 3000 + b"caf\xe9 " + b"word " * 3000)
+    with pytest.raises(TextFileError, match=r"bad\.txt: not valid UTF-8 near byte 15003"):
+        encode_files_to_shards(trained_bpe, tmp_path / "bad.txt", tmp_path / "out", block_bytes=1000, workers=2,
+                               progress=False)
