@@ -313,7 +313,7 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     if meta_path.is_file():
         try:
             return _open_cached(cache_dir, meta_path)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:   # a meta.json of the wrong types too
             log(f"data cache {cache_dir} is unusable ({error}); rebuilding it")
     documents, names = corpus.documents()
     sizes = [len(d) if isinstance(d, bytes) else os.path.getsize(d) for d in documents]
@@ -378,8 +378,8 @@ def _read_checked(path, tokenizer) -> np.ndarray:
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:
     """The cached dataset, checked whole: the shards' CRC-32 and every id below the tokenizer's
     vocabulary (one pass over the ids, a block at a time), so a damaged cache is found here and
-    rebuilt, never met as an out-of-range id steps later. Any problem raises ValueError or
-    OSError (-> rebuild)."""
+    rebuilt, never met as an out-of-range id steps later. Any problem raises ValueError, OSError,
+    KeyError or TypeError (-> rebuild)."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415
 
     check_file_size(meta_path, MAX_METADATA_BYTES, "meta.json")

@@ -16,8 +16,8 @@ Why the chunks are the pattern's: each atom of the GPT-2/GPT-4 pattern is a lite
 space, the contraction letters) or a class made of \\p{L}, \\p{N}, \\s, \\r and \\n, and `$`
 and `(?!\\S)` ask only whether a character is "\\n" or whitespace. On a text whose every
 character the twin's classes sort as the pattern does, each atom matches the same
-characters, so the matches are the same (property-tested against `regex`, and checked for
-every code point in a dozen contexts). GPT-4 reads the contraction letters ignoring case,
+characters, so the matches are the same (property-tested against `regex` on random text;
+a one-off run also compared them on every code point in twelve contexts). GPT-4 reads the contraction letters ignoring case,
 so "\\u017f" (the long s) counts as an "s" there, and its twin says so.
 
 Leaves out: other patterns (`regex` splits them), and Python 3.10, whose `re` has no
