@@ -47,7 +47,7 @@ TIMEOUT_STATUS = 2          # a machine problem the user fixes (a node or link),
 ORPHAN_STATUS = 2
 ABORT_GRACE_S = 5.0         # after MPI_Abort, how long before the process ends itself
 POLL_S = 0.5                # how often the watchdog looks
-DEFAULT_TIMEOUT_S = 300.0   # --comm-timeout's default (tinyllm.train.TrainConfig.comm_timeout)
+DEFAULT_TIMEOUT_S = 300.0   # --comm-timeout's default (tinyllm.settings.PipelineSettings.comm_timeout)
 
 
 class Watchdog:

@@ -193,6 +193,11 @@ class PipelineLayout:
         if not self.is_writer:
             prepare()
 
+    def data_workers(self, settings) -> int:
+        """One: the ranks are the run's parallelism (and an MPI process should not fork); a corpus
+        too big to tokenize in one process is prepared once with `tinyllm tokenizer encode --workers N`."""
+        return 1
+
     def place(self, model, settings, log):
         pipeline, loop = settings.pipeline, settings.loop
         self.chunks = chunks_per_stage(pipeline)

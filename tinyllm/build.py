@@ -44,6 +44,7 @@ from tinyllm import checkpoint as ckpt
 from tinyllm import io, rundir, runlock
 from tinyllm.fields import ConfigError
 from tinyllm.optim import make_optimizer
+from tinyllm.threads import default_threads
 from tinyllm.trainer import RunResult, Trainer
 from tinyllm.workers import describe_workers, one_machine_strategy, parallelism_warnings
 
@@ -55,8 +56,9 @@ class Recipe(Protocol):
     sections: tuple     # the settings sections it reads (tinyllm.settings): its command's flags
     tokenizer: object   # set by prepare(): the run's tokenizer, saved in every checkpoint
 
-    def prepare(self, settings, run_dir: Path, log) -> None:
-        """Read (or make) the data and the tokenizer, and check the model will fit; keeps them on self."""
+    def prepare(self, settings, run_dir: Path, log, workers: int) -> None:
+        """Read (or make) the data and the tokenizer, and check the model will fit; keeps them on self.
+        workers: processes that may tokenize a corpus (the layout's data_workers)."""
 
     def build_model(self, settings):
         """The whole model, on settings.device, in settings.dtype."""
@@ -91,6 +93,9 @@ class Layout(Protocol):
     def first(self, prepare) -> None:
         """Run prepare() here (in a pipeline: on rank 0 first, then on the others, which read its cache)."""
 
+    def data_workers(self, settings) -> int:
+        """Processes that may tokenize a corpus in this process."""
+
     def place(self, model, settings, log):
         """The part of `model` this process trains (all of it on one machine)."""
 
@@ -124,6 +129,10 @@ class OneMachine:
     def first(self, prepare) -> None:
         prepare()
 
+    def data_workers(self, settings) -> int:
+        """--workers (or --threads), else one per core: tokenizing a corpus is split as a batch is."""
+        return settings.workers.threads or settings.workers.workers or default_threads()
+
     def place(self, model, settings, log):
         return model
 
@@ -153,7 +162,7 @@ def build_run(settings, recipe: Recipe, layout: Layout | None = None, log=None, 
     lock = layout.open(settings, run_dir, say)
     log = say if layout.is_writer else (lambda message: None)
     checkpoint = resume_checkpoint(settings)
-    layout.first(lambda: recipe.prepare(settings, run_dir, log))
+    layout.first(lambda: recipe.prepare(settings, run_dir, log, layout.data_workers(settings)))
     model = recipe.build_model(settings)
     if checkpoint is not None:
         recipe.check_resume(checkpoint, model)

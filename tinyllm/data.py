@@ -1,4 +1,4 @@
-"""Training data: corpora -> cached token shards (memmapped) -> seeded random batches.
+"""Training data: corpora -> token shards (streaming, every core, memory-mapped) -> seeded batches.
 
     corpus = resolve_corpus("texts/", extensions=(".txt", ".md"))     # or None: built-in
     dataset = prepare_dataset(corpus, "char", out_dir="runs/demo")    # tokenize once, cached
@@ -10,21 +10,35 @@ Corpora (`--data`):
   standard library's `pydoc_data.topics` (about 466 KB), so training needs no download;
 - `stdlib`: the built-in text plus the standard library's own `.py` sources (about
   11 MB of code, tests excluded);
-- a file, a directory (searched recursively, filtered by extension) or a glob.
+- a file, a directory (searched recursively, filtered by extension) or a glob, of text;
+- token shards written by `tinyllm tokenizer encode` (a folder, a glob or one file,
+  recognised by their header), trained from as they are, without tokenizing again; the
+  tokenizer that wrote them is given with `--tokenizer FILE` and checked against their
+  header. A folder holding both text and shards is refused.
 
-Tokenizing happens once: the token ids go to two shard files (train and val) under
-`<out>/data/<key>/`, where the key hashes the corpus files (paths, sizes, modification
-times) and the tokenizer choice. A later run with the same corpus and tokenizer reads
-the shards back (memory-mapped); a changed corpus or tokenizer builds a fresh cache.
+Text is tokenized once, streaming and on `workers` processes (tokenizer/prepare.py): the
+documents, joined by a blank line, become shards under `<out>/data/<key>/`, where the key
+hashes the corpus files (paths, sizes, modification times) and the tokenizer choice. A
+later run with the same corpus and tokenizer reads the shards back (memory-mapped); a
+changed corpus or tokenizer builds a fresh cache. An interrupted preparation leaves its
+finished shards in `<out>/data/<key>.partial/`, and the next run goes on from them.
+Peak memory does not grow with the corpus (a `--tokenizer bpe` trained on the corpus
+holds its distinct chunks).
+
 The split is deterministic: the last `val_fraction` of the tokens is validation, as in
-nanoGPT. Batches are random windows of `block_size + 1` tokens, `x = w[:-1]`,
-`y = w[1:]`, drawn by a seeded NumPy Generator whose state the checkpoint keeps.
+nanoGPT, for text and for shards alike; or, when a shard folder holds shards named as a
+validation set (`val_000000.bin`, `fineweb_val_000000.bin`: `val` at the start of the
+name or after `_`, `-` or `.`; `tinyllm tokenizer encode --prefix val` writes them, as
+llm.c's `val_*.bin`), those are validation and the others train. Batches are random
+windows of `block_size + 1` tokens, `x = w[:-1]`, `y = w[1:]`, drawn by a seeded NumPy
+Generator whose state the checkpoint keeps; a window may span two shards
+(tokenizer/shards.py, `ConcatenatedTokens`).
 
 `download("tinyshakespeare")` fetches the classic char-rnn corpus over HTTP(S).
 
-Left out: corpora larger than memory (documents are tokenized whole), document
-boundaries inside a window (documents are joined with a blank line), sharding across
-processes (a data-parallel rank seeds its own sampler).
+Left out: document boundaries inside a window (documents are joined with a blank line, or
+by "<|endoftext|>" in shards from `tinyllm tokenizer encode`), sharding across processes (a
+data-parallel rank draws the same batches and takes its own rows).
 """
 from __future__ import annotations
 
@@ -32,13 +46,12 @@ import glob as globlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
 import sysconfig
-import tempfile
-import urllib.error
-import urllib.request
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +60,16 @@ import numpy as np
 from tinyllm import io
 from tinyllm.errors import UserError
 from tinyllm.fields import check, is_number, is_positive_int, setting
-from tinyllm.limits import MAX_METADATA_BYTES, check_file_size, check_fits_in_memory
+from tinyllm.limits import MAX_METADATA_BYTES, check_file_size
 
 BUILTIN = "builtin"
 STDLIB = "stdlib"
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".py")
 DOCUMENT_SEPARATOR = "\n\n"
-CACHE_FORMAT = 1  # bump when the cache layout or the way text is joined changes
-CORPUS_MEMORY_FACTOR = 12  # bytes of memory per byte of corpus while tokenizing: its text, then int64 ids
+CACHE_FORMAT = 2  # bump when the cache layout or the way text is joined changes
+SHARD_TOKENS = 10_000_000  # ids per shard of the cache (20 MB as uint16): what an interruption can cost
+SHARD_MAGIC = b"TLLMTOKS"  # the first bytes of a token shard (tokenizer/shards.py)
+VALIDATION_NAME = re.compile(r"(^|[_.-])val", re.IGNORECASE)  # val_000000.bin, fineweb_val_000000.bin
 
 
 class DataError(UserError):
@@ -65,8 +80,8 @@ class DataError(UserError):
 class DataSettings:
     """What a pretraining run reads: the corpus, the tokenizer and the validation split (`--data` ...)."""
 
-    data: str | None = setting(None, "a text file, a directory, a glob, or 'stdlib' "
-                                     "(default: the built-in pydoc topics corpus)")
+    data: str | None = setting(None, "a text file, a directory, a glob, 'stdlib', or token shards from `tinyllm "
+                                     "tokenizer encode` (default: the built-in pydoc topics corpus)")
     data_ext: str = setting(",".join(DEFAULT_EXTENSIONS), "extensions read from a --data directory, comma-separated")
     tokenizer: str = setting("char", "'char', 'bpe' (trained on the corpus) or a tokenizer file")
     vocab_size: int = setting(512, "BPE vocabulary size (with --tokenizer bpe)")
@@ -98,13 +113,21 @@ def absolute_paths(settings: dict) -> dict:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Where the text comes from: a name for people and a list of sources.
+    """Where the tokens come from: a name for people, a list of sources and their kind.
 
-    A source is a file path, or the marker `BUILTIN` for the pydoc topics text.
+    kind "text": a source is a file path, or the marker `BUILTIN` for the pydoc topics text.
+    kind "shards": a source is a token shard (tokenizer/shards.py).
     """
 
     name: str
     sources: tuple
+    kind: str = "text"
+
+    def documents(self) -> tuple[list, list]:
+        """(documents, names) for tokenizer/prepare.py: file paths, and the built-in text as bytes."""
+        documents = [builtin_text().encode("utf-8") if s == BUILTIN else s for s in self.sources]
+        names = ["pydoc_data.topics" if s == BUILTIN else s for s in self.sources]
+        return documents, names
 
     def texts(self):
         """Yield each source's text, in order. A file that is not UTF-8 text (binary, UTF-16, invalid
@@ -117,6 +140,7 @@ class Corpus:
                 yield read_text_file(source)
 
     def text(self) -> str:
+        """The whole text, documents joined by a blank line (read into memory: for small corpora)."""
         return DOCUMENT_SEPARATOR.join(self.texts())
 
     def fingerprint(self) -> str:
@@ -169,6 +193,15 @@ def _normalise_extensions(extensions) -> tuple:
     return tuple(out)
 
 
+def is_shard_file(path) -> bool:
+    """Whether a file starts like a token shard (its header is checked when it is read)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(SHARD_MAGIC)) == SHARD_MAGIC
+    except OSError:
+        return False
+
+
 def resolve_corpus(data: str | None, extensions=DEFAULT_EXTENSIONS) -> Corpus:
     """The corpus `--data` names (see the module docstring); DataError when it names nothing."""
     if data is None or data == BUILTIN:
@@ -178,25 +211,41 @@ def resolve_corpus(data: str | None, extensions=DEFAULT_EXTENSIONS) -> Corpus:
     extensions = _normalise_extensions(extensions)
     path = Path(data).expanduser()
     if path.is_file():
-        return Corpus(str(path), (str(path),))
+        return Corpus(str(path), (str(path),), "shards" if is_shard_file(path) else "text")
     if path.exists() and not path.is_dir():
         raise DataError(f"--data {data}: is {describe_file_type(path)}, not a text file or a directory; "
                         "give a text file, a directory, a glob, or 'stdlib'")
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*")
-                       if p.is_file() and (not extensions or p.suffix.lower() in extensions))
-        if not files:
-            raise DataError(f"--data {data}: the directory has no files ending in {', '.join(extensions)}; "
-                            "pick the extensions with --data-ext (e.g. --data-ext .txt,.md)")
-        return Corpus(str(path), tuple(files))
+        refuse_unfinished(data, [str(path)])
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file())
+        corpus = _text_or_shards(data, str(path), files, extensions)
+        if corpus is None:
+            raise DataError(f"--data {data}: the directory has no files ending in {', '.join(extensions)} and no "
+                            "token shards (.bin); pick the extensions with --data-ext (e.g. --data-ext .txt,.md)")
+        return corpus
     if any(ch in data for ch in "*?["):
         files = sorted(p for p in globlib.glob(os.path.expanduser(data), recursive=True) if os.path.isfile(p))
-        if not files:
+        corpus = _text_or_shards(data, data, files, ())
+        if corpus is None:
             raise DataError(f"--data {data}: the pattern matches no files; check the pattern or quote it "
                             "so the shell does not expand it")
-        return Corpus(data, tuple(files))
+        return corpus
     raise DataError(f"--data {data}: no such file or directory; give a text file, a directory, a glob, "
                     f"'{STDLIB}', or leave --data out for the built-in corpus")
+
+
+def _text_or_shards(data: str, name: str, files: list, extensions: tuple) -> Corpus | None:
+    """The corpus of a folder's or a glob's files: its token shards (.bin files that start like one)
+    or its text files, not both."""
+    shards = [f for f in files if f.lower().endswith(".bin") and is_shard_file(f)]
+    texts = [f for f in files if not f.lower().endswith(".bin") and
+             (not extensions or os.path.splitext(f)[1].lower() in extensions)]
+    if shards and texts:
+        raise DataError(f"--data {data}: holds both token shards ({shards[0]}, ...) and text files ({texts[0]}, ...); "
+                        "train on one kind: keep the shards in a folder of their own (or narrow --data-ext)")
+    if shards:
+        return Corpus(name, tuple(shards), "shards")
+    return Corpus(name, tuple(texts)) if texts else None
 
 
 # ---- tokenizers ------------------------------------------------------------------------
@@ -206,18 +255,23 @@ def tokenizer_spec_is_file(spec: str) -> bool:
     return spec not in ("char", "bpe")
 
 
-def build_tokenizer(spec: str, text: str, vocab_size: int | None = None):
-    """`char`: the corpus's characters; `bpe`: byte-level BPE trained on the corpus; else a file."""
+def build_tokenizer(spec: str, corpus: Corpus, vocab_size: int | None = None, workers: int | None = None,
+                    progress: bool | str | None = None, log=None):
+    """`char`: the corpus's characters; `bpe`: byte-level BPE trained on the corpus (gpt4 split); else a
+    file. The corpus is read streaming, on `workers` processes, as `prepare_dataset` reads it."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415 - keeps `import tinyllm.data` light
 
+    if spec == "bpe" and (vocab_size is None or vocab_size < 257):
+        raise DataError(f"--vocab-size {vocab_size}: a byte-level BPE vocabulary needs at least 257 "
+                        "entries (256 bytes + 1 merge); try --vocab-size 512")
+    if spec not in ("char", "bpe"):
+        return load_tokenizer_file(spec)
+    documents, names = corpus.documents()
+    options = dict(separator=DOCUMENT_SEPARATOR, workers=workers, names=names, progress=progress, log=log)
     if spec == "char":
-        return tok.CharTokenizer.train(text)
-    if spec == "bpe":
-        if vocab_size is None or vocab_size < 257:
-            raise DataError(f"--vocab-size {vocab_size}: a byte-level BPE vocabulary needs at least 257 "
-                            "entries (256 bytes + 1 merge); try --vocab-size 512")
-        return tok.BPETokenizer.train(text, vocab_size=vocab_size)
-    return load_tokenizer_file(spec)
+        return tok.CharTokenizer(sorted(tok.prepare.corpus_characters(documents, **options)))
+    counts = tok.count_chunks(documents, "gpt4", **options)
+    return tok.BPETokenizer.from_chunk_counts(counts, vocab_size, "gpt4", progress=progress)
 
 
 def load_tokenizer_file(path: str):
@@ -232,15 +286,16 @@ def load_tokenizer_file(path: str):
         raise DataError(f"--tokenizer {path}: cannot be read as a tokenizer ({error})") from None
 
 
-# ---- datasets: cached token shards -----------------------------------------------------
+# ---- datasets: token shards --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Token ids of a corpus, split into train and val (memory-mapped arrays)."""
+    """Token ids of a corpus, split into train and val (memory-mapped: an array, or a
+    tokenizer.shards.ConcatenatedTokens over several shards)."""
 
-    train: np.ndarray
-    val: np.ndarray
+    train: object
+    val: object
     tokenizer: object
     cache_dir: str
     meta: dict
@@ -269,13 +324,19 @@ def split_point(n_tokens: int, val_fraction: float) -> int:
 
 
 def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str | os.PathLike = ".",
-                    vocab_size: int | None = None, val_fraction: float = 0.1, log=None) -> Dataset:
-    """Tokenize `corpus` into `<out_dir>/data/<key>/` (or reuse that cache) and split it."""
-    from tinyllm import tokenizer as tok  # noqa: PLC0415
+                    vocab_size: int | None = None, val_fraction: float = 0.1, log=None,
+                    workers: int | None = None, progress: bool | str | None = None) -> Dataset:
+    """The dataset of `corpus`: shards read as they are, or text tokenized into
+    `<out_dir>/data/<key>/` (or that cache reused), split into train and val.
 
+    workers: processes for tokenizing (0 or None: one per core). progress: "bar", "log" (a
+    `log` line now and then), "none", or "auto" (a bar on a terminal, else lines).
+    """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (e.g. 0.1)")
     log = log or (lambda message: None)
+    if corpus.kind == "shards":
+        return open_shards(corpus, tokenizer_spec, val_fraction, log)
     key = cache_key(corpus, tokenizer_spec, vocab_size, val_fraction)
     data_root = Path(out_dir) / "data"
     cache_dir = data_root / key
@@ -283,55 +344,82 @@ def prepare_dataset(corpus: Corpus, tokenizer_spec: str = "char", out_dir: str |
     if meta_path.is_file():
         try:
             return _open_cached(cache_dir, meta_path)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:   # a meta.json of the wrong types too
             log(f"data cache {cache_dir} is unusable ({error}); rebuilding it")
-    log(f"tokenizing {corpus.name} ({len(corpus.sources)} source(s)) with tokenizer {tokenizer_spec!r}")
-    check_fits_in_memory(sum(os.path.getsize(s) for s in corpus.sources if s != BUILTIN), CORPUS_MEMORY_FACTOR,
-                         f"--data {corpus.name}", "train on less text (the corpus is tokenized in memory)")
-    text = corpus.text()
-    if not text:
+    documents, names = corpus.documents()
+    sizes = [len(d) if isinstance(d, bytes) else os.path.getsize(d) for d in documents]
+    if sizes == [0]:
         raise DataError(f"--data {corpus.name}: the corpus is empty")
-    tokenizer = build_tokenizer(tokenizer_spec, text, vocab_size)
-    ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.int64)  # special-token text stays text
-    n_train = split_point(len(ids), val_fraction)
+    staging = data_root / f"{key}.partial"  # kept when interrupted: the next run goes on from it
+    staging.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tokenizer = _staged_tokenizer(staging, tokenizer_spec, corpus, vocab_size, workers, progress, log)
+    from tinyllm.tokenizer import encode_to_shards, read_shard_header  # noqa: PLC0415
 
-    data_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=data_root))
-    os.chmod(staging, io.default_mode(directory=True))
-    try:
-        tok.write_shard(staging / "train.bin", ids[:n_train], tokenizer.vocab_size, tokenizer.hash())
-        tok.write_shard(staging / "val.bin", ids[n_train:], tokenizer.vocab_size, tokenizer.hash())
-        tokenizer.save(staging / TOKENIZER_FILE)
-        meta = {"format": CACHE_FORMAT, "key": key, "corpus": corpus.name, "n_sources": len(corpus.sources),
-                "n_chars": len(text), "n_tokens": int(len(ids)), "n_train": int(n_train),
-                "n_val": int(len(ids) - n_train), "val_fraction": val_fraction, "tokenizer": tokenizer_spec,
-                "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer.hash()}
-        io.write_json(staging / "meta.json", meta)
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(staging, cache_dir)
-        io.fsync_directory(data_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones (only caches:
-        if stale.name != key and is_cache_dir(stale):   # a corpus the user keeps under DIR/data/ stays)
+    log(f"tokenizing {corpus.name} ({len(documents)} source(s), {sum(sizes) / 1e6:,.1f} MB) with tokenizer "
+        f"{tokenizer_spec!r}")
+    shards = encode_to_shards(tokenizer, documents, staging, names=names, separator=DOCUMENT_SEPARATOR,
+                              shard_tokens=SHARD_TOKENS, workers=workers, progress=progress, log=log)
+    n_tokens = sum(read_shard_header(path).num_tokens for path in shards)  # checked whole when opened, below
+    n_train = split_point(n_tokens, val_fraction)
+    meta = {"format": CACHE_FORMAT, "key": key, "corpus": corpus.name, "n_sources": len(corpus.sources),
+            "n_tokens": n_tokens, "n_train": n_train, "n_val": n_tokens - n_train, "val_fraction": val_fraction,
+            "tokenizer": tokenizer_spec, "vocab_size": int(tokenizer.vocab_size), "tokenizer_hash": tokenizer.hash(),
+            "shards": [os.path.basename(path) for path in shards]}
+    io.write_json(staging / "meta.json", meta)
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    os.replace(staging, cache_dir)
+    io.fsync_directory(data_root)
+    for stale in data_root.iterdir():  # one cache per run directory: drop the outdated ones and unfinished ones
+        if stale.name != key and is_cache_dir(stale):   # only caches: a corpus the user keeps under DIR/data/ stays
             shutil.rmtree(stale, ignore_errors=True)
-    log(f"wrote {meta['n_train']:,} train and {meta['n_val']:,} val tokens to {cache_dir} "
-        f"(vocab {meta['vocab_size']})")
+    seconds = time.perf_counter() - started
+    log(f"wrote {meta['n_train']:,} train and {meta['n_val']:,} val tokens to {cache_dir} (vocab "
+        f"{meta['vocab_size']}) in {seconds:.1f} s")
     return _open_cached(cache_dir, cache_dir / "meta.json")
 
 
 def is_cache_dir(path: Path) -> bool:
-    """A token cache this module wrote: a directory named by a cache key, holding meta.json."""
-    return (path.is_dir() and not path.is_symlink() and len(path.name) == 16
-            and all(c in "0123456789abcdef" for c in path.name) and (path / "meta.json").is_file())
+    """A token cache this module wrote: a directory named by a cache key (finished, holding meta.json),
+    or by a cache key and ".partial" (a preparation that was interrupted)."""
+    name = path.name.removesuffix(".partial")
+    finished = name == path.name
+    return (path.is_dir() and not path.is_symlink() and len(name) == 16
+            and all(c in "0123456789abcdef" for c in name) and (not finished or (path / "meta.json").is_file()))
+
+
+def _staged_tokenizer(staging: Path, spec: str, corpus: Corpus, vocab_size, workers, progress, log):
+    """The run's tokenizer: the one an interrupted preparation saved in `staging`, or a new one (saved there)."""
+    from tinyllm import tokenizer as tok  # noqa: PLC0415
+
+    saved = staging / TOKENIZER_FILE
+    if saved.is_file():
+        try:
+            return tok.load_tokenizer(saved)
+        except (OSError, ValueError):
+            pass
+    if not tokenizer_spec_is_file(spec):
+        log(f"building the {spec!r} tokenizer of {corpus.name}")
+    tokenizer = build_tokenizer(spec, corpus, vocab_size, workers, progress, log)
+    tokenizer.save(saved)
+    return tokenizer
+
+
+def _read_checked(path, tokenizer) -> np.ndarray:
+    """A shard's ids, checked whole (its CRC-32, every id below the tokenizer's vocabulary), memory-mapped."""
+    from tinyllm.tokenizer import read_shard, read_shard_header  # noqa: PLC0415
+
+    if read_shard_header(path).vocab_size > tokenizer.vocab_size:
+        raise ValueError(f"{path}: written for a larger vocabulary than its tokenizer's")
+    return read_shard(path, tokenizer_hash=tokenizer.hash(), verify=True)
 
 
 def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:
     """The cached dataset, checked whole: the shards' CRC-32 and every id below the tokenizer's
-    vocabulary (one pass over the ids), so a damaged cache is found here and rebuilt, never met
-    as an out-of-range id steps later. Any problem raises ValueError or OSError (-> rebuild)."""
+    vocabulary (one pass over the ids, a block at a time), so a damaged cache is found here and
+    rebuilt, never met as an out-of-range id steps later. Any problem raises ValueError, OSError,
+    KeyError or TypeError (-> rebuild)."""
     from tinyllm import tokenizer as tok  # noqa: PLC0415
 
     check_file_size(meta_path, MAX_METADATA_BYTES, "meta.json")
@@ -339,15 +427,90 @@ def _open_cached(cache_dir: Path, meta_path: Path) -> Dataset:
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"cache format {meta.get('format') if isinstance(meta, dict) else None} is not {CACHE_FORMAT}")
     tokenizer = tok.load_tokenizer(cache_dir / TOKENIZER_FILE)
-    splits = {}
-    for split in ("train", "val"):
-        path = cache_dir / f"{split}.bin"
-        if tok.read_shard_header(path).vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"{path}: written for another vocabulary than {cache_dir / TOKENIZER_FILE}'s")
-        splits[split] = tok.read_shard(path, tokenizer_hash=meta.get("tokenizer_hash"), verify=True)
-        if len(splits[split]) != meta.get(f"n_{split}"):
-            raise ValueError("shard lengths do not match meta.json")
-    return Dataset(train=splits["train"], val=splits["val"], tokenizer=tokenizer, cache_dir=str(cache_dir), meta=meta)
+    concatenate_shards = tok.shards.concatenate_shards
+    if tokenizer.hash() != meta.get("tokenizer_hash") or not isinstance(meta.get("shards"), list):
+        raise ValueError("meta.json does not match the cache's tokenizer and shards")
+    tokens = concatenate_shards([_read_checked(cache_dir / os.path.basename(str(name)), tokenizer)
+                                 for name in meta["shards"]])
+    if len(tokens) != meta.get("n_tokens") or meta.get("n_train") != split_point(len(tokens), meta.get("val_fraction")):
+        raise ValueError("shard lengths do not match meta.json")
+    n_train = meta["n_train"]
+    return Dataset(train=tokens[:n_train], val=tokens[n_train:], tokenizer=tokenizer, cache_dir=str(cache_dir),
+                   meta=meta)
+
+
+def open_shards(corpus: Corpus, tokenizer_spec: str, val_fraction: float, log=None) -> Dataset:
+    """The dataset of token shards (see the module docstring), checked (`checked_shards`) against
+    the tokenizer that wrote them, `--tokenizer FILE`."""
+    log = log or (lambda message: None)
+    if not tokenizer_spec_is_file(tokenizer_spec):
+        from tinyllm.tokenizer import read_shard_header  # noqa: PLC0415
+        hashes = sorted({read_shard_header(s).tokenizer_hash or "" for s in corpus.sources} - {""})
+        written_by = f"tokenizer {hashes[0][:16]}" if hashes else "an unknown tokenizer"
+        raise DataError(f"--data {corpus.name}: holds token shards (written by {written_by}); pass the tokenizer "
+                        "that wrote them with --tokenizer FILE (the file given to `tinyllm tokenizer encode`)")
+    from tinyllm.tokenizer.shards import concatenate_shards  # noqa: PLC0415
+
+    tokenizer = load_tokenizer_file(tokenizer_spec)
+    arrays = checked_shards(corpus, tokenizer, f"--tokenizer {tokenizer_spec}", log)
+    named_val = [path for path in arrays if VALIDATION_NAME.search(os.path.basename(path))]
+    if named_val:
+        train_paths = [path for path in arrays if path not in named_val]
+        if not train_paths:
+            raise DataError(f"--data {corpus.name}: every shard is named as validation ({named_val[0]}, ...); "
+                            "give the training shards too")
+        train, val = (concatenate_shards([arrays[p] for p in paths]) for paths in (train_paths, named_val))
+        split = f"{len(named_val)} shard(s) named val"
+    else:
+        tokens = concatenate_shards(list(arrays.values()))
+        n_train = split_point(len(tokens), val_fraction)
+        train, val = tokens[:n_train], tokens[n_train:]
+        split = f"the last {val_fraction:g} of the tokens"
+    meta = {"corpus": corpus.name, "n_shards": len(arrays), "n_tokens": len(train) + len(val), "n_train": len(train),
+            "n_val": len(val), "validation": split, "vocab_size": int(tokenizer.vocab_size),
+            "tokenizer_hash": tokenizer.hash()}
+    log(f"training from {len(arrays)} shard(s) of {corpus.name}: {len(train):,} train and {len(val):,} val tokens "
+        f"(validation: {split})")
+    return Dataset(train=train, val=val, tokenizer=tokenizer,
+                   cache_dir=os.path.dirname(os.path.abspath(corpus.sources[0])), meta=meta)
+
+
+def checked_shards(corpus: Corpus, tokenizer, tokenizer_name: str, log) -> dict:
+    """path -> ids (memory-mapped) of a shard corpus, every shard checked: finished (no manifest of
+    an interrupted `tinyllm tokenizer encode` beside it), written by `tokenizer`, whole (CRC-32),
+    every id below its vocabulary. DataError or ShardError naming the file otherwise."""
+    from tinyllm import tokenizer as tok  # noqa: PLC0415
+
+    log = log or (lambda message: None)
+    refuse_unfinished(corpus.name, {os.path.dirname(os.path.abspath(s)) for s in corpus.sources})
+    headers = [tok.read_shard_header(path) for path in corpus.sources]
+    for header in headers:
+        if header.tokenizer_hash not in (None, tokenizer.hash()):
+            raise DataError(f"{header.path}: written by another tokenizer ({header.tokenizer_hash[:16]}) than "
+                            f"{tokenizer_name} ({tokenizer.hash()[:16]}); pass the tokenizer that encoded it, or "
+                            "encode the text again with this one")
+        if header.vocab_size > tokenizer.vocab_size:
+            raise DataError(f"{header.path}: holds ids up to {header.vocab_size - 1:,}, beyond the "
+                            f"{tokenizer.vocab_size:,} ids of {tokenizer_name}; pass the tokenizer that encoded it")
+    total = sum(h.num_tokens * h.dtype.itemsize for h in headers)
+    if total > 100e6:
+        log(f"checking {len(headers)} shard(s) of {corpus.name} ({total / 1e6:,.0f} MB)")
+    for header in headers:
+        tok.verify_shard(header)
+    return {header.path: tok.read_shard(header.path) for header in headers}
+
+
+def refuse_unfinished(name: str, folders) -> None:
+    """A DataError when a folder holds the manifest of an interrupted `tinyllm tokenizer encode`."""
+    from tinyllm.tokenizer.prepare import read_manifest  # noqa: PLC0415
+
+    for folder in sorted(folders):
+        for path in sorted(globlib.glob(os.path.join(globlib.escape(folder), "*_manifest.json"))):
+            manifest = read_manifest(path)
+            if manifest is not None and not manifest.get("complete"):
+                raise DataError(f"--data {name}: {path} records an unfinished encoding (stopped after "
+                                f"{len(manifest.get('shards', []))} shard(s)); run the same `tinyllm tokenizer "
+                                "encode` again to finish it (it keeps the finished shards)")
 
 
 def check_split_fits(dataset: Dataset, block_size: int) -> None:
@@ -357,6 +520,22 @@ def check_split_fits(dataset: Dataset, block_size: int) -> None:
             raise DataError(
                 f"the {split} split has {len(tokens)} tokens, fewer than --block-size {block_size} + 2; "
                 "use a smaller --block-size, more data, or a different --val-fraction")
+
+
+def corpus_tokens(corpus: Corpus, tokenizer, val_fraction: float | None = None):
+    """The ids of a corpus under `tokenizer` (text encoded in memory; shards as they are, checked
+    against it); with `val_fraction`, only the validation split, as training holds it out."""
+    from tinyllm.tokenizer.shards import concatenate_shards  # noqa: PLC0415
+
+    if corpus.kind == "shards":
+        arrays = checked_shards(corpus, tokenizer, "the checkpoint's tokenizer", None)
+        named_val = [arrays[p] for p in arrays if VALIDATION_NAME.search(os.path.basename(p))]
+        if val_fraction is not None and named_val:
+            return concatenate_shards(named_val)
+        tokens = concatenate_shards(list(arrays.values()))
+    else:
+        tokens = np.asarray(tokenizer.encode_ordinary(corpus.text()), dtype=np.int64)
+    return tokens[split_point(len(tokens), val_fraction):] if val_fraction is not None else tokens
 
 
 # ---- batches -----------------------------------------------------------------------------
@@ -389,55 +568,3 @@ class BatchSampler:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
-
-
-# ---- downloads ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Download:
-    url: str
-    filename: str
-    size: int
-    sha256: str
-
-
-DOWNLOADS = {
-    "tinyshakespeare": Download(
-        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        filename="tinyshakespeare.txt", size=1_115_394,
-        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
-}
-
-
-def download(name: str, out: str | os.PathLike | None = None, url: str | None = None, timeout: float = 60.0,
-             opener=None) -> Path:
-    """Fetch a known corpus to `out` (default: ./<name>.txt) and check its size and hash.
-
-    `url` overrides the source (a mirror, or a file:// URL); `opener` defaults to
-    urllib.request.urlopen. The file appears only when complete and verified.
-    """
-    if name not in DOWNLOADS:
-        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DOWNLOADS))}")
-    spec = DOWNLOADS[name]
-    out = Path(out) if out is not None else Path(spec.filename)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    source = url or spec.url
-    opener = opener or urllib.request.urlopen
-    try:
-        with opener(source, timeout=timeout) as response:
-            data = response.read(spec.size + 1)   # never more than one byte past the known size
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise DataError(f"could not download {name} from {source} ({reason}); check the network connection, "
-                        f"or fetch the file another way and pass it with --data FILE") from None
-    if len(data) != spec.size:
-        got = f"more than {spec.size:,}" if len(data) > spec.size else f"{len(data):,}"
-        raise DataError(f"downloaded {name} from {source} has {got} bytes, expected {spec.size:,}; "
-                        "the download was cut short or the file changed: try again")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != spec.sha256:
-        raise DataError(f"downloaded {name} from {source} has sha256 {digest}, expected {spec.sha256}; "
-                        "the file is not the expected corpus")
-    io.write_bytes(out, data)
-    return out

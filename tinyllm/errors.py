@@ -82,3 +82,14 @@ def describe(error: BaseException) -> tuple | None:
         message = environment_error(error)
         return None if message is None else (2, one_line(message))
     return None
+
+
+def portable(error: BaseException) -> BaseException:
+    """The exception itself when it survives pickling (to be raised in the process a worker
+    process answers to), else a RuntimeError with its type and text."""
+    import pickle  # noqa: PLC0415
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(error).__name__}: {error}")

@@ -56,12 +56,6 @@ def check_fits_in_memory(nbytes: int, factor: int, what: str, fix: str) -> None:
                          f"(more than the {_gib(available)} available here); {fix}")
 
 
-def check_token_id(value: int, where: str) -> int:
-    """`value` as a token id below MAX_VOCAB, or a LimitError naming `where` (a file and line)."""
-    if not 0 <= value < MAX_VOCAB:
-        raise LimitError(f"{where}: token id {value:,} is out of range: ids must be below {MAX_VOCAB:,} "
-                         "(a vocabulary of at most 2**24 entries)")
-    return value
 
 
 def available_memory() -> int | None:

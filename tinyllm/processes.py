@@ -75,7 +75,7 @@ import weakref
 import numpy as np
 
 from autograd import enable_grad, grad, no_grad
-from tinyllm.errors import UserError
+from tinyllm.errors import UserError, portable
 from tinyllm.strategy import SingleProcess, first_rows
 from tinyllm.dropout import slice_sources
 from tinyllm.threads import BlasThreads, batch_slices, split_by_size
@@ -384,7 +384,7 @@ def _worker_main(strategy: DataProcesses, k: int, conn, parents_end, model, task
                 raise ValueError(f"unknown message {kind!r}")
             conn.send(("ok", reply))
         except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent
-            conn.send(("error", _portable(error), traceback.format_exc()))
+            conn.send(("error", portable(error), traceback.format_exc()))
     conn.close()
 
 
@@ -396,16 +396,6 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:                        # the parent died before prctl took effect
         os._exit(1)
-
-
-def _portable(error: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a RuntimeError with its text."""
-    import pickle  # noqa: PLC0415
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _receive(k: int, process, conn):

@@ -94,11 +94,12 @@ class Pretraining:
     command = "train"
     sections = ("data", "model", "optim", "loop", "workers", "pipeline")
 
-    def prepare(self, settings, run_dir: Path, log) -> None:
+    def prepare(self, settings, run_dir: Path, log, workers: int) -> None:
         data = settings.data
         corpus = resolve_corpus(data.data, data.data_ext)
         self.dataset = prepare_dataset(corpus, data.tokenizer, run_dir, vocab_size=data.vocab_size,
-                                       val_fraction=data.val_fraction, log=log)
+                                       val_fraction=data.val_fraction, log=log, workers=workers,
+                                       progress=settings.loop.progress)
         self.tokenizer = self.dataset.tokenizer
         self.model_config = settings.model.config(self.dataset.vocab_size)
         check_split_fits(self.dataset, self.model_config.block_size)

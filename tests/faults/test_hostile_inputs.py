@@ -302,7 +302,7 @@ def set_shard_ids(path: Path, change) -> None:
 
 def test_a_cached_shard_with_out_of_range_ids_is_found_when_opened_and_rebuilt(trained, copy_of, capsys):
     run = copy_of(trained)
-    shard = next((run / "data").glob("*/train.bin"))
+    shard = next((run / "data").glob("*/shard_000000.bin"))
     set_shard_ids(shard, lambda ids: ids.__setitem__(slice(None), 999))   # every id past the vocabulary
     code, _, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "8", "--progress", "none",
                        "--sample-tokens", "0")
@@ -403,7 +403,7 @@ def test_lora_rank_is_bounded_by_the_adapted_layers(tmp_path, capsys, write_reco
 
 def test_a_corrupted_token_cache_is_found_by_its_checksum_and_rebuilt(trained, copy_of, capsys):
     run = copy_of(trained)
-    shard = next((run / "data").glob("*/train.bin"))
+    shard = next((run / "data").glob("*/shard_000000.bin"))
     data = bytearray(shard.read_bytes())
     data[100] ^= 1                                          # one id changed, still in range
     shard.write_bytes(bytes(data))
@@ -467,8 +467,10 @@ def test_huge_input_files_are_refused_before_they_are_read(what, tmp_path, tinyl
     with open(huge, "wb") as f:
         f.truncate(20 << 30)                                 # 20 GB, sparse
     argv, command, fragment = {
+        # a corpus is streamed, whatever its size (tinyllm/data.py): these 20 GB of zeros are refused at
+        # their first bytes, as binary data
         "corpus": (["train", "--data", huge, "--out", tmp_path / "run", *TINY], "train",
-                   f"--data {huge}: 21,474,836,480 bytes, which needs about"),
+                   f"{huge}: binary data, or UTF-16 text without a byte-order mark (a NUL byte at byte 0)"),
         "finetuning records": (["finetune", "--task", "classify", "--init-from", make_base(tmp_path), "--data", huge,
                                 "--out", tmp_path / "ft"], "finetune", f"{huge}: 21,474,836,480 bytes, which needs"),
         "settings file": (["train", "--config", huge, "--out", tmp_path / "run"], "train",

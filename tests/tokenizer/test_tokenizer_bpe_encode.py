@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from tinyllm.tokenizer import BPETokenizer
+from tinyllm.tokenizer.patterns import compile_pattern
 from tinyllm.tokenizer.rank_merge import (PairTable, merge_chunk, merge_long_chunk,
                                           merge_many_chunks)
 
@@ -59,7 +60,7 @@ def test_decode_bytes_is_the_concatenation_of_token_bytes(trained_bpe, ids):
 @given(st.text(alphabet="ab c\n", max_size=40))
 def test_encoding_equals_naive_encoder(trained_bpe, text):
     ranks = trained_bpe.mergeable_ranks
-    expected = [i for chunk in trained_bpe._compiled.findall(text)
+    expected = [i for chunk in compile_pattern(trained_bpe.pattern).findall(text)
                 for i in naive_encode_chunk(chunk.encode(), ranks)]
     assert trained_bpe.encode(text) == expected
 
@@ -84,11 +85,11 @@ def test_three_merge_implementations_agree_with_naive(pieces, seed):
 @given(st.lists(st.sampled_from(list("ab c\n\t\r\x1c\xa0\u3000é\u017f'sT1.,") + ["  ", "\n\n"]),
                 max_size=40).map("".join))
 @pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
-def test_piece_cache_encodes_like_the_naive_encoder(trained_bpe, pattern, text):
-    """Pieces (patterns.piece_cutter), ASCII and not, cold and then from the cache."""
+def test_fast_splits_encode_like_the_naive_encoder(trained_bpe, pattern, text):
+    """ASCII text (the twin) and other text (ASCII stand-ins), cold and then from the cache."""
     fresh = BPETokenizer(trained_bpe.mergeable_ranks, pattern)
     ranks = fresh.mergeable_ranks
-    expected = [i for chunk in fresh._compiled.findall(text)
+    expected = [i for chunk in compile_pattern(fresh.pattern).findall(text)
                 for i in naive_encode_chunk(chunk.encode(), ranks)]
     assert fresh.encode_ordinary(text) == expected
     assert fresh.encode_ordinary(text) == expected
@@ -97,9 +98,9 @@ def test_piece_cache_encodes_like_the_naive_encoder(trained_bpe, pattern, text):
 def test_many_cache_misses_and_long_chunks_encode_like_single_ones(corpus_text, trained_bpe):
     ascii_text = corpus_text[100_000:130_000].encode("ascii", "ignore").decode() \
         + " " * 600 + "x" + "ab" * 300
-    for text in (ascii_text, ascii_text.replace("e ", "é ")):  # chunks, then pieces
+    for text in (ascii_text, ascii_text.replace("e ", "é ")):  # the twin, then stand-ins
         fresh = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
-        one_by_one = [i for chunk in fresh._compiled.findall(text)
+        one_by_one = [i for chunk in compile_pattern(fresh.pattern).findall(text)
                       for i in naive_encode_chunk(chunk.encode(), fresh.mergeable_ranks)]
         assert fresh.encode(text) == one_by_one  # cold cache: the batched path
         assert fresh.encode(text) == one_by_one  # warm cache
@@ -111,13 +112,12 @@ def test_a_full_cache_is_emptied_without_losing_ids(trained_bpe, monkeypatch):
     from tinyllm.tokenizer import bpe
     monkeypatch.setattr(bpe, "CHUNK_CACHE_ENTRIES", 4)
     tok = BPETokenizer(trained_bpe.mergeable_ranks, trained_bpe.pattern)
-    for text in ("a b c", "a b c d e f", "é a b c", "é a b c d e f g"):  # chunks, pieces
-        chunks = tok._compiled.findall(text)
+    for text in ("a b c", "a b c d e f", "é a b c", "é a b c d e f g"):
+        chunks = compile_pattern(tok.pattern).findall(text)
         expected = [i for chunk in chunks
                     for i in naive_encode_chunk(chunk.encode(), tok.mergeable_ranks)]
         assert tok.encode(text) == expected
         assert len(tok._chunk_cache) <= max(4, len(chunks))
-        assert len(tok._piece_cache) <= max(4, len(chunks))
 
 
 def test_special_tokens_follow_tiktoken_rules(trained_bpe):

@@ -1,6 +1,7 @@
 """`tinyllm tokenizer train|encode`, called through register() and the handlers."""
 
 import argparse
+import os
 
 import pytest
 
@@ -26,6 +27,23 @@ def test_train_then_encode(tmp_path, corpus_text, capsys):
     ids = read_shard(shard_path, tokenizer_hash=tokenizer.hash())
     assert tokenizer.decode(ids) == corpus_text[:20_000] + "<|endoftext|>"
 
+def test_encode_on_several_workers_with_a_prefix_and_again(tmp_path, corpus_text, trained_bpe, capsys):
+    (tmp_path / "val.txt").write_text(corpus_text[:30_000])
+    trained_bpe.save(tmp_path / "bpe.tok")
+    argv = ["tokenizer", "encode", "--tokenizer", str(tmp_path / "bpe.tok"), "--data", str(tmp_path / "val.txt"),
+            "--out", str(tmp_path / "shards"), "--prefix", "val", "--workers", "2", "--shard-tokens", "2000"]
+    assert run(argv) == 0
+    first = capsys.readouterr()
+    paths = first.out.split()
+    assert [p.rsplit("/", 1)[1] for p in paths[:2]] == ["val_000000.bin", "val_000001.bin"]
+    assert "train on them with: tinyllm train --data" in first.err
+    ids = [i for p in paths for i in read_shard(p).tolist()]
+    assert ids == trained_bpe.encode_ordinary(corpus_text[:30_000]) + [trained_bpe.eot_id]
+    mtimes = [os.stat(p).st_mtime_ns for p in paths]
+    assert run(argv) == 0 and capsys.readouterr().out.split() == paths   # done already: nothing rewritten
+    assert [os.stat(p).st_mtime_ns for p in paths] == mtimes
+
+
 def test_train_without_special_tokens(tmp_path):
     (tmp_path / "d.txt").write_text("abc abc")
     run(["tokenizer", "train", "--data", str(tmp_path), "--vocab-size", "258",
@@ -39,6 +57,10 @@ def test_train_without_special_tokens(tmp_path):
      FileNotFoundError, "missing.txt"),
     (["encode", "--tokenizer", "{d}/d.txt", "--data", "{d}/d.txt", "--out", "{d}/o"], ValueError,
      r"d\.txt, line 1: not a tinyllm tokenizer file"),
+    (["encode", "--tokenizer", "{d}/d.txt", "--data", "{d}/d.txt", "--out", "{d}/o", "--prefix", "a/b"], ValueError,
+     r"--prefix 'a/b': use letters, digits, - and _"),
+    (["encode", "--tokenizer", "{d}/d.txt", "--data", "{d}/d.txt", "--out", "{d}/o", "--workers", "-1"], ValueError,
+     r"--workers -1: must be 0 \(one per core\) or a positive integer"),
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, argv, error, message):
     (tmp_path / "d.txt").write_text("some text")

@@ -5,12 +5,13 @@ import importlib
 
 import pytest
 
-from tinyllm.tokenizer.patterns import STDLIB_POSSESSIVE
+from tinyllm.tokenizer.fastsplit import STDLIB_POSSESSIVE
 
-MODULES = ["base", "bpe", "bpe_train", "char", "files", "lines", "patterns", "rank_merge", "shards", "textstream"]
-# The stdlib fast paths exist from Python 3.11 (patterns.STDLIB_POSSESSIVE); on 3.10 their examples
+MODULES = ["base", "bpe", "bpe_train", "char", "cuts", "fastsplit", "files", "lines", "openai_files", "patterns",
+           "prepare", "rank_merge", "shards", "textstream", "workers"]
+# The stdlib fast paths exist from Python 3.11 (fastsplit.STDLIB_POSSESSIVE); on 3.10 their examples
 # are left out, and tests/tokenizer/test_tokenizer_patterns.py checks that they are absent.
-FAST_PATHS = {"tinyllm.tokenizer.patterns.piece_cutter", "tinyllm.tokenizer.patterns.ascii_split_pattern"}
+FAST_PATHS = {"tinyllm.tokenizer.fastsplit.ascii_split_pattern"}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,17 +1,15 @@
-"""Split patterns: known GPT-2/GPT-4 splits, streaming splits equal whole-text splits,
-and the fast paths (piece cutters, ASCII twins) split exactly like the patterns."""
+"""Split patterns: known GPT-2/GPT-4 splits, and the fast paths (ASCII twins, ASCII
+stand-ins) and the safe cuts (before a word, after a line end) split exactly like the
+patterns."""
 
-import re
-import sys
 
 import pytest
 import regex
 from hypothesis import given, strategies as st
 
-from tinyllm.tokenizer.patterns import (GPT2_PATTERN, GPT4_PATTERN, STDLIB_POSSESSIVE, ascii_split_pattern,
-                                        compile_pattern, piece_cutter, resolve_pattern,
-                                        split_text)
-from tinyllm.tokenizer.textstream import iter_chunk_lists, iter_text_blocks
+from tinyllm.tokenizer.cuts import cut_after_a_line_end, cut_before_a_word
+from tinyllm.tokenizer.fastsplit import STDLIB_POSSESSIVE, ChunkSplitter, ascii_split_pattern
+from tinyllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern, resolve_pattern, split_text
 
 # The fast paths are standard-library regexes with possessive quantifiers, which `re` has from
 # Python 3.11; on 3.10 they are absent (test_no_fast_paths_without_possessive_quantifiers).
@@ -53,34 +51,6 @@ def test_bad_regex_is_named(bad):
         resolve_pattern(bad)
 
 
-whitespace_heavy_text = st.text(alphabet=st.sampled_from(list("ab1 '\n\r\t.,é\u00a0\u3000Z")),
-                                max_size=60)
-
-
-@given(whitespace_heavy_text, st.integers(1, 9))
-@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN])
-def test_streamed_chunks_equal_whole_text_chunks(pattern, text, block_chars):
-    compiled = compile_pattern(pattern)
-    blocks = [(text[i:i + block_chars], 0) for i in range(0, len(text), block_chars)]
-    for ascii_pattern in (None, ascii_split_pattern(pattern)):  # ASCII blocks split apart
-        streamed = [chunk for chunks, _ in iter_chunk_lists(blocks, compiled, ascii_pattern)
-                    for chunk in chunks]
-        assert streamed == compiled.findall(text)
-
-
-def test_text_blocks_keep_bytes_and_name_bad_files(tmp_path):
-    path = tmp_path / "t.txt"
-    path.write_bytes("é\r\nx".encode() * 1000)
-    blocks = list(iter_text_blocks(path, block_bytes=7))  # cuts inside "é"
-    assert "".join(text for text, _ in blocks) == "é\r\nx" * 1000
-    assert sum(n for _, n in blocks) == path.stat().st_size
-    path.write_bytes(b"ok\xff")
-    with pytest.raises(ValueError, match=r"t\.txt: not valid UTF-8 near byte 2"):
-        list(iter_text_blocks(path))
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
-        list(iter_text_blocks(tmp_path / "missing.txt"))
-
-
 # Characters where the cuts and splits could go wrong: every kind of whitespace
 # (standard-library-only \x1c-\x1f, \x85, no-break and ideographic spaces, line
 # separators), letters ASCII and not (the long s and Kelvin sign fold to s and k),
@@ -91,34 +61,51 @@ tricky_text = st.lists(st.sampled_from(list(
     max_size=40).map("".join)
 
 
-def test_standard_library_whitespace_holds_all_of_regex_whitespace():
-    r"""The piece cutters read `\S` as "regex would not call this whitespace"."""
-    every_character = "".join(map(chr, range(sys.maxunicode + 1))).encode(
-        "utf-8", "surrogatepass").decode("utf-8", "replace")
-    regex_whitespace = set(regex.findall(r"\s", every_character))
-    assert set(regex_whitespace) <= set(re.findall(r"\s", every_character))
-    assert {" ", "\n", "\u3000"} <= regex_whitespace
-
-
-@fast_paths
 @given(st.one_of(tricky_text, st.text(max_size=40)))
 @pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
-def test_pieces_split_into_the_chunks_of_the_whole_text(pattern, text):
-    pieces = piece_cutter(pattern).findall(text)
-    assert "".join(pieces) == text and pieces[-1] == ""
-    compiled = compile_pattern(pattern)
-    assert [chunk for piece in pieces for chunk in compiled.findall(piece)] == \
-        compiled.findall(text)
+def test_stand_in_split_equals_the_pattern_on_any_text(pattern, text):
+    """Non-ASCII characters replaced by ASCII stand-ins, split by the twin, cut again from the text."""
+    assert ChunkSplitter(pattern)(text) == compile_pattern(pattern).findall(text)
 
 
 @fast_paths
-def test_pieces_are_words_with_their_space_and_line_end():
-    cut = piece_cutter(GPT4_PATTERN).findall
-    assert cut("First Citizen:\nBefore we  go.\n\nAll:\n") == [
-        "First", " Citizen:\n", "Before", " we", "  go.\n\n", "All:\n", ""]
-    # GPT-2 keeps "\n\n" apart ("\n", "\n") only as a whole, so it cuts after lone ones
-    assert piece_cutter(GPT2_PATTERN).findall("a.\n\nB:\nC") == ["a.\n\nB:\n", "C", ""]
-    assert piece_cutter(r"\w+|\W") is None
+def test_stand_ins_answer_the_pattern_s_tests_alike():
+    split = ChunkSplitter(GPT4_PATTERN)
+    assert split("\u017f'\u017f") == ["\u017f", "'\u017f"]          # the long s is an "s" to GPT-4's (?i:s)
+    assert ChunkSplitter(GPT2_PATTERN)("\u017f'\u017f") == ["\u017f", "'", "\u017f"]   # GPT-2 is case-sensitive
+    assert split("x\u00a0\u00a0y\u0663\u0663\u0663\u0663") == ["x", "\u00a0", "\u00a0y", "\u0663\u0663\u0663", "\u0663"]
+    assert split("\u00e9\u2019\u2028") == ["\u00e9", "\u2019", "\u2028"]
+    stand_ins = {chr(code): chr(split.stand_ins[code]) for code in (0xE9, 0x2019, 0xA0, 0x663, 0x17F, 0x2028)}
+    assert stand_ins == {"\u00e9": "a", "\u2019": "!", "\u00a0": "\t", "\u0663": "0", "\u017f": "s", "\u2028": "\t"}
+
+
+@given(st.one_of(tricky_text, st.text(max_size=40)), st.data())
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
+def test_a_cut_before_a_word_keeps_the_chunks(pattern, text, data):
+    encoded = text.encode("utf-8", "surrogatepass")
+    end = data.draw(st.integers(0, len(encoded)))
+    cut = cut_before_a_word(encoded, end)
+    compiled = compile_pattern(pattern)
+    if cut < 0:
+        assert not any(encoded[p] == 32 and 0x21 <= encoded[p - 1] <= 0x7E for p in range(1, end))
+        return
+    assert cut < end and encoded[cut] == 32 and 0x21 <= encoded[cut - 1] <= 0x7E
+    before, after = (part.decode("utf-8", "surrogatepass") for part in (encoded[:cut], encoded[cut:]))
+    assert compiled.findall(before) + compiled.findall(after) == compiled.findall(text)
+
+
+@given(st.one_of(tricky_text, st.text(max_size=40)), st.data())
+def test_a_cut_after_a_line_end_keeps_gpt4_s_chunks(text, data):
+    encoded = text.encode("utf-8", "surrogatepass")
+    end = data.draw(st.integers(0, len(encoded)))
+    cut = cut_after_a_line_end(encoded, end)
+    if cut < 0:
+        return
+    assert 0 < cut < end and encoded[cut - 1] == 10
+    compiled = compile_pattern(GPT4_PATTERN)
+    before, after = (part.decode("utf-8", "surrogatepass") for part in (encoded[:cut], encoded[cut:]))
+    assert not after[0].isspace()
+    assert compiled.findall(before) + compiled.findall(after) == compiled.findall(text)
 
 
 @fast_paths
@@ -131,6 +118,6 @@ def test_ascii_split_equals_the_pattern_on_ascii_text(pattern, text):
 
 @pytest.mark.skipif(STDLIB_POSSESSIVE, reason="Python 3.10 only: 3.11+ has the fast paths, tested above")
 def test_no_fast_paths_without_possessive_quantifiers():
-    """On Python 3.10 the tokenizer splits with `regex` alone: no cutter, no ASCII twin, same chunks."""
-    assert piece_cutter(GPT4_PATTERN) is None and ascii_split_pattern(GPT2_PATTERN) is None
+    """On Python 3.10 the tokenizer splits with `regex` alone: no ASCII twin, same chunks."""
+    assert ascii_split_pattern(GPT4_PATTERN) is None and ascii_split_pattern(GPT2_PATTERN) is None
     assert split_text("IT'S 12345 ok", "gpt4") == ["IT", "'S", " ", "123", "45", " ok"]

@@ -72,6 +72,19 @@ def test_corrupted_shard(shard):
         read_shard(shard)
 
 
+def test_an_id_beyond_the_header_s_vocabulary_is_found_by_verify(shard):
+    """A shard not written by tinyllm (its header rewritten, checksums made to match)."""
+    import struct
+    import zlib
+    data = bytearray(shard.read_bytes())
+    struct.pack_into("<I", data, 12, 50)  # vocab_size 50, but the ids run to 99
+    struct.pack_into("<I", data, 28, 0)
+    struct.pack_into("<I", data, 28, zlib.crc32(bytes(data[:HEADER_BYTES])))
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"s\.bin: holds id 99, not below vocab_size 50"):
+        read_shard(shard, verify=True)
+
+
 def test_wrong_tokenizer_and_missing_shard(shard, tmp_path):
     with pytest.raises(ShardError, match="re-encode the corpus"):
         read_shard(shard, tokenizer_hash="cd" * 32)

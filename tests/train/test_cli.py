@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tinyllm import checkpoint as ckpt
-from tinyllm import data
+from tinyllm import download
 from tinyllm.cli import main
 
 from interrupts import interrupt_after_step  # tests/train/interrupts.py
@@ -172,9 +172,9 @@ def test_data_download_command(tmp_path, capsys, monkeypatch):
     payload = b"To be, or not to be\n"
     source = tmp_path / "src.txt"
     source.write_bytes(payload)
-    spec = data.Download(url="https://example.invalid", filename="x.txt", size=len(payload),
+    spec = download.Download(url="https://example.invalid", filename="x.txt", size=len(payload),
                          sha256=hashlib.sha256(payload).hexdigest())
-    monkeypatch.setitem(data.DOWNLOADS, "tinyshakespeare", spec)
+    monkeypatch.setitem(download.DOWNLOADS, "tinyshakespeare", spec)
     out = tmp_path / "shakespeare.txt"
     code, _, err = run_cli(capsys, "data", "download", "tinyshakespeare", "--out", str(out), "--url", source.as_uri())
     assert code == 0 and out.read_bytes() == payload

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from tinyllm.commands.common import add_command
-from tinyllm.data import DOWNLOADS, download
+from tinyllm.download import DOWNLOADS, download
 
 EXAMPLES = """\
 tinyllm data download tinyshakespeare                     # writes ./tinyshakespeare.txt

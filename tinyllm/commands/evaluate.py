@@ -1,8 +1,8 @@
 """`tinyllm eval`: a checkpoint's loss and perplexity on text.
 
 Without --data, on the run's own validation split (the corpus the run was trained on,
-encoded with the checkpoint's tokenizer, last val_fraction of the tokens: the same
-tokens the run validated on). With --data, on all of that text. The text is cut into
+encoded with the checkpoint's tokenizer, last val_fraction of the tokens, or its shards
+named val: the same tokens the run validated on, tinyllm.data.corpus_tokens). With --data, on all of that text. The text is cut into
 consecutive windows of block_size + 1 tokens (overlapping by one, so every token but
 the first is predicted exactly once), evaluated in batches; --max-tokens caps the work.
 
@@ -19,7 +19,8 @@ import numpy as np
 from autograd import no_grad
 from tinyllm.checkpoint import CheckpointError, load_checkpoint
 from tinyllm.commands.common import UsageError, add_command, load_model, positive_int
-from tinyllm.data import DEFAULT_EXTENSIONS, resolve_corpus, split_point
+from tinyllm.data import DEFAULT_EXTENSIONS, corpus_tokens, resolve_corpus
+from tinyllm.errors import UserError
 from tinyllm.finetune import is_finetune_checkpoint, load_finetuned
 
 EXAMPLES = """\
@@ -108,14 +109,13 @@ def run(args, out=None) -> int:
     data, data_ext, val_fraction = saved_data(checkpoint)
     corpus = resolve_corpus(args.data if args.data is not None else data,
                             args.data_ext if args.data is not None else data_ext)
+    split = "all" if args.data is not None else "val"
     try:
-        tokens = np.asarray(tokenizer.encode_ordinary(corpus.text()), dtype=np.int64)
+        tokens = corpus_tokens(corpus, tokenizer, val_fraction if split == "val" else None)
+    except UserError:
+        raise
     except ValueError as error:
         raise UsageError(f"--data {corpus.name}: cannot be encoded with the checkpoint's tokenizer ({error})") from None
-    split = "all"
-    if args.data is None:
-        tokens = tokens[split_point(len(tokens), val_fraction):]
-        split = "val"
     if args.max_tokens is not None:
         tokens = tokens[:args.max_tokens + 1]
     if len(tokens) < 2:

@@ -156,7 +156,7 @@ class Finetuning:
     def __init__(self, config: FinetuneConfig):
         self.config = config
 
-    def prepare(self, settings, run_dir: Path, log) -> None:
+    def prepare(self, settings, run_dir: Path, log, workers: int) -> None:
         config = self.config
         base = keep_base(config.init_from, run_dir, new_run=not settings.resume)   # DIR/base: kept by content
         self.gpt, self.tokenizer = load_base_model(base, settings.dtype, settings.device, config.tokenizer)

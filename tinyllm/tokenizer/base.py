@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import ClassVar, Iterable, Iterator
+from typing import ClassVar, Iterable
 
+import numpy as np
 import regex
 
 from tinyllm import io
@@ -64,6 +65,10 @@ class Tokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, reading special-token strings as ordinary text."""
         raise NotImplementedError
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a NumPy array: uint16 when every id fits, else uint32."""
+        return np.array(self.encode_ordinary(text), dtype=np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
@@ -144,14 +149,16 @@ class Tokenizer:
             return [text]
         return _special_token_regex(frozenset(self.special_tokens)).split(text)
 
-    def iter_encode_file(self, path: str | os.PathLike, block_bytes: int | None = None
-                         ) -> Iterator[tuple[list[int], int]]:
-        """Encode a UTF-8 file in blocks as ordinary text: yields (ids, bytes_read).
-        Bounded memory: one block at a time. Subclasses whose encoding depends on
-        context across a block boundary override this (see BPETokenizer)."""
-        from .textstream import DEFAULT_BLOCK_BYTES, iter_text_blocks
-        for text, bytes_read in iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES):
-            yield self.encode_ordinary(text), bytes_read
+    def stream_cut(self, data: bytes, end: int) -> int:
+        """The last place p, 0 < p < end, in UTF-8 bytes `data` where the text can be cut and
+        both sides encoded apart with the ids of the whole, whatever surrounds them; -1 if
+        none (textstream.iter_segments cuts a corpus there). Here: between two characters,
+        right for a tokenizer that encodes each character alone; BPETokenizer cuts where its
+        split pattern always cuts."""
+        for p in range(end - 1, max(0, end - 5), -1):  # a UTF-8 character has at most 4 bytes
+            if data[p] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+                return p
+        return end - 1 if end > 1 else -1  # not UTF-8: any cut, the decoder will name the bytes
 
     # -- files ------------------------------------------------------------------
 

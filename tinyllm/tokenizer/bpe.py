@@ -19,38 +19,38 @@ special tokens take ids after the ranks. Encoding a text:
 Step 3 goes through merges by rank, not by replaying the training merges; it is what
 tiktoken does, so with the same ranks and pattern the ids are identical to tiktoken's.
 Encodings of chunks are cached (text repeats its words). With the gpt2/gpt4 patterns,
-ASCII text is split by a faster standard-library twin of the pattern, and other text
-is cut into pieces (a word with its space) whose ids are cached whole (patterns.py).
+text is split by a faster standard-library twin of the pattern whose classes list the
+characters met so far (fastsplit.ChunkSplitter); chunk ids are cached packed as bytes,
+so a text's ids are one join of them.
 
 Leaves out: the merge-learning algorithm (bpe_train.py), block-wise file reading
-(textstream.py), shard files (shards.py). Encoding does not use threads.
+(textstream.py), shard files (shards.py), the parsing of OpenAI's files (openai_files.py). Encoding does not use threads.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
-import binascii
 import json
 import os
+from array import array
 from collections import Counter
-from itertools import accumulate, chain
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from tinyllm import io
-from tinyllm.limits import MAX_TOKENIZER_FILE_BYTES, MAX_VOCAB, check_file_size
+import numpy as np
 
 from .base import Tokenizer
-from .bpe_train import tqdm_disable, train_bpe_merges
+from .bpe_train import train_bpe_merges
+from .cuts import PatternCut
+from .fastsplit import chunk_splitter
 from .lines import FileLines, TokenizerFileError, check_ids, parse_id, parse_json_string
-from .patterns import (ascii_split_pattern, compile_pattern, pattern_name, piece_cutter,
-                       resolve_pattern)
+from .openai_files import read_gpt2_files, read_tiktoken_ranks, write_tiktoken_ranks
+from .patterns import pattern_name, resolve_pattern
+from .prepare import COUNT_BLOCK_BYTES, count_chunks
 from .rank_merge import PairTable, merge_chunk, merge_long_chunk, merge_many_chunks
-from .textstream import DEFAULT_BLOCK_BYTES, iter_chunk_lists, iter_text_blocks
 
 LONG_CHUNK_BYTES = 512  # from this length on, merge with a heap (O(L log L), not O(L^2))
 BATCH_MIN_CHUNKS = 256  # from this many cache misses on, merge them together with NumPy
-CHUNK_CACHE_ENTRIES = 1 << 18  # each cache (chunks, pieces) is emptied before it grows past this
+CHUNK_CACHE_ENTRIES = 1 << 18  # the chunk cache is emptied before it grows past this
 
 
 class BPETokenizer(Tokenizer):
@@ -65,7 +65,6 @@ class BPETokenizer(Tokenizer):
         self.mergeable_ranks: dict[bytes, int] = dict(mergeable_ranks)  # bytes -> rank
         check_ids(self.mergeable_ranks.values(), "rank")
         self.pattern: str = resolve_pattern(pattern)  # the split regex ("" = no split)
-        self._compiled = compile_pattern(self.pattern)
         missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
         if missing:
             raise ValueError(f"mergeable_ranks lacks the single bytes {missing[:8]}"
@@ -82,10 +81,10 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(f"special token {text!r} has id {token_id}, which is already "
                                  f"the token {self._id_to_bytes[token_id]!r}")
             self._id_to_bytes[token_id] = text.encode("utf-8")
-        self._piece_cutter = piece_cutter(self.pattern)  # None: no cheap cut for this pattern
-        self._ascii_split = ascii_split_pattern(self.pattern)  # for ASCII pieces, or None
-        self._piece_cache: dict[str, tuple[int, ...]] = {}  # piece text -> its ids
-        self._chunk_cache: dict[str, tuple[int, ...]] = {}  # chunk text -> its ids
+        self._split = chunk_splitter(self.pattern)  # text -> chunks, the fastest exact way
+        self._cut = PatternCut(self.pattern)  # where a stream of text may be cut (stream_cut)
+        self._id_type = "H" if max(self._id_to_bytes) < 1 << 16 else "I"  # ids packed as uint16, else uint32
+        self._chunk_cache: dict[str, bytes] = {}  # chunk text -> its ids, packed (array(self._id_type).tobytes())
         self._pair_table: PairTable | None = None  # built on the first batch of misses
 
     # -- training ---------------------------------------------------------------
@@ -94,12 +93,13 @@ class BPETokenizer(Tokenizer):
     def train(cls, text_or_iterable: str | os.PathLike | Iterable[str | os.PathLike],
               vocab_size: int, pattern: str = "gpt4",
               special_tokens: Iterable[str] | None = None,
-              progress: bool | None = None,
-              block_bytes: int = DEFAULT_BLOCK_BYTES) -> "BPETokenizer":
+              progress: bool | None = None, workers: int | None = 1,
+              block_bytes: int = COUNT_BLOCK_BYTES) -> "BPETokenizer":
         """Learn a vocabulary of `vocab_size` ids (special tokens included).
 
         text_or_iterable: a text, a file path (pathlib.Path or other os.PathLike), or an
-        iterable of texts and paths; files are streamed in blocks, so a corpus larger
+        iterable of texts and paths; files are streamed in segments, counted on `workers`
+        processes (0 or None: one per core; prepare.count_chunks), so a corpus larger
         than memory only needs its distinct chunks to fit. Strings are always text:
         wrap file names in pathlib.Path (or use `train_from_files`).
 
@@ -113,40 +113,37 @@ class BPETokenizer(Tokenizer):
             >>> [tok.decode_bytes([i]) for i in (256, 257)]
             [b'he', b'the']
         """
-        specials = list(special_tokens or [])
-        if len(set(specials)) != len(specials):
-            raise ValueError(f"special_tokens has duplicates: {specials}")
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
-            raise ValueError(
-                f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for "
-                f"the bytes plus {len(specials)} for special tokens; ask for at least "
-                f"{256 + len(specials)}"
-            )
+        specials = _checked_special_tokens(special_tokens, vocab_size)
         regex_text = resolve_pattern(pattern)
-        compiled = compile_pattern(regex_text)
-        ascii_split = ascii_split_pattern(regex_text)  # the same split, faster, ASCII only
+        split = chunk_splitter(regex_text)
         splitter = Tokenizer({s: i for i, s in enumerate(specials)})
         chunk_counts: Counter = Counter()  # str -> occurrences
+        files = []
         for item in _as_sources(text_or_iterable):
             if isinstance(item, os.PathLike):
-                _count_file_chunks(item, compiled, ascii_split, splitter, chunk_counts,
-                                   progress, block_bytes)
+                files.append(os.fspath(item))
                 continue
             for piece in splitter.split_on_special_tokens(item):
-                if compiled is None:
-                    chunk_counts.update([piece])
-                elif ascii_split is not None and piece.isascii():
-                    chunk_counts.update(ascii_split.findall(piece))
-                else:
-                    chunk_counts.update(compiled.findall(piece))
+                chunk_counts.update(split(piece))
+        if files:
+            chunk_counts.update(count_chunks(files, regex_text, specials, workers=workers, progress=progress,
+                                             block_bytes=block_bytes))
+        return cls.from_chunk_counts(chunk_counts, vocab_size, regex_text, specials, progress)
+
+    @classmethod
+    def from_chunk_counts(cls, chunk_counts: Mapping[str, int], vocab_size: int, pattern: str = "gpt4",
+                          special_tokens: Iterable[str] | None = None,
+                          progress: bool | None = None) -> "BPETokenizer":
+        """Learn the merges from chunks already counted (str -> occurrences, as
+        prepare.count_chunks gives them); see `train`."""
+        specials = _checked_special_tokens(special_tokens, vocab_size)
         byte_counts: Counter = Counter()  # bytes -> occurrences
         for chunk, count in chunk_counts.items():
             byte_counts[chunk.encode("utf-8", errors="surrogatepass")] += count
-        del chunk_counts
         num_merges = vocab_size - len(specials) - 256
         merges, vocab = train_bpe_merges(byte_counts, num_merges, progress)
         ranks = {token: rank for rank, token in enumerate(vocab)}
-        return cls(ranks, regex_text, {s: len(vocab) + i for i, s in enumerate(specials)})
+        return cls(ranks, resolve_pattern(pattern), {s: len(vocab) + i for i, s in enumerate(specials)})
 
     @classmethod
     def train_from_files(cls, paths: Iterable[str | os.PathLike], vocab_size: int,
@@ -168,62 +165,32 @@ class BPETokenizer(Tokenizer):
             >>> tok.encode_ordinary("hi!")
             [104, 105, 33]
         """
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a read-only NumPy array: uint16 when every id fits, else uint32."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             # lone surrogates are not text; tiktoken replaces them with U+FFFD
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        if self._compiled is None:
-            return self.encode_chunks([text] if text else [])
-        if self._ascii_split is not None and text.isascii():
-            return self.encode_chunks(self._ascii_split.findall(text))
-        if self._piece_cutter is not None:
-            return self._encode_pieces(self._piece_cutter.findall(text))
-        return self.encode_chunks(self._compiled.findall(text))
-
-    def _encode_pieces(self, pieces: list[str]) -> list[int]:
-        """Encode the pieces of a text (patterns.piece_cutter) with the piece cache.
-
-        The pieces missing from it are split with the pattern (its ASCII twin for
-        ASCII pieces), their chunks encoded together, and each piece's ids cut out of
-        the result: the loops over pieces and chunks all run inside map/accumulate.
-        """
-        pieces.pop()  # the cutter's empty match at the end of the text
-        cache = self._piece_cache
-        cached = list(map(cache.get, pieces))  # tuple of ids, or None for a miss
-        if None in cached:
-            misses = _missing_keys(cache, pieces)
-            split, ascii_split = self._compiled.findall, self._ascii_split.findall
-            chunk_lists = [ascii_split(piece) if piece.isascii() else split(piece)
-                           for piece in misses]
-            chunk_ids = self.encode_chunk_tuples(list(chain.from_iterable(chunk_lists)))
-            flat_ids = list(chain.from_iterable(chunk_ids))
-            ids_before_chunk = [0, *accumulate(map(len, chunk_ids))]
-            chunks_before_piece = [0, *accumulate(map(len, chunk_lists))]
-            ids_before_piece = list(map(ids_before_chunk.__getitem__, chunks_before_piece))
-            piece_ids = map(flat_ids.__getitem__,
-                            map(slice, ids_before_piece, ids_before_piece[1:]))
-            cache.update(zip(misses, map(tuple, piece_ids)))
-            cached = list(map(cache.__getitem__, pieces))
-        return list(chain.from_iterable(cached))
+        return np.frombuffer(self._packed_ids(self._split(text)), dtype=np.dtype(self._id_type))
 
     def encode_chunks(self, chunks: Sequence[str]) -> list[int]:
-        """Encode already-split chunks (each one merged on its own), with the cache.
+        """Encode already-split chunks (each one merged on its own), with the cache."""
+        return np.frombuffer(self._packed_ids(chunks), dtype=np.dtype(self._id_type)).tolist()
 
-        Chunks missing from the cache are encoded first, all together when there are
-        many (`merge_many_chunks`), then every chunk is looked up.
-        """
-        return list(chain.from_iterable(self.encode_chunk_tuples(chunks)))
-
-    def encode_chunk_tuples(self, chunks: Sequence[str]) -> list[tuple[int, ...]]:
-        """The ids of each chunk, as `encode_chunks` finds them."""
+    def _packed_ids(self, chunks: Sequence[str]) -> bytes:
+        """The ids of the chunks, packed: one join of the cached ids of each. Chunks missing from
+        the cache are encoded first, all together when there are many (`merge_many_chunks`)."""
         cache = self._chunk_cache
-        cached = list(map(cache.get, chunks))  # tuple of ids, or None for a miss
-        if None in cached:
+        try:
+            return b"".join(map(cache.__getitem__, chunks))
+        except KeyError:
             misses = _missing_keys(cache, chunks)
-            cache.update(zip(misses, self._encode_uncached(misses)))
-            cached = list(map(cache.__getitem__, chunks))
-        return cached
+            packed = [array(self._id_type, ids).tobytes() for ids in self._encode_uncached(misses)]
+            cache.update(zip(misses, packed))
+            return b"".join(map(cache.__getitem__, chunks))
 
     def _encode_uncached(self, chunks: list[str]) -> list[tuple[int, ...]]:
         if len(chunks) < BATCH_MIN_CHUNKS:
@@ -268,13 +235,9 @@ class BPETokenizer(Tokenizer):
             return merge_long_chunk(piece, self.mergeable_ranks)
         return merge_chunk(piece, self.mergeable_ranks)
 
-    def iter_encode_file(self, path: str | os.PathLike, block_bytes: int | None = None
-                         ) -> Iterator[tuple[list[int], int]]:
-        """Encode a UTF-8 file block by block as ordinary text, with the chunks cut as
-        if the file were read whole: yields (ids, bytes_read)."""
-        blocks = iter_text_blocks(path, block_bytes or DEFAULT_BLOCK_BYTES)
-        for chunks, bytes_read in iter_chunk_lists(blocks, self._compiled, self._ascii_split):
-            yield self.encode_chunks(chunks), bytes_read
+    def stream_cut(self, data: bytes, end: int) -> int:
+        """Where the split pattern always cuts (cuts.PatternCut); see Tokenizer.stream_cut."""
+        return self._cut(data, end)
 
     # -- decoding ---------------------------------------------------------------
 
@@ -299,10 +262,7 @@ class BPETokenizer(Tokenizer):
         the middle of a character) become U+FFFD unless `errors` says otherwise."""
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.decode_bytes([token_id])
-
-    # -- standard files ---------------------------------------------------------
+    # -- OpenAI's files (openai_files.py) -------------------------------------
 
     @classmethod
     def from_tiktoken(cls, path: str | os.PathLike, pattern: str,
@@ -310,92 +270,20 @@ class BPETokenizer(Tokenizer):
         """Read a `.tiktoken` file: one `base64(token) rank` per line, single bytes in
         any order. The file holds no pattern or special tokens, so pass them (for
         cl100k_base: pattern="gpt4", special_tokens={"<|endoftext|>": 100257, ...})."""
-        reader = FileLines(path)
-        ranks: dict[bytes, int] = {}
-        seen_ranks: dict[int, int] = {}  # rank -> line number
-        for line_number, line in enumerate(reader.lines, start=1):
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise reader.error(line_number, f"expected 'BASE64TOKEN RANK', got {line[:60]!r}")
-            try:
-                token = base64.b64decode(fields[0], validate=True)
-            except (binascii.Error, ValueError):
-                raise reader.error(line_number, f"{fields[0][:40]!r} is not base64") from None
-            if not fields[1].isdigit():
-                raise reader.error(line_number, f"rank {fields[1]!r} is not a non-negative integer")
-            rank = parse_id(reader, line_number, fields[1], "rank")
-            if token in ranks:
-                raise reader.error(line_number, f"token {token!r} appears twice")
-            if rank in seen_ranks:
-                raise reader.error(line_number, f"rank {rank} was already given on line "
-                                                f"{seen_ranks[rank]}")
-            ranks[token] = rank
-            seen_ranks[rank] = line_number
-        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+        return _build_from_file(cls, path, read_tiktoken_ranks(path), pattern, special_tokens)
 
     def save_tiktoken(self, path: str | os.PathLike) -> None:
         """Write the ranks as a `.tiktoken` file (pattern and special tokens are not in
         that format; keep them yourself or use `save`)."""
-        lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
-                 for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
-        io.write_bytes(path, "".join(lines).encode("ascii"))
+        write_tiktoken_ranks(path, self.mergeable_ranks)
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike,
                         pattern: str = "gpt2") -> "BPETokenizer":
         """Read OpenAI's GPT-2 `encoder.json` (token string -> id) and `vocab.bpe`
-        (merges, one `left right` per line). Tokens are written with GPT-2's
-        byte-to-unicode table (see `gpt2_bytes_to_unicode`); "<|endoftext|>" is a special
-        token. Every merge must produce a token of encoder.json with a higher id than
-        the merges before it, since ids are the ranks."""
-        byte_of = {char: byte for byte, char in gpt2_bytes_to_unicode().items()}  # str -> int
-        encoder_path = os.fspath(encoder_json)
-        if not os.path.isfile(encoder_path):
-            raise FileNotFoundError(f"GPT-2 encoder file not found: {encoder_path!r}")
-        check_file_size(encoder_path, MAX_TOKENIZER_FILE_BYTES, "GPT-2 encoder file")
-        try:
-            with open(encoder_path, encoding="utf-8") as file:
-                encoder = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            where = f", line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
-            raise TokenizerFileError(f"{encoder_path}{where}: not a JSON file ({error})") from None
-        if not isinstance(encoder, dict):
-            raise TokenizerFileError(f"{encoder_path}: expected a JSON object of token -> id")
-        ranks: dict[bytes, int] = {}
-        special_tokens: dict[str, int] = {}
-        for token_text, token_id in encoder.items():
-            if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < MAX_VOCAB:
-                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has id "
-                                         f"{token_id!r}, not an integer in [0, {MAX_VOCAB:,})")
-            if token_text.startswith("<|") and token_text.endswith("|>"):
-                special_tokens[token_text] = token_id
-                continue
-            try:
-                ranks[bytes(byte_of[char] for char in token_text)] = token_id
-            except KeyError:
-                raise TokenizerFileError(f"{encoder_path}: token {token_text!r} has a character "
-                                         "outside GPT-2's byte-to-unicode table") from None
-        merges = FileLines(vocab_bpe)
-        last_rank = -1
-        for line_number, line in enumerate(merges.lines, start=1):
-            if line_number == 1 and line.startswith("#version"):
-                continue
-            if not line.strip():
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise merges.error(line_number, f"expected 'LEFT RIGHT', got {line[:60]!r}")
-            merged = parts[0] + parts[1]
-            if merged not in encoder:
-                raise merges.error(line_number, f"the merge {line!r} makes {merged!r}, which is "
-                                                f"not in {encoder_path}")
-            if encoder[merged] <= last_rank:
-                raise merges.error(line_number, f"the merge {line!r} has id {encoder[merged]}, "
-                                                f"not above the previous merge's {last_rank}")
-            last_rank = encoder[merged]
-        return _build_from_file(cls, merges, ranks, pattern, special_tokens)
+        (merges); "<|endoftext|>" is a special token. See openai_files.py."""
+        ranks, special_tokens = read_gpt2_files(encoder_json, vocab_bpe)
+        return _build_from_file(cls, vocab_bpe, ranks, pattern, special_tokens)
 
     # -- our own file format ----------------------------------------------------
 
@@ -432,35 +320,12 @@ class BPETokenizer(Tokenizer):
             if token in ranks:
                 raise reader.error(line_number, f"token {token!r} appears twice")
             ranks[token] = rank
-        return _build_from_file(cls, reader, ranks, pattern, special_tokens)
+        return _build_from_file(cls, reader.path, ranks, pattern, special_tokens)
 
     @property
     def pattern_name(self) -> str | None:
         """"gpt2", "gpt4", "none" for the standard patterns, else None."""
         return pattern_name(self.pattern)
-
-
-def gpt2_bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table from bytes to printable characters, used to write tokens in
-    encoder.json and vocab.bpe: printable Latin-1 bytes stand for themselves, the
-    others (control characters, space, ...) take the characters from U+0100 upwards
-    in byte order. So the space byte 32 is 'Ġ' (U+0120) and the newline 10 is 'Ċ'.
-
-        >>> table = gpt2_bytes_to_unicode()
-        >>> table[ord("A")], table[32], table[10]
-        ('A', 'Ġ', 'Ċ')
-    """
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) \
-        | set(range(ord("®"), ord("ÿ") + 1))
-    table = {}
-    next_stand_in = 256
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(next_stand_in)
-            next_stand_in += 1
-    return table
 
 
 def _missing_keys(cache: dict, keys: Sequence[str]) -> list[str]:
@@ -480,6 +345,18 @@ class _PathName(str):
         return str(self)
 
 
+def _checked_special_tokens(special_tokens, vocab_size) -> list[str]:
+    """The special tokens as a list, checked with the vocabulary size they must fit in."""
+    specials = list(special_tokens or [])
+    if len(set(specials)) != len(specials):
+        raise ValueError(f"special_tokens has duplicates: {specials}")
+    if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for "
+                         f"the bytes plus {len(specials)} for special tokens; ask for at least "
+                         f"{256 + len(specials)}")
+    return specials
+
+
 def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
     """A text, a path, or an iterable of them -> texts and paths one at a time."""
     if isinstance(text_or_iterable, (str, os.PathLike)):
@@ -490,36 +367,6 @@ def _as_sources(text_or_iterable) -> Iterator[str | os.PathLike]:
             raise TypeError(f"training items must be texts (str) or paths (os.PathLike), "
                             f"got {type(item).__name__}")
         yield item
-
-
-def _count_file_chunks(path, compiled, ascii_split, splitter: Tokenizer,
-                       chunk_counts: Counter, progress: bool | None, block_bytes: int) -> None:
-    """Add the chunks of a file to `chunk_counts`, one block at a time, with a bar.
-    Special tokens are cut out per block (see textstream.py)."""
-    from tqdm.auto import tqdm
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"training file not found: {path!r}")
-    bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, unit_divisor=1024,
-               desc=f"counting {os.path.basename(path)}", disable=tqdm_disable(progress))
-    blocks = iter_text_blocks(path, block_bytes)
-    if splitter.special_tokens:
-        blocks = _cut_at_special_tokens(blocks, splitter)
-    for chunks, bytes_read in iter_chunk_lists(blocks, compiled, ascii_split):
-        chunk_counts.update(chunks)
-        bar.update(bytes_read)
-    bar.close()
-
-
-def _cut_at_special_tokens(blocks, splitter: Tokenizer):
-    """Drop special-token strings from a block stream, leaving a hard boundary (None)
-    in their place so that no chunk spans them."""
-    for text, bytes_read in blocks:
-        pieces = splitter.split_on_special_tokens(text)
-        yield pieces[0], bytes_read
-        for piece in pieces[1:]:
-            yield None, 0
-            yield piece, 0
 
 
 def _parse_bytes_literal(literal: str) -> bytes | None:
@@ -535,9 +382,9 @@ def _parse_bytes_literal(literal: str) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def _build_from_file(cls, reader: FileLines, ranks, pattern, special_tokens) -> "BPETokenizer":
+def _build_from_file(cls, path, ranks, pattern, special_tokens) -> "BPETokenizer":
     """Construct, turning a constructor complaint into an error naming the file."""
     try:
         return cls(ranks, pattern, special_tokens)
     except ValueError as error:
-        raise TokenizerFileError(f"{reader.path}: {error}") from None
+        raise TokenizerFileError(f"{os.fspath(path)}: {error}") from None

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 
 def train_bpe_merges(chunk_counts: Mapping[bytes, int], num_merges: int,
-                     progress: bool | None = False) -> tuple[list[tuple[int, int]], list[bytes]]:
+                     progress: bool | str | None = False) -> tuple[list[tuple[int, int]], list[bytes]]:
     """Learn up to `num_merges` merges from distinct chunks and their counts.
 
     Returns (merges, vocab): merges[k] = (left id, right id) made token 256 + k, and
@@ -146,7 +146,9 @@ def _merge_pair_everywhere(words, counts, pair, new_id, pair_counts, pair_where)
     return touched
 
 
-def tqdm_disable(progress: bool | None) -> bool | None:
-    """tqdm's `disable` for a `progress` flag: True shows the bar, False hides it,
-    None shows it only on a terminal (tqdm's own rule)."""
-    return None if progress is None else not progress
+def tqdm_disable(progress: bool | str | None) -> bool | None:
+    """tqdm's `disable` for a `progress` setting: True or "bar" shows the bar, False, "none" or
+    "log" hides it, None or "auto" shows it only on a terminal (tqdm's own rule)."""
+    if progress in (None, "auto"):
+        return None
+    return progress not in (True, "bar")

@@ -1,13 +1,16 @@
 """`tinyllm tokenizer train|encode`: the tokenizer's command line.
 
     tinyllm tokenizer train --data PATH --vocab-size N --out FILE
-                            [--pattern gpt2|gpt4|none|REGEX] [--special-tokens TOKEN ...]
+                            [--pattern gpt2|gpt4|none|REGEX] [--special-tokens TOKEN ...] [--workers N]
     tinyllm tokenizer encode --tokenizer FILE --data PATH --out DIR
-                             [--shard-tokens N] [--no-eot]
+                             [--prefix NAME] [--shard-tokens N] [--no-eot] [--workers N]
 
 PATH is a file, a folder (its files, recursively) or a glob. `train --vocab-size`
 counts special tokens; a vocabulary of 256 + 1 is the smallest with the default
-"<|endoftext|>". `encode` writes token shards (shards.py) and prints their paths.
+"<|endoftext|>". `encode` writes token shards `DIR/NAME_000000.bin`, ... (prepare.py:
+streaming, on --workers processes, resumable after an interruption) and prints their
+paths; `tinyllm train --data DIR --tokenizer FILE` trains from them. Both spread the work
+over --workers processes (0, the default: one per core).
 
 Wiring it into the `tinyllm` console script takes two lines:
 
@@ -38,7 +41,8 @@ from .base import EOT_TOKEN
 from .bpe import BPETokenizer
 from .files import load_tokenizer
 from .patterns import resolve_pattern
-from .shards import DEFAULT_SHARD_TOKENS, encode_files_to_shards, expand_data_paths
+from .prepare import encode_files_to_shards
+from .shards import DEFAULT_SHARD_TOKENS, expand_data_paths, read_shard_header
 
 
 class TokenizerCommandError(UserError):
@@ -64,6 +68,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--special-tokens", nargs="*", default=[EOT_TOKEN], metavar="TOKEN",
                        help=f"special tokens, given ids after the merges (default: {EOT_TOKEN}; "
                             "pass the flag alone for none)")
+    add_workers_flag(train, "processes counting the chunks")
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an error (also: TINYLLM_DEBUG=1)")
     train.set_defaults(handler=run_train)
@@ -76,10 +81,24 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help=f"ids per shard (default: {DEFAULT_SHARD_TOKENS})")
     encode.add_argument("--no-eot", action="store_true",
                         help="do not append <|endoftext|> after each file")
+    encode.add_argument("--prefix", default="shard",
+                        help="shard file names: PREFIX_000000.bin, ... (default: shard; 'val' names a "
+                             "validation set that `tinyllm train` holds out)")
+    add_workers_flag(encode, "processes encoding")
     encode.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error (also: TINYLLM_DEBUG=1)")
     encode.set_defaults(handler=run_encode)
     return parser
+
+
+def add_workers_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help=f"{what} the text (0, the default: one per core; 1: this process alone)")
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    if args.workers < 0:
+        raise TokenizerCommandError(f"--workers {args.workers}: must be 0 (one per core) or a positive integer")
 
 
 def check_train_flags(args: argparse.Namespace) -> None:
@@ -101,6 +120,7 @@ def check_train_flags(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise TokenizerCommandError(f"--pattern: {error}") from None
     check_output_path(args.out, "--out", directory=False)
+    check_workers(args)
 
 
 def check_output_path(path: str, flag: str, directory: bool) -> None:
@@ -122,7 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
     files = expand_data_paths(args.data)
     started = time.perf_counter()
     tokenizer = BPETokenizer.train_from_files(files, args.vocab_size, pattern=args.pattern,
-                                              special_tokens=args.special_tokens)
+                                              special_tokens=args.special_tokens, workers=args.workers)
     seconds = time.perf_counter() - started
     tokenizer.save(args.out)
     print(f"trained {tokenizer.vocab_size} ids on {len(files)} file(s) in {seconds:.1f} s "
@@ -133,10 +153,18 @@ def run_train(args: argparse.Namespace) -> int:
 def run_encode(args: argparse.Namespace) -> int:
     if args.shard_tokens <= 0:
         raise TokenizerCommandError(f"--shard-tokens {args.shard_tokens} must be positive")
+    if not args.prefix or not all(c.isalnum() or c in "-_" for c in args.prefix):
+        raise TokenizerCommandError(f"--prefix {args.prefix!r}: use letters, digits, - and _ (e.g. train, val)")
+    check_workers(args)
     check_output_path(args.out, "--out", directory=True)
     tokenizer = load_tokenizer(args.tokenizer)
-    shards = encode_files_to_shards(tokenizer, args.data, args.out,
-                                    shard_tokens=args.shard_tokens, append_eot=not args.no_eot)
+    started = time.perf_counter()
+    shards = encode_files_to_shards(tokenizer, args.data, args.out, shard_tokens=args.shard_tokens,
+                                    append_eot=not args.no_eot, prefix=args.prefix, workers=args.workers,
+                                    log=lambda line: print(line, file=sys.stderr, flush=True))
+    tokens = sum(read_shard_header(path).num_tokens for path in shards)
+    print(f"{tokens:,} tokens in {len(shards)} shard(s) in {time.perf_counter() - started:.1f} s; train on them "
+          f"with: tinyllm train --data {args.out} --tokenizer {args.tokenizer}", file=sys.stderr)
     for path in shards:
         print(path)
     return 0

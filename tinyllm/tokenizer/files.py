@@ -8,7 +8,7 @@
 
 It sits above base.py, bpe.py and char.py, so the base class never imports its own
 subclasses. Leaves out: the format itself (base.py) and files of other projects
-(`BPETokenizer.from_tiktoken`, `BPETokenizer.from_gpt2_files`).
+(openai_files.py, behind `BPETokenizer.from_tiktoken` and `from_gpt2_files`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The line-level pieces of tokenizer files: numbered lines, and JSON-quoted strings.
 
 Our tokenizer format (base.py), tiktoken's `.tiktoken` files and GPT-2's `vocab.bpe`
-(bpe.py) are all read as numbered text lines; every problem is a TokenizerFileError
+(openai_files.py) are all read as numbered text lines; every problem is a TokenizerFileError
 that names the file and the line:
 
     >>> json_string("tab\\there"), json_string("é")
     ('"tab\\\\there"', '"é"')
 
-Leaves out: what the lines mean (base.py, bpe.py, char.py).
+Leaves out: what the lines mean (base.py, bpe.py, char.py, openai_files.py).
 """
 
 from __future__ import annotations

@@ -7,11 +7,8 @@ patterns and turns a user's choice into a compiled `regex` pattern.
     >>> split_text("Hello world's 123", "gpt4")
     ['Hello', ' world', "'s", ' ', '123']
 
-For the GPT-2 and GPT-4 patterns, `piece_cutter` gives a much cheaper regex that cuts
-text into pieces (" word", " speak.\n\n") only at places where the split pattern
-always cuts too, so a piece's chunks can be cached as a whole (see its docstring),
-and `ascii_split_pattern` a standard-library regex that splits ASCII text the same
-way, faster than `regex` (docs/performance.md).
+Faster twins of the GPT-2 and GPT-4 patterns live in fastsplit.py; the places where a
+pattern always cuts (so a long text can be split in pieces on several cores) in cuts.py.
 
 Leaves out: the stream reader that applies a pattern to files block by block
 (textstream.py) and special tokens (handled by the tokenizers before splitting).
@@ -20,8 +17,6 @@ Leaves out: the stream reader that applies a pattern to files block by block
 from __future__ import annotations
 
 import functools
-import re
-import sys
 
 import regex
 
@@ -109,77 +104,3 @@ def split_text(text: str, pattern: str) -> list[str]:
     if compiled is None:
         return [text] if text else []
     return compiled.findall(text)
-
-
-# Piece cutters (standard library `re`, several times faster than the split patterns).
-# Each match runs from one cut to the next: a leading whitespace run, a non-space
-# run, then whitespace runs glued to the next non-space run unless the run starts
-# with " " (a cut before it) or ends a line (a cut after it). `\s`/`\S` here are the
-# standard library's, whose whitespace includes all of `regex`'s (tested).
-_GPT4_PIECE = r"\s*+\S*+(?:(?! )\s++(?<!\n)\S++)*+(?:(?! )\s++)?"
-_GPT2_PIECE = r"\s*+\S*+(?:(?! )(?!\n\S)\s++\S++)*+(?:(?! )\s++)?"
-# The standard library's `re` has possessive quantifiers from Python 3.11; on 3.10 there are
-# no cutters and no ASCII twins, and the tokenizer splits with `regex` alone (same chunks, slower).
-STDLIB_POSSESSIVE = sys.version_info >= (3, 11)
-_PIECE_CUTTERS = ({GPT4_PATTERN: re.compile(_GPT4_PIECE), GPT2_PATTERN: re.compile(_GPT2_PIECE)}
-                  if STDLIB_POSSESSIVE else {})
-
-
-def piece_cutter(regex_text: str) -> re.Pattern | None:
-    r"""A regex whose matches cut text into pieces with the same chunks as the text:
-
-        [c for piece in cutter.findall(text) for c in split.findall(piece)]
-            == split.findall(text)
-
-    for `split` the GPT-2 or GPT-4 pattern; None for other patterns. findall's last
-    match is the empty piece at the end of the text.
-
-    Why: a cut at position p of `text` keeps the chunks if every test that matching
-    from a start s < p makes at p (is text[p] in a class; lookahead; `$`) comes out
-    as it would at the end of the text. Then the matches before p are those of
-    text[:p] and end exactly at p, and the patterns have no lookbehind, `\b` or `^`,
-    so the matches from p on are those of text[p:]. The cutters cut only at:
-
-    (a) a non-space character followed by " ". Nothing matched from s < p reaches p:
-        every alternative that can take a non-space character stops before a space
-        (GPT-4's one-character prefix `[^\r\n\p{L}\p{N}]?` only starts a match, and
-        `[\r\n]*+` after symbols does not take " "); the whitespace alternatives
-        cannot run through the non-space character at p - 1.
-    (b) GPT-4: "\n" followed by a non-space character. Symbols then `[\r\n]*+` stop at
-        p either way; a whitespace run from s that ends with this "\n" is taken whole,
-        by `\s++$` at the end of the text and by `\s*[\r\n]` (giving back the one
-        "\n") inside it.
-        GPT-2: a lone "\n" between non-space characters. At p - 1, `\s++$` takes it
-        at the end of the text; inside, `\s+(?!\S)` fails and `\s` takes it.
-
-        >>> piece_cutter("gpt4") is None  # it takes the regex text, not a name
-        True
-        >>> piece_cutter(GPT4_PATTERN).findall("First Citizen:\nBefore we  go.\n\n")
-        ['First', ' Citizen:\n', 'Before', ' we', '  go.\n\n', '']
-    """
-    return _PIECE_CUTTERS.get(regex_text)
-
-
-# The GPT-2 and GPT-4 patterns with every class cut down to ASCII: \p{L} -> A-Za-z,
-# \p{N} -> 0-9, \s -> \t-\r and space (regex's \s; the standard library's would add
-# \x1c-\x1f). On ASCII text each class matches the same characters, so the matches
-# are the same (tested against `regex`).
-_ASCII_SPLITS = {} if not STDLIB_POSSESSIVE else {
-    GPT2_PATTERN: re.compile(
-        r"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]++| ?[0-9]++| ?[^\t-\r A-Za-z0-9]++"""
-        r"""|[\t-\r ]++$|[\t-\r ]+(?![^\t-\r ])|[\t-\r ]""", re.ASCII),
-    GPT4_PATTERN: re.compile(
-        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?+[A-Za-z]++|[0-9]{1,3}+"""
-        r"""| ?[^\t-\r A-Za-z0-9]++[\r\n]*+|[\t-\r ]++$|[\t-\r ]*[\r\n]"""
-        r"""|[\t-\r ]+(?![^\t-\r ])|[\t-\r ]""", re.ASCII),
-}
-
-
-def ascii_split_pattern(regex_text: str) -> re.Pattern | None:
-    """A standard-library regex that splits ASCII text (`text.isascii()`) exactly as
-    the GPT-2 or GPT-4 pattern does; None for other patterns. Not for other text.
-
-        >>> ascii_split_pattern(GPT4_PATTERN).findall("IT'S 12345 ok")
-        ['IT', "'S", ' ', '123', '45', ' ok']
-    """
-    return _ASCII_SPLITS.get(regex_text)

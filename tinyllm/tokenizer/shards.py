@@ -20,8 +20,9 @@ A shard is a 64-byte header followed by the ids, uint16 when the vocabulary fits
     ([5, 0, 7], dtype('uint16'))
 
 Files are written atomically (tinyllm.io: temporary file, fsync, rename, fsync of the
-folder): a reader never sees a half-written shard under the final name. Leaves out: batching and train/val splits
-(tinyllm/data.py) and compression.
+folder): a reader never sees a half-written shard under the final name. Leaves out:
+encoding a corpus into shards (prepare.py), batching and train/val splits (tinyllm/data.py)
+and compression. `ConcatenatedTokens` reads several shards as one sequence.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import zlib
 from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tinyllm import io
 from tinyllm.errors import UserError
@@ -46,6 +46,7 @@ _HEADER = struct.Struct("<8sHHIQII32s")  # the fields above, in order
 assert _HEADER.size == HEADER_BYTES
 _HEADER_CRC_OFFSET = 28
 DEFAULT_SHARD_TOKENS = 100_000_000  # ids per shard: 200 MB as uint16
+VERIFY_BLOCK_BYTES = 8 << 20  # read this much at a time to check a shard
 
 
 class ShardError(UserError):
@@ -189,15 +190,81 @@ def read_shard(path: str | os.PathLike, tokenizer_hash: str | None = None,
                          "this tokenizer")
     if header.num_tokens == 0:
         return np.zeros(0, dtype=header.dtype)
-    ids = np.memmap(header.path, dtype=header.dtype, mode="r", offset=HEADER_BYTES,
-                    shape=(header.num_tokens,))
     if verify:
-        if zlib.crc32(ids) != header.data_crc32:
-            raise ShardError(f"{header.path}: the ids are corrupted (checksum mismatch)")
-        if int(ids.max()) >= header.vocab_size:
-            raise ShardError(f"{header.path}: holds id {int(ids.max())}, not below "
-                             f"vocab_size {header.vocab_size}")
-    return ids
+        verify_shard(header)
+    return np.memmap(header.path, dtype=header.dtype, mode="r", offset=HEADER_BYTES,
+                     shape=(header.num_tokens,))
+
+
+def verify_shard(header: ShardHeader, block_bytes: int = VERIFY_BLOCK_BYTES) -> None:
+    """Read every id of a shard (in blocks, so memory stays flat whatever its size) to check
+    the data checksum and that every id is below the header's vocab_size (ShardError)."""
+    crc, largest = 0, -1
+    buffer = bytearray(block_bytes - block_bytes % header.dtype.itemsize)
+    with open(header.path, "rb") as file:
+        file.seek(HEADER_BYTES)
+        while True:
+            size = file.readinto(buffer)
+            if not size:
+                break
+            block = memoryview(buffer)[:size]
+            crc = zlib.crc32(block, crc)
+            largest = max(largest, int(np.frombuffer(block, dtype=header.dtype).max()))
+    if crc != header.data_crc32:
+        raise ShardError(f"{header.path}: the ids are corrupted (checksum mismatch); the file was damaged "
+                         "after it was written: encode the corpus again")
+    if largest >= header.vocab_size:
+        raise ShardError(f"{header.path}: holds id {largest}, not below vocab_size {header.vocab_size}; "
+                         "the file was not written by tinyllm: encode the corpus again")
+
+
+class ConcatenatedTokens:
+    """The ids of several shards (memory-mapped arrays) as one sequence; a window of ids may
+    span two of them. Indexing takes a slice (a view: one array when it lies in one) or an
+    integer array (the ids at those places, as an array of that shape).
+
+        >>> tokens = ConcatenatedTokens([np.arange(3), np.arange(10, 12)])
+        >>> len(tokens), tokens[np.array([[1, 2, 3], [2, 3, 4]])].tolist()
+        (5, [[1, 2, 10], [2, 10, 11]])
+        >>> np.asarray(tokens[2:4]).tolist()
+        [2, 10]
+    """
+
+    def __init__(self, parts: list):
+        self.parts = [part for part in parts if len(part)] or [np.zeros(0, dtype=np.uint16)]
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])  # (P + 1,) where each part starts
+        self.dtype = np.result_type(*[part.dtype for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("ConcatenatedTokens takes slices with step 1")
+            return concatenate_shards([part[max(start - lo, 0):max(stop - lo, 0)]
+                                       for part, lo in zip(self.parts, self.starts[:-1].tolist())])
+        index = np.asarray(index)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"token index out of range 0..{len(self) - 1}")
+        part_of = np.searchsorted(self.starts, index, side="right") - 1  # the part that holds each place
+        out = np.empty(index.shape, dtype=self.dtype)
+        for k in np.unique(part_of).tolist():
+            inside = part_of == k
+            out[inside] = self.parts[k][index[inside] - self.starts[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.concatenate(self.parts)
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def concatenate_shards(parts: list):
+    """The ids of `parts` as one sequence: the one array itself when only one holds ids (as a
+    small corpus has always been held), else a ConcatenatedTokens."""
+    tokens = ConcatenatedTokens(parts)
+    return tokens.parts[0] if len(tokens.parts) == 1 else tokens
 
 
 def expand_data_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -221,69 +288,6 @@ def expand_data_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> 
         raise FileNotFoundError(f"data path {spec!r} is not a file, a folder, or a glob "
                                 "that matches files")
     return matches
-
-
-def encode_files_to_shards(tokenizer, paths, out_dir: str | os.PathLike,
-                           shard_tokens: int = DEFAULT_SHARD_TOKENS, append_eot: bool = True,
-                           prefix: str = "shard", progress: bool | None = None,
-                           block_bytes: int | None = None) -> list[str]:
-    """Encode text files into shards `out_dir/{prefix}_000000.bin`, ... of at most
-    `shard_tokens` ids each, streaming (one block of text in memory at a time).
-
-    paths: anything `expand_data_paths` takes. Each file is encoded as ordinary text
-    (special-token strings in it are plain text, like tiktoken's encode_ordinary) and,
-    when `append_eot` and the tokenizer has "<|endoftext|>", followed by that token to
-    mark the document's end. Shards of this prefix left in out_dir by an earlier run
-    are removed once the new ones are written. Returns the shard paths.
-    """
-    if shard_tokens <= 0:
-        raise ValueError(f"shard_tokens={shard_tokens} must be positive")
-    files = expand_data_paths(paths)
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    vocab_size, tokenizer_hash = tokenizer.vocab_size, tokenizer.hash()
-    eot = tokenizer.eot_id if append_eot else None
-    written: list[str] = []
-    writer: ShardWriter | None = None
-
-    def write(ids: np.ndarray) -> None:
-        nonlocal writer
-        while ids.size:
-            if writer is None:
-                shard_path = os.path.join(out_dir, f"{prefix}_{len(written):06d}.bin")
-                writer = ShardWriter(shard_path, vocab_size, tokenizer_hash)
-                written.append(shard_path)
-            room = shard_tokens - writer.num_tokens
-            writer.append(ids[:room])
-            ids = ids[room:]
-            if writer.num_tokens == shard_tokens:
-                writer.close()
-                writer = None
-
-    dtype = shard_dtype(vocab_size)
-    total_bytes = sum(os.path.getsize(path) for path in files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-               desc="encoding", disable=None if progress is None else not progress)
-    try:
-        for path in files:
-            for ids, bytes_read in tokenizer.iter_encode_file(path, block_bytes):
-                write(np.asarray(ids, dtype=dtype))
-                bar.update(bytes_read)
-            if eot is not None:
-                write(np.asarray([eot], dtype=dtype))
-        if writer is not None:
-            writer.close()
-            writer = None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        bar.close()
-    for stale in sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(prefix)}_*.bin"))):
-        if stale not in written and os.path.basename(stale)[len(prefix) + 1:-4].isdigit():
-            os.unlink(stale)
-    return written
 
 
 def _hash_bytes(tokenizer_hash: str | None) -> bytes:
