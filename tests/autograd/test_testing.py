@@ -1,7 +1,6 @@
 """autograd.testing is enough for a user's own test file: its profiles load by name or from the
 environment, the extreme-value strategy reaches the values careless numerics fail on, and the
 complete example in its docstring runs (and catches the bugs it is meant to catch)."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,7 @@ from hypothesis import Phase, given, settings
 import autograd.testing
 from autograd.testing import PROFILES, extreme_arrays, extreme_values, load_profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
-from doc_blocks import python_blocks, run_page  # noqa: E402
+from ..docs.doc_blocks import python_blocks, run_page
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ shown but not run (output samples, shell-like sketches). After the blocks, every
 `test_*` function the page defined is called with no arguments, so a page can show a
 complete test file and have it run too.
 
-    from doc_blocks import run_page             # tests/docs/ is on sys.path for its tests
+    from .doc_blocks import run_page             # in a test beside it (tests/ is a package)
     run_page(Path("docs/writing-ops.md"))     # raises with the page and line of a failing block
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from doc_blocks import python_blocks, run_page
+from .doc_blocks import python_blocks, run_page
 
 DERIVATIONS = Path(__file__).resolve().parents[2] / "docs" / "derivations"
 PAGES = sorted(DERIVATIONS.glob("*.md"))

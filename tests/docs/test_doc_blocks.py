@@ -2,7 +2,7 @@
 a failing block names its page and line, and a page's test_* functions are called."""
 import pytest
 
-from doc_blocks import DocExampleError, python_blocks, run_page
+from .doc_blocks import DocExampleError, python_blocks, run_page
 
 PAGE = """# A page
 

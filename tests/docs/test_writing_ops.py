@@ -3,7 +3,7 @@ functions it defines (a complete hypothesis test file, run under the ci profile'
 import sys
 from pathlib import Path
 
-from doc_blocks import run_page
+from .doc_blocks import run_page
 
 from autograd.testing import load_profile
 

@@ -1,4 +1,5 @@
-"""Helpers for the hostile-input and fault tests: `tinyllm` in a bounded subprocess, the one-line check.
+"""Helpers for the hostile-input and fault tests: `tinyllm` in a bounded subprocess, the one-line check,
+`tinyllm` in this process (`cli`), and the small edits the tests make to checkpoints.
 
 `run_tinyllm(*argv, memory=..., timeout=...)` runs the real command line in a fresh Python whose
 address space is capped with resource.setrlimit(RLIMIT_AS) (1.5 GiB unless told), so a memory
@@ -6,6 +7,7 @@ bomb fails the test instead of the machine; it returns (exit status, stdout, std
 that outlives its timeout has its process group killed and fails the test. `run_many` runs
 several commands in one such subprocess (the fuzz tests: one start-up per example).
 """
+import hashlib
 import json
 import os
 import signal
@@ -136,3 +138,45 @@ def start_training(run, corpus, *argv, links=("last",), timeout: float = 60):
             pytest.fail(f"no checkpoint within {timeout} s:\n{proc.communicate()[1][-3000:]}")
         time.sleep(0.02)
     return proc
+
+
+# ---- in this process: the command line, and checkpoints to damage ------------------------------
+
+def cli(capsys, *argv):
+    """(exit status, stdout, stderr) of `tinyllm argv...` run in this process."""
+    from tinyllm.cli import main  # noqa: PLC0415
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def edit_state(checkpoint_dir: Path, change) -> None:
+    """Apply change(state) to a checkpoint's state.json (the other files untouched)."""
+    path = checkpoint_dir / "state.json"
+    state = json.loads(path.read_text())
+    change(state)
+    path.write_text(json.dumps(state))
+
+
+def last_dir(run: Path) -> Path:
+    """The checkpoint directory run/last names (what errors name: the checkpoint read, not the link)."""
+    return run / os.readlink(run / "last")
+
+
+def rewrite_file(checkpoint_dir: Path, name: str, data: bytes) -> None:
+    """Replace a checkpoint file and its record, so that only its content is wrong."""
+    (checkpoint_dir / name).write_bytes(data)
+    edit_state(checkpoint_dir, lambda s: s["files"].__setitem__(
+        name, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+def make_base(tmp_path) -> Path:
+    """A tiny untrained base checkpoint (char tokenizer with an end-of-text token) at tmp_path/base."""
+    from tinyllm import GPT, GPTConfig
+    from tinyllm import checkpoint as ckpt
+    from tinyllm.tokenizer import EOT_TOKEN, CharTokenizer
+    tokenizer = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz 0123456789", special_tokens=[EOT_TOKEN])
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    ckpt.save_checkpoint(tmp_path / "base", model=GPT(config), tokenizer=tokenizer,
+                         state={"step": 0, "model_config": config.to_dict(), "train_config": {"dtype": "float32"}})
+    return tmp_path / "base"

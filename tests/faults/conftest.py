@@ -1,10 +1,11 @@
 """Fixtures for the hostile-input and fault tests: a tiny trained run, and `tinyllm` in a bounded
 subprocess (bounded.py: the address space capped, a timeout that kills the process group)."""
+import json
 import shutil
 
 import pytest
 
-from bounded import TINY, assert_one_line_error, corpus_text, run_tinyllm
+from .bounded import TINY, assert_one_line_error, corpus_text, run_tinyllm
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,18 @@ def copy_of(tmp_path):
         shutil.copytree(run, target, symlinks=True)
         return target
     return copy
+
+
+@pytest.fixture
+def write_records(tmp_path):
+    """write_records(labels=...) -> a .jsonl classification file (and a char tokenizer at hf/tok if needed)."""
+    def write(labels=("pos", "neg") * 6, name="data.jsonl"):
+        from tinyllm.tokenizer import BPETokenizer
+        hf_tok = tmp_path / "hf" / "tok"
+        if (tmp_path / "hf").is_dir() and not hf_tok.exists():
+            BPETokenizer({bytes([b]): b for b in range(256)}, "gpt2").save(hf_tok)
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"text": f"text number {i}", "label": label}) + "\n"
+                                for i, label in enumerate(labels)))
+        return path
+    return write

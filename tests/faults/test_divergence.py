@@ -1,4 +1,4 @@
-"""Issue 23, item 1: a diverging run publishes nothing unusable and says so in one line.
+"""A diverging run publishes nothing unusable and says so in one line.
 
 The promise (docs/usage.md, "What happens when things go wrong"): no checkpoint holding a NaN
 or an infinity is ever published as `last` or `best`; the run stops with one line, exit 2,
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from bounded import TINY, assert_one_line_error, run_tinyllm
+from .bounded import TINY, assert_one_line_error, run_tinyllm
 from tinyllm import checkpoint as ckpt
 from tinyllm.errors import UserError, describe
 from tinyllm.model import GPT, GPTConfig

@@ -1,4 +1,4 @@
-"""Worker processes are forked from a process running no other thread (issue 23).
+"""Worker processes are forked from a process running no other thread.
 
 A fork of a multi-threaded process can deadlock the child, and Python 3.12+ warns of it
 (`DeprecationWarning: This process ... is multi-threaded, use of fork() may lead to deadlocks`;

@@ -24,9 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bounded import assert_clean_outcome, corpus_text, run_many
-from mutations import byte_mutation, json_mutation, line_mutation
-from test_hostile_inputs import make_base, rewrite_file
+from .bounded import assert_clean_outcome, corpus_text, make_base, rewrite_file, run_many
+from .mutations import byte_mutation, json_mutation, line_mutation
 
 EXAMPLES = int(os.environ.get("TINYLLM_FUZZ_EXAMPLES", 6))   # per test; each is one bounded subprocess
 MUTATIONS = 5       # damaged files per example

@@ -1,4 +1,4 @@
-"""Issue 23: Hugging Face directories that would have been read wrongly.
+"""Hugging Face directories that would have been read wrongly.
 
 Integer weights were cast silently (an int32 bias loaded as whatever numbers the cast made), and
 a `model.safetensors.index.json` naming a shard `../../../etc/hostname` was opened outside the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from bounded import assert_one_line_error
+from .bounded import assert_one_line_error
 from tinyllm import GPT, GPTConfig
 from tinyllm.cli import main
 from tinyllm.pretrained import PretrainedFormatError

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bounded import REPO
+from .bounded import REPO
 from tinyllm import GPT, GPTConfig
 from tinyllm.limits import LimitError, check_model_fits
 

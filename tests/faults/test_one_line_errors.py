@@ -1,4 +1,4 @@
-"""Issue 23: what was still an internal error, silently accepted or said unclearly, now one line.
+"""Errors that were internal errors, silently accepted or said unclearly: each one line now.
 
 Items 5 (a char tokenizer file with `tokens 0`), 9 (`tinyllm train --resume` on a finetune
 run) and the smaller ones: a TOML key given twice, `--trace` outside a pipeline or naming a
@@ -12,26 +12,19 @@ import signal
 
 import pytest
 
-from bounded import TINY, assert_one_line_error, start_training
+from .bounded import TINY, assert_one_line_error, cli, start_training
 from tinyllm import checkpoint as ckpt
-from tinyllm.cli import main
 from tinyllm.processes import fork_available
-
-
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 def test_a_char_tokenizer_file_with_no_characters_is_one_line(tmp_path, corpus, capsys):
     empty = tmp_path / "empty.tok"
     empty.write_text("tinyllm-tokenizer 1 char\ntokens 0\n")
-    code, err = cli(capsys, "train", "--data", corpus, "--tokenizer", empty, "--out", tmp_path / "run", *TINY)
+    code, _, err = cli(capsys, "train", "--data", corpus, "--tokenizer", empty, "--out", tmp_path / "run", *TINY)
     assert_one_line_error(code, err, "train", f"{empty}, line 2: a char tokenizer file lists at least one character")
     some = tmp_path / "ab.tok"             # characters, but not the corpus's
     some.write_text('tinyllm-tokenizer 1 char\ntokens 2\n0 "a"\n1 "b"\n')
-    code, err = cli(capsys, "train", "--data", corpus, "--tokenizer", some, "--out", tmp_path / "run2", *TINY)
+    code, _, err = cli(capsys, "train", "--data", corpus, "--tokenizer", some, "--out", tmp_path / "run2", *TINY)
     assert_one_line_error(code, err, "train", "character 't' at position 0 is not in this CharTokenizer's vocabulary")
 
 
@@ -40,10 +33,10 @@ def test_train_resume_on_a_finetune_run_says_to_resume_it_with_finetune(trained,
     data.write_text("".join(json.dumps({"text": t, "label": t.split()[1]}) + "\n"
                             for t in ["the cat sat", "a dog ran", "the dog sat", "a cat ran"] * 3))
     run = tmp_path / "clf"
-    code, err = cli(capsys, "finetune", "--task", "classify", "--init-from", trained, "--data", data, "--out", run,
+    code, _, err = cli(capsys, "finetune", "--task", "classify", "--init-from", trained, "--data", data, "--out", run,
                     "--max-iters", "1", "--workers", "1", "--progress", "none")
     assert code == 0, err
-    code, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "5", "--progress", "none")
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "5", "--progress", "none")
     assert_one_line_error(code, err, "train", f"--out {run}: is a finetuning run",
                           f"tinyllm finetune --out {run} --resume")
     assert not (run / "data").exists()      # nothing tokenized into the run first
@@ -52,7 +45,7 @@ def test_train_resume_on_a_finetune_run_says_to_resume_it_with_finetune(trained,
 @pytest.mark.parametrize("toml", ["max-iters = 3\nmax_iters = 5\n", "max_iters = 3\n[train]\nmax_iters = 5\n"])
 def test_a_toml_setting_given_twice_is_one_line(toml, tmp_path, corpus, capsys):
     (tmp_path / "run.toml").write_text(toml)
-    code, err = cli(capsys, "train", "--config", tmp_path / "run.toml", "--data", corpus, "--out", tmp_path / "run")
+    code, _, err = cli(capsys, "train", "--config", tmp_path / "run.toml", "--data", corpus, "--out", tmp_path / "run")
     assert_one_line_error(code, err, "train", "max_iters is set twice", "= 3", "= 5", "keep one")
     assert not (tmp_path / "run").exists()
 
@@ -62,7 +55,7 @@ def test_trace_is_checked_before_anything_runs(case, tmp_path, corpus, capsys):
     pipeline = [] if case == "one process" else ["--pipeline-stages", "2"]
     trace = {"one process": tmp_path / "t.json", "a directory": tmp_path,
              "a missing folder": tmp_path / "no" / "such" / "t.json"}[case]
-    code, err = cli(capsys, "train", "--data", corpus, "--out", tmp_path / "run", *TINY, *pipeline, "--trace", trace)
+    code, _, err = cli(capsys, "train", "--data", corpus, "--out", tmp_path / "run", *TINY, *pipeline, "--trace", trace)
     message = {"one process": "traces are written by pipeline runs", "a directory": "is a directory",
                "a missing folder": f"the directory {trace.parent} does not exist"}[case]
     assert_one_line_error(code, err, "train", f"--trace {trace}: {message}")
@@ -72,7 +65,7 @@ def test_trace_is_checked_before_anything_runs(case, tmp_path, corpus, capsys):
 def test_an_out_that_is_a_link_loop_says_so(tmp_path, corpus, capsys):
     os.symlink(tmp_path / "b", tmp_path / "a")
     os.symlink(tmp_path / "a", tmp_path / "b")
-    code, err = cli(capsys, "train", "--data", corpus, "--out", tmp_path / "a", *TINY)
+    code, _, err = cli(capsys, "train", "--data", corpus, "--out", tmp_path / "a", *TINY)
     assert_one_line_error(code, err, "train", f"--out {tmp_path / 'a'}: is a symbolic link that loops")
 
 
@@ -87,7 +80,7 @@ def test_a_full_disk_during_a_save_names_the_file(tmp_path, corpus, capsys, monk
         return real_fsync(fd)
     monkeypatch.setattr(os, "fsync", filling_disk)
     run = tmp_path / "run"
-    code, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "2", "--workers", "1")
+    code, _, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "2", "--workers", "1")
     assert_one_line_error(code, err, "train", f"{run / 'checkpoints'}/.staging-", ".safetensors: No space left on "
                           "device", "the disk is full")
     assert not (run / "last").exists() and not os.listdir(run / "checkpoints")
@@ -128,5 +121,5 @@ def test_a_message_quoting_any_line_break_stays_one_line(brk, tmp_path, trained,
     state = json.loads((target / "state.json").read_text())
     state["train_config"]["data"] = f"gone{brk}missing"
     (target / "state.json").write_text(json.dumps(state))
-    code, err = cli(capsys, "eval", "--ckpt", target, "--max-tokens", "40")
+    code, _, err = cli(capsys, "eval", "--ckpt", target, "--max-tokens", "40")
     assert_one_line_error(code, err, "eval", "gone missing")

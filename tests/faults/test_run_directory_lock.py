@@ -1,4 +1,4 @@
-"""Issue 14, item 2: a run directory is owned by one run at a time (tinyllm/runlock.py).
+"""A run directory is owned by one run at a time (tinyllm/runlock.py).
 
 Two runs on one --out used to corrupt each other (interleaved metrics.jsonl, one run's
 config.json beside the other's checkpoint, a staging file deleted under a writer). Now the
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bounded import REPO, TINY
+from .bounded import REPO, TINY
 from tinyllm import runlock
 
 MPIEXEC = shutil.which("mpiexec")

@@ -1,4 +1,4 @@
-"""Issue 23, item 4: every path a run stores is absolute (or the run directory's own).
+"""Every path a run stores is absolute (or the run directory's own).
 
 A run made in one directory with relative `--data`, `--tokenizer FILE`, `--init-from` and a
 finetune's `--data` must be usable (`sample`, `eval`, `classify`) and resumable from any other
@@ -8,17 +8,16 @@ import json
 import os
 import shutil
 
-from bounded import TINY
+from .bounded import TINY, cli
 from tinyllm import checkpoint as ckpt
-from tinyllm.cli import main
 from tinyllm.tokenizer import CharTokenizer
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return captured.out
+def ok(capsys, *argv) -> str:
+    """stdout of `tinyllm argv...`, which must succeed."""
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    return out
 
 
 def write_records(path) -> None:
@@ -35,8 +34,8 @@ def test_a_run_made_with_relative_paths_is_used_and_resumed_from_elsewhere(tmp_p
     CharTokenizer.train(corpus.read_text()).save(made / "chars.tok")
     write_records(made / "records.jsonl")
     monkeypatch.chdir(made)
-    cli(capsys, "train", "--data", "corpus.txt", "--tokenizer", "chars.tok", "--out", "run", *TINY, "--max-iters", "2")
-    cli(capsys, "finetune", "--task", "classify", "--init-from", "run", "--data", "records.jsonl", "--out", "clf",
+    ok(capsys, "train", "--data", "corpus.txt", "--tokenizer", "chars.tok", "--out", "run", *TINY, "--max-iters", "2")
+    ok(capsys, "finetune", "--task", "classify", "--init-from", "run", "--data", "records.jsonl", "--out", "clf",
         "--max-iters", "2", "--eval-interval", "1", "--progress", "none")
     state = ckpt.read_state("run")
     assert state["train_config"]["data"] == str(made / "corpus.txt")
@@ -45,11 +44,11 @@ def test_a_run_made_with_relative_paths_is_used_and_resumed_from_elsewhere(tmp_p
     assert finetune["init_from"] == str(made / "run") and finetune["data"] == str(made / "records.jsonl")
 
     monkeypatch.chdir(elsewhere)
-    cli(capsys, "train", "--out", made / "run", "--resume", "--max-iters", "4", "--progress", "none")
-    cli(capsys, "eval", "--ckpt", made / "run", "--max-tokens", "50")
-    cli(capsys, "sample", "--ckpt", made / "run", "--max-new-tokens", "5")
-    assert "\t" in cli(capsys, "classify", "--ckpt", made / "clf", "the cat sat")
-    cli(capsys, "finetune", "--out", made / "clf", "--resume", "--max-iters", "3", "--progress", "none")
+    ok(capsys, "train", "--out", made / "run", "--resume", "--max-iters", "4", "--progress", "none")
+    ok(capsys, "eval", "--ckpt", made / "run", "--max-tokens", "50")
+    ok(capsys, "sample", "--ckpt", made / "run", "--max-new-tokens", "5")
+    assert "\t" in ok(capsys, "classify", "--ckpt", made / "clf", "the cat sat")
+    ok(capsys, "finetune", "--out", made / "clf", "--resume", "--max-iters", "3", "--progress", "none")
     assert ckpt.read_state(made / "clf")["step"] == 3
 
 
@@ -57,8 +56,8 @@ def test_a_toml_files_relative_data_is_stored_absolute(tmp_path, corpus, capsys,
     monkeypatch.chdir(tmp_path)
     shutil.copy(corpus, tmp_path / "corpus.txt")
     (tmp_path / "run.toml").write_text('data = "corpus.txt"\ntokenizer = "char"\n')
-    cli(capsys, "train", "--config", "run.toml", "--out", "run", *TINY, "--max-iters", "1")
+    ok(capsys, "train", "--config", "run.toml", "--out", "run", *TINY, "--max-iters", "1")
     config = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert config["data"] == str(tmp_path / "corpus.txt") and config["tokenizer"] == "char"
     os.chdir(tmp_path.parent)
-    cli(capsys, "train", "--out", tmp_path / "run", "--resume", "--max-iters", "2", "--data", tmp_path / "corpus.txt")
+    ok(capsys, "train", "--out", tmp_path / "run", "--resume", "--max-iters", "2", "--data", tmp_path / "corpus.txt")

@@ -1,4 +1,4 @@
-"""Issue 23, item 2: a reader never sees a mix of two checkpoints.
+"""A reader never sees a mix of two checkpoints.
 
 A run saving every step swaps `last` and prunes the checkpoint it replaced, while readers
 (`load_checkpoint`, `tinyllm info`, `sample`, `eval`) read the run in a loop. Every read must
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bounded import REPO, start_training
+from .bounded import REPO, start_training
 from tinyllm import checkpoint as ckpt
 from tinyllm.cli import main
 

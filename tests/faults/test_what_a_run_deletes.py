@@ -1,4 +1,4 @@
-"""Issue 23, item 3: no command deletes what it did not write.
+"""No command deletes what it did not write.
 
 Pruning removes only the checkpoints this process's own link swaps unlinked, and never one a
 reader holds (tinyllm/rundir.py); a run directory that holds checkpoints but no `last` (removed,
@@ -11,18 +11,13 @@ import shutil
 import numpy as np
 import pytest
 
-from bounded import TINY, assert_one_line_error
+from .bounded import TINY, assert_one_line_error, cli
 from tinyllm import checkpoint as ckpt
 from tinyllm import rundir
 from tinyllm.cli import main
 from tinyllm.model import GPT, GPTConfig
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 def contents(run) -> dict:
@@ -49,11 +44,11 @@ def test_a_run_directory_without_its_last_is_refused_and_left_as_it_was(damage, 
         os.replace(run / "best.tmp", run / "best")
     before = contents(run)
     names = rundir.checkpoint_names(run)
-    code, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "4", "--eval-interval", "1")
+    code, _, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "4", "--eval-interval", "1")
     assert_one_line_error(code, err, "train", f"--out {run}: a run was here", names[-1],
                           f"ln -sfn checkpoints/{names[-1]} {run / 'last'}, then --resume", "choose a new --out")
     assert contents(run) == before                           # nothing pruned, metrics.jsonl untouched
-    code, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "6")
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", "--max-iters", "6")
     assert_one_line_error(code, err, "train", f"--resume: {run} has no checkpoint to resume", names[-1], "ln -sfn")
     assert contents(run) == before
 
@@ -61,7 +56,7 @@ def test_a_run_directory_without_its_last_is_refused_and_left_as_it_was(damage, 
 def test_a_directory_left_with_links_to_deleted_checkpoints_says_how_to_start_again(trained, copy_of, corpus, capsys):
     run = copy_of(trained)
     shutil.rmtree(run / "checkpoints")
-    code, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "2")
+    code, _, err = cli(capsys, "train", "--data", corpus, "--out", run, *TINY, "--max-iters", "2")
     assert_one_line_error(code, err, "train", "it holds no checkpoint", f"delete {run / 'last'} and {run / 'best'}")
 
 

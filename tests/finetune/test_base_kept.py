@@ -1,4 +1,4 @@
-"""Issue 23: a finetune keeps its base model by content, so the base run may move on.
+"""A finetune keeps its base model by content, so the base run may move on.
 
 A LoRA finetune made with `--init-from runs/demo` used to record that path and rebuild from
 `runs/demo/last` when loaded: once the base run trained on (its `last` moved, the old checkpoint

@@ -1,4 +1,4 @@
-"""Issue 23, item 10: a data file that starts with a UTF-8 byte-order mark (what spreadsheet
+"""A data file that starts with a UTF-8 byte-order mark (what spreadsheet
 programs write) reads as the same file without it."""
 import pytest
 

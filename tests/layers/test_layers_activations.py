@@ -9,7 +9,7 @@ from autograd import Tensor
 from autograd import functional as F
 from autograd.gradcheck import check_backward
 from autograd.testing import float_arrays, shapes
-from layers_threeway import assert_three_way, forward_backward
+from .layers_threeway import assert_three_way, forward_backward
 
 EXTREMES = np.array([-1e4, -800.0, -40.0, -1e-8, 0.0, 1e-8, 40.0, 800.0, 1e4])
 

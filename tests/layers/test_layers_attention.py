@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from autograd import Tensor
 from autograd import functional as F
 from autograd.testing import float_arrays
-from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
+from .layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
 
 @st.composite

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from autograd import Tensor
 from autograd import functional as F
 from autograd.testing import float_arrays, shapes
-from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
+from .layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
 AFFINE = [(True, True), (True, False), (False, True), (False, False)]
 

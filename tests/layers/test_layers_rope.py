@@ -8,7 +8,7 @@ from autograd import Tensor
 from autograd import functional as F
 from autograd.layers.rope import rope_tables
 from autograd.testing import float_arrays
-from layers_threeway import assert_three_way
+from .layers_threeway import assert_three_way
 
 
 @st.composite

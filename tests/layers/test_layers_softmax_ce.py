@@ -9,7 +9,7 @@ from autograd import Tensor
 from autograd import functional as F
 from autograd.gradcheck import check_backward
 from autograd.testing import float_arrays, matmul_shapes, shapes
-from layers_threeway import assert_close_scaled, assert_three_way, forward_backward
+from .layers_threeway import assert_close_scaled, assert_three_way, forward_backward
 
 
 @st.composite

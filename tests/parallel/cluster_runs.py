@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mpi_runs import MPIEXEC, REPO
+from .mpi_runs import MPIEXEC, REPO
 
 from parallel.cluster import Cluster, unavailable_reason
 

@@ -1,7 +1,7 @@
 """Fixtures of the mpiexec tests: a small corpus and the single-process runs every pipelined run must equal."""
 import numpy as np
 import pytest
-from mpi_runs import single_process
+from .mpi_runs import single_process
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ equal the single-process run: every loss to 1e-12, every weight to 1e-11 (mpi_ru
 Without root or `ip` these skip with that reason (a failure under TINYLLM_CLUSTER_TESTS=required).
 """
 import pytest
-from cluster_runs import box, run_job
-from mpi_runs import BASE, assert_same_run, finished_after, needs_mpi, single_process
+from .cluster_runs import box, run_job
+from .mpi_runs import BASE, assert_same_run, finished_after, needs_mpi, single_process
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.settings import RunSettings

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_runs import box, finish, launch, rank_processes, wait_until
-from mpi_runs import BASE, needs_mpi, single_process
+from .cluster_runs import box, finish, launch, rank_processes, wait_until
+from .mpi_runs import BASE, needs_mpi, single_process
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.settings import RunSettings

@@ -13,8 +13,7 @@ import pytest
 
 from autograd import backend
 from parallel.grid import device_for
-from mpi_runs import BASE, mpirun, single_process
-from mpi_runs import needs_mpi as pytestmark   # the corpus fixture comes from conftest.py
+from .mpi_runs import BASE, mpirun, single_process
 
 PIPELINE = dict(pipeline_stages=2, microbatches=3, schedule="1f1b", device="cuda", max_iters=3, eval_interval=3)
 

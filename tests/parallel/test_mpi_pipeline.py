@@ -8,12 +8,11 @@ config. One run checks several things at once to keep the whole file near half a
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi_runs import BASE, REPO, assert_same_run, finished_after, mpirun, needs_mpi, single_process
+from .mpi_runs import BASE, REPO, assert_same_run, finished_after, mpirun, needs_mpi, single_process
 
 from tinyllm import checkpoint as ckpt
 from tinyllm.settings import RunSettings
@@ -168,8 +167,7 @@ def test_an_old_pipeline_checkpoint_resumes_pipelined_to_the_old_codes_numbers(t
     config = {**ckpt.read_state(out)["train_config"], "data": str(OLD / "corpus.txt"), "out": str(out), "resume": True}
     proc = mpirun(2, config, tmp_path / "w")
     assert proc.returncode == 0, proc.stderr
-    sys.path.insert(0, str(OLD))
-    from platform_id import platform_fingerprint
+    from ..old_checkpoints.platform_id import platform_fingerprint
     if platform_fingerprint() == json.loads((OLD / "expected.json").read_text())["platform"]:
         assert proc.result["train_losses"] == expected["train_losses"]     # bit for bit
         assert proc.result["last_eval"] == expected["last_eval"]

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from mpi_runs import BASE, assert_same_run, finished_after, mpirun, needs_mpi, single_process
+from .mpi_runs import BASE, assert_same_run, finished_after, mpirun, needs_mpi, single_process
 
 from parallel.schedules import schedule_for
 from tinyllm import checkpoint as ckpt

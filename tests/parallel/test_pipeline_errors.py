@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from mpi_runs import BASE, MPIEXEC, REPO, TIMEOUT_S, mpirun, needs_mpi
+from .mpi_runs import BASE, MPIEXEC, REPO, TIMEOUT_S, mpirun, needs_mpi
 from tinyllm import checkpoint as ckpt
 
 pytestmark = needs_mpi

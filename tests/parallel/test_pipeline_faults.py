@@ -1,6 +1,6 @@
 """A signal that reaches one pipeline rank, at any point of a step, stops every rank after one agreed step.
 
-Issue 14, item 1: SIGTERM sent to a single rank used to deadlock the run when it landed after
+SIGTERM sent to a single rank used to deadlock the run when it landed after
 the step's stop agreement (one rank went into the collective save alone). The stop is now
 agreed once per step by an all-reduce that every rank reaches, after the step's collectives and
 before its evaluation and save, so a signal that lands later is agreed at the next step.

@@ -44,7 +44,7 @@ def test_a_registered_schedule_is_simulated_and_has_a_bubble():
 
 @pytest.mark.mpi
 def test_a_schedule_registered_in_a_test_file_runs_over_mpiexec(corpus, references, tmp_path):
-    from mpi_runs import BASE, MPIEXEC, assert_same_run, mpirun
+    from .mpi_runs import BASE, MPIEXEC, assert_same_run, mpirun
     if MPIEXEC is None:
         pytest.skip("needs mpiexec (pip install 'tinyllm[mpi]')")
     reference, reference_ckpt = references[True]

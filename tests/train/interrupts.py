@@ -1,6 +1,6 @@
 """Runs of `tinyllm` in a subprocess that a test interrupts with a signal, and their child processes.
 
-    from interrupts import interrupt_after_step   # tests/train/ is on sys.path for its tests
+    from .interrupts import interrupt_after_step   # in a test beside it (tests/ is a package)
 """
 import os
 import signal

@@ -11,7 +11,7 @@ from tinyllm import checkpoint as ckpt
 from tinyllm import download
 from tinyllm.cli import main
 
-from interrupts import interrupt_after_step  # tests/train/interrupts.py
+from .interrupts import interrupt_after_step  # tests/train/interrupts.py
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
         "--eval-iters", "2", "--warmup-iters", "2", "--sample-tokens", "20", "--progress", "none"]

@@ -15,7 +15,6 @@ elsewhere the numbers must agree to float32 rounding and the records in their fi
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from tinyllm.build import build_run
 from tinyllm.settings import RunSettings
 from tinyllm.train import Pretraining, train
 
+from ..old_checkpoints.platform_id import platform_fingerprint
+
 OLD = Path(__file__).resolve().parents[1] / "old_checkpoints"
-sys.path.insert(0, str(OLD))
-from platform_id import platform_fingerprint  # noqa: E402 - tests/old_checkpoints/platform_id.py
 
 EXPECTED = json.loads((OLD / "expected.json").read_text())   # written by the old code, not by this one
 BITWISE = EXPECTED["platform"] == platform_fingerprint()

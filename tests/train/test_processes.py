@@ -21,7 +21,7 @@ from tinyllm.build import build_run
 from tinyllm.train import Pretraining
 from tinyllm.workers import one_machine_strategy, parallelism_warnings, resolve_workers
 
-from interrupts import ROOT, child_pids, interrupt_after_step, process_gone  # tests/train/interrupts.py
+from .interrupts import ROOT, interrupt_after_step, process_gone  # tests/train/interrupts.py
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="worker processes need fork (Linux)")
 
