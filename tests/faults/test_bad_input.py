@@ -152,3 +152,17 @@ def test_a_config_file_with_values_of_the_wrong_type_is_one_line(line, flag, tmp
     config.write_text(line + "\n")
     code, _, err = cli(capsys, "train", "--config", config, "--out", tmp_path / "run")
     assert_one_line_error(code, err, "train", flag)
+
+
+@pytest.mark.parametrize("how, message", [
+    (["--n-kv-head", "3"], "--n-head 4 is not divisible by --n-kv-head 3"),
+    ("bias = \"yes\"\n", "--bias 'yes': must be true or false"),
+])
+def test_model_settings_that_make_no_model_name_the_flag_before_any_data_is_read(how, message, tmp_path, capsys):
+    """In the flags' (and TOML keys') terms, not GPTConfig's, and before the corpus is tokenized."""
+    if isinstance(how, str):
+        (tmp_path / "run.toml").write_text(how)
+        how = ["--config", str(tmp_path / "run.toml")]
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "run", *how)
+    assert_one_line_error(code, err, "train", message)
+    assert not (tmp_path / "run").exists()
