@@ -103,9 +103,8 @@ PATH_SETTINGS = {"data": (STDLIB,), "tokenizer": ("char", "bpe")}
 
 
 def absolute_paths(settings: dict) -> dict:
-    """`settings` (by flat name) with every path among PATH_SETTINGS made absolute (tinyllm.io.absolute_path)."""
-    return {name: io.absolute_path(value, PATH_SETTINGS[name]) if name in PATH_SETTINGS else value
-            for name, value in settings.items()}
+    """`settings` (by flat name) with the data paths made absolute, as DataSettings stores them."""
+    return io.absolute_paths(settings, PATH_SETTINGS)
 
 
 # ---- corpora ---------------------------------------------------------------------------

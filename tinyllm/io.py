@@ -161,6 +161,12 @@ def absolute_path(value, names=()):
     return os.path.abspath(value)
 
 
+def absolute_paths(values: dict, paths: dict) -> dict:
+    """`values` (settings by name) with each one named in `paths` (name -> its values that are not
+    paths, e.g. "stdlib") made absolute by absolute_path; the others as they are."""
+    return {name: absolute_path(value, paths[name]) if name in paths else value for name, value in values.items()}
+
+
 def write_json(path, obj) -> None:
     """Write `obj` as a JSON file atomically."""
     write_bytes(path, json_bytes(obj))

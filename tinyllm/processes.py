@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import math
 import mmap
 import multiprocessing
@@ -75,12 +74,12 @@ import weakref
 import numpy as np
 
 from autograd import enable_grad, grad, no_grad
+from tinyllm.dropout import slice_sources
 from tinyllm.errors import UserError, portable
 from tinyllm.strategy import SingleProcess, first_rows
-from tinyllm.dropout import slice_sources
 from tinyllm.threads import BlasThreads, batch_slices, split_by_size
+from tinyllm.tokenizer.workers import die_with_parent
 
-_PR_SET_PDEATHSIG = 1   # prctl option (linux/prctl.h)
 ALIGN = 64              # bytes: every array in the shared mapping starts on a cache line
 RELEASE_MIN_BYTES = 32 << 20   # slots this large are given back between steps (as glibc returns arrays
                                # this large when freed: backend.keep_freed_memory's threshold)
@@ -355,7 +354,7 @@ def _worker_main(strategy: DataProcesses, k: int, conn, parents_end, model, task
     """A worker's life: wait for a message, do it, reply; exit at "stop" or when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent decides when to stop, saves, tells us
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent(parent)
+    die_with_parent(parent)
     parents_end.close()                               # copies of the parent's pipe ends, made by fork:
     for _, other in strategy.workers:                 # with them closed, the parent's exit is an EOF here
         other.close()
@@ -386,16 +385,6 @@ def _worker_main(strategy: DataProcesses, k: int, conn, parents_end, model, task
         except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent
             conn.send(("error", portable(error), traceback.format_exc()))
     conn.close()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process when the parent dies (a pipe EOF would also end it, but only
-    once the worker is back waiting for a message)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:                        # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _receive(k: int, process, conn):

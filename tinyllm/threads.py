@@ -48,6 +48,7 @@ import numpy as np
 from autograd import grad, no_grad
 from tinyllm.dropout import slice_sources
 from tinyllm.strategy import SingleProcess, batch_rows, first_rows
+from tinyllm.tokenizer.workers import available_cores
 
 
 def default_threads() -> int:
@@ -57,14 +58,6 @@ def default_threads() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return available_cores()
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def split_rows(n_rows: int, parts: int) -> list:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from tinyllm.fields import check, is_int, one_of, setting
 from tinyllm.processes import DataProcesses, fork_available
 from tinyllm.strategy import SingleProcess
-from tinyllm.threads import BlasThreads, DataThreads, available_cores, default_threads
+from tinyllm.threads import BlasThreads, DataThreads, default_threads
+from tinyllm.tokenizer.workers import available_cores
 
 PARALLEL = ("processes", "threads")
 

@@ -95,8 +95,7 @@ class FinetuneConfig:
     @classmethod
     def absolute_paths(cls, settings: dict) -> dict:
         """`settings` with every path (PATH_SETTINGS) made absolute, as a FinetuneConfig stores it."""
-        return {name: io.absolute_path(value, PATH_SETTINGS[name]) if name in PATH_SETTINGS else value
-                for name, value in settings.items()}
+        return io.absolute_paths(settings, PATH_SETTINGS)
 
     @property
     def lora(self) -> LoRAConfig | None:

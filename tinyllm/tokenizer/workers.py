@@ -168,12 +168,18 @@ def died() -> WorkerError:
                        "(e.g. --workers 1): finished work is kept")
 
 
-def _worker_main(connection, state, parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+def die_with_parent(parent: int) -> None:
+    """In a forked worker: ask Linux to kill this process when its parent dies (a pipe's EOF would
+    end it too, but only once it is back waiting for a message); exit now if the parent is gone."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _worker_main(connection, state, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    die_with_parent(parent)
     while True:
         try:
             message = connection.recv()
